@@ -1,0 +1,68 @@
+/* shardlm/conf.h - the run configuration: an INI file (parsed with inih) plus
+ * `section.key=value` overrides. Key names are the contract of DESIGN.md section 6 and
+ * match the struct fields they fill. Unknown keys and invalid values are refused with a
+ * message naming the key, the file and the line; nothing is computed before that. */
+#ifndef SHARDLM_CONF_H
+#define SHARDLM_CONF_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "shardlm/status.h"
+
+#define SLM_PATH_MAX 1024
+
+typedef struct slm_conf {
+    struct {
+        char arch[16];
+        int n_layer, n_head, d_model, vocab_size, seq_len;
+    } model;
+    struct {
+        long steps;
+        int micro_batch, global_batch;
+        double lr, min_lr, weight_decay, grad_clip, beta1, beta2, eps;
+        long warmup_steps;
+        uint64_t seed;
+        char precision[8];
+        int recompute;
+        int threads;
+    } train;
+    struct {
+        int tp, pp, zero_stage, microbatches;
+    } parallel;
+    struct {
+        char train[SLM_PATH_MAX], val[SLM_PATH_MAX];
+    } data;
+    struct {
+        char dir[SLM_PATH_MAX], resume[SLM_PATH_MAX];
+        long every;
+        int keep, async;
+    } ckpt;
+    struct {
+        long every;
+        char metrics[SLM_PATH_MAX], dump[SLM_PATH_MAX];
+        double peak_gflops;
+    } log;
+    struct {
+        int tokens;
+        double temperature;
+        char prompt[256];
+    } sample;
+} slm_conf;
+
+/* Fill conf with the built-in defaults. Local. */
+void slm_conf_defaults(slm_conf *conf);
+/* Read an INI file over conf. Unknown sections/keys and bad values are errors. Local. */
+slm_status slm_conf_load_file(slm_conf *conf, const char *path);
+/* Apply one "section.key=value" override. Local. */
+slm_status slm_conf_set(slm_conf *conf, const char *assignment);
+/* Cross-key checks (n_head divides d_model, batch sizes agree with the world, ...).
+ * world is the number of ranks the run will use. Local. */
+slm_status slm_conf_validate(const slm_conf *conf, int world);
+/* Print the resolved configuration as a table (section, key, value). */
+void slm_conf_print(const slm_conf *conf, FILE *f);
+/* Write the resolved configuration as INI text into buf (for checkpoints and dumps). */
+void slm_conf_to_ini(const slm_conf *conf, char *buf, size_t len);
+/* Gradient accumulation steps implied by conf for dp data-parallel ranks. */
+int slm_conf_grad_accum(const slm_conf *conf, int dp);
+
+#endif

@@ -1,0 +1,81 @@
+/* shardlm/kernels.h - the compute kernels of a GPT-2 block, on raw float buffers.
+ *
+ * Kernels know nothing of MPI, files or configuration; they do not validate shapes
+ * (callers validate once, where data enters). All buffers are row-major and dense.
+ * Shape letters: B batch, T time, C channels, NH heads, hs = C/NH, V vocabulary,
+ * N = B*T rows.
+ *
+ * Backward convention: every gradient output ACCUMULATES (+=) into its buffer, so the
+ * caller zeroes parameter gradients once per optimizer step and activation gradients
+ * before each use. Exceptions are marked. */
+#ifndef SHARDLM_KERNELS_H
+#define SHARDLM_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Token + learned position embedding.
+ * out (B,T,C) = wte[tok[b,t]] + wpe[t]; tok (B,T); wte (V,C); wpe (>=T,C). */
+void slm_encoder_forward(float *out, const int32_t *tok, const float *wte, const float *wpe,
+                         int B, int T, int C);
+/* dwte, dwpe accumulate. */
+void slm_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tok,
+                          int B, int T, int C);
+
+/* LayerNorm over the last dimension, eps 1e-5 (as torch.nn.LayerNorm).
+ * out (N,C), mean (N), rstd (N) are written; inp (N,C), w (C), b (C). */
+void slm_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                           const float *w, const float *b, int N, int C);
+/* dinp (N,C), dw (C), db (C) accumulate. */
+void slm_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                            const float *inp, const float *w, const float *mean,
+                            const float *rstd, int N, int C);
+
+/* Linear layer through OpenBLAS sgemm, weights laid out as torch.nn.Linear:
+ * out (N,OC) = inp (N,IC) @ w(OC,IC)^T + bias (OC, may be NULL). out is written. */
+void slm_matmul_forward(float *out, const float *inp, const float *w, const float *bias,
+                        int N, int IC, int OC);
+/* dinp (N,IC), dw (OC,IC), dbias (OC) accumulate; dinp or dbias may be NULL to skip. */
+void slm_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
+                         const float *inp, const float *w, int N, int IC, int OC);
+
+/* Causal multi-head self-attention with softmax scale 1/sqrt(hs).
+ * qkv (B,T,3C) holds q, k, v side by side, head h at columns [h*hs, (h+1)*hs) of each.
+ * out (B,T,C) is written (heads concatenated); att (B,NH,T,T) receives the softmax
+ * probabilities (upper triangle zero), kept for backward. */
+void slm_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C,
+                           int NH);
+/* dqkv (B,T,3C) accumulates. scratch must hold T*T floats. */
+void slm_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
+                            const float *att, int B, int T, int C, int NH);
+
+/* GELU, tanh approximation (GPT-2; torch gelu(approximate="tanh")). out written. */
+void slm_gelu_forward(float *out, const float *inp, size_t n);
+/* dinp accumulates. */
+void slm_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+
+/* out = a + b (out may alias a or b). */
+void slm_residual_forward(float *out, const float *a, const float *b, size_t n);
+
+/* Fused softmax + cross-entropy over logits (N,V) with targets (N).
+ * Writes losses (N) = -log softmax(logits)[target] and lse (N) = logsumexp of each row;
+ * logits are left unchanged. */
+void slm_crossentropy_forward(float *losses, float *lse, const float *logits,
+                              const int32_t *targets, int N, int V);
+/* Gradient of sum_i scale*losses[i] with respect to the logits, written (not
+ * accumulated) IN PLACE over logits: logits[i] becomes (softmax - onehot) * scale. */
+void slm_crossentropy_backward(float *logits, const float *lse, const int32_t *targets,
+                               float scale, int N, int V);
+
+/* One AdamW step (torch.optim.AdamW semantics, decoupled weight decay) on n elements:
+ * p -= lr*wd*p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
+ * p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps). t counts from 1. */
+void slm_adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr,
+                      float beta1, float beta2, float eps, float weight_decay, int t);
+
+/* Sum of squares of x in double precision (for global grad norms). */
+double slm_sumsq(const float *x, size_t n);
+/* x *= s. */
+void slm_scale(float *x, float s, size_t n);
+
+#endif

@@ -1,0 +1,66 @@
+/* shardlm/model.h - the GPT-2 model: parameter layout, initialization, forward and
+ * backward on one rank's micro-batch.
+ *
+ * Parameters live in one contiguous float block laid out block by block (embeddings,
+ * then each transformer block, then the final LayerNorm), so one transformer block is
+ * one contiguous range - the unit of sharding for data parallelism. Gradients mirror the
+ * parameter block; activations and their gradients get one block each. */
+#ifndef SHARDLM_MODEL_H
+#define SHARDLM_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "shardlm/status.h"
+
+typedef struct slm_gpt_config {
+    int n_layer, n_head, d_model, vocab_size, seq_len;
+} slm_gpt_config;
+
+/* One named parameter tensor: its global name and shape, and where it sits. */
+typedef struct slm_tensor_info {
+    char name[64];
+    int ndim;
+    int64_t shape[2];
+    size_t offset, count; /* in floats, within the parameter block */
+    int decay;            /* 1: weight decay applies (matrices), 0: biases and LayerNorm */
+    int block;            /* transformer block index, or -1 for embeddings/final norm */
+} slm_tensor_info;
+
+typedef struct slm_gpt *slm_gpt_t;
+
+/* Check a configuration (sizes positive, n_head divides d_model). Local. */
+slm_status slm_gpt_config_check(const slm_gpt_config *cfg);
+/* Allocate a model for micro-batches of up to max_batch sequences of cfg->seq_len. Local. */
+slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, slm_gpt_t *model);
+/* Free everything; sets *model to NULL; NULL is a no-op. */
+void slm_gpt_destroy(slm_gpt_t *model);
+
+/* GPT-2 initialization: weights N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)),
+ * biases 0, LayerNorm weights 1. Element j of tensor i is drawn from the counter-based
+ * generator at (seed, init, i, j): the same values whatever the layout. */
+void slm_gpt_init_params(slm_gpt_t m, uint64_t seed);
+
+const slm_gpt_config *slm_gpt_config_of(slm_gpt_t m);
+size_t slm_gpt_num_params(slm_gpt_t m);
+float *slm_gpt_params(slm_gpt_t m); /* (num_params) */
+float *slm_gpt_grads(slm_gpt_t m);  /* (num_params) */
+int slm_gpt_num_tensors(slm_gpt_t m);
+const slm_tensor_info *slm_gpt_tensor(slm_gpt_t m, int i);
+/* Bytes of activations (and activation gradients) held for one micro-batch. */
+size_t slm_gpt_activation_bytes(slm_gpt_t m);
+/* Model FLOPs per trained token (forward + backward), the formula MFU uses:
+ * 6 * (12*L*C^2 + V*C) + 12 * L * C * T  (matmul weights, plus attention scores). */
+double slm_gpt_flops_per_token(const slm_gpt_config *cfg);
+
+/* Forward over inputs (B,T) with T <= seq_len and B <= max_batch. With targets (B,T),
+ * returns the mean cross-entropy and keeps what backward needs; without (NULL), only
+ * the logits are computed and 0 is returned. */
+float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets, int B, int T);
+/* Logits (B,T,V) of the last forward; overwritten by slm_gpt_backward. */
+const float *slm_gpt_logits(slm_gpt_t m);
+/* Backward of sum_i loss_scale * loss_i over the tokens of the last forward (with
+ * targets). Parameter gradients accumulate, so micro-steps add up. */
+void slm_gpt_backward(slm_gpt_t m, float loss_scale);
+void slm_gpt_zero_grad(slm_gpt_t m);
+
+#endif

@@ -1,0 +1,54 @@
+/* shardlm/runtime.h - the training loop and what surrounds it: metrics, the oracle
+ * dump, text sampling and the compute-peak probe that MFU is measured against. */
+#ifndef SHARDLM_RUNTIME_H
+#define SHARDLM_RUNTIME_H
+
+#include <mpi.h>
+#include <stdint.h>
+#include <stdio.h>
+#include "shardlm/conf.h"
+#include "shardlm/data.h"
+#include "shardlm/model.h"
+#include "shardlm/status.h"
+
+/* Train as conf says on the ranks of comm (collective). Errors that every rank sees
+ * alike (configuration, data) are raised before any communication. */
+slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm);
+
+/* Measured sgemm rate in GFLOP/s on n x n x n products, repeated for about `seconds`,
+ * with the BLAS thread count currently set. Local. */
+double slm_sgemm_gflops(int n, double seconds);
+/* Set the compute threads (OpenBLAS and OpenMP); 0 leaves the defaults. */
+void slm_set_threads(int threads);
+/* Threads compute will use. */
+int slm_get_threads(void);
+
+/* Sample ntokens tokens after the prompt from the model (temperature 0 = greedy) and
+ * write the decoded text to out. Local. */
+slm_status slm_sample_text(slm_gpt_t model, slm_dataset_t ds, const char *prompt, int ntokens,
+                           double temperature, uint64_t seed, char *out, size_t cap);
+
+/* Per-step record written to the JSON-lines metrics file. */
+typedef struct slm_step_metrics {
+    long step, steps;
+    double loss, lr, grad_norm, tokens_per_s, mfu, step_ms, exposed_comm_ms, peak_rss_mib;
+    long long tokens_seen;
+} slm_step_metrics;
+void slm_metrics_write(FILE *f, const slm_step_metrics *m);
+
+/* The oracle dump (log.dump): an HDF5 file with the initial parameters, the batches,
+ * step-0 logits/loss/gradients, per-step losses, learning rates and norms, and the final
+ * parameters. See docs/testing.md. */
+typedef struct slm_dump *slm_dump_t;
+slm_status slm_dump_create(const char *path, const slm_conf *conf, slm_gpt_t model, int accum,
+                           slm_dump_t *dump);
+slm_status slm_dump_tokens(slm_dump_t d, long step, int micro, const int32_t *windows);
+/* Logits (B,T,V) of the first micro-batch of step 0, before backward. */
+slm_status slm_dump_logits(slm_dump_t d, const float *logits);
+/* Step 0's mean loss and accumulated gradients, before clipping. */
+slm_status slm_dump_step0(slm_dump_t d, double loss, const float *grads);
+slm_status slm_dump_finish(slm_dump_t d, const float *losses, const double *lrs,
+                           const double *norms, const float *final_params);
+void slm_dump_destroy(slm_dump_t *d);
+
+#endif

@@ -1,0 +1,84 @@
+/* main.c - the shardlm program: MPI start-up, subcommand dispatch, shutdown. */
+#include "config.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <string.h>
+#include <mpi.h>
+#include "cli.h"
+#include "shardlm/status.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: shardlm COMMAND [ARGS]\n"
+            "\n"
+            "commands:\n"
+            "  train [CONFIG.ini] [section.key=value ...]   train a GPT model (see train --help)\n"
+            "  bench gemm [--size N] [--threads N] [--seconds S] [--json]\n"
+            "                                               measure the sgemm peak used for MFU\n"
+            "  --version                                    print the version\n"
+            "  --help                                       print this help\n"
+            "\n"
+            "Run under mpirun or srun for several ranks, or as a plain process for one.\n");
+}
+
+void slm_cli_report_error(MPI_Comm comm, int every_rank)
+{
+    int rank = 0, world = 1;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &world);
+    if (!every_rank && rank != 0) return;
+    char buf[4096];
+    slm_error_format(buf, sizeof buf);
+    if (world > 1 && every_rank) fprintf(stderr, "[%d] shardlm: error: %s\n", rank, buf);
+    else fprintf(stderr, "shardlm: error: %s\n", buf);
+    fflush(stderr);
+}
+
+/* OpenMP threads that spin-wait after a parallel region take the cores OpenBLAS's own
+ * threads need between kernels (a 4x slower step was measured on 2 cores). libgomp reads
+ * OMP_WAIT_POLICY when it is loaded, before main runs, so when the user has not chosen a
+ * policy, choose "passive" and execute the program once more. */
+static void ensure_passive_openmp(char **argv)
+{
+    if (getenv("OMP_WAIT_POLICY")) return;
+    setenv("OMP_WAIT_POLICY", "passive", 1);
+    execv("/proc/self/exe", argv); /* returns only on failure: then run as we are */
+}
+
+int main(int argc, char **argv)
+{
+    ensure_passive_openmp(argv);
+    if (argc < 2) {
+        usage(stderr);
+        return SLM_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("shardlm %s\n", PACKAGE_VERSION);
+        return SLM_EXIT_OK;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return SLM_EXIT_OK;
+    }
+    int provided = 0;
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    MPI_Comm comm;
+    MPI_Comm_dup(MPI_COMM_WORLD, &comm); /* no module touches MPI_COMM_WORLD */
+    int rc;
+    if (!strcmp(argv[1], "train")) rc = slm_cmd_train(argc - 1, argv + 1, comm);
+    else if (!strcmp(argv[1], "bench")) rc = slm_cmd_bench(argc - 1, argv + 1, comm);
+    else {
+        int rank;
+        MPI_Comm_rank(comm, &rank);
+        if (rank == 0) {
+            fprintf(stderr, "shardlm: unknown command '%s'\n\n", argv[1]);
+            usage(stderr);
+        }
+        rc = SLM_EXIT_USAGE;
+    }
+    MPI_Comm_free(&comm);
+    MPI_Finalize();
+    return rc;
+}

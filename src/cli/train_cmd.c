@@ -1,0 +1,51 @@
+/* train_cmd.c - `shardlm train [CONFIG.ini] [section.key=value ...]`. */
+#include <stdio.h>
+#include <string.h>
+#include "cli.h"
+#include "shardlm/conf.h"
+#include "shardlm/log.h"
+#include "shardlm/runtime.h"
+
+static void train_help(void)
+{
+    slm_conf c;
+    slm_conf_defaults(&c);
+    printf("usage: shardlm train [CONFIG.ini] [section.key=value ...]\n\n"
+           "Trains on the ranks it is started on. CONFIG.ini is read first, then each\n"
+           "section.key=value override in order. Unknown keys are errors. Keys and defaults:\n");
+    slm_conf_print(&c, stdout);
+}
+
+/* Parse the command line into conf. Every rank parses the same arguments and files, so
+ * every rank reaches the same verdict without communicating. */
+static slm_status parse(int argc, char **argv, slm_conf *conf, int world)
+{
+    slm_conf_defaults(conf);
+    int i = 1;
+    if (i < argc && !strchr(argv[i], '=')) SLM_CALL(slm_conf_load_file(conf, argv[i++]));
+    for (; i < argc; i++) SLM_CALL(slm_conf_set(conf, argv[i]));
+    SLM_CALL(slm_conf_validate(conf, world));
+    return SLM_OK;
+}
+
+int slm_cmd_train(int argc, char **argv, MPI_Comm comm)
+{
+    int rank, world;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &world);
+    if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+        if (rank == 0) train_help();
+        return SLM_EXIT_OK;
+    }
+    slm_log_setup(rank, world, SLM_LOG_INFO, 0);
+    slm_conf conf;
+    if (parse(argc, argv, &conf, world) != SLM_OK) {
+        slm_cli_report_error(comm, 0);
+        return SLM_EXIT_USAGE;
+    }
+    if (slm_train_run(&conf, comm) != SLM_OK) {
+        slm_cli_report_error(comm, 0);
+        return SLM_EXIT_FAILURE;
+    }
+    return SLM_EXIT_OK;
+}

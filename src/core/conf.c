@@ -1,0 +1,319 @@
+/* conf.c - configuration table, INI loading through inih, overrides and validation.
+ *
+ * One table lists every key with its type, bounds and the field it fills, so parsing,
+ * printing, help and error messages all come from the same place. */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <ini.h>
+#include "shardlm/conf.h"
+
+typedef enum { K_INT, K_LONG, K_U64, K_DOUBLE, K_BOOL, K_STR } key_type;
+
+typedef struct {
+    const char *section, *key;
+    key_type type;
+    size_t offset, size; /* size: buffer size for K_STR */
+    double min, max;     /* inclusive bounds for numbers */
+    const char *help;
+} key_spec;
+
+#define F(field) offsetof(slm_conf, field)
+#define S(field) sizeof(((slm_conf *)0)->field)
+#define NUM(sec, key, type, field, lo, hi, help) {sec, key, type, F(field), 0, lo, hi, help}
+#define STR(sec, key, field, help) {sec, key, K_STR, F(field), S(field), 0, 0, help}
+
+static const key_spec keys[] = {
+    STR("model", "arch", model.arch, "model architecture (gpt2)"),
+    NUM("model", "n_layer", K_INT, model.n_layer, 1, 1024, "transformer blocks"),
+    NUM("model", "n_head", K_INT, model.n_head, 1, 1024, "attention heads"),
+    NUM("model", "d_model", K_INT, model.d_model, 1, 65536, "residual width"),
+    NUM("model", "vocab_size", K_INT, model.vocab_size, 2, 16777216, "vocabulary size"),
+    NUM("model", "seq_len", K_INT, model.seq_len, 1, 1048576, "context length"),
+    NUM("train", "steps", K_LONG, train.steps, 0, 1e15, "optimizer steps"),
+    NUM("train", "micro_batch", K_INT, train.micro_batch, 1, 1 << 20, "sequences per rank per micro-step"),
+    NUM("train", "global_batch", K_INT, train.global_batch, 1, 1 << 30, "sequences per optimizer step"),
+    NUM("train", "lr", K_DOUBLE, train.lr, 0, 10, "peak learning rate"),
+    NUM("train", "warmup_steps", K_LONG, train.warmup_steps, 0, 1e15, "linear warmup steps"),
+    NUM("train", "min_lr", K_DOUBLE, train.min_lr, 0, 10, "final learning rate of the cosine decay"),
+    NUM("train", "weight_decay", K_DOUBLE, train.weight_decay, 0, 10, "decoupled weight decay"),
+    NUM("train", "grad_clip", K_DOUBLE, train.grad_clip, 0, 1e30, "global grad-norm clip (0 = off)"),
+    NUM("train", "beta1", K_DOUBLE, train.beta1, 0, 0.999999, "AdamW beta1"),
+    NUM("train", "beta2", K_DOUBLE, train.beta2, 0, 0.999999999, "AdamW beta2"),
+    NUM("train", "eps", K_DOUBLE, train.eps, 0, 1, "AdamW epsilon"),
+    NUM("train", "seed", K_U64, train.seed, 0, 18446744073709551615.0, "seed of init, data and sampling"),
+    STR("train", "precision", train.precision, "fp32 | bf16"),
+    NUM("train", "recompute", K_BOOL, train.recompute, 0, 1, "activation recompute per block"),
+    NUM("train", "threads", K_INT, train.threads, 0, 4096, "compute threads per rank (0 = auto)"),
+    NUM("parallel", "tp", K_INT, parallel.tp, 1, 4096, "tensor-parallel ranks"),
+    NUM("parallel", "pp", K_INT, parallel.pp, 1, 4096, "pipeline stages"),
+    NUM("parallel", "zero_stage", K_INT, parallel.zero_stage, 0, 3, "ZeRO stage 0-3"),
+    NUM("parallel", "microbatches", K_INT, parallel.microbatches, 1, 1 << 20, "pipeline microbatches"),
+    STR("data", "train", data.train, "glob of token shards, or `synthetic`"),
+    STR("data", "val", data.val, "glob of validation shards, `synthetic`, or empty"),
+    STR("ckpt", "dir", ckpt.dir, "checkpoint directory (empty = none)"),
+    NUM("ckpt", "every", K_LONG, ckpt.every, 0, 1e15, "steps between checkpoints"),
+    NUM("ckpt", "keep", K_INT, ckpt.keep, 0, 1 << 20, "checkpoints kept"),
+    NUM("ckpt", "async", K_BOOL, ckpt.async, 0, 1, "write checkpoints in the background"),
+    STR("ckpt", "resume", ckpt.resume, "checkpoint to resume from (default: latest in dir)"),
+    NUM("log", "every", K_LONG, log.every, 1, 1e15, "steps between log lines"),
+    STR("log", "metrics", log.metrics, "JSON-lines metrics file (empty = none)"),
+    STR("log", "dump", log.dump, "HDF5 file of init/grads/final state for oracle tests"),
+    NUM("log", "peak_gflops", K_DOUBLE, log.peak_gflops, 0, 1e12, "peak for MFU (0 = measure)"),
+    NUM("sample", "tokens", K_INT, sample.tokens, 0, 1 << 20, "tokens sampled after training"),
+    NUM("sample", "temperature", K_DOUBLE, sample.temperature, 0, 100, "sampling temperature"),
+    STR("sample", "prompt", sample.prompt, "text the sample starts from"),
+};
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+void slm_conf_defaults(slm_conf *c)
+{
+    memset(c, 0, sizeof *c);
+    strcpy(c->model.arch, "gpt2");
+    c->model.n_layer = 4;
+    c->model.n_head = 4;
+    c->model.d_model = 128;
+    c->model.vocab_size = 256;
+    c->model.seq_len = 64;
+    c->train.steps = 300;
+    c->train.micro_batch = 8;
+    c->train.global_batch = 8;
+    c->train.lr = 3e-3;
+    c->train.warmup_steps = 30;
+    c->train.min_lr = 3e-4;
+    c->train.weight_decay = 0.1;
+    c->train.grad_clip = 1.0;
+    c->train.beta1 = 0.9;
+    c->train.beta2 = 0.95;
+    c->train.eps = 1e-8;
+    c->train.seed = 1337;
+    strcpy(c->train.precision, "fp32");
+    c->parallel.tp = 1;
+    c->parallel.pp = 1;
+    c->parallel.microbatches = 1;
+    strcpy(c->data.train, "synthetic");
+    c->ckpt.keep = 3;
+    c->log.every = 10;
+    c->sample.tokens = 200;
+    c->sample.temperature = 0.8;
+}
+
+static const key_spec *find_key(const char *section, const char *key)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (!strcmp(keys[i].section, section) && !strcmp(keys[i].key, key)) return &keys[i];
+    return NULL;
+}
+
+static int section_known(const char *section)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (!strcmp(keys[i].section, section)) return 1;
+    return 0;
+}
+
+/* Parse value into the field of k. where: "file:line" or "command line" for messages. */
+static slm_status set_value(slm_conf *c, const key_spec *k, const char *value, const char *where)
+{
+    char *field = (char *)c + k->offset, *end = NULL;
+    if (k->type == K_STR) {
+        SLM_CHECK(strlen(value) < k->size, SLM_ERR_CONFIG, "%s.%s (%s): value longer than %zu characters",
+                  k->section, k->key, where, k->size - 1);
+        strcpy(field, value);
+        return SLM_OK;
+    }
+    if (k->type == K_BOOL) {
+        int v = -1;
+        if (!strcasecmp(value, "true") || !strcasecmp(value, "yes") || !strcmp(value, "1") ||
+            !strcasecmp(value, "on"))
+            v = 1;
+        else if (!strcasecmp(value, "false") || !strcasecmp(value, "no") || !strcmp(value, "0") ||
+                 !strcasecmp(value, "off"))
+            v = 0;
+        if (v < 0)
+            return SLM_ERROR(SLM_ERR_CONFIG, "%s.%s = '%s' (%s): expected true or false", k->section,
+                             k->key, value, where);
+        *(int *)field = v;
+        return SLM_OK;
+    }
+    errno = 0;
+    double d;
+    if (k->type == K_DOUBLE) {
+        d = strtod(value, &end);
+    } else if (k->type == K_U64) {
+        if (value[0] == '-') end = (char *)value; /* force the error below */
+        else d = (double)strtoull(value, &end, 0);
+    } else {
+        d = (double)strtoll(value, &end, 0);
+    }
+    if (end == value || *value == '\0' || (end && *end != '\0') || errno == ERANGE || isnan(d)) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "expected %s", k->type == K_DOUBLE ? "a number" : "an integer");
+        return SLM_ERROR(SLM_ERR_CONFIG, "%s.%s = '%s' (%s): %s", k->section, k->key, value, where, msg);
+    }
+    if (d < k->min || d > k->max)
+        return SLM_ERROR(SLM_ERR_CONFIG, "%s.%s = '%s' (%s): must be between %g and %g", k->section,
+                         k->key, value, where, k->min, k->max);
+    switch (k->type) {
+    case K_INT: *(int *)field = (int)d; break;
+    case K_LONG: *(long *)field = (long)d; break;
+    case K_U64: *(uint64_t *)field = strtoull(value, NULL, 0); break;
+    case K_DOUBLE: *(double *)field = d; break;
+    default: break;
+    }
+    return SLM_OK;
+}
+
+typedef struct {
+    slm_conf *conf;
+    const char *path;
+    slm_status status;
+    FILE *file;
+    int line; /* lines read so far: inih calls the handler right after reading a line */
+} ini_ctx;
+
+/* Debian's inih passes no line number to the handler, so the reader counts lines. */
+static char *read_line(char *str, int num, void *stream)
+{
+    ini_ctx *ctx = stream;
+    char *r = fgets(str, num, ctx->file);
+    if (r) ctx->line++;
+    return r;
+}
+
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+    ini_ctx *ctx = user;
+    char where[SLM_PATH_MAX + 32];
+    snprintf(where, sizeof where, "%s:%d", ctx->path, ctx->line);
+    const key_spec *k = find_key(section, name);
+    if (!k) {
+        if (!section_known(section))
+            ctx->status = SLM_ERROR(SLM_ERR_CONFIG, "unknown section [%s] at %s (known: model, train, "
+                                    "parallel, data, ckpt, log, sample)", section, where);
+        else
+            ctx->status = SLM_ERROR(SLM_ERR_CONFIG, "unknown key %s.%s at %s", section, name, where);
+        return 0;
+    }
+    ctx->status = set_value(ctx->conf, k, value, where);
+    return ctx->status == SLM_OK;
+}
+
+slm_status slm_conf_load_file(slm_conf *conf, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    SLM_CHECK(f, SLM_ERR_IO, "cannot open config file %s: %s", path, strerror(errno));
+    ini_ctx ctx = {conf, path, SLM_OK, f, 0};
+    int rc = ini_parse_stream(read_line, &ctx, on_key, &ctx);
+    fclose(f);
+    if (ctx.status != SLM_OK) return ctx.status;
+    SLM_CHECK(rc == 0, SLM_ERR_CONFIG, "%s:%d: cannot parse this line (expected [section] or key = value)",
+              path, rc);
+    return SLM_OK;
+}
+
+slm_status slm_conf_set(slm_conf *conf, const char *assignment)
+{
+    const char *eq = strchr(assignment, '='), *dot = strchr(assignment, '.');
+    SLM_CHECK(eq && dot && dot < eq, SLM_ERR_CONFIG,
+              "override '%s': expected section.key=value (for example train.steps=100)", assignment);
+    char section[64], key[64];
+    size_t ls = (size_t)(dot - assignment), lk = (size_t)(eq - dot - 1);
+    SLM_CHECK(ls > 0 && ls < sizeof section && lk > 0 && lk < sizeof key, SLM_ERR_CONFIG,
+              "override '%s': expected section.key=value", assignment);
+    memcpy(section, assignment, ls);
+    section[ls] = '\0';
+    memcpy(key, dot + 1, lk);
+    key[lk] = '\0';
+    const key_spec *k = find_key(section, key);
+    SLM_CHECK(k, SLM_ERR_CONFIG, "unknown key %s.%s on the command line", section, key);
+    SLM_CALL(set_value(conf, k, eq + 1, "command line"));
+    return SLM_OK;
+}
+
+int slm_conf_grad_accum(const slm_conf *c, int dp)
+{
+    return c->train.global_batch / (c->train.micro_batch * dp);
+}
+
+slm_status slm_conf_validate(const slm_conf *c, int world)
+{
+    SLM_CHECK(!strcmp(c->model.arch, "gpt2"), SLM_ERR_CONFIG,
+              "model.arch = '%s': only gpt2 is available", c->model.arch);
+    SLM_CHECK(c->model.d_model % c->model.n_head == 0, SLM_ERR_CONFIG,
+              "model.n_head = %d does not divide model.d_model = %d", c->model.n_head,
+              c->model.d_model);
+    SLM_CHECK(!strcmp(c->train.precision, "fp32") || !strcmp(c->train.precision, "bf16"),
+              SLM_ERR_CONFIG, "train.precision = '%s': expected fp32 or bf16", c->train.precision);
+    SLM_CHECK(!strcmp(c->train.precision, "fp32"), SLM_ERR_UNSUPPORTED,
+              "train.precision = bf16 is not available in this version (use fp32)");
+    SLM_CHECK(!c->train.recompute, SLM_ERR_UNSUPPORTED,
+              "train.recompute = true is not available in this version");
+    SLM_CHECK(c->train.min_lr <= c->train.lr, SLM_ERR_CONFIG,
+              "train.min_lr = %g is larger than train.lr = %g", c->train.min_lr, c->train.lr);
+    SLM_CHECK(c->parallel.tp == 1 && c->parallel.pp == 1, SLM_ERR_UNSUPPORTED,
+              "parallel.tp = %d, parallel.pp = %d: tensor and pipeline parallelism are not "
+              "available in this version (use 1)", c->parallel.tp, c->parallel.pp);
+    SLM_CHECK(world % (c->parallel.tp * c->parallel.pp) == 0, SLM_ERR_CONFIG,
+              "%d ranks cannot be split into parallel.tp = %d x parallel.pp = %d", world,
+              c->parallel.tp, c->parallel.pp);
+    int dp = world / (c->parallel.tp * c->parallel.pp);
+    SLM_CHECK(c->train.global_batch % (c->train.micro_batch * dp) == 0, SLM_ERR_CONFIG,
+              "train.global_batch = %d is not a multiple of train.micro_batch = %d x %d data-parallel "
+              "ranks", c->train.global_batch, c->train.micro_batch, dp);
+    SLM_CHECK(c->ckpt.dir[0] == '\0' && c->ckpt.resume[0] == '\0', SLM_ERR_UNSUPPORTED,
+              "ckpt.dir / ckpt.resume: checkpointing is not available in this version");
+    SLM_CHECK(c->data.train[0], SLM_ERR_CONFIG, "data.train is empty (use `synthetic` or a glob of shards)");
+    /* Activation memory grows as B*NH*T*T; catch sizes whose index math overflows. */
+    double att = (double)c->train.micro_batch * c->model.n_head * c->model.seq_len * c->model.seq_len;
+    SLM_CHECK(att < 9e15, SLM_ERR_CONFIG, "model.seq_len = %d with train.micro_batch = %d is too large",
+              c->model.seq_len, c->train.micro_batch);
+    return SLM_OK;
+}
+
+static void format_value(const slm_conf *c, const key_spec *k, char *buf, size_t len)
+{
+    const char *field = (const char *)c + k->offset;
+    switch (k->type) {
+    case K_INT: snprintf(buf, len, "%d", *(const int *)field); break;
+    case K_LONG: snprintf(buf, len, "%ld", *(const long *)field); break;
+    case K_U64: snprintf(buf, len, "%" PRIu64, *(const uint64_t *)field); break;
+    case K_DOUBLE: snprintf(buf, len, "%.9g", *(const double *)field); break;
+    case K_BOOL: snprintf(buf, len, "%s", *(const int *)field ? "true" : "false"); break;
+    case K_STR: snprintf(buf, len, "%s", field); break;
+    }
+}
+
+void slm_conf_print(const slm_conf *c, FILE *f)
+{
+    char val[SLM_PATH_MAX + 8];
+    fprintf(f, "+--------------------------+------------------------------------------+\n");
+    for (size_t i = 0; i < NKEYS; i++) {
+        char name[80];
+        snprintf(name, sizeof name, "%s.%s", keys[i].section, keys[i].key);
+        format_value(c, &keys[i], val, sizeof val);
+        fprintf(f, "| %-24s | %-40s |\n", name, val);
+    }
+    fprintf(f, "+--------------------------+------------------------------------------+\n");
+}
+
+void slm_conf_to_ini(const slm_conf *c, char *buf, size_t len)
+{
+    size_t used = 0;
+    const char *last = "";
+    char val[SLM_PATH_MAX + 8];
+    buf[0] = '\0';
+    for (size_t i = 0; i < NKEYS && used < len; i++) {
+        if (strcmp(last, keys[i].section)) {
+            used += (size_t)snprintf(buf + used, len - used, "%s[%s]\n", used ? "\n" : "", keys[i].section);
+            last = keys[i].section;
+        }
+        if (used >= len) break;
+        format_value(c, &keys[i], val, sizeof val);
+        used += (size_t)snprintf(buf + used, len - used, "%s = %s\n", keys[i].key, val);
+    }
+}

@@ -1,0 +1,33 @@
+/* crossentropy.c - fused softmax + cross-entropy over the vocabulary.
+ * Forward keeps only the row log-sum-exp; backward rebuilds the softmax from it and
+ * overwrites the logits with their gradient, so no (N,V) probability buffer exists. */
+#include <math.h>
+#include "shardlm/kernels.h"
+
+void slm_crossentropy_forward(float *losses, float *lse, const float *logits,
+                              const int32_t *targets, int N, int V)
+{
+#pragma omp parallel for if ((size_t)N * V > 65536)
+    for (int i = 0; i < N; i++) {
+        const float *z = logits + (size_t)i * V;
+        float mx = z[0];
+        for (int j = 1; j < V; j++) mx = z[j] > mx ? z[j] : mx;
+        double sum = 0.0;
+        for (int j = 0; j < V; j++) sum += expf(z[j] - mx);
+        float l = mx + (float)log(sum);
+        lse[i] = l;
+        losses[i] = l - z[targets[i]];
+    }
+}
+
+void slm_crossentropy_backward(float *logits, const float *lse, const int32_t *targets,
+                               float scale, int N, int V)
+{
+#pragma omp parallel for if ((size_t)N * V > 65536)
+    for (int i = 0; i < N; i++) {
+        float *z = logits + (size_t)i * V;
+        float l = lse[i];
+        for (int j = 0; j < V; j++) z[j] = expf(z[j] - l) * scale;
+        z[targets[i]] -= scale;
+    }
+}

@@ -1,0 +1,237 @@
+/* gpt.c - GPT-2 parameter layout, allocation and initialization.
+ *
+ * Sizes are worked out first from the tensor table, then each region (parameters,
+ * gradients, activations, activation gradients) is allocated once, aligned, and named
+ * views point into it. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gpt_impl.h"
+#include "shardlm/rng.h"
+
+#define ALIGN_BYTES 64
+
+static void *alloc_floats(size_t n)
+{
+    size_t bytes = (n * sizeof(float) + ALIGN_BYTES - 1) / ALIGN_BYTES * ALIGN_BYTES;
+    void *p = aligned_alloc(ALIGN_BYTES, bytes ? bytes : ALIGN_BYTES);
+    if (p) memset(p, 0, bytes);
+    return p;
+}
+
+slm_status slm_gpt_config_check(const slm_gpt_config *c)
+{
+    SLM_CHECK(c->n_layer > 0, SLM_ERR_CONFIG, "model.n_layer = %d must be positive", c->n_layer);
+    SLM_CHECK(c->n_head > 0, SLM_ERR_CONFIG, "model.n_head = %d must be positive", c->n_head);
+    SLM_CHECK(c->d_model > 0, SLM_ERR_CONFIG, "model.d_model = %d must be positive", c->d_model);
+    SLM_CHECK(c->vocab_size > 1, SLM_ERR_CONFIG, "model.vocab_size = %d must be at least 2", c->vocab_size);
+    SLM_CHECK(c->seq_len > 0, SLM_ERR_CONFIG, "model.seq_len = %d must be positive", c->seq_len);
+    SLM_CHECK(c->d_model % c->n_head == 0, SLM_ERR_CONFIG,
+              "model.n_head = %d does not divide model.d_model = %d", c->n_head, c->d_model);
+    return SLM_OK;
+}
+
+double slm_gpt_flops_per_token(const slm_gpt_config *c)
+{
+    double L = c->n_layer, C = c->d_model, V = c->vocab_size, T = c->seq_len;
+    return 6.0 * (12.0 * L * C * C + V * C) + 12.0 * L * C * T;
+}
+
+/* Append one tensor to the table. */
+static void add_tensor(slm_gpt_t m, int *i, size_t *off, int block, const char *name, int decay,
+                       int64_t d0, int64_t d1)
+{
+    slm_tensor_info *t = &m->tensors[(*i)++];
+    if (block >= 0) snprintf(t->name, sizeof t->name, "blocks.%d.%s", block, name);
+    else snprintf(t->name, sizeof t->name, "%s", name);
+    t->ndim = d1 ? 2 : 1;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    t->count = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    t->offset = *off;
+    t->decay = decay;
+    t->block = block;
+    *off += t->count;
+}
+
+/* The tensor table, in memory order. Weight decay on matrices only. */
+static void build_table(slm_gpt_t m)
+{
+    const int64_t C = m->cfg.d_model, V = m->cfg.vocab_size, T = m->cfg.seq_len;
+    int i = 0;
+    size_t off = 0;
+    add_tensor(m, &i, &off, -1, "wte", 1, V, C);
+    add_tensor(m, &i, &off, -1, "wpe", 1, T, C);
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        add_tensor(m, &i, &off, l, "ln1.weight", 0, C, 0);
+        add_tensor(m, &i, &off, l, "ln1.bias", 0, C, 0);
+        add_tensor(m, &i, &off, l, "attn.qkv.weight", 1, 3 * C, C);
+        add_tensor(m, &i, &off, l, "attn.qkv.bias", 0, 3 * C, 0);
+        add_tensor(m, &i, &off, l, "attn.proj.weight", 1, C, C);
+        add_tensor(m, &i, &off, l, "attn.proj.bias", 0, C, 0);
+        add_tensor(m, &i, &off, l, "ln2.weight", 0, C, 0);
+        add_tensor(m, &i, &off, l, "ln2.bias", 0, C, 0);
+        add_tensor(m, &i, &off, l, "mlp.fc.weight", 1, 4 * C, C);
+        add_tensor(m, &i, &off, l, "mlp.fc.bias", 0, 4 * C, 0);
+        add_tensor(m, &i, &off, l, "mlp.proj.weight", 1, C, 4 * C);
+        add_tensor(m, &i, &off, l, "mlp.proj.bias", 0, C, 0);
+    }
+    add_tensor(m, &i, &off, -1, "lnf.weight", 0, C, 0);
+    add_tensor(m, &i, &off, -1, "lnf.bias", 0, C, 0);
+    m->ntensors = i;
+    m->nparams = off;
+}
+
+/* Point the views of one parameter-shaped block (params or grads) at base. */
+static void point_views(slm_gpt_t m, float *base, gpt_views *v)
+{
+    const slm_tensor_info *t = m->tensors;
+    v->wte = base + t[0].offset;
+    v->wpe = base + t[1].offset;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        const slm_tensor_info *b = &t[2 + 12 * l];
+        gpt_block_views *bv = &v->blocks[l];
+        float **slot[12] = {&bv->ln1w, &bv->ln1b, &bv->qkvw, &bv->qkvb, &bv->attprojw,
+                            &bv->attprojb, &bv->ln2w, &bv->ln2b, &bv->fcw, &bv->fcb,
+                            &bv->fcprojw, &bv->fcprojb};
+        for (int k = 0; k < 12; k++) *slot[k] = base + b[k].offset;
+    }
+    v->lnfw = base + t[m->ntensors - 2].offset;
+    v->lnfb = base + t[m->ntensors - 1].offset;
+}
+
+/* Carve n floats (rounded up to 64 bytes) from base at *off; NULL when only counting. */
+static float *take(float *base, size_t *off, size_t n)
+{
+    float *p = base ? base + *off : NULL;
+    *off += (n + 15) / 16 * 16;
+    return p;
+}
+
+/* Lay out the activations at base (or only count them, when base is NULL; the views are
+ * then left NULL). Returns the floats used. */
+static size_t layout_acts(slm_gpt_t m, float *base)
+{
+    const size_t B = (size_t)m->max_batch, T = (size_t)m->cfg.seq_len, C = (size_t)m->cfg.d_model;
+    const size_t V = (size_t)m->cfg.vocab_size, NH = (size_t)m->cfg.n_head, N = B * T;
+    size_t off = 0;
+    m->encoded = take(base, &off, N * C);
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        gpt_block_acts *a = &m->blocks[l];
+        a->ln1 = take(base, &off, N * C);
+        a->ln1_mean = take(base, &off, N);
+        a->ln1_rstd = take(base, &off, N);
+        a->qkv = take(base, &off, 3 * N * C);
+        a->atty = take(base, &off, N * C);
+        a->att = take(base, &off, B * NH * T * T);
+        a->res2 = take(base, &off, N * C);
+        a->ln2 = take(base, &off, N * C);
+        a->ln2_mean = take(base, &off, N);
+        a->ln2_rstd = take(base, &off, N);
+        a->fch = take(base, &off, 4 * N * C);
+        a->fch_gelu = take(base, &off, 4 * N * C);
+        a->res3 = take(base, &off, N * C);
+    }
+    m->lnf = take(base, &off, N * C);
+    m->lnf_mean = take(base, &off, N);
+    m->lnf_rstd = take(base, &off, N);
+    m->logits = take(base, &off, N * V);
+    m->lse = take(base, &off, N);
+    m->losses = take(base, &off, N);
+    return off;
+}
+
+slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, slm_gpt_t *out)
+{
+    *out = NULL;
+    SLM_CALL(slm_gpt_config_check(cfg));
+    SLM_CHECK(max_batch > 0, SLM_ERR_ARG, "micro-batch size %d must be positive", max_batch);
+    slm_gpt_t m = calloc(1, sizeof *m);
+    SLM_CHECK(m, SLM_ERR_NOMEM, "cannot allocate the model object");
+    m->cfg = *cfg;
+    m->max_batch = max_batch;
+    m->tensors = calloc((size_t)(4 + 12 * cfg->n_layer), sizeof *m->tensors);
+    m->p.blocks = calloc((size_t)cfg->n_layer, sizeof *m->p.blocks);
+    m->g.blocks = calloc((size_t)cfg->n_layer, sizeof *m->g.blocks);
+    m->blocks = calloc((size_t)cfg->n_layer, sizeof *m->blocks);
+    if (!m->tensors || !m->p.blocks || !m->g.blocks || !m->blocks) goto nomem;
+    build_table(m);
+    m->params = alloc_floats(m->nparams);
+    m->grads = alloc_floats(m->nparams);
+    m->acts_floats = layout_acts(m, NULL);
+    m->acts = alloc_floats(m->acts_floats);
+    const size_t N = (size_t)max_batch * cfg->seq_len, C = (size_t)cfg->d_model;
+    const size_t T = (size_t)cfg->seq_len;
+    m->dacts_floats = 2 * N * C + 8 * N * C + T * T;
+    m->dacts = alloc_floats(m->dacts_floats);
+    m->inputs = malloc(N * sizeof(int32_t));
+    m->targets = malloc(N * sizeof(int32_t));
+    if (!m->params || !m->grads || !m->acts || !m->dacts || !m->inputs || !m->targets) goto nomem;
+    point_views(m, m->params, &m->p);
+    point_views(m, m->grads, &m->g);
+    layout_acts(m, m->acts);
+    m->dres = m->dacts;
+    m->dnarrow = m->dres + N * C;
+    m->dwide1 = m->dnarrow + N * C;
+    m->dwide2 = m->dwide1 + 4 * N * C;
+    m->datt = m->dwide2 + 4 * N * C;
+    *out = m;
+    return SLM_OK;
+nomem:;
+    double gib = m->blocks ? ((double)m->nparams * 2 + (double)layout_acts(m, NULL)) * 4 / (1 << 30) : 0;
+    slm_gpt_destroy(&m);
+    return SLM_ERROR(SLM_ERR_NOMEM, "cannot allocate the model (about %.2f GiB for parameters, "
+                     "gradients and activations)", gib);
+}
+
+void slm_gpt_destroy(slm_gpt_t *model)
+{
+    slm_gpt_t m = *model;
+    if (!m) return;
+    free(m->tensors);
+    free(m->p.blocks);
+    free(m->g.blocks);
+    free(m->blocks);
+    free(m->params);
+    free(m->grads);
+    free(m->acts);
+    free(m->dacts);
+    free(m->inputs);
+    free(m->targets);
+    free(m);
+    *model = NULL;
+}
+
+void slm_gpt_init_params(slm_gpt_t m, uint64_t seed)
+{
+    const double std = 0.02, std_proj = 0.02 / sqrt(2.0 * m->cfg.n_layer);
+    for (int i = 0; i < m->ntensors; i++) {
+        const slm_tensor_info *t = &m->tensors[i];
+        float *p = m->params + t->offset;
+        const char *leaf = strrchr(t->name, '.');
+        if (t->ndim == 1) { /* biases 0, LayerNorm weights 1 */
+            float v = (leaf && !strcmp(leaf, ".weight")) ? 1.0f : 0.0f;
+            for (size_t j = 0; j < t->count; j++) p[j] = v;
+            continue;
+        }
+        int residual_proj = strstr(t->name, "attn.proj.weight") || strstr(t->name, "mlp.proj.weight");
+        double s = residual_proj ? std_proj : std;
+        uint64_t key = slm_rng_key(seed, SLM_RNG_INIT, (uint64_t)i);
+#pragma omp parallel for if (t->count > 65536)
+        for (size_t j = 0; j < t->count; j++) p[j] = (float)(s * slm_rng_normal(key, j));
+    }
+}
+
+const slm_gpt_config *slm_gpt_config_of(slm_gpt_t m) { return &m->cfg; }
+size_t slm_gpt_num_params(slm_gpt_t m) { return m->nparams; }
+float *slm_gpt_params(slm_gpt_t m) { return m->params; }
+float *slm_gpt_grads(slm_gpt_t m) { return m->grads; }
+int slm_gpt_num_tensors(slm_gpt_t m) { return m->ntensors; }
+const slm_tensor_info *slm_gpt_tensor(slm_gpt_t m, int i) { return &m->tensors[i]; }
+const float *slm_gpt_logits(slm_gpt_t m) { return m->logits; }
+size_t slm_gpt_activation_bytes(slm_gpt_t m)
+{
+    return (m->acts_floats + m->dacts_floats) * sizeof(float);
+}
+void slm_gpt_zero_grad(slm_gpt_t m) { memset(m->grads, 0, m->nparams * sizeof(float)); }

@@ -1,0 +1,86 @@
+/* gpt_forward.c - forward and backward passes of the GPT-2 model on one micro-batch. */
+#include <string.h>
+#include "gpt_impl.h"
+#include "shardlm/kernels.h"
+
+float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets, int B, int T)
+{
+    const int C = m->cfg.d_model, NH = m->cfg.n_head, V = m->cfg.vocab_size;
+    const int N = B * T;
+    m->B = B;
+    m->T = T;
+    m->have_targets = targets != NULL;
+    memcpy(m->inputs, inputs, (size_t)N * sizeof(int32_t));
+    if (targets) memcpy(m->targets, targets, (size_t)N * sizeof(int32_t));
+
+    slm_encoder_forward(m->encoded, inputs, m->p.wte, m->p.wpe, B, T, C);
+    const float *x = m->encoded; /* residual stream entering the block, (N,C) */
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        const gpt_block_views *w = &m->p.blocks[l];
+        gpt_block_acts *a = &m->blocks[l];
+        slm_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1w, w->ln1b, N, C);
+        slm_matmul_forward(a->qkv, a->ln1, w->qkvw, w->qkvb, N, C, 3 * C);
+        slm_attention_forward(a->atty, a->att, a->qkv, B, T, C, NH);
+        slm_matmul_forward(a->res2, a->atty, w->attprojw, w->attprojb, N, C, C);
+        slm_residual_forward(a->res2, a->res2, x, (size_t)N * C);
+        slm_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w->ln2w, w->ln2b, N, C);
+        slm_matmul_forward(a->fch, a->ln2, w->fcw, w->fcb, N, C, 4 * C);
+        slm_gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * C);
+        slm_matmul_forward(a->res3, a->fch_gelu, w->fcprojw, w->fcprojb, N, 4 * C, C);
+        slm_residual_forward(a->res3, a->res3, a->res2, (size_t)N * C);
+        x = a->res3;
+    }
+    slm_layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, x, m->p.lnfw, m->p.lnfb, N, C);
+    slm_matmul_forward(m->logits, m->lnf, m->p.wte, NULL, N, C, V); /* tied LM head */
+    if (!targets) return 0.0f;
+    slm_crossentropy_forward(m->losses, m->lse, m->logits, targets, N, V);
+    double sum = 0.0;
+    for (int i = 0; i < N; i++) sum += m->losses[i];
+    return (float)(sum / N);
+}
+
+void slm_gpt_backward(slm_gpt_t m, float loss_scale)
+{
+    const int C = m->cfg.d_model, NH = m->cfg.n_head, V = m->cfg.vocab_size;
+    const int B = m->B, T = m->T, N = B * T, L = m->cfg.n_layer;
+    const size_t NC = (size_t)N * C;
+
+    slm_crossentropy_backward(m->logits, m->lse, m->targets, loss_scale, N, V);
+    float *dlogits = m->logits;
+    memset(m->dres, 0, NC * sizeof(float));
+    memset(m->dnarrow, 0, NC * sizeof(float));
+    slm_matmul_backward(m->dnarrow, m->g.wte, NULL, dlogits, m->lnf, m->p.wte, N, C, V);
+    const float *x_last = m->blocks[L - 1].res3;
+    slm_layernorm_backward(m->dres, m->g.lnfw, m->g.lnfb, m->dnarrow, x_last, m->p.lnfw,
+                           m->lnf_mean, m->lnf_rstd, N, C);
+
+    for (int l = L - 1; l >= 0; l--) {
+        const gpt_block_views *w = &m->p.blocks[l];
+        const gpt_block_views *g = &m->g.blocks[l];
+        const gpt_block_acts *a = &m->blocks[l];
+        const float *x = l ? m->blocks[l - 1].res3 : m->encoded;
+        /* m->dres holds d(res3); res3 = res2 + proj(gelu(fc(ln2(res2)))) */
+        memset(m->dwide1, 0, 4 * NC * sizeof(float));
+        slm_matmul_backward(m->dwide1, g->fcprojw, g->fcprojb, m->dres, a->fch_gelu, w->fcprojw,
+                            N, 4 * C, C);
+        memset(m->dwide2, 0, 4 * NC * sizeof(float));
+        slm_gelu_backward(m->dwide2, a->fch, m->dwide1, 4 * NC);
+        memset(m->dnarrow, 0, NC * sizeof(float));
+        slm_matmul_backward(m->dnarrow, g->fcw, g->fcb, m->dwide2, a->ln2, w->fcw, N, C, 4 * C);
+        slm_layernorm_backward(m->dres, g->ln2w, g->ln2b, m->dnarrow, a->res2, w->ln2w,
+                               a->ln2_mean, a->ln2_rstd, N, C);
+        /* m->dres holds d(res2); res2 = x + proj(attn(qkv(ln1(x)))) */
+        memset(m->dnarrow, 0, NC * sizeof(float));
+        slm_matmul_backward(m->dnarrow, g->attprojw, g->attprojb, m->dres, a->atty, w->attprojw,
+                            N, C, C);
+        float *dqkv = m->dwide1;
+        memset(dqkv, 0, 3 * NC * sizeof(float));
+        slm_attention_backward(dqkv, m->datt, m->dnarrow, a->qkv, a->att, B, T, C, NH);
+        memset(m->dnarrow, 0, NC * sizeof(float));
+        slm_matmul_backward(m->dnarrow, g->qkvw, g->qkvb, dqkv, a->ln1, w->qkvw, N, C, 3 * C);
+        slm_layernorm_backward(m->dres, g->ln1w, g->ln1b, m->dnarrow, x, w->ln1w, a->ln1_mean,
+                               a->ln1_rstd, N, C);
+        /* m->dres now holds d(x), the gradient of the block's input */
+    }
+    slm_encoder_backward(m->g.wte, m->g.wpe, m->dres, m->inputs, B, T, C);
+}

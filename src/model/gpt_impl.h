@@ -1,0 +1,65 @@
+/* gpt_impl.h - private layout of the GPT model object. */
+#ifndef SHARDLM_GPT_IMPL_H
+#define SHARDLM_GPT_IMPL_H
+
+#include "shardlm/model.h"
+
+/* Views into the parameter (or gradient) block for one transformer block. */
+typedef struct {
+    float *ln1w, *ln1b;         /* (C) */
+    float *qkvw, *qkvb;         /* (3C,C), (3C) */
+    float *attprojw, *attprojb; /* (C,C), (C) */
+    float *ln2w, *ln2b;         /* (C) */
+    float *fcw, *fcb;           /* (4C,C), (4C) */
+    float *fcprojw, *fcprojb;   /* (C,4C), (C) */
+} gpt_block_views;
+
+typedef struct {
+    float *wte; /* (V,C), also the LM head */
+    float *wpe; /* (T,C) */
+    gpt_block_views *blocks; /* (L) */
+    float *lnfw, *lnfb; /* (C) */
+} gpt_views;
+
+/* Activations of one transformer block for a micro-batch, N = B*T rows. */
+typedef struct {
+    float *ln1, *ln1_mean, *ln1_rstd; /* (N,C), (N), (N) */
+    float *qkv;                       /* (N,3C) */
+    float *atty;                      /* (N,C) attention output, heads concatenated */
+    float *att;                       /* (B,NH,T,T) softmax probabilities */
+    float *res2;                      /* (N,C) residual after attention */
+    float *ln2, *ln2_mean, *ln2_rstd; /* (N,C), (N), (N) */
+    float *fch, *fch_gelu;            /* (N,4C) */
+    float *res3;                      /* (N,C) residual after the MLP: the block's output */
+} gpt_block_acts;
+
+struct slm_gpt {
+    slm_gpt_config cfg;
+    int max_batch;
+    int ntensors;
+    slm_tensor_info *tensors;
+    size_t nparams;
+    float *params, *grads;
+    gpt_views p, g;
+    /* activations for (max_batch, seq_len) */
+    float *acts;
+    size_t acts_floats;
+    float *encoded;              /* (N,C) */
+    gpt_block_acts *blocks;      /* (L) */
+    float *lnf, *lnf_mean, *lnf_rstd; /* (N,C), (N), (N) */
+    float *logits;               /* (N,V); gradient in place after backward */
+    float *lse, *losses;         /* (N) */
+    /* activation gradients, reused block after block */
+    float *dacts;
+    size_t dacts_floats;
+    float *dres;    /* (N,C) gradient of the residual stream */
+    float *dnarrow; /* (N,C) */
+    float *dwide1;  /* (N,4C), also holds dqkv (N,3C) */
+    float *dwide2;  /* (N,4C) */
+    float *datt;    /* (T,T) attention backward scratch */
+    int32_t *inputs, *targets; /* (N) copies of the last forward's batch */
+    int B, T;                  /* shape of the last forward */
+    int have_targets;
+};
+
+#endif

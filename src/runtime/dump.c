@@ -1,0 +1,153 @@
+/* dump.c - the oracle dump (log.dump): everything an independent implementation needs
+ * to recompute a short run, in an HDF5 file that h5py and h5dump read directly.
+ * Written by one rank with the default (serial) file driver. Layout in docs/testing.md. */
+#include <hdf5.h>
+#include <stdlib.h>
+#include "shardlm/runtime.h"
+
+struct slm_dump {
+    hid_t file;
+    slm_gpt_t model;
+    hid_t tokens; /* dataset (steps, accum, B, T+1) */
+    long steps;
+    int accum, B, T;
+};
+
+static slm_status write_array(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
+                              const void *data)
+{
+    hid_t space = rank ? H5Screate_simple(rank, dims, NULL) : H5Screate(H5S_SCALAR);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t ds = H5Dcreate2(loc, name, type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = ds < 0 ? -1 : H5Dwrite(ds, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    if (ds >= 0) H5Dclose(ds);
+    H5Pclose(lcpl);
+    H5Sclose(space);
+    SLM_CHECK(rc >= 0, SLM_ERR_IO, "dump: cannot write dataset %s", name);
+    return SLM_OK;
+}
+
+static slm_status write_params(slm_dump_t d, const char *group, const float *base)
+{
+    for (int i = 0; i < slm_gpt_num_tensors(d->model); i++) {
+        const slm_tensor_info *t = slm_gpt_tensor(d->model, i);
+        char path[128];
+        snprintf(path, sizeof path, "%s/%s", group, t->name);
+        hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
+        SLM_CALL(write_array(d->file, path, H5T_NATIVE_FLOAT, t->ndim, dims, base + t->offset));
+    }
+    return SLM_OK;
+}
+
+static void attr_long(hid_t loc, const char *name, long v)
+{
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, H5T_NATIVE_LONG, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_LONG, &v);
+    H5Aclose(a);
+    H5Sclose(sp);
+}
+
+static void attr_double(hid_t loc, const char *name, double v)
+{
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, H5T_NATIVE_DOUBLE, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, H5T_NATIVE_DOUBLE, &v);
+    H5Aclose(a);
+    H5Sclose(sp);
+}
+
+slm_status slm_dump_create(const char *path, const slm_conf *c, slm_gpt_t model, int accum,
+                           slm_dump_t *out)
+{
+    *out = NULL;
+    slm_dump_t d = calloc(1, sizeof *d);
+    SLM_CHECK(d, SLM_ERR_NOMEM, "out of memory");
+    d->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (d->file < 0) {
+        free(d);
+        return SLM_ERROR(SLM_ERR_IO, "log.dump: cannot create HDF5 file %s", path);
+    }
+    d->model = model;
+    d->steps = c->train.steps;
+    d->accum = accum;
+    d->B = c->train.micro_batch;
+    d->T = c->model.seq_len;
+    attr_long(d->file, "n_layer", c->model.n_layer);
+    attr_long(d->file, "n_head", c->model.n_head);
+    attr_long(d->file, "d_model", c->model.d_model);
+    attr_long(d->file, "vocab_size", c->model.vocab_size);
+    attr_long(d->file, "seq_len", c->model.seq_len);
+    attr_long(d->file, "micro_batch", c->train.micro_batch);
+    attr_long(d->file, "grad_accum", accum);
+    attr_long(d->file, "steps", c->train.steps);
+    attr_long(d->file, "warmup_steps", c->train.warmup_steps);
+    attr_long(d->file, "seed", (long)c->train.seed);
+    attr_double(d->file, "lr", c->train.lr);
+    attr_double(d->file, "min_lr", c->train.min_lr);
+    attr_double(d->file, "weight_decay", c->train.weight_decay);
+    attr_double(d->file, "grad_clip", c->train.grad_clip);
+    attr_double(d->file, "beta1", c->train.beta1);
+    attr_double(d->file, "beta2", c->train.beta2);
+    attr_double(d->file, "eps", c->train.eps);
+    *out = d;
+    SLM_CALL(write_params(d, "init", slm_gpt_params(model)));
+    hsize_t dims[4] = {(hsize_t)d->steps, (hsize_t)accum, (hsize_t)d->B, (hsize_t)d->T + 1};
+    hid_t space = H5Screate_simple(4, dims, NULL);
+    d->tokens = H5Dcreate2(d->file, "tokens", H5T_NATIVE_INT32, space, H5P_DEFAULT, H5P_DEFAULT,
+                           H5P_DEFAULT);
+    H5Sclose(space);
+    SLM_CHECK(d->tokens >= 0, SLM_ERR_IO, "dump: cannot create /tokens in %s", path);
+    return SLM_OK;
+}
+
+slm_status slm_dump_tokens(slm_dump_t d, long step, int micro, const int32_t *windows)
+{
+    hsize_t start[4] = {(hsize_t)step, (hsize_t)micro, 0, 0};
+    hsize_t count[4] = {1, 1, (hsize_t)d->B, (hsize_t)d->T + 1};
+    hid_t fs = H5Dget_space(d->tokens);
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
+    hid_t ms = H5Screate_simple(4, count, NULL);
+    herr_t rc = H5Dwrite(d->tokens, H5T_NATIVE_INT32, ms, fs, H5P_DEFAULT, windows);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    SLM_CHECK(rc >= 0, SLM_ERR_IO, "dump: cannot write the tokens of step %ld", step);
+    return SLM_OK;
+}
+
+slm_status slm_dump_logits(slm_dump_t d, const float *logits)
+{
+    const slm_gpt_config *c = slm_gpt_config_of(d->model);
+    hsize_t dims[3] = {(hsize_t)d->B, (hsize_t)d->T, (hsize_t)c->vocab_size};
+    SLM_CALL(write_array(d->file, "step0/logits", H5T_NATIVE_FLOAT, 3, dims, logits));
+    return SLM_OK;
+}
+
+slm_status slm_dump_step0(slm_dump_t d, double loss, const float *grads)
+{
+    SLM_CALL(write_array(d->file, "step0/loss", H5T_NATIVE_DOUBLE, 0, NULL, &loss));
+    SLM_CALL(write_params(d, "step0/grads", grads));
+    return SLM_OK;
+}
+
+slm_status slm_dump_finish(slm_dump_t d, const float *losses, const double *lrs, const double *norms,
+                           const float *final_params)
+{
+    hsize_t n = (hsize_t)d->steps;
+    SLM_CALL(write_array(d->file, "losses", H5T_NATIVE_FLOAT, 1, &n, losses));
+    SLM_CALL(write_array(d->file, "lr", H5T_NATIVE_DOUBLE, 1, &n, lrs));
+    SLM_CALL(write_array(d->file, "grad_norm", H5T_NATIVE_DOUBLE, 1, &n, norms));
+    SLM_CALL(write_params(d, "final", final_params));
+    return SLM_OK;
+}
+
+void slm_dump_destroy(slm_dump_t *dp)
+{
+    slm_dump_t d = *dp;
+    if (!d) return;
+    if (d->tokens > 0) H5Dclose(d->tokens);
+    H5Fclose(d->file);
+    free(d);
+    *dp = NULL;
+}

@@ -1,0 +1,25 @@
+/* metrics.c - one JSON object per step, one line each (JSON lines). */
+#include <math.h>
+#include "shardlm/runtime.h"
+
+/* JSON has no NaN/Infinity: write null so every line stays parseable. */
+static void num(FILE *f, const char *key, double v, int last)
+{
+    if (isfinite(v)) fprintf(f, "\"%s\":%.9g%s", key, v, last ? "" : ",");
+    else fprintf(f, "\"%s\":null%s", key, last ? "" : ",");
+}
+
+void slm_metrics_write(FILE *f, const slm_step_metrics *m)
+{
+    fprintf(f, "{\"step\":%ld,\"steps\":%ld,\"tokens\":%lld,", m->step, m->steps, m->tokens_seen);
+    num(f, "loss", m->loss, 0);
+    num(f, "lr", m->lr, 0);
+    num(f, "grad_norm", m->grad_norm, 0);
+    num(f, "tokens_per_s", m->tokens_per_s, 0);
+    num(f, "mfu", m->mfu, 0);
+    num(f, "step_ms", m->step_ms, 0);
+    num(f, "exposed_comm_ms", m->exposed_comm_ms, 0);
+    num(f, "peak_rss_mib", m->peak_rss_mib, 1);
+    fputs("}\n", f);
+    fflush(f);
+}

@@ -1,0 +1,47 @@
+/* sample.c - autoregressive text sampling from a trained model. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "shardlm/rng.h"
+#include "shardlm/runtime.h"
+
+slm_status slm_sample_text(slm_gpt_t model, slm_dataset_t ds, const char *prompt, int ntokens,
+                           double temperature, uint64_t seed, char *out, size_t cap)
+{
+    const slm_gpt_config *c = slm_gpt_config_of(model);
+    const int T = c->seq_len, V = c->vocab_size;
+    size_t total = strlen(prompt) * 8 + (size_t)ntokens + 1;
+    int32_t *tok = malloc(total * sizeof *tok);
+    double *prob = malloc((size_t)V * sizeof *prob);
+    if (!tok || !prob) {
+        free(tok);
+        free(prob);
+        return SLM_ERROR(SLM_ERR_NOMEM, "cannot allocate the sampling buffers");
+    }
+    long n = slm_dataset_encode(ds, prompt, tok, total);
+    if (n <= 0) { /* no text codec, or an empty/unencodable prompt: start from token 0 */
+        tok[0] = 0;
+        n = 1;
+    }
+    uint64_t key = slm_rng_key(seed, SLM_RNG_SAMPLE, 0);
+    for (int i = 0; i < ntokens; i++) {
+        long ctx = n < T ? n : T;
+        slm_gpt_forward(model, tok + n - ctx, NULL, 1, (int)ctx);
+        const float *z = slm_gpt_logits(model) + (size_t)(ctx - 1) * V;
+        int next = 0;
+        if (temperature <= 0.0) {
+            for (int v = 1; v < V; v++) next = z[v] > z[next] ? v : next;
+        } else {
+            double mx = z[0], sum = 0.0;
+            for (int v = 1; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+            for (int v = 0; v < V; v++) sum += prob[v] = exp((z[v] - mx) / temperature);
+            double u = slm_rng_uniform(key, (uint64_t)i) * sum;
+            for (next = 0; next < V - 1 && u >= prob[next]; next++) u -= prob[next];
+        }
+        tok[n++] = next;
+    }
+    slm_dataset_decode(ds, tok, (size_t)n, out, cap);
+    free(tok);
+    free(prob);
+    return SLM_OK;
+}

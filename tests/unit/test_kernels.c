@@ -1,0 +1,1006 @@
+/* tests/unit/test_kernels.c - CUnit tests for the compute kernels (shardlm/kernels.h).
+ *
+ * Strategy
+ * --------
+ * Every forward kernel is compared with a small, independent, naive DOUBLE-precision
+ * reference written in this file directly from the math (plain loops; nothing here is
+ * derived from src/). Every backward kernel is checked against central finite
+ * differences (FD) of that double reference:
+ *
+ *     L(x) = sum_j r_j * ref_forward(x)_j          (r random: a "random projection")
+ *     dL/dx_i ~= (L(x + h e_i) - L(x - h e_i)) / (2h),   h = 1e-5 (in double)
+ *
+ * and the kernel is called with dout = r, so its analytic float gradient must equal
+ * dL/dx for every input and every parameter. Shapes are deliberately odd (T = 1, 5, 7;
+ * C = 6 or 12 with NH = 2 or 3; V = 11, 13 (not multiples of 8); IC x OC = 5 x 7,
+ * N not a multiple of 4) so vectorized / blocked code paths with remainder bugs show.
+ *
+ * The accumulate (+=) convention of kernels.h is checked at the same time: every
+ * gradient buffer is pre-filled with GRAD_PREFILL (a nonzero constant), and what is
+ * compared with the FD gradient is (buffer - GRAD_PREFILL). A kernel that overwrites
+ * (or zeroes first) leaves an error of size GRAD_PREFILL on every element, which gives
+ * an NMSE of order 1. crossentropy_backward is the documented exception (written in
+ * place over the logits), and is checked to NOT add the old logits.
+ *
+ * Error metric and tolerance
+ * --------------------------
+ *     NMSE(a, b) = sum_i (a_i - b_i)^2 / sum_i b_i^2       (b = double reference)
+ *
+ * NMSE_TOL = 1e-8, i.e. an RMS relative error of 1e-4. Justification: float has unit
+ * roundoff 6e-8, so a correct float kernel differs from the double reference by a
+ * relative ~1e-7..1e-6 per element (NMSE ~1e-15..1e-12; measured here: <= 2e-12 on all
+ * checks, <= 6e-10 over 80 other seeds). The double central FD with h = 1e-5 has
+ * truncation error O(h^2 f''') ~ 1e-10 and cancellation error ~1e-16 * |L| / h ~ 1e-10,
+ * i.e. NMSE ~1e-20, negligible; so is the rounding of the 0.75 pre-fill (<= 3e-8 absolute
+ * vs O(0.1..1) gradients). Real bugs (a missing term, a wrong index, a wrong sign,
+ * overwrite instead of accumulate, an off-by-one in a mask or a tail loop) give
+ * NMSE >= ~1e-6, usually ~1. 1e-8 leaves orders of magnitude of margin on both sides.
+ * (NMSE is relative to the gradient's norm, so degenerate shapes whose gradient nearly
+ * cancels, e.g. LayerNorm with C = 3, are avoided: there float cancellation alone can
+ * reach 1e-8.)
+ *
+ * A last test repeats the checks on shapes just above the kernels' OpenMP thresholds
+ * (65536 elements), with FD on a sample of elements.
+ *
+ * All random data come from a fixed-seed xorshift64* generator, reseeded in every
+ * test case, so runs are reproducible and independent of test order. */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <CUnit/Basic.h>
+#include <CUnit/CUnit.h>
+
+#include "shardlm/kernels.h"
+
+#define NMSE_TOL 1e-8     /* see header comment */
+#define FD_STEP 1e-5      /* central finite-difference step, in double */
+#define GRAD_PREFILL 0.75f /* known nonzero pre-fill of gradient buffers (exact in float) */
+#define OUT_GARBAGE 1e3f  /* pre-fill of forward outputs: they must be written, not added */
+#define LN_EPS 1e-5       /* documented LayerNorm epsilon */
+
+/* ------------------------------------------------------------------------------------ */
+/* Deterministic PRNG: xorshift64*.                                                      */
+
+static uint64_t rng_state;
+
+static void rng_seed(uint64_t seed) { rng_state = seed ? seed : 0x9E3779B97F4A7C15ULL; }
+
+static uint64_t rng_next(void) {
+    uint64_t x = rng_state;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    rng_state = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* Uniform in [-1, 1), exactly representable in float (24 random bits). */
+static float rng_uniform(void) {
+    return (float)((double)(rng_next() >> 40) / 16777216.0 * 2.0 - 1.0);
+}
+
+static int rng_int(int n) { return (int)(rng_next() % (uint64_t)n); }
+
+static void fill_uniform(float *x, size_t n, float scale, float offset) {
+    for (size_t i = 0; i < n; i++) x[i] = offset + scale * rng_uniform();
+}
+
+static void fill_const(float *x, size_t n, float v) {
+    for (size_t i = 0; i < n; i++) x[i] = v;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Allocation helpers (abort on OOM: a test binary has no better recovery).              */
+
+static void *xcalloc(size_t n, size_t sz) {
+    void *p = calloc(n ? n : 1, sz);
+    if (!p) {
+        fprintf(stderr, "out of memory\n");
+        abort();
+    }
+    return p;
+}
+#define FALLOC(n) ((float *)xcalloc((n), sizeof(float)))
+#define DALLOC(n) ((double *)xcalloc((n), sizeof(double)))
+
+static double *to_double(const float *x, size_t n) {
+    double *d = DALLOC(n);
+    for (size_t i = 0; i < n; i++) d[i] = x[i];
+    return d;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Comparison helpers. Each prints its NMSE so a verbose run documents the margins.      */
+
+static double nmse(const double *a, const double *b, size_t n) {
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = a[i] - b[i];
+        num += d * d;
+        den += b[i] * b[i];
+    }
+    if (den == 0.0) return num == 0.0 ? 0.0 : INFINITY; /* all-zero reference */
+    return num / den;
+}
+
+static void assert_msg(int ok, unsigned line, const char *msg) {
+    /* CUnit copies the condition string, so a stack buffer is fine. */
+    CU_assertImplementation(ok ? CU_TRUE : CU_FALSE, line, msg, __FILE__, "", CU_FALSE);
+}
+
+/* got (float) vs ref (double), minus `offset` from got (0 for forwards, GRAD_PREFILL for
+ * accumulating gradients). */
+static void check_nmse_impl(const char *what, const float *got, float offset,
+                            const double *ref, size_t n, unsigned line) {
+    double *g = DALLOC(n);
+    for (size_t i = 0; i < n; i++) g[i] = (double)got[i] - (double)offset;
+    double e = nmse(g, ref, n);
+    int ok = e <= NMSE_TOL; /* false for NaN too */
+    printf("\n      %-52s nmse=%.2e %s", what, e, ok ? "" : "  <-- FAIL");
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s: nmse=%.3e > tol=%.1e", what, e, NMSE_TOL);
+    assert_msg(ok, line, msg);
+    free(g);
+}
+/* Forward output check. */
+#define CHECK_FWD(what, got, ref, n) check_nmse_impl((what), (got), 0.0f, (ref), (n), __LINE__)
+
+#define CHECK_TRUE(cond, ...)                          \
+    do {                                               \
+        char m_[256];                                  \
+        snprintf(m_, sizeof m_, __VA_ARGS__);          \
+        assert_msg((cond), __LINE__, m_);              \
+    } while (0)
+
+/* Central finite difference of loss(ctx) with respect to x[i] (x lives in ctx). The
+ * denominator uses the actually representable step (xp - xm). */
+typedef double (*loss_fn)(void *ctx);
+
+static double fd_one(loss_fn loss, void *ctx, double *x, size_t i) {
+    double save = x[i];
+    double xp = save + FD_STEP, xm = save - FD_STEP;
+    x[i] = xp;
+    double lp = loss(ctx);
+    x[i] = xm;
+    double lm = loss(ctx);
+    x[i] = save;
+    return (lp - lm) / (xp - xm);
+}
+
+/* Compare the kernel gradient got[0..n) (minus `offset`) with the central FD gradient of
+ * loss with respect to x[0..n). nsamp == 0 checks every element; otherwise nsamp indices
+ * drawn from the PRNG are checked (only for the large shapes that exercise the OpenMP
+ * branches, where FD on every element would be slow). */
+static void check_grad_fd_impl(const char *what, loss_fn loss, void *ctx, double *x, size_t n,
+                               const float *got, float offset, size_t nsamp, unsigned line) {
+    size_t k = (nsamp == 0 || nsamp >= n) ? n : nsamp;
+    double *fd = DALLOC(k);
+    float *sel = FALLOC(k);
+    for (size_t j = 0; j < k; j++) {
+        size_t i = k == n ? j : (size_t)(rng_next() % n);
+        fd[j] = fd_one(loss, ctx, x, i);
+        sel[j] = got[i];
+    }
+    char label[128];
+    if (k < n)
+        snprintf(label, sizeof label, "%s [%zu/%zu]", what, k, n);
+    else
+        snprintf(label, sizeof label, "%s", what);
+    check_nmse_impl(label, sel, offset, fd, k, line);
+    free(fd);
+    free(sel);
+}
+/* Accumulated gradient: (got - GRAD_PREFILL) must match the FD gradient. */
+#define CHECK_GRAD(what, loss, ctx, x, n, got, nsamp) \
+    check_grad_fd_impl((what), (loss), (ctx), (x), (n), (got), GRAD_PREFILL, (nsamp), __LINE__)
+/* Written (not accumulated) gradient: got itself must match the FD gradient. */
+#define CHECK_GRAD_WRITTEN(what, loss, ctx, x, n, got, nsamp) \
+    check_grad_fd_impl((what), (loss), (ctx), (x), (n), (got), 0.0f, (nsamp), __LINE__)
+
+/* Running maximum that stays NaN once a NaN was seen (plain max would drop it). */
+static void track_max(double *worst, double x) {
+    if (isnan(x) || isnan(*worst))
+        *worst = NAN;
+    else if (x > *worst)
+        *worst = x;
+}
+
+static double dot(const double *a, const double *b, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* ==================================================================================== */
+/* Naive double-precision reference forwards, written from the math.                   */
+
+/* out[b,t,:] = wte[tok[b,t],:] + wpe[t,:] */
+static void ref_encoder(double *out, const int32_t *tok, const double *wte, const double *wpe,
+                        int B, int T, int C) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++)
+                out[((size_t)b * T + t) * C + c] =
+                    wte[(size_t)tok[b * T + t] * C + c] + wpe[(size_t)t * C + c];
+}
+
+/* out = (x - mean) / sqrt(var + eps) * w + b, biased variance, per row of C. */
+static void ref_layernorm(double *out, double *mean, double *rstd, const double *inp,
+                          const double *w, const double *b, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        const double *x = inp + (size_t)n * C;
+        double m = 0.0;
+        for (int c = 0; c < C; c++) m += x[c];
+        m /= C;
+        double var = 0.0;
+        for (int c = 0; c < C; c++) var += (x[c] - m) * (x[c] - m);
+        var /= C;
+        double rs = 1.0 / sqrt(var + LN_EPS);
+        for (int c = 0; c < C; c++) out[(size_t)n * C + c] = (x[c] - m) * rs * w[c] + b[c];
+        if (mean) mean[n] = m;
+        if (rstd) rstd[n] = rs;
+    }
+}
+
+/* out[n,o] = sum_i inp[n,i] * w[o,i] + bias[o] */
+static void ref_matmul(double *out, const double *inp, const double *w, const double *bias,
+                       int N, int IC, int OC) {
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < OC; o++) {
+            double s = bias ? bias[o] : 0.0;
+            for (int i = 0; i < IC; i++) s += inp[(size_t)n * IC + i] * w[(size_t)o * IC + i];
+            out[(size_t)n * OC + o] = s;
+        }
+}
+
+/* Causal attention: for each (b, h, t), scores s[t2] = q_t . k_t2 / sqrt(hs) for t2 <= t,
+ * p = softmax(s), out = sum_t2 p[t2] v_t2. att (may be NULL) gets p, zeros for t2 > t. */
+static void ref_attention(double *out, double *att, const double *qkv, int B, int T, int C,
+                          int NH) {
+    int hs = C / NH;
+    double scale = 1.0 / sqrt((double)hs);
+    double *s = DALLOC((size_t)T);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                const double *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+                double mx = -INFINITY;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const double *k = qkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
+                    double d = 0.0;
+                    for (int i = 0; i < hs; i++) d += q[i] * k[i];
+                    s[t2] = d * scale;
+                    if (s[t2] > mx) mx = s[t2];
+                }
+                double z = 0.0;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    s[t2] = exp(s[t2] - mx);
+                    z += s[t2];
+                }
+                for (int t2 = 0; t2 <= t; t2++) s[t2] /= z;
+                double *o = out + ((size_t)b * T + t) * C + h * hs;
+                for (int i = 0; i < hs; i++) {
+                    double acc = 0.0;
+                    for (int t2 = 0; t2 <= t; t2++)
+                        acc += s[t2] * qkv[((size_t)b * T + t2) * 3 * C + 2 * C + h * hs + i];
+                    o[i] = acc;
+                }
+                if (att) {
+                    double *a = att + (((size_t)b * NH + h) * T + t) * T;
+                    for (int t2 = 0; t2 < T; t2++) a[t2] = t2 <= t ? s[t2] : 0.0;
+                }
+            }
+    free(s);
+}
+
+/* GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). */
+static void ref_gelu(double *out, const double *inp, size_t n) {
+    const double k = sqrt(2.0 / 3.14159265358979323846);
+    for (size_t i = 0; i < n; i++) {
+        double x = inp[i];
+        out[i] = 0.5 * x * (1.0 + tanh(k * (x + 0.044715 * x * x * x)));
+    }
+}
+
+/* losses[n] = lse[n] - logits[n, target], lse[n] = log sum_v exp(logits[n, v]). */
+static void ref_crossentropy(double *losses, double *lse, const double *logits,
+                             const int32_t *targets, int N, int V) {
+    for (int n = 0; n < N; n++) {
+        const double *x = logits + (size_t)n * V;
+        double mx = -INFINITY;
+        for (int v = 0; v < V; v++)
+            if (x[v] > mx) mx = x[v];
+        double z = 0.0;
+        for (int v = 0; v < V; v++) z += exp(x[v] - mx);
+        double l = mx + log(z);
+        if (lse) lse[n] = l;
+        losses[n] = l - x[targets[n]];
+    }
+}
+
+/* ==================================================================================== */
+/* Encoder                                                                              */
+
+typedef struct {
+    int B, T, C;
+    const int32_t *tok;
+    double *wte, *wpe, *r, *out;
+} enc_ctx;
+
+static double enc_loss(void *p) {
+    enc_ctx *c = p;
+    ref_encoder(c->out, c->tok, c->wte, c->wpe, c->B, c->T, c->C);
+    return dot(c->r, c->out, (size_t)c->B * c->T * c->C);
+}
+
+/* Forward vs reference; backward (dwte, dwpe) vs FD, accumulating. wpe has more rows
+ * than T (allowed by the header) and tokens repeat, so both "rows beyond T untouched"
+ * and "repeated tokens accumulate into the same dwte row" are covered by the FD
+ * comparison (FD gives exactly 0 for unused rows). */
+static void encoder_case(int B, int T, int C, int V, size_t nsamp, uint64_t seed) {
+    rng_seed(seed);
+    int maxT = T + 3;
+    size_t NC = (size_t)B * T * C;
+    int32_t *tok = xcalloc((size_t)B * T, sizeof(int32_t));
+    for (int i = 0; i < B * T; i++) tok[i] = rng_int(V);
+    if (B * T >= 2) tok[B * T - 1] = tok[0]; /* guarantee a repeated token */
+    float *wte = FALLOC((size_t)V * C), *wpe = FALLOC((size_t)maxT * C);
+    float *out = FALLOC(NC), *r = FALLOC(NC);
+    fill_uniform(wte, (size_t)V * C, 1.0f, 0.0f);
+    fill_uniform(wpe, (size_t)maxT * C, 1.0f, 0.0f);
+    fill_uniform(r, NC, 1.0f, 0.0f);
+    fill_const(out, NC, OUT_GARBAGE);
+
+    char what[96];
+    printf("\n    encoder B=%d T=%d C=%d V=%d", B, T, C, V);
+    slm_encoder_forward(out, tok, wte, wpe, B, T, C);
+
+    enc_ctx c = {B, T, C, tok, to_double(wte, (size_t)V * C), to_double(wpe, (size_t)maxT * C),
+                 to_double(r, NC), DALLOC(NC)};
+    ref_encoder(c.out, tok, c.wte, c.wpe, B, T, C);
+    CHECK_FWD("encoder out", out, c.out, NC);
+
+    float *dwte = FALLOC((size_t)V * C), *dwpe = FALLOC((size_t)maxT * C);
+    fill_const(dwte, (size_t)V * C, GRAD_PREFILL);
+    fill_const(dwpe, (size_t)maxT * C, GRAD_PREFILL);
+    slm_encoder_backward(dwte, dwpe, r, tok, B, T, C);
+
+    CHECK_GRAD("encoder dwte (accumulated)", enc_loss, &c, c.wte, (size_t)V * C, dwte, nsamp);
+    snprintf(what, sizeof what, "encoder dwpe (accumulated, %d spare rows)", maxT - T);
+    CHECK_GRAD(what, enc_loss, &c, c.wpe, (size_t)maxT * C, dwpe, nsamp);
+
+    free(tok); free(wte); free(wpe); free(out); free(r); free(dwte); free(dwpe);
+    free(c.wte); free(c.wpe); free(c.r); free(c.out);
+}
+
+static void test_encoder(void) {
+    encoder_case(2, 5, 6, 11, 0, 101);
+    encoder_case(3, 7, 12, 13, 0, 102);
+    encoder_case(1, 1, 5, 3, 0, 103);
+}
+
+/* ==================================================================================== */
+/* LayerNorm                                                                            */
+
+typedef struct {
+    int N, C;
+    double *inp, *w, *b, *r, *out;
+} ln_ctx;
+
+static double ln_loss(void *p) {
+    ln_ctx *c = p;
+    ref_layernorm(c->out, NULL, NULL, c->inp, c->w, c->b, c->N, c->C);
+    return dot(c->r, c->out, (size_t)c->N * c->C);
+}
+
+/* Forward (out, mean, rstd) vs reference; backward (dinp, dw, db) vs FD, accumulating.
+ * The backward is fed the kernel's own mean/rstd, as the model will do. */
+static void layernorm_case(int N, int C, size_t nsamp, uint64_t seed) {
+    rng_seed(seed);
+    size_t NC = (size_t)N * C;
+    float *inp = FALLOC(NC), *w = FALLOC(C), *b = FALLOC(C), *r = FALLOC(NC);
+    float *out = FALLOC(NC), *mean = FALLOC(N), *rstd = FALLOC(N);
+    fill_uniform(inp, NC, 1.0f, 0.2f); /* nonzero mean */
+    fill_uniform(w, C, 0.5f, 1.0f);
+    fill_uniform(b, C, 0.5f, 0.0f);
+    fill_uniform(r, NC, 1.0f, 0.0f);
+    fill_const(out, NC, OUT_GARBAGE);
+    fill_const(mean, N, OUT_GARBAGE);
+    fill_const(rstd, N, OUT_GARBAGE);
+
+    printf("\n    layernorm N=%d C=%d", N, C);
+    slm_layernorm_forward(out, mean, rstd, inp, w, b, N, C);
+
+    ln_ctx c = {N, C, to_double(inp, NC), to_double(w, C), to_double(b, C), to_double(r, NC),
+                DALLOC(NC)};
+    double *rmean = DALLOC(N), *rrstd = DALLOC(N);
+    ref_layernorm(c.out, rmean, rrstd, c.inp, c.w, c.b, N, C);
+    CHECK_FWD("layernorm out", out, c.out, NC);
+    CHECK_FWD("layernorm mean", mean, rmean, N);
+    CHECK_FWD("layernorm rstd", rstd, rrstd, N);
+
+    float *dinp = FALLOC(NC), *dw = FALLOC(C), *db = FALLOC(C);
+    fill_const(dinp, NC, GRAD_PREFILL);
+    fill_const(dw, C, GRAD_PREFILL);
+    fill_const(db, C, GRAD_PREFILL);
+    slm_layernorm_backward(dinp, dw, db, r, inp, w, mean, rstd, N, C);
+
+    CHECK_GRAD("layernorm dinp (accumulated)", ln_loss, &c, c.inp, NC, dinp, nsamp);
+    CHECK_GRAD("layernorm dw (accumulated)", ln_loss, &c, c.w, C, dw, nsamp);
+    CHECK_GRAD("layernorm db (accumulated)", ln_loss, &c, c.b, C, db, nsamp);
+
+    free(inp); free(w); free(b); free(r); free(out); free(mean); free(rstd);
+    free(dinp); free(dw); free(db); free(rmean); free(rrstd);
+    free(c.inp); free(c.w); free(c.b); free(c.r); free(c.out);
+}
+
+static void test_layernorm(void) {
+    layernorm_case(10, 12, 0, 201); /* B=2, T=5, C=12 */
+    layernorm_case(7, 5, 0, 202);
+    layernorm_case(1, 7, 0, 203); /* single row */
+}
+
+/* ==================================================================================== */
+/* Matmul                                                                               */
+
+typedef struct {
+    int N, IC, OC;
+    double *inp, *w, *bias, *r, *out; /* bias may be NULL */
+} mm_ctx;
+
+static double mm_loss(void *p) {
+    mm_ctx *c = p;
+    ref_matmul(c->out, c->inp, c->w, c->bias, c->N, c->IC, c->OC);
+    return dot(c->r, c->out, (size_t)c->N * c->OC);
+}
+
+/* use_bias: forward with a bias (else NULL). want_dinp / want_dbias: pass a buffer (else
+ * NULL, which the header allows). dw is always requested. Each requested gradient is
+ * checked against FD and for accumulation. */
+static void matmul_case(int N, int IC, int OC, int use_bias, int want_dinp, int want_dbias,
+                        size_t nsamp, uint64_t seed) {
+    rng_seed(seed);
+    size_t NI = (size_t)N * IC, NO = (size_t)N * OC, WI = (size_t)OC * IC;
+    float *inp = FALLOC(NI), *w = FALLOC(WI), *bias = use_bias ? FALLOC(OC) : NULL;
+    float *out = FALLOC(NO), *r = FALLOC(NO);
+    fill_uniform(inp, NI, 1.0f, 0.0f);
+    fill_uniform(w, WI, 1.0f, 0.0f);
+    if (bias) fill_uniform(bias, OC, 1.0f, 0.0f);
+    fill_uniform(r, NO, 1.0f, 0.0f);
+    fill_const(out, NO, OUT_GARBAGE);
+
+    printf("\n    matmul N=%d IC=%d OC=%d bias=%s dinp=%s dbias=%s", N, IC, OC,
+           use_bias ? "yes" : "NULL", want_dinp ? "yes" : "NULL", want_dbias ? "yes" : "NULL");
+    slm_matmul_forward(out, inp, w, bias, N, IC, OC);
+
+    mm_ctx c = {N, IC, OC, to_double(inp, NI), to_double(w, WI),
+                bias ? to_double(bias, OC) : NULL, to_double(r, NO), DALLOC(NO)};
+    ref_matmul(c.out, c.inp, c.w, c.bias, N, IC, OC);
+    CHECK_FWD("matmul out", out, c.out, NO);
+
+    float *dinp = want_dinp ? FALLOC(NI) : NULL;
+    float *dw = FALLOC(WI);
+    float *dbias = want_dbias ? FALLOC(OC) : NULL;
+    if (dinp) fill_const(dinp, NI, GRAD_PREFILL);
+    fill_const(dw, WI, GRAD_PREFILL);
+    if (dbias) fill_const(dbias, OC, GRAD_PREFILL);
+    slm_matmul_backward(dinp, dw, dbias, r, inp, w, N, IC, OC);
+
+    CHECK_GRAD("matmul dw (accumulated)", mm_loss, &c, c.w, WI, dw, nsamp);
+    if (dinp) CHECK_GRAD("matmul dinp (accumulated)", mm_loss, &c, c.inp, NI, dinp, nsamp);
+    if (dbias) {
+        /* Without a bias in the forward, dbias is still d/dbias of (inp w^T + bias): FD it
+         * on a temporary zero bias. */
+        double *tmp = NULL;
+        if (!c.bias) c.bias = tmp = DALLOC(OC);
+        CHECK_GRAD("matmul dbias (accumulated)", mm_loss, &c, c.bias, OC, dbias, nsamp);
+        if (tmp) {
+            c.bias = NULL;
+            free(tmp);
+        }
+    }
+
+    free(inp); free(w); free(bias); free(out); free(r); free(dinp); free(dw); free(dbias);
+    free(c.inp); free(c.w); free(c.bias); free(c.r); free(c.out);
+}
+
+static void test_matmul(void) {
+    matmul_case(7, 5, 7, 1, 1, 1, 0, 301);    /* odd everything, full backward */
+    matmul_case(10, 12, 37, 1, 1, 1, 0, 302); /* N = 2*5, OC odd and > 32 */
+    matmul_case(1, 3, 5, 1, 1, 1, 0, 303);    /* single row */
+}
+
+static void test_matmul_null_bias(void) {
+    /* Forward with bias == NULL, backward with dbias == NULL. */
+    matmul_case(7, 5, 7, 0, 1, 0, 0, 311);
+    matmul_case(10, 12, 37, 0, 1, 0, 0, 312);
+}
+
+static void test_matmul_null_dinp(void) {
+    /* dinp == NULL (e.g. first layer): dw and dbias must still be right. */
+    matmul_case(7, 5, 7, 1, 0, 1, 0, 321);
+    /* dinp == NULL and dbias == NULL: only dw. */
+    matmul_case(9, 5, 3, 0, 0, 0, 0, 322);
+    /* bias used in forward but dbias skipped. */
+    matmul_case(9, 5, 3, 1, 1, 0, 0, 323);
+}
+
+/* ==================================================================================== */
+/* Attention                                                                            */
+
+typedef struct {
+    int B, T, C, NH;
+    double *qkv, *r, *out;
+} att_ctx;
+
+static double att_loss(void *p) {
+    att_ctx *c = p;
+    ref_attention(c->out, NULL, c->qkv, c->B, c->T, c->C, c->NH);
+    return dot(c->r, c->out, (size_t)c->B * c->T * c->C);
+}
+
+/* Forward (out, att) vs reference; att structure (rows sum to 1, exact zeros above the
+ * diagonal even though the buffer was pre-filled with garbage); backward dqkv vs FD,
+ * accumulating. scratch is exactly T*T floats, as documented. */
+static void attention_case(int B, int T, int C, int NH, size_t nsamp, uint64_t seed) {
+    rng_seed(seed);
+    size_t NQ = (size_t)B * T * 3 * C, NO = (size_t)B * T * C, NA = (size_t)B * NH * T * T;
+    float *qkv = FALLOC(NQ), *out = FALLOC(NO), *att = FALLOC(NA), *r = FALLOC(NO);
+    fill_uniform(qkv, NQ, 1.5f, 0.0f); /* non-trivial softmax */
+    fill_uniform(r, NO, 1.0f, 0.0f);
+    fill_const(out, NO, OUT_GARBAGE);
+    fill_const(att, NA, OUT_GARBAGE);
+
+    printf("\n    attention B=%d T=%d C=%d NH=%d", B, T, C, NH);
+    slm_attention_forward(out, att, qkv, B, T, C, NH);
+
+    att_ctx c = {B, T, C, NH, to_double(qkv, NQ), to_double(r, NO), DALLOC(NO)};
+    double *ratt = DALLOC(NA);
+    ref_attention(c.out, ratt, c.qkv, B, T, C, NH);
+    CHECK_FWD("attention out", out, c.out, NO);
+    CHECK_FWD("attention att", att, ratt, NA);
+
+    /* Probability rows: sum to 1 over t2 <= t, exactly 0 for t2 > t. */
+    int upper_ok = 1;
+    double worst_sum = 0.0;
+    for (int bh = 0; bh < B * NH; bh++)
+        for (int t = 0; t < T; t++) {
+            const float *a = att + ((size_t)bh * T + t) * T;
+            double s = 0.0;
+            for (int t2 = 0; t2 < T; t2++) {
+                if (t2 > t && a[t2] != 0.0f) upper_ok = 0;
+                s += a[t2];
+            }
+            track_max(&worst_sum, fabs(s - 1.0));
+        }
+    printf("\n      %-52s max|sum-1|=%.2e upper=%s", "attention att rows", worst_sum,
+           upper_ok ? "zero" : "NONZERO");
+    CHECK_TRUE(worst_sum <= 1e-5, "attention att rows must sum to 1 (max |sum-1| = %.3e)",
+               worst_sum);
+    CHECK_TRUE(upper_ok, "attention att must be exactly 0 above the diagonal");
+
+    float *dqkv = FALLOC(NQ), *scratch = FALLOC((size_t)T * T);
+    fill_const(dqkv, NQ, GRAD_PREFILL);
+    fill_const(scratch, (size_t)T * T, OUT_GARBAGE);
+    slm_attention_backward(dqkv, scratch, r, qkv, att, B, T, C, NH);
+    CHECK_GRAD("attention dqkv (accumulated)", att_loss, &c, c.qkv, NQ, dqkv, nsamp);
+
+    free(qkv); free(out); free(att); free(r); free(dqkv); free(scratch);
+    free(c.qkv); free(c.r); free(c.out); free(ratt);
+}
+
+static void test_attention(void) {
+    attention_case(2, 5, 12, 3, 0, 401); /* hs = 4 */
+    attention_case(2, 7, 6, 2, 0, 402);  /* hs = 3 */
+    attention_case(2, 1, 6, 2, 0, 403);  /* T = 1: att = [1], out = v, dq = dk = 0 */
+    attention_case(1, 7, 12, 3, 0, 404);
+}
+
+/* Causality: perturbing qkv (q, k and v of every head) at times t' > t must leave the
+ * output at every time <= t unchanged. Checked for every cut point t, with a large
+ * perturbation so that any leak is visible, and a tight tolerance (a correct kernel
+ * performs the identical arithmetic for rows <= t, so differences are 0 in practice). */
+static void test_attention_causal(void) {
+    const int B = 2, T = 7, C = 12, NH = 3;
+    rng_seed(405);
+    size_t NQ = (size_t)B * T * 3 * C, NO = (size_t)B * T * C, NA = (size_t)B * NH * T * T;
+    float *qkv = FALLOC(NQ), *qkv2 = FALLOC(NQ), *out = FALLOC(NO), *out2 = FALLOC(NO);
+    float *att = FALLOC(NA);
+    fill_uniform(qkv, NQ, 1.0f, 0.0f);
+    slm_attention_forward(out, att, qkv, B, T, C, NH);
+    double worst = 0.0;
+    int changed_future = 1;
+    for (int t = 0; t < T - 1; t++) {
+        memcpy(qkv2, qkv, NQ * sizeof(float));
+        for (int b = 0; b < B; b++)
+            for (int t2 = t + 1; t2 < T; t2++)
+                for (int j = 0; j < 3 * C; j++)
+                    qkv2[((size_t)b * T + t2) * 3 * C + j] += 3.0f * rng_uniform();
+        slm_attention_forward(out2, att, qkv2, B, T, C, NH);
+        for (int b = 0; b < B; b++) {
+            for (int t1 = 0; t1 <= t; t1++)
+                for (int j = 0; j < C; j++) {
+                    size_t i = ((size_t)b * T + t1) * C + j;
+                    track_max(&worst, fabs((double)out2[i] - out[i]));
+                }
+            /* sanity: the perturbation does reach the future rows (test is not vacuous) */
+            double dfut = 0.0;
+            for (int j = 0; j < C; j++) {
+                size_t i = ((size_t)b * T + T - 1) * C + j;
+                dfut += fabs((double)out2[i] - out[i]);
+            }
+            if (dfut == 0.0) changed_future = 0;
+        }
+    }
+    printf("\n      %-52s max|dout(past)|=%.2e", "attention causality", worst);
+    CHECK_TRUE(worst <= 1e-6, "attention is not causal: past output changed by %.3e", worst);
+    CHECK_TRUE(changed_future, "attention causality test vacuous: future output unchanged");
+    free(qkv); free(qkv2); free(out); free(out2); free(att);
+}
+
+/* ==================================================================================== */
+/* GELU                                                                                 */
+
+typedef struct {
+    size_t n;
+    double *inp, *r, *out;
+} gelu_ctx;
+
+static double gelu_loss(void *p) {
+    gelu_ctx *c = p;
+    ref_gelu(c->out, c->inp, c->n);
+    return dot(c->r, c->out, c->n);
+}
+
+/* Forward vs reference; backward dinp vs FD, accumulating. Inputs span [-4, 4] plus a
+ * few exact points (0, +-1) and large magnitudes (+-10, +-20) where naive formulas
+ * (cosh overflow) could produce NaN. n = 37 is not a multiple of any SIMD width. */
+static void gelu_case(size_t n, size_t nsamp, uint64_t seed) {
+    rng_seed(seed);
+    float *inp = FALLOC(n), *out = FALLOC(n), *r = FALLOC(n), *dinp = FALLOC(n);
+    fill_uniform(inp, n, 4.0f, 0.0f);
+    const float special[] = {0.0f, 1.0f, -1.0f, 10.0f, -10.0f, 20.0f, -20.0f};
+    for (size_t i = 0; i < sizeof special / sizeof *special; i++) inp[i * 5] = special[i];
+    fill_uniform(r, n, 1.0f, 0.0f);
+    fill_const(out, n, OUT_GARBAGE);
+    fill_const(dinp, n, GRAD_PREFILL);
+
+    printf("\n    gelu n=%zu", n);
+    slm_gelu_forward(out, inp, n);
+    gelu_ctx c = {n, to_double(inp, n), to_double(r, n), DALLOC(n)};
+    ref_gelu(c.out, c.inp, n);
+    CHECK_FWD("gelu out", out, c.out, n);
+
+    slm_gelu_backward(dinp, inp, r, n);
+    CHECK_GRAD("gelu dinp (accumulated)", gelu_loss, &c, c.inp, n, dinp, nsamp);
+
+    /* n = 0 must be a no-op (and not crash). */
+    slm_gelu_forward(out, inp, 0);
+    slm_gelu_backward(dinp, inp, r, 0);
+
+    free(inp); free(out); free(r); free(dinp); free(c.inp); free(c.r); free(c.out);
+}
+
+static void test_gelu(void) { gelu_case(37, 0, 501); }
+
+/* ==================================================================================== */
+/* Residual                                                                             */
+
+/* out = a + b, exactly (one float add per element), also with out aliasing a or b. */
+static void residual_case(size_t n, uint64_t seed) {
+    rng_seed(seed);
+    float *a = FALLOC(n), *b = FALLOC(n), *out = FALLOC(n), *expect = FALLOC(n);
+    fill_uniform(a, n, 1.0f, 0.0f);
+    fill_uniform(b, n, 1.0f, 0.0f);
+    for (size_t i = 0; i < n; i++) expect[i] = a[i] + b[i];
+    fill_const(out, n, OUT_GARBAGE);
+    slm_residual_forward(out, a, b, n);
+    CHECK_TRUE(memcmp(out, expect, n * sizeof(float)) == 0, "residual: out != a + b");
+
+    float *a2 = FALLOC(n), *b2 = FALLOC(n);
+    memcpy(a2, a, n * sizeof(float));
+    memcpy(b2, b, n * sizeof(float));
+    slm_residual_forward(a2, a2, b, n); /* out aliases a */
+    CHECK_TRUE(memcmp(a2, expect, n * sizeof(float)) == 0, "residual: out==a alias wrong");
+    slm_residual_forward(b2, a, b2, n); /* out aliases b */
+    CHECK_TRUE(memcmp(b2, expect, n * sizeof(float)) == 0, "residual: out==b alias wrong");
+    free(a); free(b); free(out); free(expect); free(a2); free(b2);
+}
+
+static void test_residual(void) { residual_case(29, 601); }
+
+/* ==================================================================================== */
+/* Cross-entropy                                                                        */
+
+typedef struct {
+    int N, V;
+    const int32_t *targets;
+    double scale;
+    double *logits, *losses;
+} ce_ctx;
+
+/* L = scale * sum_n losses[n]: exactly the quantity whose gradient the backward writes. */
+static double ce_loss(void *p) {
+    ce_ctx *c = p;
+    ref_crossentropy(c->losses, NULL, c->logits, c->targets, c->N, c->V);
+    double s = 0.0;
+    for (int n = 0; n < c->N; n++) s += c->losses[n];
+    return c->scale * s;
+}
+
+/* Forward (losses, lse) vs reference, logits unchanged by the forward; backward vs FD of
+ * scale * sum(losses). The backward buffer holds the logits on entry, so an
+ * implementation that accumulated (logits += grad) instead of writing would be off by
+ * the logits themselves (NMSE ~ 1) and fail. `offset` shifts all logits to exercise
+ * max-subtraction (exp(100) overflows float). */
+static void crossentropy_case(int N, int V, float scale, float offset, size_t nsamp,
+                              uint64_t seed) {
+    rng_seed(seed);
+    size_t NV = (size_t)N * V;
+    float *logits = FALLOC(NV), *orig = FALLOC(NV), *losses = FALLOC(N), *lse = FALLOC(N);
+    int32_t *targets = xcalloc((size_t)N, sizeof(int32_t));
+    fill_uniform(logits, NV, 3.0f, offset);
+    for (int n = 0; n < N; n++) targets[n] = rng_int(V);
+    targets[0] = 0;
+    if (N > 1) targets[N - 1] = V - 1; /* both ends of the row, incl. the tail past 8k */
+    memcpy(orig, logits, NV * sizeof(float));
+    fill_const(losses, N, OUT_GARBAGE);
+    fill_const(lse, N, OUT_GARBAGE);
+
+    printf("\n    crossentropy N=%d V=%d scale=%g offset=%g", N, V, scale, offset);
+    slm_crossentropy_forward(losses, lse, logits, targets, N, V);
+    CHECK_TRUE(memcmp(orig, logits, NV * sizeof(float)) == 0,
+               "crossentropy_forward modified the logits");
+
+    ce_ctx c = {N, V, targets, scale, to_double(logits, NV), DALLOC(N)};
+    double *rloss = DALLOC(N), *rlse = DALLOC(N);
+    ref_crossentropy(rloss, rlse, c.logits, targets, N, V);
+    CHECK_FWD("crossentropy losses", losses, rloss, N);
+    CHECK_FWD("crossentropy lse", lse, rlse, N);
+
+    slm_crossentropy_backward(logits, lse, targets, scale, N, V); /* in place */
+    CHECK_GRAD_WRITTEN("crossentropy dlogits (written in place)", ce_loss, &c, c.logits, NV,
+                       logits, nsamp);
+
+    free(logits); free(orig); free(losses); free(lse); free(targets);
+    free(c.logits); free(c.losses); free(rloss); free(rlse);
+}
+
+static void test_crossentropy(void) {
+    crossentropy_case(10, 11, 1.0f / 10.0f, 0.0f, 0, 701); /* V = 11, not a multiple of 8 */
+    crossentropy_case(7, 13, 0.37f, 0.0f, 0, 702);         /* V = 13 */
+    crossentropy_case(3, 8, 1.0f, 0.0f, 0, 703);           /* V = 8, exact multiple */
+    crossentropy_case(5, 21, 0.5f, 0.0f, 0, 704);          /* V = 21 = 16 + 5 */
+    crossentropy_case(1, 2, 1.0f, 0.0f, 0, 705);           /* minimal */
+}
+
+/* Numerical stability: logits around +-100 (exp overflows/underflows float) must give
+ * finite, correct losses and gradients. FD still works in double around the offset. */
+static void test_crossentropy_large_logits(void) {
+    crossentropy_case(7, 13, 1.0f / 7.0f, 100.0f, 0, 711);
+    crossentropy_case(7, 13, 1.0f / 7.0f, -100.0f, 0, 712);
+}
+
+/* ==================================================================================== */
+/* AdamW                                                                                */
+
+/* Hand computation, lr = 0.1, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, three scalars
+ * p0 = (1.0, -2.0, 0.5), gradients g(t=1) = (0.5, -1.0, 0.0), g(t=2) = (0.25, 1.0, 0.0).
+ *
+ * Step t = 1 (bias corrections 1-0.9 = 0.1 and 1-0.999 = 0.001):
+ *   p=1.0,  g=0.5 : m = 0.1*0.5 = 0.05,  v = 0.001*0.25 = 0.00025
+ *                   mhat = 0.05/0.1 = 0.5, vhat = 0.00025/0.001 = 0.25, sqrt = 0.5
+ *                   update = 0.1 * 0.5/(0.5+1e-8) = 0.099999998
+ *                   wd=0  : p = 1.0 - 0.099999998            = 0.900000002
+ *                   wd=.1 : p = 1.0*(1-0.01) - 0.099999998   = 0.890000002
+ *   p=-2.0, g=-1.0: m = -0.1, v = 0.001, mhat = -1, vhat = 1, update = -0.099999999
+ *                   wd=0  : p = -2.0 + 0.099999999           = -1.900000001
+ *                   wd=.1 : p = -2.0*0.99 + 0.099999999      = -1.880000001
+ *   p=0.5,  g=0.0 : m = v = 0, update = 0/(0+eps) = 0 -> only weight decay acts
+ *                   wd=0  : p = 0.5;  wd=.1 : p = 0.5*0.99   = 0.495
+ *
+ * Step t = 2 (bias corrections 1-0.81 = 0.19 and 1-0.998001 = 0.001999):
+ *   g=0.25: m = 0.9*0.05 + 0.1*0.25 = 0.07
+ *           v = 0.999*0.00025 + 0.001*0.0625 = 0.00031225
+ *           mhat = 0.07/0.19 = 0.368421053, vhat = 0.00031225/0.001999 = 0.156203102
+ *           sqrt(vhat) = 0.395225381, update = 0.1*0.368421053/0.395225381 = 0.093217962
+ *           wd=0  : p = 0.900000002 - 0.093217962        = 0.806782040
+ *           wd=.1 : p = 0.890000002*0.99 - 0.093217962   = 0.787882040
+ *   g=1.0 : m = 0.9*(-0.1) + 0.1*1 = 0.01, v = 0.999*0.001 + 0.001*1 = 0.001999
+ *           mhat = 0.01/0.19 = 0.052631579, vhat = 0.001999/0.001999 = 1
+ *           update = 0.1*0.052631579/(1+1e-8) = 0.005263158
+ *           wd=0  : p = -1.900000001 - 0.005263158       = -1.905263159
+ *           wd=.1 : p = -1.880000001*0.99 - 0.005263158  = -1.866463159
+ *   g=0.0 : m = v = 0; wd=0 : p = 0.5; wd=.1 : p = 0.495*0.99 = 0.49005
+ *
+ * The g = 0 scalar also distinguishes decoupled weight decay from L2 regularisation
+ * (g += wd*p would give a full lr-sized step: 0.5 -> ~0.4). Tolerances: p, 1e-6 absolute
+ * (values are O(1), a float step is exact to a few ulps ~1e-7); m, 1e-7 relative; v, 1e-4
+ * relative, because 0.999f is not exact and (1 - 0.999f) = 0.00099998713 is 1.3e-5 off
+ * in relative terms (the bias correction cancels this in p). */
+static void adamw_check(float wd, const double expect_p[2][3]) {
+    const double expect_m[2][3] = {{0.05, -0.1, 0.0}, {0.07, 0.01, 0.0}};
+    const double expect_v[2][3] = {{0.00025, 0.001, 0.0}, {0.00031225, 0.001999, 0.0}};
+    const float g[2][3] = {{0.5f, -1.0f, 0.0f}, {0.25f, 1.0f, 0.0f}};
+    float p[3] = {1.0f, -2.0f, 0.5f}, m[3] = {0}, v[3] = {0};
+    for (int t = 1; t <= 2; t++) {
+        slm_adamw_update(p, g[t - 1], m, v, 3, 0.1f, 0.9f, 0.999f, 1e-8f, wd, t);
+        for (int i = 0; i < 3; i++) {
+            printf("\n      adamw wd=%.1f t=%d p[%d]=%.9f (expect %.9f)", wd, t, i, p[i],
+                   expect_p[t - 1][i]);
+            CHECK_TRUE(fabs(p[i] - expect_p[t - 1][i]) <= 1e-6,
+                       "adamw wd=%g t=%d p[%d]: got %.9f expected %.9f", wd, t, i, p[i],
+                       expect_p[t - 1][i]);
+            CHECK_TRUE(fabs(m[i] - expect_m[t - 1][i]) <= 1e-7 * (1 + fabs(expect_m[t - 1][i])),
+                       "adamw wd=%g t=%d m[%d]: got %.9g expected %.9g", wd, t, i, m[i],
+                       expect_m[t - 1][i]);
+            CHECK_TRUE(fabs(v[i] - expect_v[t - 1][i]) <= 1e-4 * fabs(expect_v[t - 1][i]) + 1e-12,
+                       "adamw wd=%g t=%d v[%d]: got %.9g expected %.9g", wd, t, i, v[i],
+                       expect_v[t - 1][i]);
+        }
+    }
+}
+
+static void test_adamw(void) {
+    const double no_wd[2][3] = {{0.900000002, -1.900000001, 0.5},
+                                {0.806782040, -1.905263159, 0.5}};
+    const double with_wd[2][3] = {{0.890000002, -1.880000001, 0.495},
+                                  {0.787882040, -1.866463159, 0.49005}};
+    adamw_check(0.0f, no_wd);
+    adamw_check(0.1f, with_wd);
+
+    /* eps placement: the formula adds eps OUTSIDE the square root. With a tiny gradient
+     * g = 1e-6 at t = 1 (lr = 0.1, wd = 0, p = 0): mhat = 1e-6, vhat = 1e-12,
+     * sqrt(vhat) = 1e-6, update = 0.1 * 1e-6 / (1e-6 + 1e-8) = 0.1 / 1.01 = 0.0990099,
+     * so p = -0.0990099. (eps inside the sqrt would give 0.1 * 1e-6 / 1.00005e-4 = 0.001.)
+     * The relative 3e-8 rounding of 1e-6f changes the ratio by < 1e-9. */
+    float p = 0.0f, g = 1e-6f, m = 0.0f, v = 0.0f;
+    slm_adamw_update(&p, &g, &m, &v, 1, 0.1f, 0.9f, 0.999f, 1e-8f, 0.0f, 1);
+    printf("\n      adamw eps placement p=%.9f (expect %.9f)", p, -0.1 / 1.01);
+    CHECK_TRUE(fabs(p - (-0.1 / 1.01)) <= 1e-6, "adamw eps placement: got %.9f expected %.9f",
+               p, -0.1 / 1.01);
+}
+
+/* AdamW on many elements (odd n, several steps, random data) vs a double loop written
+ * from the header formula: catches tail-loop / indexing bugs the 3-scalar case cannot. */
+static void adamw_vector_case(size_t n, uint64_t seed) {
+    rng_seed(seed);
+    float *p = FALLOC(n), *g = FALLOC(n), *m = FALLOC(n), *v = FALLOC(n);
+    double *pd = DALLOC(n), *md = DALLOC(n), *vd = DALLOC(n);
+    fill_uniform(p, n, 1.0f, 0.0f);
+    for (size_t i = 0; i < n; i++) pd[i] = p[i];
+    const double lr = 3e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
+    for (int t = 1; t <= 5; t++) {
+        fill_uniform(g, n, 1.0f, 0.0f);
+        slm_adamw_update(p, g, m, v, n, (float)lr, (float)b1, (float)b2, (float)eps,
+                         (float)wd, t);
+        for (size_t i = 0; i < n; i++) {
+            pd[i] -= (double)(float)lr * (double)(float)wd * pd[i];
+            md[i] = (double)(float)b1 * md[i] + (1.0 - (double)(float)b1) * g[i];
+            vd[i] = (double)(float)b2 * vd[i] + (1.0 - (double)(float)b2) * g[i] * g[i];
+            double mh = md[i] / (1.0 - pow((double)(float)b1, t));
+            double vh = vd[i] / (1.0 - pow((double)(float)b2, t));
+            pd[i] -= (double)(float)lr * mh / (sqrt(vh) + (double)(float)eps);
+        }
+    }
+    printf("\n    adamw n=%zu, 5 steps", n);
+    CHECK_FWD("adamw p", p, pd, n);
+    CHECK_FWD("adamw m", m, md, n);
+    CHECK_FWD("adamw v", v, vd, n);
+    free(p); free(g); free(m); free(v); free(pd); free(md); free(vd);
+}
+
+static void test_adamw_vector(void) { adamw_vector_case(1003, 801); }
+
+/* ==================================================================================== */
+/* sumsq and scale                                                                      */
+
+/* sumsq must accumulate in double: with n = 100003 values, float accumulation would be
+ * off by ~1e-5 relative; a double loop (any order) agrees to ~1e-13. Tolerance 1e-10. */
+static void test_sumsq(void) {
+    const size_t n = 100003;
+    rng_seed(901);
+    float *x = FALLOC(n);
+    fill_uniform(x, n, 1.0f, 0.3f);
+    double ref = 0.0;
+    for (size_t i = 0; i < n; i++) ref += (double)x[i] * (double)x[i];
+    double got = slm_sumsq(x, n);
+    double rel = fabs(got - ref) / ref;
+    printf("\n      %-52s rel=%.2e", "sumsq n=100003", rel);
+    CHECK_TRUE(rel <= 1e-10, "sumsq: got %.17g expected %.17g", got, ref);
+
+    const float small[5] = {1.0f, -2.0f, 3.0f, 0.5f, -0.25f}; /* 1+4+9+0.25+0.0625 */
+    CHECK_TRUE(slm_sumsq(small, 5) == 14.3125, "sumsq small: got %.17g expected 14.3125",
+               slm_sumsq(small, 5));
+    CHECK_TRUE(slm_sumsq(small, 0) == 0.0, "sumsq n=0 must be 0");
+    free(x);
+}
+
+/* scale: x[i] *= s, bit-exact vs the same float multiply; n = 0 is a no-op. */
+static void scale_case(size_t n, uint64_t seed) {
+    rng_seed(seed);
+    float *x = FALLOC(n), *expect = FALLOC(n);
+    fill_uniform(x, n, 1.0f, 0.0f);
+    const float s = 0.3f;
+    for (size_t i = 0; i < n; i++) expect[i] = x[i] * s;
+    slm_scale(x, s, n);
+    CHECK_TRUE(memcmp(x, expect, n * sizeof(float)) == 0, "scale: x != x*s");
+    memcpy(expect, x, n * sizeof(float));
+    slm_scale(x, s, 0);
+    CHECK_TRUE(memcmp(x, expect, n * sizeof(float)) == 0, "scale n=0 modified x");
+    free(x); free(expect);
+}
+
+static void test_scale(void) { scale_case(37, 902); }
+
+/* ==================================================================================== */
+/* Large shapes                                                                         */
+
+/* The kernels switch to OpenMP parallel loops above 65536 elements (and matmul's dbias
+ * works in column blocks of 128). The small odd shapes above never take those branches,
+ * so the same checks are repeated once on shapes just past the threshold (still odd).
+ * Forwards are compared in full; gradients on 64 FD-sampled elements per buffer, as a
+ * full FD sweep would cost O(size^2). */
+#define LARGE_SAMPLES 64
+
+static void test_large_shapes(void) {
+    encoder_case(2, 301, 113, 11, LARGE_SAMPLES, 1001);  /* B*T*C = 68026 */
+    layernorm_case(1031, 67, LARGE_SAMPLES, 1002);       /* N*C = 69077 */
+    matmul_case(509, 5, 131, 1, 1, 1, LARGE_SAMPLES, 1003); /* N*OC = 66679, OC = 128 + 3 */
+    attention_case(1, 263, 6, 2, LARGE_SAMPLES, 1004);   /* T*T = 69169 */
+    gelu_case(70001, LARGE_SAMPLES, 1005);
+    crossentropy_case(1031, 67, 1.0f / 1031.0f, 0.0f, LARGE_SAMPLES, 1006); /* N*V = 69077 */
+    residual_case(70001, 1007);
+    adamw_vector_case(70001, 1008);
+    scale_case(70001, 1009);
+}
+
+/* ==================================================================================== */
+
+int main(void) {
+    if (CU_initialize_registry() != CUE_SUCCESS) return (int)CU_get_error();
+    CU_pSuite s = CU_add_suite("kernels", NULL, NULL);
+    if (!s) {
+        CU_cleanup_registry();
+        return (int)CU_get_error();
+    }
+    struct {
+        const char *name;
+        CU_TestFunc fn;
+    } tests[] = {
+        {"encoder forward/backward vs double FD", test_encoder},
+        {"layernorm forward/backward vs double FD", test_layernorm},
+        {"matmul forward/backward vs double FD", test_matmul},
+        {"matmul NULL bias / NULL dbias", test_matmul_null_bias},
+        {"matmul NULL dinp", test_matmul_null_dinp},
+        {"attention forward/backward vs double FD", test_attention},
+        {"attention causality", test_attention_causal},
+        {"gelu forward/backward vs double FD", test_gelu},
+        {"residual", test_residual},
+        {"crossentropy forward/backward vs double FD", test_crossentropy},
+        {"crossentropy large logits", test_crossentropy_large_logits},
+        {"adamw hand-computed steps", test_adamw},
+        {"adamw vector vs double loop", test_adamw_vector},
+        {"sumsq", test_sumsq},
+        {"scale", test_scale},
+        {"large shapes (OpenMP branches)", test_large_shapes},
+    };
+    for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
+        if (!CU_add_test(s, tests[i].name, tests[i].fn)) {
+            CU_cleanup_registry();
+            return (int)CU_get_error();
+        }
+    }
+    printf("NMSE tolerance %.0e, FD step %.0e (double), gradient prefill %g\n", NMSE_TOL,
+           FD_STEP, (double)GRAD_PREFILL);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    /* CU_basic_run_tests() returns CUE_SUCCESS even when assertions fail: the exit status
+     * must come from the failure count, read before the registry is cleaned up. */
+    unsigned failures = CU_get_number_of_failures();
+    CU_cleanup_registry();
+    return failures == 0 ? 0 : 1;
+}
