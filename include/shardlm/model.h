@@ -28,10 +28,34 @@ typedef struct slm_tensor_info {
 
 typedef struct slm_gpt *slm_gpt_t;
 
+/* The model is cut into units, the granule of sharding and of communication: unit 0 is
+ * the embeddings (wte, which is also the LM head, and wpe), unit 1+l is transformer block
+ * l, and the last unit is the final LayerNorm. Each unit is one contiguous range of the
+ * parameter index space. */
+typedef enum { SLM_PASS_FORWARD, SLM_PASS_BACKWARD } slm_pass;
+
+/* Callbacks a parallel layer installs to gather parameters before a unit runs, release or
+ * reduce after it, and drive communication between kernels. Any entry may be NULL.
+ * Forward calls before(0), then for each block before(1+l)/after(1+l), then
+ * before(last)/after(last) around the final norm and head, then after(0). Backward calls
+ * before(0) and before(last) first (the head needs wte), after(last), then blocks from
+ * the last to the first with before/after, and after(0) once the embeddings' gradients
+ * are complete. */
+typedef struct slm_gpt_hooks {
+    void (*before_unit)(void *ctx, int unit, slm_pass pass);
+    void (*after_unit)(void *ctx, int unit, slm_pass pass);
+    void (*poll)(void *ctx); /* between kernels: a chance to progress communication */
+    void *ctx;
+} slm_gpt_hooks;
+
 /* Check a configuration (sizes positive, n_head divides d_model). Local. */
 slm_status slm_gpt_config_check(const slm_gpt_config *cfg);
-/* Allocate a model for micro-batches of up to max_batch sequences of cfg->seq_len. Local. */
-slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, slm_gpt_t *model);
+/* Allocate a model for micro-batches of up to max_batch sequences of cfg->seq_len. With
+ * own_storage, the model allocates full parameter and gradient blocks and binds every unit
+ * to them; without, nothing is bound until slm_gpt_bind_unit is called (a sharded layout
+ * provides the storage). Local. */
+slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_storage,
+                          slm_gpt_t *model);
 /* Free everything; sets *model to NULL; NULL is a no-op. */
 void slm_gpt_destroy(slm_gpt_t *model);
 
@@ -39,11 +63,24 @@ void slm_gpt_destroy(slm_gpt_t *model);
  * biases 0, LayerNorm weights 1. Element j of tensor i is drawn from the counter-based
  * generator at (seed, init, i, j): the same values whatever the layout. */
 void slm_gpt_init_params(slm_gpt_t m, uint64_t seed);
+/* The same values for the element range [offset, offset+count) of the parameter index
+ * space, written to dst (count floats): how a shard initializes only what it owns. */
+void slm_gpt_init_range(slm_gpt_t m, uint64_t seed, size_t offset, size_t count, float *dst);
+
+int slm_gpt_num_units(slm_gpt_t m);
+/* First element (in the parameter index space) and element count of unit u. */
+void slm_gpt_unit_range(slm_gpt_t m, int u, size_t *offset, size_t *count);
+/* Point the parameter and/or gradient views of unit u at storage whose first element is
+ * the unit's first element; NULL leaves that side as it is. Local. */
+void slm_gpt_bind_unit(slm_gpt_t m, int u, float *params, float *grads);
+/* Install (or with NULL remove) the unit callbacks. */
+void slm_gpt_set_hooks(slm_gpt_t m, const slm_gpt_hooks *hooks);
 
 const slm_gpt_config *slm_gpt_config_of(slm_gpt_t m);
 size_t slm_gpt_num_params(slm_gpt_t m);
-float *slm_gpt_params(slm_gpt_t m); /* (num_params) */
-float *slm_gpt_grads(slm_gpt_t m);  /* (num_params) */
+/* The model's own blocks (num_params each), or NULL when created without storage. */
+float *slm_gpt_params(slm_gpt_t m);
+float *slm_gpt_grads(slm_gpt_t m);
 int slm_gpt_num_tensors(slm_gpt_t m);
 const slm_tensor_info *slm_gpt_tensor(slm_gpt_t m, int i);
 /* Bytes of activations (and activation gradients) held for one micro-batch. */
@@ -61,6 +98,7 @@ const float *slm_gpt_logits(slm_gpt_t m);
 /* Backward of sum_i loss_scale * loss_i over the tokens of the last forward (with
  * targets). Parameter gradients accumulate, so micro-steps add up. */
 void slm_gpt_backward(slm_gpt_t m, float loss_scale);
+/* Zero the model's own gradient block (models created with storage). */
 void slm_gpt_zero_grad(slm_gpt_t m);
 
 #endif

@@ -83,22 +83,57 @@ static void build_table(slm_gpt_t m)
     m->nparams = off;
 }
 
-/* Point the views of one parameter-shaped block (params or grads) at base. */
-static void point_views(slm_gpt_t m, float *base, gpt_views *v)
+int slm_gpt_num_units(slm_gpt_t m) { return m->cfg.n_layer + 2; }
+
+/* Tensors [first, first+n) of unit u in the table. */
+static void unit_tensors(slm_gpt_t m, int u, int *first, int *n)
 {
-    const slm_tensor_info *t = m->tensors;
-    v->wte = base + t[0].offset;
-    v->wpe = base + t[1].offset;
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        const slm_tensor_info *b = &t[2 + 12 * l];
-        gpt_block_views *bv = &v->blocks[l];
+    const int L = m->cfg.n_layer;
+    if (u == 0) *first = 0, *n = 2;
+    else if (u <= L) *first = 2 + 12 * (u - 1), *n = 12;
+    else *first = 2 + 12 * L, *n = 2;
+}
+
+void slm_gpt_unit_range(slm_gpt_t m, int u, size_t *offset, size_t *count)
+{
+    int first, n;
+    unit_tensors(m, u, &first, &n);
+    *offset = m->tensors[first].offset;
+    *count = m->tensors[first + n - 1].offset + m->tensors[first + n - 1].count - *offset;
+}
+
+/* Point the views of unit u inside v at base (which holds the unit's first element). */
+static void point_unit(slm_gpt_t m, int u, float *base, gpt_views *v)
+{
+    int first, n;
+    unit_tensors(m, u, &first, &n);
+    const slm_tensor_info *t = &m->tensors[first];
+    const size_t off0 = t[0].offset;
+    if (u == 0) {
+        v->wte = base + (t[0].offset - off0);
+        v->wpe = base + (t[1].offset - off0);
+    } else if (u <= m->cfg.n_layer) {
+        gpt_block_views *bv = &v->blocks[u - 1];
         float **slot[12] = {&bv->ln1w, &bv->ln1b, &bv->qkvw, &bv->qkvb, &bv->attprojw,
                             &bv->attprojb, &bv->ln2w, &bv->ln2b, &bv->fcw, &bv->fcb,
                             &bv->fcprojw, &bv->fcprojb};
-        for (int k = 0; k < 12; k++) *slot[k] = base + b[k].offset;
+        for (int k = 0; k < 12; k++) *slot[k] = base + (t[k].offset - off0);
+    } else {
+        v->lnfw = base + (t[0].offset - off0);
+        v->lnfb = base + (t[1].offset - off0);
     }
-    v->lnfw = base + t[m->ntensors - 2].offset;
-    v->lnfb = base + t[m->ntensors - 1].offset;
+}
+
+void slm_gpt_bind_unit(slm_gpt_t m, int u, float *params, float *grads)
+{
+    if (params) point_unit(m, u, params, &m->p);
+    if (grads) point_unit(m, u, grads, &m->g);
+}
+
+void slm_gpt_set_hooks(slm_gpt_t m, const slm_gpt_hooks *hooks)
+{
+    if (hooks) m->hooks = *hooks;
+    else memset(&m->hooks, 0, sizeof m->hooks);
 }
 
 /* Carve n floats (rounded up to 64 bytes) from base at *off; NULL when only counting. */
@@ -142,7 +177,8 @@ static size_t layout_acts(slm_gpt_t m, float *base)
     return off;
 }
 
-slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, slm_gpt_t *out)
+slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_storage,
+                          slm_gpt_t *out)
 {
     *out = NULL;
     SLM_CALL(slm_gpt_config_check(cfg));
@@ -157,8 +193,11 @@ slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, slm_gpt_t *o
     m->blocks = calloc((size_t)cfg->n_layer, sizeof *m->blocks);
     if (!m->tensors || !m->p.blocks || !m->g.blocks || !m->blocks) goto nomem;
     build_table(m);
-    m->params = alloc_floats(m->nparams);
-    m->grads = alloc_floats(m->nparams);
+    if (own_storage) {
+        m->params = alloc_floats(m->nparams);
+        m->grads = alloc_floats(m->nparams);
+        if (!m->params || !m->grads) goto nomem;
+    }
     m->acts_floats = layout_acts(m, NULL);
     m->acts = alloc_floats(m->acts_floats);
     const size_t N = (size_t)max_batch * cfg->seq_len, C = (size_t)cfg->d_model;
@@ -167,9 +206,13 @@ slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, slm_gpt_t *o
     m->dacts = alloc_floats(m->dacts_floats);
     m->inputs = malloc(N * sizeof(int32_t));
     m->targets = malloc(N * sizeof(int32_t));
-    if (!m->params || !m->grads || !m->acts || !m->dacts || !m->inputs || !m->targets) goto nomem;
-    point_views(m, m->params, &m->p);
-    point_views(m, m->grads, &m->g);
+    if (!m->acts || !m->dacts || !m->inputs || !m->targets) goto nomem;
+    if (own_storage)
+        for (int u = 0; u < slm_gpt_num_units(m); u++) {
+            size_t off, n;
+            slm_gpt_unit_range(m, u, &off, &n);
+            slm_gpt_bind_unit(m, u, m->params + off, m->grads + off);
+        }
     layout_acts(m, m->acts);
     m->dres = m->dacts;
     m->dnarrow = m->dres + N * C;
@@ -203,24 +246,34 @@ void slm_gpt_destroy(slm_gpt_t *model)
     *model = NULL;
 }
 
-void slm_gpt_init_params(slm_gpt_t m, uint64_t seed)
+void slm_gpt_init_range(slm_gpt_t m, uint64_t seed, size_t offset, size_t count, float *dst)
 {
     const double std = 0.02, std_proj = 0.02 / sqrt(2.0 * m->cfg.n_layer);
+    const size_t end = offset + count;
     for (int i = 0; i < m->ntensors; i++) {
         const slm_tensor_info *t = &m->tensors[i];
-        float *p = m->params + t->offset;
+        size_t lo = t->offset > offset ? t->offset : offset;
+        size_t hi = t->offset + t->count < end ? t->offset + t->count : end;
+        if (lo >= hi) continue;
+        float *p = dst + (lo - offset);
+        const size_t j0 = lo - t->offset, n = hi - lo;
         const char *leaf = strrchr(t->name, '.');
         if (t->ndim == 1) { /* biases 0, LayerNorm weights 1 */
             float v = (leaf && !strcmp(leaf, ".weight")) ? 1.0f : 0.0f;
-            for (size_t j = 0; j < t->count; j++) p[j] = v;
+            for (size_t j = 0; j < n; j++) p[j] = v;
             continue;
         }
         int residual_proj = strstr(t->name, "attn.proj.weight") || strstr(t->name, "mlp.proj.weight");
         double s = residual_proj ? std_proj : std;
         uint64_t key = slm_rng_key(seed, SLM_RNG_INIT, (uint64_t)i);
-#pragma omp parallel for if (t->count > 65536)
-        for (size_t j = 0; j < t->count; j++) p[j] = (float)(s * slm_rng_normal(key, j));
+#pragma omp parallel for if (n > 65536)
+        for (size_t j = 0; j < n; j++) p[j] = (float)(s * slm_rng_normal(key, j0 + j));
     }
+}
+
+void slm_gpt_init_params(slm_gpt_t m, uint64_t seed)
+{
+    slm_gpt_init_range(m, seed, 0, m->nparams, m->params);
 }
 
 const slm_gpt_config *slm_gpt_config_of(slm_gpt_t m) { return &m->cfg; }
@@ -234,4 +287,7 @@ size_t slm_gpt_activation_bytes(slm_gpt_t m)
 {
     return (m->acts_floats + m->dacts_floats) * sizeof(float);
 }
-void slm_gpt_zero_grad(slm_gpt_t m) { memset(m->grads, 0, m->nparams * sizeof(float)); }
+void slm_gpt_zero_grad(slm_gpt_t m)
+{
+    if (m->grads) memset(m->grads, 0, m->nparams * sizeof(float));
+}

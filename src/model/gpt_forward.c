@@ -13,25 +13,35 @@ float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets
     memcpy(m->inputs, inputs, (size_t)N * sizeof(int32_t));
     if (targets) memcpy(m->targets, targets, (size_t)N * sizeof(int32_t));
 
+    const int last = m->cfg.n_layer + 1;
+    gpt_before(m, 0, SLM_PASS_FORWARD);
     slm_encoder_forward(m->encoded, inputs, m->p.wte, m->p.wpe, B, T, C);
     const float *x = m->encoded; /* residual stream entering the block, (N,C) */
     for (int l = 0; l < m->cfg.n_layer; l++) {
+        gpt_before(m, 1 + l, SLM_PASS_FORWARD);
         const gpt_block_views *w = &m->p.blocks[l];
         gpt_block_acts *a = &m->blocks[l];
         slm_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1w, w->ln1b, N, C);
         slm_matmul_forward(a->qkv, a->ln1, w->qkvw, w->qkvb, N, C, 3 * C);
+        gpt_poll(m);
         slm_attention_forward(a->atty, a->att, a->qkv, B, T, C, NH);
+        gpt_poll(m);
         slm_matmul_forward(a->res2, a->atty, w->attprojw, w->attprojb, N, C, C);
         slm_residual_forward(a->res2, a->res2, x, (size_t)N * C);
         slm_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w->ln2w, w->ln2b, N, C);
         slm_matmul_forward(a->fch, a->ln2, w->fcw, w->fcb, N, C, 4 * C);
+        gpt_poll(m);
         slm_gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * C);
         slm_matmul_forward(a->res3, a->fch_gelu, w->fcprojw, w->fcprojb, N, 4 * C, C);
         slm_residual_forward(a->res3, a->res3, a->res2, (size_t)N * C);
+        gpt_after(m, 1 + l, SLM_PASS_FORWARD);
         x = a->res3;
     }
+    gpt_before(m, last, SLM_PASS_FORWARD);
     slm_layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, x, m->p.lnfw, m->p.lnfb, N, C);
     slm_matmul_forward(m->logits, m->lnf, m->p.wte, NULL, N, C, V); /* tied LM head */
+    gpt_after(m, last, SLM_PASS_FORWARD);
+    gpt_after(m, 0, SLM_PASS_FORWARD);
     if (!targets) return 0.0f;
     slm_crossentropy_forward(m->losses, m->lse, m->logits, targets, N, V);
     double sum = 0.0;
@@ -45,6 +55,9 @@ void slm_gpt_backward(slm_gpt_t m, float loss_scale)
     const int B = m->B, T = m->T, N = B * T, L = m->cfg.n_layer;
     const size_t NC = (size_t)N * C;
 
+    const int last = L + 1;
+    gpt_before(m, 0, SLM_PASS_BACKWARD);
+    gpt_before(m, last, SLM_PASS_BACKWARD);
     slm_crossentropy_backward(m->logits, m->lse, m->targets, loss_scale, N, V);
     float *dlogits = m->logits;
     memset(m->dres, 0, NC * sizeof(float));
@@ -53,8 +66,10 @@ void slm_gpt_backward(slm_gpt_t m, float loss_scale)
     const float *x_last = m->blocks[L - 1].res3;
     slm_layernorm_backward(m->dres, m->g.lnfw, m->g.lnfb, m->dnarrow, x_last, m->p.lnfw,
                            m->lnf_mean, m->lnf_rstd, N, C);
+    gpt_after(m, last, SLM_PASS_BACKWARD);
 
     for (int l = L - 1; l >= 0; l--) {
+        gpt_before(m, 1 + l, SLM_PASS_BACKWARD);
         const gpt_block_views *w = &m->p.blocks[l];
         const gpt_block_views *g = &m->g.blocks[l];
         const gpt_block_acts *a = &m->blocks[l];
@@ -65,6 +80,7 @@ void slm_gpt_backward(slm_gpt_t m, float loss_scale)
                             N, 4 * C, C);
         memset(m->dwide2, 0, 4 * NC * sizeof(float));
         slm_gelu_backward(m->dwide2, a->fch, m->dwide1, 4 * NC);
+        gpt_poll(m);
         memset(m->dnarrow, 0, NC * sizeof(float));
         slm_matmul_backward(m->dnarrow, g->fcw, g->fcb, m->dwide2, a->ln2, w->fcw, N, C, 4 * C);
         slm_layernorm_backward(m->dres, g->ln2w, g->ln2b, m->dnarrow, a->res2, w->ln2w,
@@ -75,12 +91,16 @@ void slm_gpt_backward(slm_gpt_t m, float loss_scale)
                             N, C, C);
         float *dqkv = m->dwide1;
         memset(dqkv, 0, 3 * NC * sizeof(float));
+        gpt_poll(m);
         slm_attention_backward(dqkv, m->datt, m->dnarrow, a->qkv, a->att, B, T, C, NH);
+        gpt_poll(m);
         memset(m->dnarrow, 0, NC * sizeof(float));
         slm_matmul_backward(m->dnarrow, g->qkvw, g->qkvb, dqkv, a->ln1, w->qkvw, N, C, 3 * C);
         slm_layernorm_backward(m->dres, g->ln1w, g->ln1b, m->dnarrow, x, w->ln1w, a->ln1_mean,
                                a->ln1_rstd, N, C);
         /* m->dres now holds d(x), the gradient of the block's input */
+        gpt_after(m, 1 + l, SLM_PASS_BACKWARD);
     }
     slm_encoder_backward(m->g.wte, m->g.wpe, m->dres, m->inputs, B, T, C);
+    gpt_after(m, 0, SLM_PASS_BACKWARD);
 }

@@ -57,9 +57,24 @@ struct slm_gpt {
     float *dwide1;  /* (N,4C), also holds dqkv (N,3C) */
     float *dwide2;  /* (N,4C) */
     float *datt;    /* (T,T) attention backward scratch */
+    slm_gpt_hooks hooks;
     int32_t *inputs, *targets; /* (N) copies of the last forward's batch */
     int B, T;                  /* shape of the last forward */
     int have_targets;
 };
+
+/* Hook calls; cheap when no parallel layer is installed. */
+static inline void gpt_before(slm_gpt_t m, int unit, slm_pass pass)
+{
+    if (m->hooks.before_unit) m->hooks.before_unit(m->hooks.ctx, unit, pass);
+}
+static inline void gpt_after(slm_gpt_t m, int unit, slm_pass pass)
+{
+    if (m->hooks.after_unit) m->hooks.after_unit(m->hooks.ctx, unit, pass);
+}
+static inline void gpt_poll(slm_gpt_t m)
+{
+    if (m->hooks.poll) m->hooks.poll(m->hooks.ctx);
+}
 
 #endif

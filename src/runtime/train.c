@@ -47,7 +47,7 @@ static slm_status setup(trainer *tr)
     size_t need = (size_t)c->train.steps * (size_t)c->train.global_batch * (size_t)tr->T + (size_t)tr->T + 1;
     if (need > SYNTH_MAX_TOKENS) need = SYNTH_MAX_TOKENS;
     SLM_CALL(slm_dataset_open(c->data.train, c->model.vocab_size, tr->T, c->train.seed, 0, need, &tr->data));
-    SLM_CALL(slm_gpt_create(&mc, tr->B, &tr->model));
+    SLM_CALL(slm_gpt_create(&mc, tr->B, 1, &tr->model));
     slm_gpt_init_params(tr->model, c->train.seed);
     SLM_CALL(slm_adamw_create(slm_gpt_num_params(tr->model), c->train.beta1, c->train.beta2, c->train.eps,
                               c->train.weight_decay, &tr->opt));
