@@ -28,6 +28,7 @@ typedef struct slm_conf {
     } train;
     struct {
         int tp, pp, zero_stage, microbatches;
+        int overlap;
     } parallel;
     struct {
         char train[SLM_PATH_MAX], val[SLM_PATH_MAX];

@@ -25,9 +25,18 @@ typedef struct slm_adamw *slm_adamw_t;
 slm_status slm_adamw_create(size_t n, double beta1, double beta2, double eps,
                             double weight_decay, slm_adamw_t *opt);
 void slm_adamw_destroy(slm_adamw_t *opt);
-/* One step over the tensors of a model: decay only where tensors[i].decay is set. */
+/* One step over the tensors of a model: decay only where tensors[i].decay is set.
+ * Same as slm_adamw_begin_step followed by one slm_adamw_update_range over everything. */
 void slm_adamw_step(slm_adamw_t opt, float *params, const float *grads,
                     const slm_tensor_info *tensors, int ntensors, double lr);
+/* For sharded state: count the step once, then update each owned range. */
+void slm_adamw_begin_step(slm_adamw_t opt);
+/* Update count parameters whose first element is global_offset in the model's
+ * parameter index space (which tensor, hence whether to decay) and state_offset in this
+ * optimizer's moments. */
+void slm_adamw_update_range(slm_adamw_t opt, float *params, const float *grads,
+                            size_t state_offset, size_t global_offset, size_t count,
+                            const slm_tensor_info *tensors, int ntensors, double lr);
 /* Steps taken so far. */
 long slm_adamw_steps(slm_adamw_t opt);
 

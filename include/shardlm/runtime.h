@@ -33,6 +33,8 @@ typedef struct slm_step_metrics {
     long step, steps;
     double loss, lr, grad_norm, tokens_per_s, mfu, step_ms, exposed_comm_ms, peak_rss_mib;
     long long tokens_seen;
+    double comm_bytes;       /* sent per rank this step (ring-algorithm volume) */
+    double overlap_fraction; /* share of collective time hidden behind compute */
 } slm_step_metrics;
 void slm_metrics_write(FILE *f, const slm_step_metrics *m);
 
@@ -40,8 +42,10 @@ void slm_metrics_write(FILE *f, const slm_step_metrics *m);
  * step-0 logits/loss/gradients, per-step losses, learning rates and norms, and the final
  * parameters. See docs/testing.md. */
 typedef struct slm_dump *slm_dump_t;
-slm_status slm_dump_create(const char *path, const slm_conf *conf, slm_gpt_t model, int accum,
-                           slm_dump_t *dump);
+/* init: the whole initial parameter vector. With dp > 1 ranks, the per-rank batches and
+ * logits are not recorded (tokens and step0/logits are absent). */
+slm_status slm_dump_create(const char *path, const slm_conf *conf, slm_gpt_t model,
+                           const float *init, int accum, int dp, slm_dump_t *dump);
 slm_status slm_dump_tokens(slm_dump_t d, long step, int micro, const int32_t *windows);
 /* Logits (B,T,V) of the first micro-batch of step 0, before backward. */
 slm_status slm_dump_logits(slm_dump_t d, const float *logits);

@@ -11,6 +11,7 @@
 #include "shardlm/model.h"
 #include "shardlm/optim.h"
 #include "shardlm/data.h"
+#include "shardlm/parallel.h"
 #include "shardlm/runtime.h"
 
 #endif

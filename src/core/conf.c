@@ -53,6 +53,7 @@ static const key_spec keys[] = {
     NUM("parallel", "pp", K_INT, parallel.pp, 1, 4096, "pipeline stages"),
     NUM("parallel", "zero_stage", K_INT, parallel.zero_stage, 0, 3, "ZeRO stage 0-3"),
     NUM("parallel", "microbatches", K_INT, parallel.microbatches, 1, 1 << 20, "pipeline microbatches"),
+    NUM("parallel", "overlap", K_BOOL, parallel.overlap, 0, 1, "reduce gradients while backward runs"),
     STR("data", "train", data.train, "glob of token shards, or `synthetic`"),
     STR("data", "val", data.val, "glob of validation shards, `synthetic`, or empty"),
     STR("ckpt", "dir", ckpt.dir, "checkpoint directory (empty = none)"),
@@ -95,6 +96,7 @@ void slm_conf_defaults(slm_conf *c)
     c->parallel.tp = 1;
     c->parallel.pp = 1;
     c->parallel.microbatches = 1;
+    c->parallel.overlap = 1;
     strcpy(c->data.train, "synthetic");
     c->ckpt.keep = 3;
     c->log.every = 10;

@@ -40,17 +40,30 @@ void slm_adamw_destroy(slm_adamw_t *opt)
     *opt = NULL;
 }
 
+void slm_adamw_begin_step(slm_adamw_t o) { o->t++; }
+
+void slm_adamw_update_range(slm_adamw_t o, float *params, const float *grads, size_t state_offset,
+                            size_t global_offset, size_t count, const slm_tensor_info *tensors,
+                            int ntensors, double lr)
+{
+    const size_t end = global_offset + count;
+    for (int i = 0; i < ntensors; i++) { /* the pieces of each tensor inside the range */
+        const slm_tensor_info *t = &tensors[i];
+        size_t lo = t->offset > global_offset ? t->offset : global_offset;
+        size_t hi = t->offset + t->count < end ? t->offset + t->count : end;
+        if (lo >= hi) continue;
+        size_t k = lo - global_offset;
+        slm_adamw_update(params + k, grads + k, o->m + state_offset + k, o->v + state_offset + k,
+                         hi - lo, (float)lr, (float)o->beta1, (float)o->beta2, (float)o->eps,
+                         t->decay ? (float)o->weight_decay : 0.0f, (int)o->t);
+    }
+}
+
 void slm_adamw_step(slm_adamw_t o, float *params, const float *grads,
                     const slm_tensor_info *tensors, int ntensors, double lr)
 {
-    o->t++;
-    for (int i = 0; i < ntensors; i++) {
-        const slm_tensor_info *t = &tensors[i];
-        size_t off = t->offset;
-        slm_adamw_update(params + off, grads + off, o->m + off, o->v + off, t->count, (float)lr,
-                         (float)o->beta1, (float)o->beta2, (float)o->eps,
-                         t->decay ? (float)o->weight_decay : 0.0f, (int)o->t);
-    }
+    slm_adamw_begin_step(o);
+    slm_adamw_update_range(o, params, grads, 0, 0, o->n, tensors, ntensors, lr);
 }
 
 long slm_adamw_steps(slm_adamw_t o) { return o->t; }

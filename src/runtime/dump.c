@@ -58,8 +58,8 @@ static void attr_double(hid_t loc, const char *name, double v)
     H5Sclose(sp);
 }
 
-slm_status slm_dump_create(const char *path, const slm_conf *c, slm_gpt_t model, int accum,
-                           slm_dump_t *out)
+slm_status slm_dump_create(const char *path, const slm_conf *c, slm_gpt_t model, const float *init,
+                           int accum, int dp, slm_dump_t *out)
 {
     *out = NULL;
     slm_dump_t d = calloc(1, sizeof *d);
@@ -92,7 +92,9 @@ slm_status slm_dump_create(const char *path, const slm_conf *c, slm_gpt_t model,
     attr_double(d->file, "beta2", c->train.beta2);
     attr_double(d->file, "eps", c->train.eps);
     *out = d;
-    SLM_CALL(write_params(d, "init", slm_gpt_params(model)));
+    attr_long(d->file, "dp", dp);
+    SLM_CALL(write_params(d, "init", init));
+    if (dp > 1) return SLM_OK;
     hsize_t dims[4] = {(hsize_t)d->steps, (hsize_t)accum, (hsize_t)d->B, (hsize_t)d->T + 1};
     hid_t space = H5Screate_simple(4, dims, NULL);
     d->tokens = H5Dcreate2(d->file, "tokens", H5T_NATIVE_INT32, space, H5P_DEFAULT, H5P_DEFAULT,

@@ -1,13 +1,15 @@
-/* train.c - the training loop: data -> forward -> loss -> backward -> clip -> AdamW ->
- * metrics, with the configuration table, model summary and a text sample around it. */
-#include <math.h>
+/* train.c - the training loop: data -> forward -> loss -> backward (gradients reduced by
+ * the sharded layer as each unit finishes) -> clip -> AdamW on the shards -> metrics,
+ * with the configuration table, model and memory summary, and a text sample around it. */
 #include "config.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "shardlm/kernels.h"
 #include "shardlm/log.h"
 #include "shardlm/optim.h"
+#include "shardlm/parallel.h"
 #include "shardlm/runtime.h"
 #include "shardlm/timer.h"
 
@@ -17,14 +19,17 @@
 
 typedef struct {
     const slm_conf *conf;
-    int rank, world, dp, accum, B, T;
+    slm_mesh_t mesh;
+    MPI_Comm dp_comm;
+    int rank, world, dp, dp_rank, accum, B, T;
     slm_gpt_t model;
-    slm_adamw_t opt;
+    slm_fsdp_t fsdp;
     slm_dataset_t data;
     slm_dump_t dump;
     FILE *metrics;
-    int32_t *windows; /* (B, T+1) */
+    int32_t *windows;          /* (B, T+1) */
     int32_t *inputs, *targets; /* (B, T) */
+    float *full;               /* rank 0, with log.dump: a whole parameter vector */
     float *losses;
     double *lrs, *norms;
     double peak_gflops, flops_per_token;
@@ -46,11 +51,14 @@ static slm_status setup(trainer *tr)
     tr->T = c->model.seq_len;
     size_t need = (size_t)c->train.steps * (size_t)c->train.global_batch * (size_t)tr->T + (size_t)tr->T + 1;
     if (need > SYNTH_MAX_TOKENS) need = SYNTH_MAX_TOKENS;
+    /* Every rank opens the same data the same way, so a bad file fails everywhere alike,
+     * before the first collective. */
     SLM_CALL(slm_dataset_open(c->data.train, c->model.vocab_size, tr->T, c->train.seed, 0, need, &tr->data));
-    SLM_CALL(slm_gpt_create(&mc, tr->B, 1, &tr->model));
-    slm_gpt_init_params(tr->model, c->train.seed);
-    SLM_CALL(slm_adamw_create(slm_gpt_num_params(tr->model), c->train.beta1, c->train.beta2, c->train.eps,
-                              c->train.weight_decay, &tr->opt));
+    SLM_CALL(slm_gpt_create(&mc, tr->B, 0, &tr->model));
+    slm_fsdp_options fo = {c->parallel.zero_stage, c->parallel.overlap, c->train.beta1, c->train.beta2,
+                           c->train.eps, c->train.weight_decay};
+    SLM_CALL(slm_fsdp_create(tr->model, tr->dp_comm, &fo, &tr->fsdp));
+    slm_fsdp_init_params(tr->fsdp, c->train.seed);
     size_t BT = (size_t)tr->B * tr->T;
     tr->windows = malloc((size_t)tr->B * (tr->T + 1) * sizeof(int32_t));
     tr->inputs = malloc(BT * sizeof(int32_t));
@@ -65,11 +73,21 @@ static slm_status setup(trainer *tr)
         tr->metrics = fopen(c->log.metrics, "w");
         SLM_CHECK(tr->metrics, SLM_ERR_IO, "log.metrics: cannot create %s", c->log.metrics);
     }
-    if (tr->rank == 0 && c->log.dump[0])
-        SLM_CALL(slm_dump_create(c->log.dump, c, tr->model, tr->accum, &tr->dump));
+    if (c->log.dump[0]) { /* the gathers are collective: every rank takes part */
+        if (tr->rank == 0) {
+            tr->full = malloc(slm_gpt_num_params(tr->model) * sizeof(float));
+            SLM_CHECK(tr->full, SLM_ERR_NOMEM, "log.dump: cannot allocate a parameter vector");
+        }
+        SLM_CALL(slm_fsdp_gather(tr->fsdp, 0, tr->full));
+        if (tr->rank == 0)
+            SLM_CALL(slm_dump_create(c->log.dump, c, tr->model, tr->full, tr->accum, tr->dp, &tr->dump));
+    }
     tr->flops_per_token = slm_gpt_flops_per_token(&mc);
     tr->peak_gflops = c->log.peak_gflops;
     if (tr->peak_gflops <= 0) tr->peak_gflops = slm_sgemm_gflops(1024, 0.3);
+    /* MFU is per rank against one rank's peak: every rank measures, all agree on the mean */
+    MPI_Allreduce(MPI_IN_PLACE, &tr->peak_gflops, 1, MPI_DOUBLE, MPI_SUM, slm_mesh_world(tr->mesh));
+    tr->peak_gflops /= tr->world;
     return SLM_OK;
 }
 
@@ -77,12 +95,13 @@ static void teardown(trainer *tr)
 {
     slm_dump_destroy(&tr->dump);
     if (tr->metrics) fclose(tr->metrics);
-    slm_adamw_destroy(&tr->opt);
+    slm_fsdp_destroy(&tr->fsdp);
     slm_gpt_destroy(&tr->model);
     slm_dataset_destroy(&tr->data);
     free(tr->windows);
     free(tr->inputs);
     free(tr->targets);
+    free(tr->full);
     free(tr->losses);
     free(tr->lrs);
     free(tr->norms);
@@ -92,17 +111,26 @@ static void print_summary(const trainer *tr)
 {
     const slm_conf *c = tr->conf;
     if (tr->rank != 0) return;
+    const double mib = 1 << 20;
+    size_t n = slm_gpt_num_params(tr->model);
+    slm_fsdp_memory m = slm_fsdp_memory_of(tr->fsdp);
     printf("shardlm %s: training configuration\n", PACKAGE_VERSION);
     slm_conf_print(c, stdout);
-    printf("model     gpt2 L=%d H=%d C=%d V=%d T=%d: %.3fM parameters, %.1f MiB activations per micro-batch\n",
-           c->model.n_layer, c->model.n_head, c->model.d_model, c->model.vocab_size, c->model.seq_len,
-           (double)slm_gpt_num_params(tr->model) / 1e6,
-           (double)slm_gpt_activation_bytes(tr->model) / (1 << 20));
-    printf("layout    %d rank%s, micro_batch %d x grad_accum %d = global_batch %d, %d thread%s per rank\n",
-           tr->world, tr->world > 1 ? "s" : "", tr->B, tr->accum, c->train.global_batch,
+    printf("model     gpt2 L=%d H=%d C=%d V=%d T=%d: %.3fM parameters\n", c->model.n_layer,
+           c->model.n_head, c->model.d_model, c->model.vocab_size, c->model.seq_len, (double)n / 1e6);
+    printf("layout    %d rank%s = dp %d, zero stage %d, overlap %s; micro_batch %d x grad_accum %d x dp %d "
+           "= global_batch %d; %d thread%s per rank\n",
+           tr->world, tr->world > 1 ? "s" : "", tr->dp, c->parallel.zero_stage,
+           c->parallel.overlap ? "on" : "off", tr->B, tr->accum, tr->dp, c->train.global_batch,
            slm_get_threads(), slm_get_threads() > 1 ? "s" : "");
+    printf("memory    per rank: params %.1f + grads %.1f + adamw %.1f = %.1f MiB of training state "
+           "(stage %d expects %.1f MiB), gathered units %.1f MiB, gradient buffers %.1f MiB, "
+           "activations %.1f MiB\n",
+           m.params / mib, m.grads / mib, m.optimizer / mib, (m.params + m.grads + m.optimizer) / mib,
+           c->parallel.zero_stage, slm_fsdp_expected_bytes(n, tr->dp, c->parallel.zero_stage) / mib,
+           m.gathered / mib, m.grad_buckets / mib, (double)slm_gpt_activation_bytes(tr->model) / mib);
     printf("data      %s\n", slm_dataset_describe(tr->data));
-    printf("compute   %.3g GFLOP per token (6*(12*L*C^2 + V*C) + 12*L*C*T), peak %.1f GFLOP/s (%s)\n",
+    printf("compute   %.3g GFLOP per token (6*(12*L*C^2 + V*C) + 12*L*C*T), peak %.1f GFLOP/s per rank (%s)\n",
            tr->flops_per_token / 1e9, tr->peak_gflops,
            c->log.peak_gflops > 0 ? "log.peak_gflops" : "sgemm 1024^3 measured at start-up");
     fflush(stdout);
@@ -115,13 +143,46 @@ static slm_status load_batch(trainer *tr, long step, int micro)
     const int T = tr->T, GB = tr->conf->train.global_batch;
     for (int b = 0; b < tr->B; b++) {
         uint64_t g = (uint64_t)step * (uint64_t)GB + (uint64_t)micro * (uint64_t)tr->B * tr->dp +
-                     (uint64_t)tr->rank * tr->B + (uint64_t)b;
+                     (uint64_t)tr->dp_rank * tr->B + (uint64_t)b;
         int32_t *w = tr->windows + (size_t)b * (T + 1);
         slm_dataset_sample(tr->data, g, w);
         memcpy(tr->inputs + (size_t)b * T, w, (size_t)T * sizeof(int32_t));
         memcpy(tr->targets + (size_t)b * T, w + 1, (size_t)T * sizeof(int32_t));
     }
-    if (tr->dump) SLM_CALL(slm_dump_tokens(tr->dump, step, micro, tr->windows));
+    if (tr->dump && tr->dp == 1) SLM_CALL(slm_dump_tokens(tr->dump, step, micro, tr->windows));
+    return SLM_OK;
+}
+
+/* One optimizer step; returns the mean loss of the global batch. */
+static slm_status one_step(trainer *tr, long step, double *loss_out, double *norm_out, double *lr_out)
+{
+    const slm_conf *c = tr->conf;
+    double loss = 0.0;
+    slm_fsdp_begin_step(tr->fsdp);
+    for (int micro = 0; micro < tr->accum; micro++) {
+        SLM_CALL(load_batch(tr, step, micro));
+        slm_fsdp_set_last_micro(tr->fsdp, micro == tr->accum - 1);
+        loss += slm_gpt_forward(tr->model, tr->inputs, tr->targets, tr->B, tr->T);
+        if (tr->dump && tr->dp == 1 && step == 0 && micro == 0) /* before backward overwrites them */
+            SLM_CALL(slm_dump_logits(tr->dump, slm_gpt_logits(tr->model)));
+        slm_gpt_backward(tr->model, 1.0f / ((float)tr->B * tr->T * tr->accum * tr->dp));
+        SLM_CALL(slm_fsdp_finish_backward(tr->fsdp));
+    }
+    MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, tr->dp_comm);
+    loss /= (double)tr->accum * tr->dp;
+    SLM_CHECK(isfinite(loss), SLM_ERR_INTERNAL,
+              "the loss became %g at step %ld: lower train.lr (%g) or check the data", loss, step, c->train.lr);
+    double norm = slm_fsdp_grad_norm(tr->fsdp);
+    if (c->log.dump[0] && step == 0) { /* the gather is collective: every rank takes part */
+        SLM_CALL(slm_fsdp_gather(tr->fsdp, 1, tr->full));
+        if (tr->rank == 0) SLM_CALL(slm_dump_step0(tr->dump, loss, tr->full));
+    }
+    slm_fsdp_clip(tr->fsdp, norm, c->train.grad_clip);
+    double lr = slm_lr_at(step, c->train.steps, c->train.warmup_steps, c->train.lr, c->train.min_lr);
+    SLM_CALL(slm_fsdp_optimizer_step(tr->fsdp, lr));
+    *loss_out = loss;
+    *norm_out = norm;
+    *lr_out = lr;
     return SLM_OK;
 }
 
@@ -129,34 +190,14 @@ static slm_status train_steps(trainer *tr)
 {
     const slm_conf *c = tr->conf;
     const long steps = c->train.steps;
-    const size_t nparams = slm_gpt_num_params(tr->model);
     const double tokens_per_step = (double)c->train.global_batch * tr->T;
-    float *params = slm_gpt_params(tr->model), *grads = slm_gpt_grads(tr->model);
     double run_start = slm_now(), timed = 0.0;
     long timed_steps = 0;
     for (long step = 0; step < steps; step++) {
-        double t0 = slm_now();
-        slm_gpt_zero_grad(tr->model);
-        double loss = 0.0;
-        for (int micro = 0; micro < tr->accum; micro++) {
-            SLM_CALL(load_batch(tr, step, micro));
-            loss += slm_gpt_forward(tr->model, tr->inputs, tr->targets, tr->B, tr->T);
-            if (tr->dump && step == 0 && micro == 0) /* before backward overwrites them */
-                SLM_CALL(slm_dump_logits(tr->dump, slm_gpt_logits(tr->model)));
-            slm_gpt_backward(tr->model, 1.0f / ((float)tr->B * tr->T * tr->accum));
-        }
-        loss /= tr->accum;
-        SLM_CHECK(isfinite(loss), SLM_ERR_INTERNAL,
-                  "the loss became %g at step %ld: lower train.lr (%g) or check the data", loss, step,
-                  c->train.lr);
-        double norm = sqrt(slm_sumsq(grads, nparams));
-        if (tr->dump && step == 0)
-            SLM_CALL(slm_dump_step0(tr->dump, loss, grads));
-        slm_clip_grads(grads, nparams, norm, c->train.grad_clip);
-        double lr = slm_lr_at(step, steps, c->train.warmup_steps, c->train.lr, c->train.min_lr);
-        slm_adamw_step(tr->opt, params, grads, slm_gpt_tensor(tr->model, 0),
-                       slm_gpt_num_tensors(tr->model), lr);
+        double t0 = slm_now(), loss = 0, norm = 0, lr = 0;
+        SLM_CALL(one_step(tr, step, &loss, &norm, &lr));
         double dt = slm_now() - t0;
+        slm_fsdp_stats cs = slm_fsdp_take_stats(tr->fsdp);
         tr->losses[step] = (float)loss;
         tr->lrs[step] = lr;
         tr->norms[step] = norm;
@@ -165,45 +206,56 @@ static slm_status train_steps(trainer *tr)
             timed_steps++;
         }
         double tps = tokens_per_step / dt;
+        double overlap = cs.comm_ms > 0 ? 1.0 - cs.exposed_ms / cs.comm_ms : 0.0;
+        if (overlap < 0) overlap = 0;
         slm_step_metrics m = {step, steps, loss, lr, norm, tps,
-                              tps * tr->flops_per_token / (tr->peak_gflops * 1e9), dt * 1e3, 0.0,
-                              slm_peak_rss_mib(), (long long)((step + 1) * tokens_per_step)};
+                              tps * tr->flops_per_token / (tr->peak_gflops * 1e9 * tr->world), dt * 1e3,
+                              cs.exposed_ms, slm_peak_rss_mib(), (long long)((step + 1) * tokens_per_step),
+                              cs.bytes_sent, overlap};
         if (tr->metrics) slm_metrics_write(tr->metrics, &m);
         if (tr->rank == 0 && ((step + 1) % c->log.every == 0 || step == 0 || step == steps - 1)) {
-            char eta[32];
+            char eta[32], comm[96] = "";
             double per_step = timed_steps ? timed / timed_steps : dt;
             format_eta(per_step * (double)(steps - step - 1), eta, sizeof eta);
-            printf("step %*ld/%ld | loss %.4f | lr %.2e | norm %6.3f | %8.0f tok/s | mfu %5.1f%% | %7.1f ms | eta %s\n",
+            if (tr->dp > 1)
+                snprintf(comm, sizeof comm, " | comm %.1f ms exposed, %.0f%% hidden, %.1f MB", cs.exposed_ms,
+                         100.0 * overlap, cs.bytes_sent / 1e6);
+            printf("step %*ld/%ld | loss %.4f | lr %.2e | norm %6.3f | %8.0f tok/s | mfu %5.1f%% | %7.1f ms%s | eta %s\n",
                    (int)snprintf(NULL, 0, "%ld", steps), step + 1, steps, loss, lr, norm, tps,
-                   100.0 * m.mfu, dt * 1e3, eta);
+                   100.0 * m.mfu, dt * 1e3, comm, eta);
             fflush(stdout);
         }
     }
     if (tr->rank == 0 && steps > 0) {
         double floor = slm_dataset_entropy_floor(tr->data);
         double tps = timed_steps ? tokens_per_step * timed_steps / timed : 0;
-        printf("done      %ld steps in %.1f s, %.0f tok/s (mean after step 1), mfu %.1f%%, peak RSS %.0f MiB\n",
-               steps, slm_now() - run_start, tps, 100.0 * tps * tr->flops_per_token / (tr->peak_gflops * 1e9),
-               slm_peak_rss_mib());
+        printf("done      %ld steps in %.1f s, %.0f tok/s (mean after step 1), mfu %.1f%%, peak RSS %.0f MiB (rank 0)\n",
+               steps, slm_now() - run_start, tps,
+               100.0 * tps * tr->flops_per_token / (tr->peak_gflops * 1e9 * tr->world), slm_peak_rss_mib());
         if (isfinite(floor))
             printf("loss      %.4f at the last step; the synthetic corpus's entropy rate (the floor) is "
                    "%.4f nats/token, %.4f above it\n", tr->losses[steps - 1], floor,
                    tr->losses[steps - 1] - floor);
     }
-    if (tr->dump) SLM_CALL(slm_dump_finish(tr->dump, tr->losses, tr->lrs, tr->norms, params));
+    if (c->log.dump[0]) { /* collective, as above */
+        SLM_CALL(slm_fsdp_gather(tr->fsdp, 0, tr->full));
+        if (tr->rank == 0) SLM_CALL(slm_dump_finish(tr->dump, tr->losses, tr->lrs, tr->norms, tr->full));
+    }
     return SLM_OK;
 }
 
+/* Every rank samples the same tokens (same model, same counter-based generator), so a
+ * sharded model can gather its units collectively; rank 0 prints. */
 static slm_status sample(trainer *tr)
 {
     const slm_conf *c = tr->conf;
-    if (tr->rank != 0 || c->sample.tokens <= 0) return SLM_OK;
+    if (c->sample.tokens <= 0) return SLM_OK;
     size_t cap = (size_t)c->sample.tokens * 8 + strlen(c->sample.prompt) + 64;
     char *text = malloc(cap);
     SLM_CHECK(text, SLM_ERR_NOMEM, "out of memory");
     slm_status s = slm_sample_text(tr->model, tr->data, c->sample.prompt, c->sample.tokens,
                                    c->sample.temperature, c->train.seed, text, cap);
-    if (s == SLM_OK) printf("sample    (temperature %.2f)\n%s\n", c->sample.temperature, text);
+    if (s == SLM_OK && tr->rank == 0) printf("sample    (temperature %.2f)\n%s\n", c->sample.temperature, text);
     free(text);
     return s;
 }
@@ -211,11 +263,12 @@ static slm_status sample(trainer *tr)
 slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
 {
     trainer tr = {.conf = conf};
-    MPI_Comm_rank(comm, &tr.rank);
-    MPI_Comm_size(comm, &tr.world);
-    SLM_CHECK(tr.world == 1, SLM_ERR_UNSUPPORTED,
-              "%d ranks: data parallelism is not available in this version; run one rank", tr.world);
-    tr.dp = tr.world;
+    SLM_CALL(slm_mesh_create(comm, conf->parallel.tp, conf->parallel.pp, &tr.mesh));
+    tr.rank = slm_mesh_rank(tr.mesh);
+    tr.world = slm_mesh_size(tr.mesh);
+    tr.dp = slm_mesh_dp_size(tr.mesh);
+    tr.dp_rank = slm_mesh_dp_rank(tr.mesh);
+    tr.dp_comm = slm_mesh_dp_comm(tr.mesh);
     tr.accum = slm_conf_grad_accum(conf, tr.dp);
     slm_set_threads(conf->train.threads);
     slm_status s = setup(&tr);
@@ -225,5 +278,6 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     }
     if (s == SLM_OK) s = sample(&tr);
     teardown(&tr);
+    slm_mesh_destroy(&tr.mesh);
     return s == SLM_OK ? SLM_OK : slm_error_push(s, __FILE__, __LINE__, __func__);
 }

@@ -17,10 +17,30 @@ initial weights and the dumped token stream, and checks:
   final      /final/<name> after all steps (AdamW, two param groups, global
              grad-norm clipping, our schedule)
 
+  zero_grad  the few parameter rows whose exact gradient is identically zero
+             (key bias; with T == 1 all q/k rows of qkv), excluded from `final`
+
 Error metric: normwise relative error ||a-b||_2 / max(||b||_2, tiny) per tensor
 (|a-b|/|b| for scalars), b being the float64 oracle value. A check passes when
-its largest error is <= --rtol. The last line printed is `N passed, M failed`;
-the exit status is 1 when anything failed (or shardlm could not be run), else 0.
+its largest error is <= --rtol, except:
+  * losses, grad_norm, final (which follow a 10-step trajectory) also accept up to
+    10x the error of a float32 replay of the same run (same model and optimizer in
+    float32, same init and tokens). Adam divides by sqrt(v)+eps, so a gradient
+    element near eps turns float32 rounding into an lr-sized step; on such runs
+    no float32 code can meet rtol, and the oracle says so in a warning.
+  * zero_grad passes when max|shardlm - oracle| <= 2 * sum(lr) (only Adam-normalised
+    rounding noise moves those entries).
+The default --eps is 1e-4 rather than torch's 1e-8 for this reason: with 1e-8,
+some seeds put gradient elements near eps and a correct float32 implementation
+drifts from float64 by ~1e-3 after 10 steps (the float32 replay does the same).
+With 1e-4 the honest float32 error stays near 1e-6, and the eps placement
+(outside sqrt, after bias correction) can actually be tested. Defaults lr 1e-2,
+warmup 3 of 10 steps and grad_clip 1.0 make warmup, cosine decay and clipping all
+active (the number of clipped steps is printed).
+
+The last line printed is `N passed, M failed`; the exit status is 1 when anything
+failed (or shardlm could not be run), else 0. A `note:` line flags checks that
+passed but sit far above float32 rounding (more than rtol/10).
 
 Example:
   /usr/bin/python3 tests/reference/gpt2_oracle.py --shardlm build/shardlm \
@@ -152,6 +172,8 @@ def lr_at(s, lr, warmup, steps, min_lr):
 # 1), so noise-driven drift of a zero-gradient element stays below ~sum(lr); anything
 # beyond 2*sum(lr) is a real bug.
 ZERO_GRAD_TOL = 2.0
+# Trajectory checks accept up to FLOOR_K times the error of a float32 replay.
+FLOOR_K = 10.0
 
 
 def zero_grad_rows(name, C, T):
@@ -174,10 +196,11 @@ def is_decayed(name, shape):
     return len(shape) == 2   # wte, wpe, every Linear weight
 
 
-def run_trajectory(init, names, tokens, cfg, lrs):
-    """Float64 training run: returns dict(loss0, logits0, grads0, losses, gnorms, final, nclip)."""
+def run_trajectory(init, names, tokens, cfg, lrs, dtype=DT):
+    """Training run (float64 by default): returns dict(loss0, logits0, grads0, losses,
+    gnorms, final, nclip). Results are returned as float64 numpy arrays."""
     L, H = cfg["n_layer"], cfg["n_head"]
-    P = {n: torch.tensor(init[n], dtype=DT).requires_grad_(True) for n in names}
+    P = {n: torch.tensor(init[n], dtype=dtype).requires_grad_(True) for n in names}
     decay = [P[n] for n in names if is_decayed(n, P[n].shape)]
     nodecay = [P[n] for n in names if not is_decayed(n, P[n].shape)]
     opt = torch.optim.AdamW(
@@ -191,11 +214,11 @@ def run_trajectory(init, names, tokens, cfg, lrs):
         gn = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in allp))
         if s == 0:
             out["loss0"] = loss
-            out["logits0"] = logits0.numpy()
-            out["grads0"] = {n: P[n].grad.detach().numpy().copy() for n in names}
+            out["logits0"] = logits0.double().numpy()
+            out["grads0"] = {n: P[n].grad.detach().double().numpy().copy() for n in names}
         if cfg["grad_clip"] > 0:
             tn = float(torch.nn.utils.clip_grad_norm_(allp, cfg["grad_clip"]))
-            assert abs(tn - gn) <= 1e-9 * max(gn, 1.0), (tn, gn)
+            assert abs(tn - gn) <= 1e-5 * max(gn, 1.0), (tn, gn)
             if gn > cfg["grad_clip"]:
                 out["nclip"] += 1
         out["losses"].append(loss)
@@ -203,7 +226,7 @@ def run_trajectory(init, names, tokens, cfg, lrs):
         for g in opt.param_groups:
             g["lr"] = lrs[s]
         opt.step()
-    out["final"] = {n: P[n].detach().numpy().copy() for n in names}
+    out["final"] = {n: P[n].detach().double().numpy().copy() for n in names}
     return out
 
 
@@ -224,26 +247,28 @@ class Report:
         self.rtol = rtol
         self.rows = []
 
-    def add(self, name, err, where="", note="", ok=None):
+    def add(self, name, err, where="", note="", ok=None, soft=None):
         if ok is None:
             ok = err <= self.rtol
-        self.rows.append((name, ok, err, where, note))
+        if soft is None:
+            soft = err > self.rtol / 10
+        self.rows.append((name, ok, err, where, note, ok and soft))
         return ok
 
     def print(self):
         print()
         print("%-10s %-5s %-11s %-28s %s" % ("check", "ok", "max_err", "worst", "note"))
         print("-" * 90)
-        for name, ok, err, where, note in self.rows:
+        for name, ok, err, where, note, _ in self.rows:
             e = "%.3e" % err if err == err and err != float("inf") else str(err)
             print("%-10s %-5s %-11s %-28s %s" % (name, "PASS" if ok else "FAIL", e, where, note))
         npass = sum(1 for r in self.rows if r[1])
         nfail = len(self.rows) - npass
-        soft = [r[0] for r in self.rows if r[1] and r[0] != "zero_grad" and r[2] > self.rtol / 10]
+        soft = [r[0] for r in self.rows if r[5]]
         if soft:
-            print("note: %s passed but within 10x of rtol; honest float32 code usually lands "
-                  "near 1e-6 on these configs, so this may hide a small modelling difference"
-                  % ", ".join(soft))
+            print("note: %s passed, but with errors well above float32 rounding (more than "
+                  "rtol/10, or 3x the float32 replay); a small modelling difference could "
+                  "hide there" % ", ".join(soft))
         print()
         print("%d passed, %d failed" % (npass, nfail))
         return nfail
@@ -387,9 +412,17 @@ def check_dump(path, want, rtol, verbose):
             for s in range(S):
                 print("    %3d: %.9g / %.9g%s" % (s, flr[s], lrs[s], "" if e[s] <= rtol else "   <-- FAIL"))
 
+    # Float32 replay: the same model and optimizer run in float32 from the same init and
+    # tokens. Its distance from float64 measures how strongly this particular problem
+    # amplifies float32 rounding (Adam normalises near-zero gradient elements into
+    # lr-sized steps), so trajectory checks (losses, grad_norm, final) accept
+    # max(rtol, FLOOR_K * that distance) per step / tensor.
+    r32 = run_trajectory({n: v.astype(np.float32) for n, v in init.items()}, names, tokens,
+                         cfg, lrs, dtype=torch.float32)
+
     # (d) losses, (e) grad norms
-    for key, refv, label in (("losses", ref["losses"], "losses"),
-                             ("grad_norm", ref["gnorms"], "grad_norm")):
+    for key, refv, v32, label in (("losses", ref["losses"], r32["losses"], "losses"),
+                                  ("grad_norm", ref["gnorms"], r32["gnorms"], "grad_norm")):
         v = get(key)
         if v is None or np.asarray(v).shape != (S,):
             rep.add(label, float("inf"), "", "/%s missing or wrong shape" % key, ok=False)
@@ -397,46 +430,74 @@ def check_dump(path, want, rtol, verbose):
         v = np.asarray(v, dtype=np.float64)
         e = [abs(v[s] - refv[s]) / max(abs(refv[s]), TINY) if np.isfinite(v[s]) else float("inf")
              for s in range(S)]
+        fl = [abs(v32[s] - refv[s]) / max(abs(refv[s]), TINY) for s in range(S)]
+        tol = [max(rtol, FLOOR_K * x) for x in fl]
+        bad = [s for s in range(S) if not e[s] <= tol[s]]
         k = int(np.argmax(e))
         note = ""
         if label == "grad_norm":
-            note = "clipping (norm > %g) in %d/%d oracle steps" % (cfg["grad_clip"], ref["nclip"], S)
-        ok = rep.add(label, e[k], "step %d" % k, note)
+            note = ("clipping (norm > %g) in %d/%d oracle steps" % (cfg["grad_clip"], ref["nclip"], S)
+                    if cfg["grad_clip"] > 0 else "clipping disabled (grad_clip <= 0)")
+        if any(e[s] > rtol for s in range(S)) and not bad:
+            note += "%sabove rtol only where the float32 replay is too (floor %.1e)" \
+                % ("; " if note else "", max(fl))
+        ok = rep.add(label, e[k], "step %d" % k, note, ok=not bad,
+                     soft=any(e[s] > max(rtol / 10, 3 * fl[s]) for s in range(S)))
         if not ok or verbose:
-            print("  %s per step (shardlm / oracle / rel.err):" % key)
+            print("  %s per step (shardlm / oracle / rel.err / float32-replay rel.err):" % key)
             for s in range(S):
-                print("    %3d: %.9g / %.9g / %.2e%s" % (s, v[s], refv[s], e[s],
-                                                      "" if e[s] <= rtol else "   <-- FAIL"))
+                print("    %3d: %.9g / %.9g / %.2e / %.2e%s" % (s, v[s], refv[s], e[s], fl[s],
+                                                             "" if s not in bad else "   <-- FAIL"))
+            if bad:
+                print("  first failing step: %d" % bad[0])
 
     # (f) final parameters. Slices whose exact gradient is identically zero (see
     # zero_grad_rows) are excluded here and checked separately below: there a float32
     # implementation's rounding noise (~1e-9) gets normalised by Adam into lr-sized steps,
     # so no float32 code can match float64 on them to rtol.
-    errs, derrs, zerrs = [], [], []
+    errs, derrs, zerrs = [], [], []   # errs: (name, err, tol, float32 floor)
     sum_lr = float(sum(lrs))
     for n in names:
         p = get("final/" + n)
         r = ref["final"][n]
         if p is None or p.shape != r.shape:
-            errs.append((n, float("inf")))
+            errs.append((n, float("inf"), rtol, 0.0))
             continue
         p = p.astype(np.float64)
         zr = zero_grad_rows(n, C, T)
         keep = np.ones(r.shape[0], dtype=bool) if zr is None else ~zr
-        errs.append((n, rel_err(p[keep], r[keep])))
+        fl = rel_err(r32["final"][n][keep], r[keep])
+        errs.append((n, rel_err(p[keep], r[keep]), max(rtol, FLOOR_K * fl), fl))
         derrs.append((n, rel_err((p - init[n])[keep], (r - init[n])[keep])))
         if zr is not None:
             dev = np.abs(p[zr] - r[zr])
             zerrs.append((n, float(dev.max()) / max(sum_lr, TINY) if np.all(np.isfinite(dev))
                           else float("inf"), rel_err(p[zr], r[zr])))
     worst = max(errs, key=lambda t: t[1])
+    bad = [t for t in errs if not t[1] <= t[2]]
+    allowed = [t for t in errs if rtol < t[1] <= t[2]]
     nmiss = sum(1 for n in names if ("final/" + n) not in f)
     dworst = max(derrs, key=lambda t: t[1]) if derrs else ("", float("nan"))
-    ok = rep.add("final", worst[1], worst[0],
-                 "%d tensors%s; update (final-init) worst rel.err %.2e (%s)"
-                 % (len(names), (", %d missing/misshapen" % nmiss) if nmiss else "",
-                    dworst[1], dworst[0]))
-    tensor_table("final parameter errors", errs, rtol, verbose)
+    note = "%d tensors%s; update (final-init) worst rel.err %.2e (%s)" % (
+        len(names), (", %d missing/misshapen" % nmiss) if nmiss else "", dworst[1], dworst[0])
+    if allowed:
+        note += "; %d above rtol but within %gx float32 replay (%s%s)" % (
+            len(allowed), FLOOR_K, ", ".join(t[0] for t in allowed[:3]),
+            ", ..." if len(allowed) > 3 else "")
+    ok = rep.add("final", worst[1], worst[0], note, ok=not bad,
+                 soft=any(t[1] > max(rtol / 10, 3 * t[3]) for t in errs))
+    maxfl = max(t[3] for t in errs)
+    if maxfl > rtol:
+        print("  warning: a float32 replay of this run already misses float64 by %.1e (%s): "
+              "Adam turns rounding noise in gradient elements near eps into lr-sized steps, "
+              "so the final/losses checks are weak here; a larger --eps conditions it better"
+              % (maxfl, max(errs, key=lambda t: t[3])[0]))
+    if bad or verbose:
+        print("  final parameter errors (%s): rel.err / allowed / float32-replay rel.err"
+              % ("all tensors" if verbose else "failing tensors"))
+        for t in (errs if verbose else bad):
+            print("    %-28s %.3e / %.3e / %.3e%s" % (t[0], t[1], t[2], t[3],
+                                                    "" if t[1] <= t[2] else "   <-- FAIL"))
     if verbose or not ok:
         tensor_table("update (final-init) errors, informational", derrs, float("inf"), True)
     if zerrs:
@@ -444,7 +505,7 @@ def check_dump(path, want, rtol, verbose):
         what = "q,k rows of qkv (T=1)" if T == 1 else "k rows of qkv.bias"
         rep.add("zero_grad", zw[1], zw[0],
                 "%s: exact grad is 0; max|final-oracle|/sum(lr) (pass <= %g), rel.err %.1e"
-                % (what, ZERO_GRAD_TOL, zw[2]), ok=zw[1] <= ZERO_GRAD_TOL)
+                % (what, ZERO_GRAD_TOL, zw[2]), ok=zw[1] <= ZERO_GRAD_TOL, soft=False)
         if verbose:
             for n, e, re_ in zerrs:
                 print("    %-28s max|d|/sum(lr) %.3e  rel.err %.3e" % (n, e, re_))
@@ -525,7 +586,7 @@ def main():
     ap.add_argument("--grad-clip", type=float, default=1.0)
     ap.add_argument("--beta1", type=float, default=0.9)
     ap.add_argument("--beta2", type=float, default=0.95)
-    ap.add_argument("--eps", type=float, default=1e-8)
+    ap.add_argument("--eps", type=float, default=1e-4)
     ap.add_argument("--workdir", help="keep dump/metrics here (default: a temporary directory)")
     ap.add_argument("--rtol", type=float, default=1e-4)
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds allowed for shardlm")
@@ -552,6 +613,8 @@ def main():
             "grad_clip": a.grad_clip, "beta1": a.beta1, "beta2": a.beta2, "eps": a.eps}
 
     binary = find_binary(a.shardlm)
+    if binary and os.sep in binary:
+        binary = os.path.abspath(binary)   # shardlm runs with cwd=workdir
     if not binary:
         print("error: no shardlm binary (give --shardlm; looked for build/shardlm and ./shardlm)")
         print("0 passed, 1 failed")
@@ -579,29 +642,42 @@ def main():
         "train.seed=%d" % a.seed, "train.beta1=%r" % a.beta1, "train.beta2=%r" % a.beta2,
         "train.eps=%r" % a.eps,
         "data.train=synthetic", "log.every=1", "log.metrics=" + metrics, "log.dump=" + dump]
+    if not tmp:
+        print("files are kept in " + workdir)
     print("running: " + " ".join(cmd))
+    sys.stdout.flush()
     try:
-        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           timeout=a.timeout, cwd=workdir)
-    except subprocess.TimeoutExpired:
-        print("error: shardlm timed out after %gs" % a.timeout)
-        print("0 passed, 1 failed")
-        sys.exit(1)
-    if r.returncode != 0 or not os.path.exists(dump):
-        print("error: shardlm exited with status %d%s" %
-              (r.returncode, "" if os.path.exists(dump) else " and wrote no dump"))
-        sys.stderr.write(r.stderr.decode(errors="replace"))
-        sys.stderr.write(r.stdout.decode(errors="replace")[-4000:])
-        print("0 passed, 1 failed")
-        sys.exit(1)
-    try:
-        nf = check_dump(dump, want, a.rtol, a.verbose)
+        nf = run_and_check(cmd, dump, want, a)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-        else:
-            print("files kept in " + workdir)
     sys.exit(1 if nf else 0)
+
+
+def run_and_check(cmd, dump, want, a):
+    """Run shardlm, then check its dump; returns the number of failed checks."""
+    try:
+        r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=a.timeout, cwd=os.path.dirname(dump))
+    except subprocess.TimeoutExpired:
+        print("error: shardlm timed out after %gs" % a.timeout)
+        print("0 passed, 1 failed")
+        return 1
+    except OSError as e:
+        print("error: cannot run %s: %s" % (cmd[0], e))
+        print("0 passed, 1 failed")
+        return 1
+    if r.returncode != 0 or not os.path.exists(dump):
+        print("error: shardlm exited with status %d%s" %
+              (r.returncode, "" if os.path.exists(dump) else " and wrote no dump"))
+        print("---- shardlm stderr ----")
+        print(r.stderr.decode(errors="replace").rstrip())
+        print("---- shardlm stdout (last 4000 chars) ----")
+        print(r.stdout.decode(errors="replace")[-4000:].rstrip())
+        print("----")
+        print("0 passed, 1 failed")
+        return 1
+    return check_dump(dump, want, a.rtol, a.verbose)
 
 
 if __name__ == "__main__":

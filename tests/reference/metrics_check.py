@@ -4,7 +4,7 @@ import argparse, json, math, sys
 
 FIELDS = {"step": int, "steps": int, "tokens": int, "loss": float, "lr": float,
           "grad_norm": float, "tokens_per_s": float, "mfu": float, "step_ms": float,
-          "exposed_comm_ms": float, "peak_rss_mib": float}
+          "exposed_comm_ms": float, "peak_rss_mib": float, "comm_bytes": float, "overlap": float}
 
 ap = argparse.ArgumentParser()
 ap.add_argument("path")

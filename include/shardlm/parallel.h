@@ -1,0 +1,79 @@
+/* shardlm/parallel.h - the process mesh and fully sharded data parallelism (ZeRO 0-3).
+ *
+ * The mesh duplicates the caller's communicator once and splits it; no module touches
+ * MPI_COMM_WORLD. The FSDP layer owns the training state of a model - parameters,
+ * gradients and AdamW moments, each sharded or replicated as the ZeRO stage says - binds
+ * the model's units to it, and drives the collectives from the model's unit hooks so a
+ * unit's gradient reduction runs while earlier units still compute. */
+#ifndef SHARDLM_PARALLEL_H
+#define SHARDLM_PARALLEL_H
+
+#include <mpi.h>
+#include <stdint.h>
+#include "shardlm/model.h"
+#include "shardlm/status.h"
+
+typedef struct slm_mesh *slm_mesh_t;
+
+/* Collective over comm: world = pp x dp x tp with tp innermost. */
+slm_status slm_mesh_create(MPI_Comm comm, int tp, int pp, slm_mesh_t *mesh);
+void slm_mesh_destroy(slm_mesh_t *mesh);
+MPI_Comm slm_mesh_world(slm_mesh_t mesh);
+MPI_Comm slm_mesh_dp_comm(slm_mesh_t mesh);
+int slm_mesh_rank(slm_mesh_t mesh);
+int slm_mesh_size(slm_mesh_t mesh);
+int slm_mesh_dp_rank(slm_mesh_t mesh);
+int slm_mesh_dp_size(slm_mesh_t mesh);
+
+typedef struct slm_fsdp_options {
+    int zero_stage; /* 0 replicated, 1 +optimizer sharded, 2 +gradients, 3 +parameters */
+    int overlap;    /* 1: reduce each unit as its backward ends; 0: all after backward */
+    double beta1, beta2, eps, weight_decay;
+} slm_fsdp_options;
+
+/* Communication accounting since the last slm_fsdp_take_stats. */
+typedef struct slm_fsdp_stats {
+    double exposed_ms;  /* time compute waited for communication */
+    double comm_ms;     /* summed lifetime of the collectives (start to observed end) */
+    double bytes_sent;  /* per rank, by the algorithm's volume (ring) */
+    int collectives;
+} slm_fsdp_stats;
+
+/* Memory the layer allocated, in bytes, by kind. */
+typedef struct slm_fsdp_memory {
+    double params, grads, optimizer, gathered, grad_buckets;
+} slm_fsdp_memory;
+
+typedef struct slm_fsdp *slm_fsdp_t;
+
+/* Allocate the training state for model (created without storage) over the dp
+ * communicator, bind the model to it and install the hooks. Collective over dp. */
+slm_status slm_fsdp_create(slm_gpt_t model, MPI_Comm dp, const slm_fsdp_options *opt,
+                           slm_fsdp_t *fsdp);
+void slm_fsdp_destroy(slm_fsdp_t *fsdp);
+/* Initialize the parameters this rank holds (GPT-2 init, layout independent). Local. */
+void slm_fsdp_init_params(slm_fsdp_t f, uint64_t seed);
+/* Start an optimizer step: zero gradient accumulators. Local. */
+void slm_fsdp_begin_step(slm_fsdp_t f);
+/* Tell the layer whether the next backward is the last micro-step of the step (stages 0
+ * and 1 reduce only then; stages 2 and 3 reduce every micro-step into their shards). */
+void slm_fsdp_set_last_micro(slm_fsdp_t f, int last);
+/* Complete every outstanding reduction of this backward. Collective over dp. */
+slm_status slm_fsdp_finish_backward(slm_fsdp_t f);
+/* Global L2 norm of the reduced gradient. Collective over dp. */
+double slm_fsdp_grad_norm(slm_fsdp_t f);
+/* Clip as slm_clip_grads does, on what this rank holds. Local. */
+void slm_fsdp_clip(slm_fsdp_t f, double norm, double max_norm);
+/* AdamW on the owned shards, then make parameters whole again where the stage keeps them
+ * replicated. Collective over dp. */
+slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr);
+/* The whole parameter (grads = 0) or reduced gradient (grads = 1) vector on dp rank 0
+ * (full: num_params floats there; ignored elsewhere). Collective over dp. */
+slm_status slm_fsdp_gather(slm_fsdp_t f, int grads, float *full);
+slm_fsdp_stats slm_fsdp_take_stats(slm_fsdp_t f);
+slm_fsdp_memory slm_fsdp_memory_of(slm_fsdp_t f);
+/* The per-rank bytes the stage is expected to need for parameters, gradients and AdamW
+ * state (the textbook figure the log prints next to the measured one). */
+double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage);
+
+#endif

@@ -1,0 +1,326 @@
+/* fsdp.c - fully sharded data parallelism (ZeRO stages 0-3) over one dp communicator.
+ *
+ * What each rank holds, N parameters over p ranks (DESIGN note in docs/parallelism.md):
+ *   stage 0: parameters N, gradients N, AdamW moments 2N            all-reduce
+ *   stage 1: parameters N, gradients N, moments 2N/p                reduce-scatter, all-gather
+ *   stage 2: parameters N, gradients N/p (+ unit buffers), 2N/p      reduce-scatter, all-gather
+ *   stage 3: parameters N/p (+ gathered units), gradients N/p, 2N/p  gather per unit, reduce-scatter
+ * Every unit (embeddings, each block, the final norm) is split in p contiguous chunks, so
+ * ranks own the same element ranges at every stage and an uneven size just leaves the last
+ * chunks shorter. Stages 0 and 1 accumulate micro-steps in the full gradient and reduce
+ * on the last one only; stages 2 and 3 keep no full gradient, so they reduce-scatter each
+ * micro-step into the shard. */
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "fsdp_impl.h"
+#include "shardlm/kernels.h"
+
+static float *alloc_f(size_t n, double *account)
+{
+    float *p = calloc(n ? n : 1, sizeof(float));
+    if (p && account) *account += (double)n * sizeof(float);
+    return p;
+}
+
+/* ---- hooks ------------------------------------------------------------------------- */
+
+static void fatal(slm_fsdp_t f, const char *what)
+{
+    fprintf(stderr, "shardlm: internal error in the sharded layer: %s\n", what);
+    MPI_Abort(f->dp, 1);
+}
+
+/* Stage 3: start gathering unit u if it is not there or on its way. */
+static void prefetch(slm_fsdp_t f, int u, int must)
+{
+    fsdp_unit *un = &f->u[u];
+    if (un->gathered) return;
+    if (u != 0) {
+        int s = fsdp_acquire(f, &f->ppool, 0);
+        if (s < 0) {
+            if (must) fatal(f, "no free parameter buffer");
+            return;
+        }
+        un->pslot = s;
+    }
+    fsdp_launch(f, OP_GATHER, u, un->pslot);
+}
+
+/* Stage 3: make unit u's parameters present and bind the model to them. */
+static void require_params(slm_fsdp_t f, int u)
+{
+    fsdp_unit *un = &f->u[u];
+    prefetch(f, u, 1);
+    if (un->gathered == 1) fsdp_wait(f, fsdp_find(f, OP_GATHER, u));
+    slm_gpt_bind_unit(f->model, u, fsdp_unit_params(f, u), NULL);
+}
+
+static void release_params(slm_fsdp_t f, int u)
+{
+    fsdp_unit *un = &f->u[u];
+    if (un->gathered == 1) fsdp_wait(f, fsdp_find(f, OP_GATHER, u));
+    if (u != 0 && un->pslot >= 0) f->ppool.busy[un->pslot] = 0;
+    un->pslot = -1;
+    un->gathered = 0;
+}
+
+static int reduces_now(slm_fsdp_t f) { return f->o.zero_stage >= 2 || f->last_micro; }
+
+static void hook_before(void *ctx, int u, slm_pass pass)
+{
+    slm_fsdp_t f = ctx;
+    const int L = f->nunits - 2;
+    if (f->o.zero_stage == 3) {
+        require_params(f, u);
+        /* prefetch the unit that runs next */
+        int next = -1;
+        if (pass == SLM_PASS_FORWARD) next = u <= L ? u + 1 : -1;
+        else if (u == L + 1) next = L;
+        else if (u >= 2) next = u - 1;
+        if (next > 0) prefetch(f, next, 0);
+    }
+    if (f->o.zero_stage >= 2 && pass == SLM_PASS_BACKWARD) {
+        fsdp_unit *un = &f->u[u];
+        if (u != 0) un->gslot = fsdp_acquire(f, &f->gpool, 1);
+        else un->gslot = 0;
+        if (u != 0 && un->gslot < 0) fatal(f, "no free gradient buffer");
+        float *g = fsdp_unit_grads(f, u);
+        memset(g, 0, un->n * sizeof(float));
+        slm_gpt_bind_unit(f->model, u, NULL, g);
+    }
+}
+
+static void hook_after(void *ctx, int u, slm_pass pass)
+{
+    slm_fsdp_t f = ctx;
+    if (f->o.zero_stage == 3 && (u != 0 || pass == SLM_PASS_BACKWARD)) release_params(f, u);
+    if (pass != SLM_PASS_BACKWARD || !reduces_now(f)) return;
+    int i = fsdp_launch(f, f->o.zero_stage == 0 ? OP_ALLREDUCE : OP_REDUCE_SCATTER, u, f->u[u].gslot);
+    if (!f->o.overlap) fsdp_wait(f, i); /* the baseline: communication fully exposed */
+}
+
+static void hook_poll(void *ctx) { fsdp_poll(ctx); }
+
+/* ---- lifecycle ----------------------------------------------------------------------- */
+
+slm_status slm_fsdp_create(slm_gpt_t model, MPI_Comm dp, const slm_fsdp_options *opt,
+                           slm_fsdp_t *out)
+{
+    *out = NULL;
+    slm_fsdp_t f = calloc(1, sizeof *f);
+    SLM_CHECK(f, SLM_ERR_NOMEM, "out of memory");
+    f->model = model;
+    f->dp = dp;
+    f->o = *opt;
+    MPI_Comm_rank(dp, &f->rank);
+    MPI_Comm_size(dp, &f->size);
+    f->nunits = slm_gpt_num_units(model);
+    f->nparams = slm_gpt_num_params(model);
+    f->u = calloc((size_t)f->nunits, sizeof *f->u);
+    SLM_CHECK(f->u, SLM_ERR_NOMEM, "out of memory");
+    for (int i = 0; i < FSDP_MAX_OPS; i++) f->req[i] = MPI_REQUEST_NULL;
+    const int stage = opt->zero_stage, p = f->size;
+    size_t max_block = 0;
+    for (int u = 0; u < f->nunits; u++) {
+        fsdp_unit *un = &f->u[u];
+        slm_gpt_unit_range(model, u, &un->off, &un->n);
+        SLM_CHECK(un->n <= INT_MAX, SLM_ERR_UNSUPPORTED, "unit %d has %zu parameters, more than an MPI count holds",
+                  u, un->n);
+        un->chunk = (un->n + (size_t)p - 1) / (size_t)p;
+        un->counts = calloc((size_t)p, sizeof(int));
+        un->displs = calloc((size_t)p, sizeof(int));
+        SLM_CHECK(un->counts && un->displs, SLM_ERR_NOMEM, "out of memory");
+        for (int r = 0; r < p; r++) {
+            size_t lo = (size_t)r * un->chunk, hi = lo + un->chunk;
+            if (lo > un->n) lo = un->n;
+            if (hi > un->n) hi = un->n;
+            un->counts[r] = (int)(hi - lo);
+            un->displs[r] = (int)lo;
+        }
+        un->own_lo = (size_t)un->displs[f->rank];
+        un->own_n = (size_t)un->counts[f->rank];
+        un->shard_off = f->shard_total;
+        f->shard_total += un->chunk;
+        un->pslot = un->gslot = -1;
+        if (u != 0 && un->n > max_block) max_block = un->n;
+    }
+    const size_t n0 = f->u[0].n;
+    int ok = 1;
+    if (stage < 3) ok &= (f->full_params = alloc_f(f->nparams, &f->mem.params)) != NULL;
+    else ok &= (f->shard_params = alloc_f(f->shard_total, &f->mem.params)) != NULL;
+    if (stage < 2) ok &= (f->full_grads = alloc_f(f->nparams, &f->mem.grads)) != NULL;
+    if (stage >= 1) ok &= (f->shard_grads = alloc_f(f->shard_total, &f->mem.grads)) != NULL;
+    if (stage >= 2) {
+        ok &= (f->unit0_grads = alloc_f(n0, &f->mem.grad_buckets)) != NULL;
+        ok &= (f->unit0_recv = alloc_f(f->u[0].chunk, &f->mem.grad_buckets)) != NULL;
+        f->gpool.size = max_block;
+        for (int s = 0; s < FSDP_SLOTS && ok; s++) {
+            ok &= (f->gpool.buf[s] = alloc_f(max_block, &f->mem.grad_buckets)) != NULL;
+            ok &= (f->gpool.recv[s] = alloc_f(max_block / (size_t)p + 1, &f->mem.grad_buckets)) != NULL;
+        }
+    }
+    if (stage == 3) {
+        ok &= (f->unit0_params = alloc_f(n0, &f->mem.gathered)) != NULL;
+        f->ppool.size = max_block;
+        for (int s = 0; s < FSDP_SLOTS && ok; s++)
+            ok &= (f->ppool.buf[s] = alloc_f(max_block, &f->mem.gathered)) != NULL;
+    }
+    size_t opt_n = stage == 0 ? f->nparams : f->shard_total;
+    if (ok && slm_adamw_create(opt_n, opt->beta1, opt->beta2, opt->eps, opt->weight_decay, &f->opt) != SLM_OK)
+        ok = 0;
+    f->mem.optimizer = 8.0 * (double)opt_n;
+    if (!ok) {
+        double gib = (f->mem.params + f->mem.grads + f->mem.gathered + f->mem.grad_buckets +
+                      f->mem.optimizer) / (1 << 30);
+        slm_fsdp_destroy(&f);
+        return SLM_ERROR(SLM_ERR_NOMEM, "cannot allocate the sharded training state (%.2f GiB so far)", gib);
+    }
+    for (int u = 0; u < f->nunits; u++)
+        slm_gpt_bind_unit(model, u, stage < 3 ? fsdp_unit_params(f, u) : NULL,
+                          stage < 2 ? fsdp_unit_grads(f, u) : NULL);
+    slm_gpt_hooks hooks = {hook_before, hook_after, hook_poll, f};
+    slm_gpt_set_hooks(model, &hooks);
+    f->last_micro = 1;
+    *out = f;
+    return SLM_OK;
+}
+
+void slm_fsdp_destroy(slm_fsdp_t *fp)
+{
+    slm_fsdp_t f = *fp;
+    if (!f) return;
+    if (f->model) slm_gpt_set_hooks(f->model, NULL);
+    for (int i = 0; i < FSDP_MAX_OPS; i++)
+        if (f->req[i] != MPI_REQUEST_NULL) MPI_Wait(&f->req[i], MPI_STATUS_IGNORE);
+    for (int u = 0; f->u && u < f->nunits; u++) {
+        free(f->u[u].counts);
+        free(f->u[u].displs);
+    }
+    free(f->u);
+    free(f->full_params);
+    free(f->full_grads);
+    free(f->shard_params);
+    free(f->shard_grads);
+    free(f->unit0_params);
+    free(f->unit0_grads);
+    free(f->unit0_recv);
+    for (int s = 0; s < FSDP_SLOTS; s++) {
+        free(f->ppool.buf[s]);
+        free(f->gpool.buf[s]);
+        free(f->gpool.recv[s]);
+    }
+    slm_adamw_destroy(&f->opt);
+    free(f);
+    *fp = NULL;
+}
+
+/* ---- the step ------------------------------------------------------------------------ */
+
+void slm_fsdp_init_params(slm_fsdp_t f, uint64_t seed)
+{
+    if (f->o.zero_stage < 3) {
+        slm_gpt_init_range(f->model, seed, 0, f->nparams, f->full_params);
+        return;
+    }
+    for (int u = 0; u < f->nunits; u++) {
+        const fsdp_unit *un = &f->u[u];
+        slm_gpt_init_range(f->model, seed, un->off + un->own_lo, un->own_n, f->shard_params + un->shard_off);
+    }
+}
+
+void slm_fsdp_begin_step(slm_fsdp_t f)
+{
+    if (f->full_grads) memset(f->full_grads, 0, f->nparams * sizeof(float));
+    if (f->shard_grads) memset(f->shard_grads, 0, f->shard_total * sizeof(float));
+}
+
+void slm_fsdp_set_last_micro(slm_fsdp_t f, int last) { f->last_micro = last; }
+
+slm_status slm_fsdp_finish_backward(slm_fsdp_t f)
+{
+    fsdp_wait_all(f);
+    return SLM_OK;
+}
+
+double slm_fsdp_grad_norm(slm_fsdp_t f)
+{
+    if (f->o.zero_stage == 0) return sqrt(slm_sumsq(f->full_grads, f->nparams));
+    double local = 0.0, total = 0.0;
+    for (int u = 0; u < f->nunits; u++)
+        local += slm_sumsq(f->shard_grads + f->u[u].shard_off, f->u[u].own_n);
+    MPI_Allreduce(&local, &total, 1, MPI_DOUBLE, MPI_SUM, f->dp);
+    return sqrt(total);
+}
+
+void slm_fsdp_clip(slm_fsdp_t f, double norm, double max_norm)
+{
+    if (f->o.zero_stage == 0) slm_clip_grads(f->full_grads, f->nparams, norm, max_norm);
+    else slm_clip_grads(f->shard_grads, f->shard_total, norm, max_norm);
+}
+
+slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr)
+{
+    const slm_tensor_info *t = slm_gpt_tensor(f->model, 0);
+    const int nt = slm_gpt_num_tensors(f->model);
+    slm_adamw_begin_step(f->opt);
+    if (f->o.zero_stage == 0) {
+        slm_adamw_update_range(f->opt, f->full_params, f->full_grads, 0, 0, f->nparams, t, nt, lr);
+        return SLM_OK;
+    }
+    for (int u = 0; u < f->nunits; u++) {
+        fsdp_unit *un = &f->u[u];
+        float *p = f->o.zero_stage == 3 ? f->shard_params + un->shard_off : f->full_params + un->off + un->own_lo;
+        slm_adamw_update_range(f->opt, p, f->shard_grads + un->shard_off, un->shard_off, un->off + un->own_lo,
+                               un->own_n, t, nt, lr);
+    }
+    if (f->o.zero_stage == 3) { /* gathered copies are stale now */
+        for (int u = 0; u < f->nunits; u++) release_params(f, u);
+        return SLM_OK;
+    }
+    for (int u = 0; u < f->nunits; u++) fsdp_launch(f, OP_ALLGATHER, u, -1);
+    fsdp_wait_all(f);
+    return SLM_OK;
+}
+
+slm_status slm_fsdp_gather(slm_fsdp_t f, int grads, float *full)
+{
+    const int root = f->rank == 0;
+    if (!grads && f->o.zero_stage < 3) {
+        if (root) memcpy(full, f->full_params, f->nparams * sizeof(float));
+        return SLM_OK;
+    }
+    if (grads && f->o.zero_stage == 0) {
+        if (root) memcpy(full, f->full_grads, f->nparams * sizeof(float));
+        return SLM_OK;
+    }
+    const float *shard = grads ? f->shard_grads : f->shard_params;
+    for (int u = 0; u < f->nunits; u++) {
+        const fsdp_unit *un = &f->u[u];
+        MPI_Gatherv(shard + un->shard_off, (int)un->own_n, MPI_FLOAT, root ? full + un->off : NULL,
+                    un->counts, un->displs, MPI_FLOAT, 0, f->dp);
+    }
+    return SLM_OK;
+}
+
+slm_fsdp_stats slm_fsdp_take_stats(slm_fsdp_t f)
+{
+    slm_fsdp_stats s = f->stats;
+    memset(&f->stats, 0, sizeof f->stats);
+    return s;
+}
+
+slm_fsdp_memory slm_fsdp_memory_of(slm_fsdp_t f) { return f->mem; }
+
+double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage)
+{
+    double n = (double)nparams;
+    switch (zero_stage) {
+    case 0: return 16.0 * n;
+    case 1: return 8.0 * n + 8.0 * n / dp;
+    case 2: return 4.0 * n + 12.0 * n / dp;
+    default: return 16.0 * n / dp;
+    }
+}

@@ -1,0 +1,76 @@
+/* fsdp_impl.h - private state of the sharded data-parallel layer. */
+#ifndef SHARDLM_FSDP_IMPL_H
+#define SHARDLM_FSDP_IMPL_H
+
+#include "shardlm/optim.h"
+#include "shardlm/parallel.h"
+
+#define FSDP_MAX_OPS 64
+#define FSDP_SLOTS 3 /* gathered-parameter and gradient buffers per pool */
+
+typedef enum { OP_NONE, OP_ALLREDUCE, OP_REDUCE_SCATTER, OP_GATHER, OP_ALLGATHER } op_kind;
+
+/* One outstanding nonblocking collective. */
+typedef struct {
+    op_kind kind;
+    int unit, slot;
+    double t0, bytes;
+} fsdp_op;
+
+/* A unit (embeddings, a block, the final norm) and this rank's part of it. Unit
+ * elements are split in dp chunks of `chunk` (the last ones shorter or empty). */
+typedef struct {
+    size_t off, n;         /* range in the parameter index space */
+    size_t chunk;          /* ceil(n / dp) */
+    size_t own_lo, own_n;  /* this rank's part, relative to off */
+    size_t shard_off;      /* where that part sits in the shard arrays */
+    int *counts, *displs;  /* every rank's part, for the v-collectives */
+    int gathered;          /* stage 3: 0 absent, 1 in flight, 2 ready */
+    int pslot, gslot;      /* buffers held, -1 for none (unit 0 uses its own) */
+} fsdp_unit;
+
+typedef struct {
+    float *buf[FSDP_SLOTS];
+    float *recv[FSDP_SLOTS]; /* gradient pools: the reduced chunk lands here */
+    int busy[FSDP_SLOTS];
+    size_t size;
+} fsdp_pool;
+
+struct slm_fsdp {
+    slm_gpt_t model;
+    MPI_Comm dp;
+    int rank, size;
+    slm_fsdp_options o;
+    int nunits;
+    fsdp_unit *u;
+    size_t nparams, shard_total;
+    float *full_params;  /* stages 0-2: whole parameter vector */
+    float *full_grads;   /* stages 0-1: whole gradient vector */
+    float *shard_params; /* stage 3: the owned parts, unit after unit */
+    float *shard_grads;  /* stages 1-3: reduced owned gradients */
+    float *unit0_params, *unit0_grads, *unit0_recv; /* stage 3 / stages 2-3 */
+    fsdp_pool ppool, gpool;
+    slm_adamw_t opt;
+    MPI_Request req[FSDP_MAX_OPS];
+    fsdp_op ops[FSDP_MAX_OPS];
+    int last_micro;
+    slm_fsdp_stats stats;
+    slm_fsdp_memory mem;
+};
+
+/* fsdp_comm.c: launching, progressing and completing collectives */
+int fsdp_launch(slm_fsdp_t f, op_kind kind, int unit, int slot);
+void fsdp_poll(slm_fsdp_t f);
+/* Wait until op i is done (counting the wait as exposed time). */
+void fsdp_wait(slm_fsdp_t f, int i);
+void fsdp_wait_all(slm_fsdp_t f);
+/* Index of an outstanding op of this kind on unit, or -1. */
+int fsdp_find(slm_fsdp_t f, op_kind kind, int unit);
+/* A free slot of pool, waiting for a reduction to release one if all are held. */
+int fsdp_acquire(slm_fsdp_t f, fsdp_pool *pool, int wait);
+
+/* Parameter storage of unit u (stage 3: its gathered buffer). */
+float *fsdp_unit_params(slm_fsdp_t f, int u);
+float *fsdp_unit_grads(slm_fsdp_t f, int u);
+
+#endif

@@ -1,0 +1,63 @@
+#!/usr/bin/python3
+"""Compare two shardlm dumps (log.dump) of the same run in different layouts: per-step
+losses and gradient norms, step-0 gradients and final parameters must agree within a
+normwise relative tolerance; the initial parameters must be bitwise equal.
+
+One exception, by mathematics rather than by tolerance: the key bias (the middle third of
+each attn.qkv.bias) has an exactly zero gradient, because adding a constant to every key
+score of a query leaves its softmax unchanged. What a layout computes there is rounding
+noise, and AdamW normalizes noise into steps of size about lr, so those entries are held
+to |difference| <= 2 * sum(lr) instead (the oracle does the same)."""
+import argparse, sys
+import h5py, numpy as np
+
+ap = argparse.ArgumentParser()
+ap.add_argument("reference")
+ap.add_argument("candidate")
+ap.add_argument("--rtol", type=float, default=1e-5)
+a = ap.parse_args()
+ref, cand = h5py.File(a.reference, "r"), h5py.File(a.candidate, "r")
+failures, checks = [], 0
+
+
+def rel(x, y):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    return float(np.linalg.norm(x - y) / max(np.linalg.norm(y), 1e-30))
+
+
+def check(name, x, y, tol):
+    global checks
+    checks += 1
+    e = rel(x, y)
+    if not e <= tol:
+        failures.append(f"{name}: relative error {e:.3e} > {tol:g}")
+    return e
+
+
+worst = {}
+for name in ref["init"]:
+    if not np.array_equal(ref["init"][name][()], cand["init"][name][()]):
+        failures.append(f"init/{name} differs: initialization depends on the layout")
+for key in ("losses", "grad_norm"):
+    for s, (x, y) in enumerate(zip(cand[key][()], ref[key][()])):
+        worst[key] = max(worst.get(key, 0), check(f"{key}[{s}]", [x], [y], a.rtol))
+lr_sum = float(np.sum(ref["lr"][()]))
+for group in ("step0/grads", "final"):
+    for name in ref[group]:
+        x, y = cand[group][name][()], ref[group][name][()]
+        if name.endswith("attn.qkv.bias"):
+            C = len(y) // 3
+            if group == "final":
+                checks += 1
+                dk = float(np.max(np.abs(x[C:2 * C].astype(np.float64) - y[C:2 * C])))
+                if not dk <= 2 * lr_sum:
+                    failures.append(f"{group}/{name} key rows: max difference {dk:.3e} > 2*sum(lr) = {2 * lr_sum:.3e}")
+            else:
+                check(f"{group}/{name} key rows (absolute)", [0.0], [1.0], 1.0) if np.max(np.abs(x[C:2 * C])) < 1e-5 \
+                    else failures.append(f"{group}/{name}: key-bias gradient is not ~0")
+            x, y = np.concatenate([x[:C], x[2 * C:]]), np.concatenate([y[:C], y[2 * C:]])
+        worst[group] = max(worst.get(group, 0), check(f"{group}/{name}", x, y, a.rtol))
+print("  ".join(f"{k} {v:.2e}" for k, v in worst.items()))
+for f in failures[:20]:
+    print("mismatch:", f, file=sys.stderr)
+sys.exit(1 if failures else 0)
