@@ -218,6 +218,7 @@ def main(a):
     times = []
     loss_v = float("nan")
     for step in range(a.steps):
+        ru0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         batch = torch.randint(V, (B, T + 1), generator=gen)
@@ -231,7 +232,10 @@ def main(a):
         loss_v = loss.item()
         dt = time.perf_counter() - t0
         if a.verbose:
-            print(f"step {step}: {dt * 1e3:.1f} ms loss {loss_v:.4f}", file=sys.stderr)
+            ru1 = resource.getrusage(resource.RUSAGE_SELF)
+            print(f"step {step}: {dt * 1e3:.1f} ms loss {loss_v:.4f} "
+                  f"user {ru1.ru_utime - ru0.ru_utime:.2f} s sys {ru1.ru_stime - ru0.ru_stime:.2f} s "
+                  f"minflt {ru1.ru_minflt - ru0.ru_minflt}", file=sys.stderr)
         if step >= a.warmup_steps:
             times.append(dt)
     step_s = sum(times) / len(times) if times else float("nan")

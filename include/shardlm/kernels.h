@@ -73,6 +73,13 @@ void slm_crossentropy_backward(float *logits, const float *lse, const int32_t *t
 void slm_adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr,
                       float beta1, float beta2, float eps, float weight_decay, int t);
 
+/* bfloat16 (the top 16 bits of an IEEE float) conversion. To bf16 rounds to nearest,
+ * ties to even; NaN stays NaN. Exact in the other direction. */
+void slm_bf16_from_f32(uint16_t *dst, const float *src, size_t n);
+void slm_f32_from_bf16(float *dst, const uint16_t *src, size_t n);
+/* x = float(bf16(x)): what a value looks like after a trip through bf16. */
+void slm_bf16_round(float *x, size_t n);
+
 /* Sum of squares of x in double precision (for global grad norms). */
 double slm_sumsq(const float *x, size_t n);
 /* x *= s. */

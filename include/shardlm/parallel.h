@@ -27,7 +27,10 @@ int slm_mesh_dp_size(slm_mesh_t mesh);
 
 typedef struct slm_fsdp_options {
     int zero_stage; /* 0 replicated, 1 +optimizer sharded, 2 +gradients, 3 +parameters */
-    int overlap;    /* 1: reduce each unit as its backward ends; 0: all after backward */
+    int overlap;    /* 1: reduce each unit as its backward ends; 0: wait for each at once */
+    int bf16;       /* 1: gradients and gathered parameters travel as bfloat16; the model
+                     * computes with bf16-rounded parameters; master weights and AdamW
+                     * moments stay fp32 */
     double beta1, beta2, eps, weight_decay;
 } slm_fsdp_options;
 
@@ -72,8 +75,9 @@ slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr);
 slm_status slm_fsdp_gather(slm_fsdp_t f, int grads, float *full);
 slm_fsdp_stats slm_fsdp_take_stats(slm_fsdp_t f);
 slm_fsdp_memory slm_fsdp_memory_of(slm_fsdp_t f);
-/* The per-rank bytes the stage is expected to need for parameters, gradients and AdamW
- * state (the textbook figure the log prints next to the measured one). */
-double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage);
+/* The per-rank bytes the stage is expected to need for parameters (with fp32 masters
+ * apart when bf16), gradients and AdamW state: the figure the log prints next to the
+ * measured one. */
+double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16);
 
 #endif

@@ -106,6 +106,30 @@ static void hook_poll(void *ctx) { fsdp_poll(ctx); }
 
 /* ---- lifecycle ----------------------------------------------------------------------- */
 
+/* The reduction of bf16 payloads: add in fp32, round back at every combine. */
+static void bf16_sum_fn(void *in, void *inout, int *len, MPI_Datatype *type)
+{
+    (void)type;
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    enum { BLK = 256 };
+    float fa[BLK], fb[BLK];
+    for (int i = 0; i < *len; i += BLK) {
+        int n = *len - i < BLK ? *len - i : BLK;
+        slm_f32_from_bf16(fa, a + i, (size_t)n);
+        slm_f32_from_bf16(fb, b + i, (size_t)n);
+        for (int k = 0; k < n; k++) fa[k] += fb[k];
+        slm_bf16_from_f32(b + i, fa, (size_t)n);
+    }
+}
+
+static uint16_t *alloc_h(size_t n, double *account)
+{
+    uint16_t *p = calloc(n ? n : 1, sizeof(uint16_t));
+    if (p && account) *account += (double)n * sizeof(uint16_t);
+    return p;
+}
+
 slm_status slm_fsdp_create(slm_gpt_t model, MPI_Comm dp, const slm_fsdp_options *opt,
                            slm_fsdp_t *out)
 {
@@ -115,6 +139,8 @@ slm_status slm_fsdp_create(slm_gpt_t model, MPI_Comm dp, const slm_fsdp_options 
     f->model = model;
     f->dp = dp;
     f->o = *opt;
+    f->bf16 = opt->bf16;
+    f->bf16_sum = MPI_OP_NULL;
     MPI_Comm_rank(dp, &f->rank);
     MPI_Comm_size(dp, &f->size);
     f->nunits = slm_gpt_num_units(model);
@@ -168,6 +194,26 @@ slm_status slm_fsdp_create(slm_gpt_t model, MPI_Comm dp, const slm_fsdp_options 
         for (int s = 0; s < FSDP_SLOTS && ok; s++)
             ok &= (f->ppool.buf[s] = alloc_f(max_block, &f->mem.gathered)) != NULL;
     }
+    if (f->bf16) { /* masters and wire staging; see fsdp_impl.h */
+        MPI_Op_create(bf16_sum_fn, 1, &f->bf16_sum);
+        if (stage == 0) ok &= (f->master = alloc_f(f->nparams, &f->mem.params)) != NULL;
+        if (stage == 1 || stage == 2) ok &= (f->master = alloc_f(f->shard_total, &f->mem.params)) != NULL;
+        if (stage < 3) ok &= (f->wire = alloc_h(f->nparams, &f->mem.grad_buckets)) != NULL;
+        if (stage == 1 || stage == 3) ok &= (f->wire_shard = alloc_h(f->shard_total, &f->mem.grad_buckets)) != NULL;
+        if (stage >= 2) {
+            ok &= (f->unit0_wire = alloc_h(n0, &f->mem.grad_buckets)) != NULL;
+            ok &= (f->unit0_wire_recv = alloc_h(f->u[0].chunk, &f->mem.grad_buckets)) != NULL;
+            for (int s = 0; s < FSDP_SLOTS && ok; s++) {
+                ok &= (f->gpool.wire[s] = alloc_h(max_block, &f->mem.grad_buckets)) != NULL;
+                ok &= (f->gpool.wire_recv[s] = alloc_h(max_block / (size_t)p + 1, &f->mem.grad_buckets)) != NULL;
+            }
+        }
+        if (stage == 3) {
+            ok &= (f->unit0_pwire = alloc_h(n0, &f->mem.gathered)) != NULL;
+            for (int s = 0; s < FSDP_SLOTS && ok; s++)
+                ok &= (f->ppool.wire[s] = alloc_h(max_block, &f->mem.gathered)) != NULL;
+        }
+    }
     size_t opt_n = stage == 0 ? f->nparams : f->shard_total;
     if (ok && slm_adamw_create(opt_n, opt->beta1, opt->beta2, opt->eps, opt->weight_decay, &f->opt) != SLM_OK)
         ok = 0;
@@ -207,11 +253,21 @@ void slm_fsdp_destroy(slm_fsdp_t *fp)
     free(f->unit0_params);
     free(f->unit0_grads);
     free(f->unit0_recv);
+    free(f->master);
+    free(f->wire);
+    free(f->wire_shard);
+    free(f->unit0_wire);
+    free(f->unit0_wire_recv);
+    free(f->unit0_pwire);
     for (int s = 0; s < FSDP_SLOTS; s++) {
         free(f->ppool.buf[s]);
         free(f->gpool.buf[s]);
         free(f->gpool.recv[s]);
+        free(f->ppool.wire[s]);
+        free(f->gpool.wire[s]);
+        free(f->gpool.wire_recv[s]);
     }
+    if (f->bf16_sum != MPI_OP_NULL) MPI_Op_free(&f->bf16_sum);
     slm_adamw_destroy(&f->opt);
     free(f);
     *fp = NULL;
@@ -223,6 +279,14 @@ void slm_fsdp_init_params(slm_fsdp_t f, uint64_t seed)
 {
     if (f->o.zero_stage < 3) {
         slm_gpt_init_range(f->model, seed, 0, f->nparams, f->full_params);
+        if (!f->bf16) return;
+        if (f->o.zero_stage == 0) memcpy(f->master, f->full_params, f->nparams * sizeof(float));
+        else
+            for (int u = 0; u < f->nunits; u++) {
+                const fsdp_unit *un = &f->u[u];
+                memcpy(f->master + un->shard_off, f->full_params + un->off + un->own_lo, un->own_n * sizeof(float));
+            }
+        slm_bf16_round(f->full_params, f->nparams); /* the model computes with bf16 values */
         return;
     }
     for (int u = 0; u < f->nunits; u++) {
@@ -267,12 +331,19 @@ slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr)
     const int nt = slm_gpt_num_tensors(f->model);
     slm_adamw_begin_step(f->opt);
     if (f->o.zero_stage == 0) {
-        slm_adamw_update_range(f->opt, f->full_params, f->full_grads, 0, 0, f->nparams, t, nt, lr);
+        float *p = f->bf16 ? f->master : f->full_params;
+        slm_adamw_update_range(f->opt, p, f->full_grads, 0, 0, f->nparams, t, nt, lr);
+        if (f->bf16) { /* every rank has the same master: round it locally */
+            memcpy(f->full_params, f->master, f->nparams * sizeof(float));
+            slm_bf16_round(f->full_params, f->nparams);
+        }
         return SLM_OK;
     }
     for (int u = 0; u < f->nunits; u++) {
         fsdp_unit *un = &f->u[u];
-        float *p = f->o.zero_stage == 3 ? f->shard_params + un->shard_off : f->full_params + un->off + un->own_lo;
+        float *p = f->o.zero_stage == 3 ? f->shard_params + un->shard_off
+                   : f->bf16            ? f->master + un->shard_off
+                                        : f->full_params + un->off + un->own_lo;
         slm_adamw_update_range(f->opt, p, f->shard_grads + un->shard_off, un->shard_off, un->off + un->own_lo,
                                un->own_n, t, nt, lr);
     }
@@ -288,15 +359,16 @@ slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr)
 slm_status slm_fsdp_gather(slm_fsdp_t f, int grads, float *full)
 {
     const int root = f->rank == 0;
-    if (!grads && f->o.zero_stage < 3) {
-        if (root) memcpy(full, f->full_params, f->nparams * sizeof(float));
+    const int stage = f->o.zero_stage;
+    if (!grads && stage < 3 && !(f->bf16 && stage > 0)) { /* a whole (master) vector is here */
+        if (root) memcpy(full, f->bf16 ? f->master : f->full_params, f->nparams * sizeof(float));
         return SLM_OK;
     }
     if (grads && f->o.zero_stage == 0) {
         if (root) memcpy(full, f->full_grads, f->nparams * sizeof(float));
         return SLM_OK;
     }
-    const float *shard = grads ? f->shard_grads : f->shard_params;
+    const float *shard = grads ? f->shard_grads : stage == 3 ? f->shard_params : f->master;
     for (int u = 0; u < f->nunits; u++) {
         const fsdp_unit *un = &f->u[u];
         MPI_Gatherv(shard + un->shard_off, (int)un->own_n, MPI_FLOAT, root ? full + un->off : NULL,
@@ -314,13 +386,14 @@ slm_fsdp_stats slm_fsdp_take_stats(slm_fsdp_t f)
 
 slm_fsdp_memory slm_fsdp_memory_of(slm_fsdp_t f) { return f->mem; }
 
-double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage)
+double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16)
 {
     double n = (double)nparams;
+    /* bf16 keeps the fp32 masters apart from the computed-with copy at stages 0-2 */
     switch (zero_stage) {
-    case 0: return 16.0 * n;
-    case 1: return 8.0 * n + 8.0 * n / dp;
-    case 2: return 4.0 * n + 12.0 * n / dp;
+    case 0: return (bf16 ? 20.0 : 16.0) * n;
+    case 1: return 8.0 * n + (bf16 ? 12.0 : 8.0) * n / dp;
+    case 2: return 4.0 * n + (bf16 ? 16.0 : 12.0) * n / dp;
     default: return 16.0 * n / dp;
     }
 }

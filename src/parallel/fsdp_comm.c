@@ -6,6 +6,7 @@
  * not hidden is counted as exposed time when a wait must block. */
 #include <string.h>
 #include "fsdp_impl.h"
+#include "shardlm/kernels.h"
 #include "shardlm/timer.h"
 
 float *fsdp_unit_params(slm_fsdp_t f, int u)
@@ -27,6 +28,25 @@ static float *unit_recv(slm_fsdp_t f, int u)
     return u == 0 ? f->unit0_recv : f->gpool.recv[f->u[u].gslot];
 }
 
+/* bf16 staging of unit u's gradient as sent, and of its reduced chunk as received. */
+static uint16_t *grad_wire(slm_fsdp_t f, int u)
+{
+    if (f->o.zero_stage < 2) return f->wire + f->u[u].off;
+    return u == 0 ? f->unit0_wire : f->gpool.wire[f->u[u].gslot];
+}
+
+static uint16_t *grad_wire_recv(slm_fsdp_t f, int u)
+{
+    if (f->o.zero_stage == 1) return f->wire_shard + f->u[u].shard_off;
+    return u == 0 ? f->unit0_wire_recv : f->gpool.wire_recv[f->u[u].gslot];
+}
+
+/* Stage 3, bf16: where unit u's gathered parameters arrive. */
+static uint16_t *param_wire(slm_fsdp_t f, int u)
+{
+    return u == 0 ? f->unit0_pwire : f->ppool.wire[f->u[u].pslot];
+}
+
 int fsdp_find(slm_fsdp_t f, op_kind kind, int unit)
 {
     for (int i = 0; i < FSDP_MAX_OPS; i++)
@@ -42,12 +62,25 @@ static void complete(slm_fsdp_t f, int i)
     f->stats.comm_ms += (slm_now() - op->t0) * 1e3;
     f->stats.bytes_sent += op->bytes;
     f->stats.collectives++;
+    const int u = op->unit;
     switch (op->kind) {
-    case OP_GATHER: un->gathered = 2; break;
+    case OP_GATHER:
+        if (f->bf16) slm_f32_from_bf16(fsdp_unit_params(f, u), param_wire(f, u), un->n);
+        un->gathered = 2;
+        break;
+    case OP_ALLREDUCE:
+        if (f->bf16) slm_f32_from_bf16(f->full_grads + un->off, f->wire + un->off, un->n);
+        break;
+    case OP_ALLGATHER:
+        if (f->bf16) slm_f32_from_bf16(f->full_params + un->off, f->wire + un->off, un->n);
+        break;
     case OP_REDUCE_SCATTER:
+        if (f->bf16 && f->o.zero_stage == 1)
+            slm_f32_from_bf16(f->shard_grads + un->shard_off, grad_wire_recv(f, u), un->own_n);
         if (f->o.zero_stage >= 2) { /* add this micro-step's reduced chunk to the shard */
             float *dst = f->shard_grads + un->shard_off;
-            const float *src = unit_recv(f, op->unit);
+            float *src = unit_recv(f, u);
+            if (f->bf16) slm_f32_from_bf16(src, grad_wire_recv(f, u), un->own_n);
             for (size_t k = 0; k < un->own_n; k++) dst[k] += src[k];
             if (op->unit != 0) f->gpool.busy[un->gslot] = 0;
             un->gslot = -1;
@@ -59,11 +92,41 @@ static void complete(slm_fsdp_t f, int i)
     f->req[i] = MPI_REQUEST_NULL;
 }
 
-/* Ring-algorithm volume each rank sends for one collective over n floats. */
-static double ring_bytes(op_kind kind, size_t n, int p)
+/* Ring-algorithm volume each rank sends for one collective over n elements. */
+static double ring_bytes(op_kind kind, size_t n, int p, size_t elem)
 {
-    double share = (double)(p - 1) / p * (double)n * sizeof(float);
+    double share = (double)(p - 1) / p * (double)n * (double)elem;
     return kind == OP_ALLREDUCE ? 2.0 * share : share;
+}
+
+/* The same collectives with 16-bit payloads: convert what is sent, reduce with the
+ * bf16 sum (fp32 arithmetic, rounded at every combine); complete() converts back. */
+static void launch_bf16(slm_fsdp_t f, op_kind kind, int unit, MPI_Request *r)
+{
+    fsdp_unit *un = &f->u[unit];
+    const int n = (int)un->n, own = (int)un->own_n;
+    switch (kind) {
+    case OP_ALLREDUCE:
+        slm_bf16_from_f32(f->wire + un->off, f->full_grads + un->off, un->n);
+        MPI_Iallreduce(MPI_IN_PLACE, f->wire + un->off, n, MPI_UINT16_T, f->bf16_sum, f->dp, r);
+        break;
+    case OP_REDUCE_SCATTER:
+        slm_bf16_from_f32(grad_wire(f, unit), fsdp_unit_grads(f, unit), un->n);
+        MPI_Ireduce_scatter(grad_wire(f, unit), grad_wire_recv(f, unit), un->counts, MPI_UINT16_T,
+                            f->bf16_sum, f->dp, r);
+        break;
+    case OP_GATHER:
+        slm_bf16_from_f32(f->wire_shard + un->shard_off, f->shard_params + un->shard_off, un->own_n);
+        MPI_Iallgatherv(f->wire_shard + un->shard_off, own, MPI_UINT16_T, param_wire(f, unit), un->counts,
+                        un->displs, MPI_UINT16_T, f->dp, r);
+        break;
+    case OP_ALLGATHER:
+        slm_bf16_from_f32(f->wire + un->off + un->own_lo, f->master + un->shard_off, un->own_n);
+        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, f->wire + un->off, un->counts, un->displs,
+                        MPI_UINT16_T, f->dp, r);
+        break;
+    default: break;
+    }
 }
 
 int fsdp_launch(slm_fsdp_t f, op_kind kind, int unit, int slot)
@@ -77,27 +140,30 @@ int fsdp_launch(slm_fsdp_t f, op_kind kind, int unit, int slot)
     fsdp_unit *un = &f->u[unit];
     const int n = (int)un->n, own = (int)un->own_n;
     MPI_Request *r = &f->req[i];
-    switch (kind) {
-    case OP_ALLREDUCE:
-        MPI_Iallreduce(MPI_IN_PLACE, f->full_grads + un->off, n, MPI_FLOAT, MPI_SUM, f->dp, r);
-        break;
-    case OP_REDUCE_SCATTER: {
-        float *recv = f->o.zero_stage == 1 ? f->shard_grads + un->shard_off : unit_recv(f, unit);
-        MPI_Ireduce_scatter(fsdp_unit_grads(f, unit), recv, un->counts, MPI_FLOAT, MPI_SUM, f->dp, r);
-        break;
-    }
-    case OP_GATHER: /* stage 3: the owned shard into the unit's gathered buffer */
-        MPI_Iallgatherv(f->shard_params + un->shard_off, own, MPI_FLOAT, fsdp_unit_params(f, unit),
-                        un->counts, un->displs, MPI_FLOAT, f->dp, r);
-        un->gathered = 1;
-        break;
-    case OP_ALLGATHER: /* stages 1-2: updated shards back into the replicated vector */
-        MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, f->full_params + un->off, un->counts,
-                        un->displs, MPI_FLOAT, f->dp, r);
-        break;
-    default: break;
-    }
-    f->ops[i] = (fsdp_op){kind, unit, slot, slm_now(), ring_bytes(kind, un->n, f->size)};
+    if (f->bf16) launch_bf16(f, kind, unit, r);
+    else
+        switch (kind) {
+        case OP_ALLREDUCE:
+            MPI_Iallreduce(MPI_IN_PLACE, f->full_grads + un->off, n, MPI_FLOAT, MPI_SUM, f->dp, r);
+            break;
+        case OP_REDUCE_SCATTER: {
+            float *recv = f->o.zero_stage == 1 ? f->shard_grads + un->shard_off : unit_recv(f, unit);
+            MPI_Ireduce_scatter(fsdp_unit_grads(f, unit), recv, un->counts, MPI_FLOAT, MPI_SUM, f->dp, r);
+            break;
+        }
+        case OP_GATHER: /* stage 3: the owned shard into the unit's gathered buffer */
+            MPI_Iallgatherv(f->shard_params + un->shard_off, own, MPI_FLOAT, fsdp_unit_params(f, unit),
+                            un->counts, un->displs, MPI_FLOAT, f->dp, r);
+            break;
+        case OP_ALLGATHER: /* stages 1-2: updated shards back into the replicated vector */
+            MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, f->full_params + un->off, un->counts,
+                            un->displs, MPI_FLOAT, f->dp, r);
+            break;
+        default: break;
+        }
+    if (kind == OP_GATHER) un->gathered = 1;
+    f->ops[i] = (fsdp_op){kind, unit, slot, slm_now(),
+                          ring_bytes(kind, un->n, f->size, f->bf16 ? sizeof(uint16_t) : sizeof(float))};
     return i;
 }
 

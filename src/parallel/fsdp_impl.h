@@ -31,7 +31,9 @@ typedef struct {
 
 typedef struct {
     float *buf[FSDP_SLOTS];
-    float *recv[FSDP_SLOTS]; /* gradient pools: the reduced chunk lands here */
+    float *recv[FSDP_SLOTS];     /* gradient pools: the reduced chunk lands here */
+    uint16_t *wire[FSDP_SLOTS];  /* bf16: the unit as it crosses the wire */
+    uint16_t *wire_recv[FSDP_SLOTS];
     int busy[FSDP_SLOTS];
     size_t size;
 } fsdp_pool;
@@ -49,6 +51,14 @@ struct slm_fsdp {
     float *shard_params; /* stage 3: the owned parts, unit after unit */
     float *shard_grads;  /* stages 1-3: reduced owned gradients */
     float *unit0_params, *unit0_grads, *unit0_recv; /* stage 3 / stages 2-3 */
+    /* bf16 communication: fp32 master weights kept apart from the bf16-rounded copy the
+     * model computes with, and 16-bit staging for what crosses the wire. */
+    int bf16;
+    float *master;          /* stage 0: whole; stages 1-2: owned chunks; stage 3: shard_params */
+    uint16_t *wire;         /* stages 0-2: the whole vector (gradients, then parameters) */
+    uint16_t *wire_shard;   /* stages 1 and 3: owned chunks */
+    uint16_t *unit0_wire, *unit0_wire_recv, *unit0_pwire;
+    MPI_Op bf16_sum;
     fsdp_pool ppool, gpool;
     slm_adamw_t opt;
     MPI_Request req[FSDP_MAX_OPS];

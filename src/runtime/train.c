@@ -35,6 +35,8 @@ typedef struct {
     double peak_gflops, flops_per_token;
 } trainer;
 
+static int uses_bf16(const slm_conf *c) { return !strcmp(c->train.precision, "bf16"); }
+
 static void format_eta(double s, char *buf, size_t len)
 {
     long t = (long)(s + 0.5);
@@ -55,8 +57,8 @@ static slm_status setup(trainer *tr)
      * before the first collective. */
     SLM_CALL(slm_dataset_open(c->data.train, c->model.vocab_size, tr->T, c->train.seed, 0, need, &tr->data));
     SLM_CALL(slm_gpt_create(&mc, tr->B, 0, &tr->model));
-    slm_fsdp_options fo = {c->parallel.zero_stage, c->parallel.overlap, c->train.beta1, c->train.beta2,
-                           c->train.eps, c->train.weight_decay};
+    slm_fsdp_options fo = {c->parallel.zero_stage, c->parallel.overlap, uses_bf16(c),
+                           c->train.beta1, c->train.beta2, c->train.eps, c->train.weight_decay};
     SLM_CALL(slm_fsdp_create(tr->model, tr->dp_comm, &fo, &tr->fsdp));
     slm_fsdp_init_params(tr->fsdp, c->train.seed);
     size_t BT = (size_t)tr->B * tr->T;
@@ -127,7 +129,7 @@ static void print_summary(const trainer *tr)
            "(stage %d expects %.1f MiB), gathered units %.1f MiB, gradient buffers %.1f MiB, "
            "activations %.1f MiB\n",
            m.params / mib, m.grads / mib, m.optimizer / mib, (m.params + m.grads + m.optimizer) / mib,
-           c->parallel.zero_stage, slm_fsdp_expected_bytes(n, tr->dp, c->parallel.zero_stage) / mib,
+           c->parallel.zero_stage, slm_fsdp_expected_bytes(n, tr->dp, c->parallel.zero_stage, uses_bf16(c)) / mib,
            m.gathered / mib, m.grad_buckets / mib, (double)slm_gpt_activation_bytes(tr->model) / mib);
     printf("data      %s\n", slm_dataset_describe(tr->data));
     printf("compute   %.3g GFLOP per token (6*(12*L*C^2 + V*C) + 12*L*C*T), peak %.1f GFLOP/s per rank (%s)\n",

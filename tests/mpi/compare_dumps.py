@@ -14,8 +14,16 @@ import h5py, numpy as np
 ap = argparse.ArgumentParser()
 ap.add_argument("reference")
 ap.add_argument("candidate")
-ap.add_argument("--rtol", type=float, default=1e-5)
+ap.add_argument("--rtol", type=float, default=1e-5, help="tolerance for everything not set below")
+ap.add_argument("--rtol-losses", type=float)
+ap.add_argument("--rtol-norms", type=float)
+ap.add_argument("--rtol-grads", type=float)
+ap.add_argument("--rtol-final", type=float)
+ap.add_argument("--require-difference", action="store_true",
+                help="fail if the losses are bitwise equal (the candidate must not be the reference)")
 a = ap.parse_args()
+tol = {"losses": a.rtol_losses, "grad_norm": a.rtol_norms, "step0/grads": a.rtol_grads, "final": a.rtol_final}
+tol = {k: (a.rtol if v is None else v) for k, v in tol.items()}
 ref, cand = h5py.File(a.reference, "r"), h5py.File(a.candidate, "r")
 failures, checks = [], 0
 
@@ -40,7 +48,7 @@ for name in ref["init"]:
         failures.append(f"init/{name} differs: initialization depends on the layout")
 for key in ("losses", "grad_norm"):
     for s, (x, y) in enumerate(zip(cand[key][()], ref[key][()])):
-        worst[key] = max(worst.get(key, 0), check(f"{key}[{s}]", [x], [y], a.rtol))
+        worst[key] = max(worst.get(key, 0), check(f"{key}[{s}]", [x], [y], tol[key]))
 lr_sum = float(np.sum(ref["lr"][()]))
 for group in ("step0/grads", "final"):
     for name in ref[group]:
@@ -56,7 +64,9 @@ for group in ("step0/grads", "final"):
                 check(f"{group}/{name} key rows (absolute)", [0.0], [1.0], 1.0) if np.max(np.abs(x[C:2 * C])) < 1e-5 \
                     else failures.append(f"{group}/{name}: key-bias gradient is not ~0")
             x, y = np.concatenate([x[:C], x[2 * C:]]), np.concatenate([y[:C], y[2 * C:]])
-        worst[group] = max(worst.get(group, 0), check(f"{group}/{name}", x, y, a.rtol))
+        worst[group] = max(worst.get(group, 0), check(f"{group}/{name}", x, y, tol[group]))
+if a.require_difference and np.array_equal(ref["losses"][()], cand["losses"][()]):
+    failures.append("the losses are bitwise equal to the reference's: the candidate setting had no effect")
 print("  ".join(f"{k} {v:.2e}" for k, v in worst.items()))
 for f in failures[:20]:
     print("mismatch:", f, file=sys.stderr)

@@ -44,6 +44,7 @@
  *
  * All random data come from a fixed-seed xorshift64* generator, reseeded in every
  * test case, so runs are reproducible and independent of test order. */
+#include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -959,6 +960,46 @@ static void test_large_shapes(void) {
 }
 
 /* ==================================================================================== */
+/* bf16 conversion: bit patterns worked out by hand. A bf16 is the top 16 bits of a float;
+ * between 1 and 2 its spacing is 2^-7, so 1 + 2^-8 is exactly halfway between 0x3F80 (1)
+ * and 0x3F81 (1 + 2^-7): ties go to the even pattern 0x3F80. 1 + 3*2^-8 lies halfway
+ * between 0x3F81 and 0x3F82 and goes to 0x3F82. Anything above a half rounds up. */
+static uint16_t bits_of(float f)
+{
+    uint16_t h;
+    slm_bf16_from_f32(&h, &f, 1);
+    return h;
+}
+
+static void test_bf16(void)
+{
+    CU_ASSERT_EQUAL(bits_of(1.0f), 0x3F80);
+    CU_ASSERT_EQUAL(bits_of(-2.0f), 0xC000);
+    CU_ASSERT_EQUAL(bits_of(1.0f + 0x1p-8f), 0x3F80);
+    CU_ASSERT_EQUAL(bits_of(1.0f + 3 * 0x1p-8f), 0x3F82);
+    CU_ASSERT_EQUAL(bits_of(1.0f + 0x1p-8f + 0x1p-20f), 0x3F81);
+    CU_ASSERT_EQUAL(bits_of(1.0f + 0x1p-8f - 0x1p-20f), 0x3F80);
+    CU_ASSERT_EQUAL(bits_of(INFINITY), 0x7F80);
+    CU_ASSERT_EQUAL(bits_of(FLT_MAX), 0x7F80); /* rounds past the largest bf16 */
+    uint16_t nan_bits = bits_of(NAN);
+    CU_ASSERT((nan_bits & 0x7F80) == 0x7F80 && (nan_bits & 0x7F) != 0);
+    /* every finite bf16 survives the trip to fp32 and back */
+    int bad = 0;
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if ((h & 0x7F80) == 0x7F80) continue;
+        uint16_t in = (uint16_t)h, out;
+        float f;
+        slm_f32_from_bf16(&f, &in, 1);
+        slm_bf16_from_f32(&out, &f, 1);
+        bad += out != in;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    float x[3] = {1.0f + 3 * 0x1p-8f, 0.1f, -7.0f};
+    slm_bf16_round(x, 3);
+    CU_ASSERT_EQUAL(x[0], 1.0f + 0x1p-6f);
+    CU_ASSERT(fabsf(x[1] - 0.1f) <= 0.1f * 0x1p-9f && x[1] != 0.1f);
+    CU_ASSERT_EQUAL(x[2], -7.0f);
+}
 
 int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS) return (int)CU_get_error();
@@ -987,6 +1028,7 @@ int main(void) {
         {"sumsq", test_sumsq},
         {"scale", test_scale},
         {"large shapes (OpenMP branches)", test_large_shapes},
+        {"bf16 conversion", test_bf16},
     };
     for (size_t i = 0; i < sizeof tests / sizeof *tests; i++) {
         if (!CU_add_test(s, tests[i].name, tests[i].fn)) {
