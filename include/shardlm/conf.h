@@ -29,6 +29,7 @@ typedef struct slm_conf {
     struct {
         int tp, pp, zero_stage, microbatches;
         int overlap;
+        double bucket_mb;
     } parallel;
     struct {
         char train[SLM_PATH_MAX], val[SLM_PATH_MAX];

@@ -28,6 +28,8 @@ int slm_mesh_dp_size(slm_mesh_t mesh);
 typedef struct slm_fsdp_options {
     int zero_stage; /* 0 replicated, 1 +optimizer sharded, 2 +gradients, 3 +parameters */
     int overlap;    /* 1: reduce each unit as its backward ends; 0: wait for each at once */
+    double bucket_mb; /* consecutive blocks are fused into one collective until it holds
+                       * this many MiB (0: one block per collective) */
     int bf16;       /* 1: gradients and gathered parameters travel as bfloat16; the model
                      * computes with bf16-rounded parameters; master weights and AdamW
                      * moments stay fp32 */
@@ -74,6 +76,8 @@ slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr);
  * (full: num_params floats there; ignored elsewhere). Collective over dp. */
 slm_status slm_fsdp_gather(slm_fsdp_t f, int grads, float *full);
 slm_fsdp_stats slm_fsdp_take_stats(slm_fsdp_t f);
+/* Buckets: the collectives one gradient reduction takes. */
+int slm_fsdp_num_buckets(slm_fsdp_t f);
 slm_fsdp_memory slm_fsdp_memory_of(slm_fsdp_t f);
 /* The per-rank bytes the stage is expected to need for parameters (with fp32 masters
  * apart when bf16), gradients and AdamW state: the figure the log prints next to the

@@ -54,6 +54,7 @@ static const key_spec keys[] = {
     NUM("parallel", "zero_stage", K_INT, parallel.zero_stage, 0, 3, "ZeRO stage 0-3"),
     NUM("parallel", "microbatches", K_INT, parallel.microbatches, 1, 1 << 20, "pipeline microbatches"),
     NUM("parallel", "overlap", K_BOOL, parallel.overlap, 0, 1, "reduce gradients while backward runs"),
+    NUM("parallel", "bucket_mb", K_DOUBLE, parallel.bucket_mb, 0, 1 << 20, "MiB fused per collective (0 = per block)"),
     STR("data", "train", data.train, "glob of token shards, or `synthetic`"),
     STR("data", "val", data.val, "glob of validation shards, `synthetic`, or empty"),
     STR("ckpt", "dir", ckpt.dir, "checkpoint directory (empty = none)"),

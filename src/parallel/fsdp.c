@@ -25,6 +25,19 @@ static float *alloc_f(size_t n, double *account)
     return p;
 }
 
+/* Point the model units of bucket b at params/grads storage holding the bucket (NULL:
+ * leave that side). */
+static void bind_bucket(slm_fsdp_t f, int b, float *params, float *grads)
+{
+    const fsdp_unit *bk = &f->u[b];
+    for (int mu = bk->first; mu <= bk->last; mu++) {
+        size_t off, n;
+        slm_gpt_unit_range(f->model, mu, &off, &n);
+        slm_gpt_bind_unit(f->model, mu, params ? params + (off - bk->off) : NULL,
+                          grads ? grads + (off - bk->off) : NULL);
+    }
+}
+
 /* ---- hooks ------------------------------------------------------------------------- */
 
 static void fatal(slm_fsdp_t f, const char *what)
@@ -55,7 +68,7 @@ static void require_params(slm_fsdp_t f, int u)
     fsdp_unit *un = &f->u[u];
     prefetch(f, u, 1);
     if (un->gathered == 1) fsdp_wait(f, fsdp_find(f, OP_GATHER, u));
-    slm_gpt_bind_unit(f->model, u, fsdp_unit_params(f, u), NULL);
+    bind_bucket(f, u, fsdp_unit_params(f, u), NULL);
 }
 
 static void release_params(slm_fsdp_t f, int u)
@@ -69,36 +82,38 @@ static void release_params(slm_fsdp_t f, int u)
 
 static int reduces_now(slm_fsdp_t f) { return f->o.zero_stage >= 2 || f->last_micro; }
 
-static void hook_before(void *ctx, int u, slm_pass pass)
+/* The model calls with model units; the layer works in buckets of them. */
+static void hook_before(void *ctx, int mu, slm_pass pass)
 {
     slm_fsdp_t f = ctx;
-    const int L = f->nunits - 2;
+    const int u = f->bucket_of[mu];
     if (f->o.zero_stage == 3) {
         require_params(f, u);
-        /* prefetch the unit that runs next */
-        int next = -1;
-        if (pass == SLM_PASS_FORWARD) next = u <= L ? u + 1 : -1;
-        else if (u == L + 1) next = L;
-        else if (u >= 2) next = u - 1;
+        /* prefetch the bucket that runs next: forward ascends, backward descends to 1 */
+        int next = pass == SLM_PASS_FORWARD ? (u + 1 < f->nunits ? u + 1 : -1) : (u >= 2 ? u - 1 : -1);
         if (next > 0) prefetch(f, next, 0);
     }
-    if (f->o.zero_stage >= 2 && pass == SLM_PASS_BACKWARD) {
-        fsdp_unit *un = &f->u[u];
-        if (u != 0) un->gslot = fsdp_acquire(f, &f->gpool, 1);
-        else un->gslot = 0;
-        if (u != 0 && un->gslot < 0) fatal(f, "no free gradient buffer");
+    fsdp_unit *un = &f->u[u];
+    if (f->o.zero_stage >= 2 && pass == SLM_PASS_BACKWARD && un->gslot < 0) {
+        un->gslot = u == 0 ? 0 : fsdp_acquire(f, &f->gpool, 1);
+        if (un->gslot < 0) fatal(f, "no free gradient buffer");
         float *g = fsdp_unit_grads(f, u);
         memset(g, 0, un->n * sizeof(float));
-        slm_gpt_bind_unit(f->model, u, NULL, g);
+        bind_bucket(f, u, NULL, g);
     }
 }
 
-static void hook_after(void *ctx, int u, slm_pass pass)
+static void hook_after(void *ctx, int mu, slm_pass pass)
 {
     slm_fsdp_t f = ctx;
+    const int u = f->bucket_of[mu];
+    const fsdp_unit *un = &f->u[u];
+    /* a bucket is done when its last unit ran forward, or its first unit ran backward */
+    int done = pass == SLM_PASS_FORWARD ? mu == un->last : mu == un->first;
+    if (!done) return;
     if (f->o.zero_stage == 3 && (u != 0 || pass == SLM_PASS_BACKWARD)) release_params(f, u);
     if (pass != SLM_PASS_BACKWARD || !reduces_now(f)) return;
-    int i = fsdp_launch(f, f->o.zero_stage == 0 ? OP_ALLREDUCE : OP_REDUCE_SCATTER, u, f->u[u].gslot);
+    int i = fsdp_launch(f, f->o.zero_stage == 0 ? OP_ALLREDUCE : OP_REDUCE_SCATTER, u, un->gslot);
     if (!f->o.overlap) fsdp_wait(f, i); /* the baseline: communication fully exposed */
 }
 
@@ -143,18 +158,35 @@ slm_status slm_fsdp_create(slm_gpt_t model, MPI_Comm dp, const slm_fsdp_options 
     f->bf16_sum = MPI_OP_NULL;
     MPI_Comm_rank(dp, &f->rank);
     MPI_Comm_size(dp, &f->size);
-    f->nunits = slm_gpt_num_units(model);
+    const int nmu = slm_gpt_num_units(model);
     f->nparams = slm_gpt_num_params(model);
-    f->u = calloc((size_t)f->nunits, sizeof *f->u);
-    SLM_CHECK(f->u, SLM_ERR_NOMEM, "out of memory");
+    f->u = calloc((size_t)nmu, sizeof *f->u);
+    f->bucket_of = calloc((size_t)nmu, sizeof *f->bucket_of);
+    SLM_CHECK(f->u && f->bucket_of, SLM_ERR_NOMEM, "out of memory");
+    /* Buckets: the embeddings alone (they finish last in backward and the head needs them
+     * first), then consecutive units until a bucket reaches bucket_mb. */
+    const double cap = opt->bucket_mb * (1 << 20) / sizeof(float);
+    for (int mu = 0; mu < nmu; mu++) {
+        size_t off, n;
+        slm_gpt_unit_range(model, mu, &off, &n);
+        fsdp_unit *open = f->nunits ? &f->u[f->nunits - 1] : NULL;
+        if (!open || mu == 1 || (double)open->n >= cap) {
+            open = &f->u[f->nunits++];
+            open->first = mu;
+            open->off = off;
+            open->n = 0;
+        }
+        open->last = mu;
+        open->n += n;
+        f->bucket_of[mu] = f->nunits - 1;
+    }
     for (int i = 0; i < FSDP_MAX_OPS; i++) f->req[i] = MPI_REQUEST_NULL;
     const int stage = opt->zero_stage, p = f->size;
     size_t max_block = 0;
     for (int u = 0; u < f->nunits; u++) {
         fsdp_unit *un = &f->u[u];
-        slm_gpt_unit_range(model, u, &un->off, &un->n);
-        SLM_CHECK(un->n <= INT_MAX, SLM_ERR_UNSUPPORTED, "unit %d has %zu parameters, more than an MPI count holds",
-                  u, un->n);
+        SLM_CHECK(un->n <= INT_MAX, SLM_ERR_UNSUPPORTED,
+                  "a bucket of %zu parameters is more than an MPI count holds: lower parallel.bucket_mb", un->n);
         un->chunk = (un->n + (size_t)p - 1) / (size_t)p;
         un->counts = calloc((size_t)p, sizeof(int));
         un->displs = calloc((size_t)p, sizeof(int));
@@ -225,8 +257,7 @@ slm_status slm_fsdp_create(slm_gpt_t model, MPI_Comm dp, const slm_fsdp_options 
         return SLM_ERROR(SLM_ERR_NOMEM, "cannot allocate the sharded training state (%.2f GiB so far)", gib);
     }
     for (int u = 0; u < f->nunits; u++)
-        slm_gpt_bind_unit(model, u, stage < 3 ? fsdp_unit_params(f, u) : NULL,
-                          stage < 2 ? fsdp_unit_grads(f, u) : NULL);
+        bind_bucket(f, u, stage < 3 ? fsdp_unit_params(f, u) : NULL, stage < 2 ? fsdp_unit_grads(f, u) : NULL);
     slm_gpt_hooks hooks = {hook_before, hook_after, hook_poll, f};
     slm_gpt_set_hooks(model, &hooks);
     f->last_micro = 1;
@@ -246,6 +277,7 @@ void slm_fsdp_destroy(slm_fsdp_t *fp)
         free(f->u[u].displs);
     }
     free(f->u);
+    free(f->bucket_of);
     free(f->full_params);
     free(f->full_grads);
     free(f->shard_params);
@@ -385,6 +417,7 @@ slm_fsdp_stats slm_fsdp_take_stats(slm_fsdp_t f)
 }
 
 slm_fsdp_memory slm_fsdp_memory_of(slm_fsdp_t f) { return f->mem; }
+int slm_fsdp_num_buckets(slm_fsdp_t f) { return f->nunits; }
 
 double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16)
 {

@@ -17,9 +17,11 @@ typedef struct {
     double t0, bytes;
 } fsdp_op;
 
-/* A unit (embeddings, a block, the final norm) and this rank's part of it. Unit
- * elements are split in dp chunks of `chunk` (the last ones shorter or empty). */
+/* A unit of communication - a bucket of one or more consecutive model units (the
+ * embeddings always alone) - and this rank's part of it. Its elements are split in dp
+ * chunks of `chunk` (the last ones shorter or empty). */
 typedef struct {
+    int first, last;       /* the model units it holds */
     size_t off, n;         /* range in the parameter index space */
     size_t chunk;          /* ceil(n / dp) */
     size_t own_lo, own_n;  /* this rank's part, relative to off */
@@ -43,8 +45,9 @@ struct slm_fsdp {
     MPI_Comm dp;
     int rank, size;
     slm_fsdp_options o;
-    int nunits;
+    int nunits;            /* buckets */
     fsdp_unit *u;
+    int *bucket_of;        /* model unit -> bucket */
     size_t nparams, shard_total;
     float *full_params;  /* stages 0-2: whole parameter vector */
     float *full_grads;   /* stages 0-1: whole gradient vector */

@@ -57,7 +57,7 @@ static slm_status setup(trainer *tr)
      * before the first collective. */
     SLM_CALL(slm_dataset_open(c->data.train, c->model.vocab_size, tr->T, c->train.seed, 0, need, &tr->data));
     SLM_CALL(slm_gpt_create(&mc, tr->B, 0, &tr->model));
-    slm_fsdp_options fo = {c->parallel.zero_stage, c->parallel.overlap, uses_bf16(c),
+    slm_fsdp_options fo = {c->parallel.zero_stage, c->parallel.overlap, c->parallel.bucket_mb, uses_bf16(c),
                            c->train.beta1, c->train.beta2, c->train.eps, c->train.weight_decay};
     SLM_CALL(slm_fsdp_create(tr->model, tr->dp_comm, &fo, &tr->fsdp));
     slm_fsdp_init_params(tr->fsdp, c->train.seed);
@@ -120,10 +120,11 @@ static void print_summary(const trainer *tr)
     slm_conf_print(c, stdout);
     printf("model     gpt2 L=%d H=%d C=%d V=%d T=%d: %.3fM parameters\n", c->model.n_layer,
            c->model.n_head, c->model.d_model, c->model.vocab_size, c->model.seq_len, (double)n / 1e6);
-    printf("layout    %d rank%s = dp %d, zero stage %d, overlap %s; micro_batch %d x grad_accum %d x dp %d "
-           "= global_batch %d; %d thread%s per rank\n",
-           tr->world, tr->world > 1 ? "s" : "", tr->dp, c->parallel.zero_stage,
-           c->parallel.overlap ? "on" : "off", tr->B, tr->accum, tr->dp, c->train.global_batch,
+    printf("layout    %d rank%s = dp %d, zero stage %d, %s, %d buckets, overlap %s; micro_batch %d x "
+           "grad_accum %d x dp %d = global_batch %d; %d thread%s per rank\n",
+           tr->world, tr->world > 1 ? "s" : "", tr->dp, c->parallel.zero_stage, c->train.precision,
+           slm_fsdp_num_buckets(tr->fsdp), c->parallel.overlap ? "on" : "off", tr->B, tr->accum, tr->dp,
+           c->train.global_batch,
            slm_get_threads(), slm_get_threads() > 1 ? "s" : "");
     printf("memory    per rank: params %.1f + grads %.1f + adamw %.1f = %.1f MiB of training state "
            "(stage %d expects %.1f MiB), gathered units %.1f MiB, gradient buffers %.1f MiB, "

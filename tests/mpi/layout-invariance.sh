@@ -20,6 +20,15 @@ for np in $NPS; do
             || fail "np $np stage $stage differs from one rank"
     done
 done
+# fused buckets change nothing either: a block here is 7224 floats (0.028 MiB), so 0.05 MiB
+# buckets hold both blocks: embeddings, blocks 0-1, final norm = 3 buckets instead of 4
+for stage in 0 3; do
+    timeout 300 "$MPIEXEC" -n 3 "$SHARDLM" train "${args[@]}" parallel.zero_stage=$stage parallel.bucket_mb=0.05 \
+        "log.dump=$WORK/bucket.h5" >"$WORK/out" || fail "bucket run"
+    grep -q ', 3 buckets,' "$WORK/out" || { grep layout "$WORK/out"; fail "blocks were not fused"; }
+    printf 'np 3 stage %d buckets of 0.05 MiB: ' "$stage"
+    "$PYTHON3" "$(dirname "$0")/compare_dumps.py" "$WORK/ref.h5" "$WORK/bucket.h5" || fail "buckets differ"
+done
 # overlap off must give the same numbers as overlap on
 timeout 300 "$MPIEXEC" -n 2 "$SHARDLM" train "${args[@]}" parallel.zero_stage=2 parallel.overlap=false \
     "log.dump=$WORK/nooverlap.h5" >/dev/null || fail "overlap off run"
