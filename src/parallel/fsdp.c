@@ -422,10 +422,11 @@ int slm_fsdp_num_buckets(slm_fsdp_t f) { return f->nunits; }
 double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16)
 {
     double n = (double)nparams;
-    /* bf16 keeps the fp32 masters apart from the computed-with copy at stages 0-2 */
+    /* bf16 keeps the fp32 masters apart from the computed-with copy at stages 0-2; stage 1
+     * keeps the whole local gradient and receives the reduced chunk beside it */
     switch (zero_stage) {
     case 0: return (bf16 ? 20.0 : 16.0) * n;
-    case 1: return 8.0 * n + (bf16 ? 12.0 : 8.0) * n / dp;
+    case 1: return 8.0 * n + (bf16 ? 16.0 : 12.0) * n / dp;
     case 2: return 4.0 * n + (bf16 ? 16.0 : 12.0) * n / dp;
     default: return 16.0 * n / dp;
     }
