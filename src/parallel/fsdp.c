@@ -2,7 +2,7 @@
  *
  * What each rank holds, N parameters over p ranks (DESIGN note in docs/parallelism.md):
  *   stage 0: parameters N, gradients N, AdamW moments 2N            all-reduce
- *   stage 1: parameters N, gradients N, moments 2N/p                reduce-scatter, all-gather
+ *   stage 1: parameters N, gradients N (+ reduced N/p), moments 2N/p  reduce-scatter, all-gather
  *   stage 2: parameters N, gradients N/p (+ unit buffers), 2N/p      reduce-scatter, all-gather
  *   stage 3: parameters N/p (+ gathered units), gradients N/p, 2N/p  gather per unit, reduce-scatter
  * Every unit (embeddings, each block, the final norm) is split in p contiguous chunks, so
