@@ -14,8 +14,9 @@ enum {
 int slm_cmd_train(int argc, char **argv, MPI_Comm comm);
 int slm_cmd_bench(int argc, char **argv, MPI_Comm comm);
 
-/* Print the current error (with its trace) once: on rank 0, or on every rank when the
- * error may differ between ranks. */
-void slm_cli_report_error(MPI_Comm comm, int every_rank);
+/* Print the current error with its trace. Not collective: rank 0 prints (for errors every
+ * rank reaches alike, such as a bad configuration). Collective (every rank failed): rank 0
+ * prints, and any rank whose error differs from rank 0's prints its own too. */
+void slm_cli_report_error(MPI_Comm comm, int collective);
 
 #endif

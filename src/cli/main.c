@@ -23,16 +23,24 @@ static void usage(FILE *f)
             "Run under mpirun or srun for several ranks, or as a plain process for one.\n");
 }
 
-void slm_cli_report_error(MPI_Comm comm, int every_rank)
+void slm_cli_report_error(MPI_Comm comm, int collective)
 {
     int rank = 0, world = 1;
     MPI_Comm_rank(comm, &rank);
     MPI_Comm_size(comm, &world);
-    if (!every_rank && rank != 0) return;
-    char buf[4096];
-    slm_error_format(buf, sizeof buf);
-    if (world > 1 && every_rank) fprintf(stderr, "[%d] shardlm: error: %s\n", rank, buf);
-    else fprintf(stderr, "shardlm: error: %s\n", buf);
+    char mine[4096], first[4096];
+    slm_error_format(mine, sizeof mine);
+    if (!collective || world == 1) {
+        if (rank == 0) fprintf(stderr, "shardlm: error: %s\n", mine);
+        fflush(stderr);
+        return;
+    }
+    /* Every rank failed: rank 0 speaks for all who failed the same way; a rank whose
+     * error differs says its own. */
+    memcpy(first, mine, sizeof first);
+    MPI_Bcast(first, sizeof first, MPI_CHAR, 0, comm);
+    if (rank == 0) fprintf(stderr, "shardlm: error: %s\n", mine);
+    else if (strcmp(first, mine)) fprintf(stderr, "[rank %d] shardlm: error: %s\n", rank, mine);
     fflush(stderr);
 }
 

@@ -43,8 +43,8 @@ int slm_cmd_train(int argc, char **argv, MPI_Comm comm)
         slm_cli_report_error(comm, 0);
         return SLM_EXIT_USAGE;
     }
-    if (slm_train_run(&conf, comm) != SLM_OK) {
-        slm_cli_report_error(comm, 0);
+    if (slm_train_run(&conf, comm) != SLM_OK) { /* every rank returns its error (runtime.h) */
+        slm_cli_report_error(comm, 1);
         return SLM_EXIT_FAILURE;
     }
     return SLM_EXIT_OK;

@@ -44,7 +44,8 @@ static void format_eta(double s, char *buf, size_t len)
     else snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
 }
 
-static slm_status setup(trainer *tr)
+/* Set-up that touches nothing shared: data, model, sharded state. */
+static slm_status setup_local(trainer *tr)
 {
     const slm_conf *c = tr->conf;
     slm_gpt_config mc = {c->model.n_layer, c->model.n_head, c->model.d_model, c->model.vocab_size,
@@ -75,6 +76,26 @@ static slm_status setup(trainer *tr)
         tr->metrics = fopen(c->log.metrics, "w");
         SLM_CHECK(tr->metrics, SLM_ERR_IO, "log.metrics: cannot create %s", c->log.metrics);
     }
+    return SLM_OK;
+}
+
+/* Every rank learns whether set-up failed anywhere before the first collective of the
+ * run, so a rank that could not open its data does not leave the others waiting. */
+static slm_status agree(trainer *tr, slm_status local)
+{
+    int bad = local != SLM_OK, any = 0;
+    MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, slm_mesh_world(tr->mesh));
+    if (local != SLM_OK) return local;
+    SLM_CHECK(!any, SLM_ERR_ARG, "another rank failed to set up; that rank reports why");
+    return SLM_OK;
+}
+
+/* Set-up that communicates. */
+static slm_status setup_shared(trainer *tr)
+{
+    const slm_conf *c = tr->conf;
+    slm_gpt_config mc = {c->model.n_layer, c->model.n_head, c->model.d_model, c->model.vocab_size,
+                         c->model.seq_len};
     if (c->log.dump[0]) { /* the gathers are collective: every rank takes part */
         if (tr->rank == 0) {
             tr->full = malloc(slm_gpt_num_params(tr->model) * sizeof(float));
@@ -274,7 +295,8 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     tr.dp_comm = slm_mesh_dp_comm(tr.mesh);
     tr.accum = slm_conf_grad_accum(conf, tr.dp);
     slm_set_threads(conf->train.threads);
-    slm_status s = setup(&tr);
+    slm_status s = agree(&tr, setup_local(&tr));
+    if (s == SLM_OK) s = setup_shared(&tr);
     if (s == SLM_OK) {
         print_summary(&tr);
         s = train_steps(&tr);
