@@ -17,7 +17,7 @@ typedef struct slm_conf {
         int n_layer, n_head, d_model, vocab_size, seq_len;
     } model;
     struct {
-        long steps;
+        long steps, stop_after;
         int micro_batch, global_batch;
         double lr, min_lr, weight_decay, grad_clip, beta1, beta2, eps;
         long warmup_steps;
@@ -36,7 +36,7 @@ typedef struct slm_conf {
     } data;
     struct {
         char dir[SLM_PATH_MAX], resume[SLM_PATH_MAX];
-        long every;
+        long every, keep_every;
         int keep, async;
     } ckpt;
     struct {

@@ -37,7 +37,10 @@ void slm_adamw_begin_step(slm_adamw_t opt);
 void slm_adamw_update_range(slm_adamw_t opt, float *params, const float *grads,
                             size_t state_offset, size_t global_offset, size_t count,
                             const slm_tensor_info *tensors, int ntensors, double lr);
-/* Steps taken so far. */
+/* Steps taken so far, and setting them when state is restored from a checkpoint. */
 long slm_adamw_steps(slm_adamw_t opt);
+void slm_adamw_set_steps(slm_adamw_t opt, long t);
+/* The first and second moments (n floats each), for checkpoints. */
+void slm_adamw_moments(slm_adamw_t opt, float **m, float **v);
 
 #endif

@@ -75,6 +75,20 @@ slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr);
 /* The whole parameter (grads = 0) or reduced gradient (grads = 1) vector on dp rank 0
  * (full: num_params floats there; ignored elsewhere). Collective over dp. */
 slm_status slm_fsdp_gather(slm_fsdp_t f, int grads, float *full);
+/* A contiguous range of the parameter index space this rank holds, with the buffers of
+ * its fp32 (master) parameters and AdamW moments; m and v may be NULL. */
+typedef struct slm_fsdp_range {
+    size_t offset, count;
+    float *params, *m, *v;
+} slm_fsdp_range;
+/* The ranges to save (for_read = 0: across ranks every element exactly once) or to fill
+ * when restoring (for_read = 1: also the replicated copies the stage keeps). out needs
+ * room for 2 x buckets entries; returns how many were written. Local. */
+int slm_fsdp_state_ranges(slm_fsdp_t f, int for_read, slm_fsdp_range *out);
+/* After the read ranges were filled: rebuild what derives from them (bf16 copies,
+ * masters, the AdamW step count) and drop gathered copies. Local. */
+void slm_fsdp_after_load(slm_fsdp_t f, long adam_steps);
+long slm_fsdp_adam_steps(slm_fsdp_t f);
 slm_fsdp_stats slm_fsdp_take_stats(slm_fsdp_t f);
 /* Buckets: the collectives one gradient reduction takes. */
 int slm_fsdp_num_buckets(slm_fsdp_t f);

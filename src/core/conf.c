@@ -35,6 +35,7 @@ static const key_spec keys[] = {
     NUM("model", "vocab_size", K_INT, model.vocab_size, 2, 16777216, "vocabulary size"),
     NUM("model", "seq_len", K_INT, model.seq_len, 1, 1048576, "context length"),
     NUM("train", "steps", K_LONG, train.steps, 0, 1e15, "optimizer steps"),
+    NUM("train", "stop_after", K_LONG, train.stop_after, 0, 1e15, "end this run (with a checkpoint) at this step (0 = at train.steps)"),
     NUM("train", "micro_batch", K_INT, train.micro_batch, 1, 1 << 20, "sequences per rank per micro-step"),
     NUM("train", "global_batch", K_INT, train.global_batch, 1, 1 << 30, "sequences per optimizer step"),
     NUM("train", "lr", K_DOUBLE, train.lr, 0, 10, "peak learning rate"),
@@ -59,7 +60,8 @@ static const key_spec keys[] = {
     STR("data", "val", data.val, "glob of validation shards, `synthetic`, or empty"),
     STR("ckpt", "dir", ckpt.dir, "checkpoint directory (empty = none)"),
     NUM("ckpt", "every", K_LONG, ckpt.every, 0, 1e15, "steps between checkpoints"),
-    NUM("ckpt", "keep", K_INT, ckpt.keep, 0, 1 << 20, "checkpoints kept"),
+    NUM("ckpt", "keep", K_INT, ckpt.keep, 1, 1 << 20, "newest checkpoints kept"),
+    NUM("ckpt", "keep_every", K_LONG, ckpt.keep_every, 0, 1e15, "also keep steps that are multiples (0 = none)"),
     NUM("ckpt", "async", K_BOOL, ckpt.async, 0, 1, "write checkpoints in the background"),
     STR("ckpt", "resume", ckpt.resume, "checkpoint to resume from (default: latest in dir)"),
     NUM("log", "every", K_LONG, log.every, 1, 1e15, "steps between log lines"),
@@ -100,6 +102,7 @@ void slm_conf_defaults(slm_conf *c)
     c->parallel.overlap = 1;
     strcpy(c->data.train, "synthetic");
     c->ckpt.keep = 3;
+    c->ckpt.every = 0;
     c->log.every = 10;
     c->sample.tokens = 200;
     c->sample.temperature = 0.8;
@@ -266,8 +269,9 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
     SLM_CHECK(c->train.global_batch % (c->train.micro_batch * dp) == 0, SLM_ERR_CONFIG,
               "train.global_batch = %d is not a multiple of train.micro_batch = %d x %d data-parallel "
               "ranks", c->train.global_batch, c->train.micro_batch, dp);
-    SLM_CHECK(c->ckpt.dir[0] == '\0' && c->ckpt.resume[0] == '\0', SLM_ERR_UNSUPPORTED,
-              "ckpt.dir / ckpt.resume: checkpointing is not available in this version");
+    SLM_CHECK(!c->ckpt.async, SLM_ERR_UNSUPPORTED, "ckpt.async = true is not available in this version");
+    SLM_CHECK(c->ckpt.every == 0 || c->ckpt.dir[0], SLM_ERR_CONFIG,
+              "ckpt.every = %ld needs ckpt.dir (where to write)", c->ckpt.every);
     SLM_CHECK(c->data.train[0], SLM_ERR_CONFIG, "data.train is empty (use `synthetic` or a glob of shards)");
     /* Activation memory grows as B*NH*T*T; catch sizes whose index math overflows. */
     double att = (double)c->train.micro_batch * c->model.n_head * c->model.seq_len * c->model.seq_len;

@@ -67,3 +67,10 @@ void slm_adamw_step(slm_adamw_t o, float *params, const float *grads,
 }
 
 long slm_adamw_steps(slm_adamw_t o) { return o->t; }
+void slm_adamw_set_steps(slm_adamw_t o, long t) { o->t = t; }
+
+void slm_adamw_moments(slm_adamw_t o, float **m, float **v)
+{
+    *m = o->m;
+    *v = o->v;
+}

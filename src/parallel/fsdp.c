@@ -409,6 +409,55 @@ slm_status slm_fsdp_gather(slm_fsdp_t f, int grads, float *full)
     return SLM_OK;
 }
 
+/* ---- checkpoint state ------------------------------------------------------------------ */
+
+int slm_fsdp_state_ranges(slm_fsdp_t f, int for_read, slm_fsdp_range *out)
+{
+    const int stage = f->o.zero_stage;
+    float *m, *v;
+    slm_adamw_moments(f->opt, &m, &v);
+    int n = 0;
+    for (int u = 0; u < f->nunits; u++) {
+        const fsdp_unit *un = &f->u[u];
+        const size_t own = un->off + un->own_lo;
+        if (stage == 0) { /* the whole vector everywhere: write the owned chunk, read all */
+            float *p = f->bf16 ? f->master : f->full_params;
+            size_t off = for_read ? un->off : own, cnt = for_read ? un->n : un->own_n;
+            out[n++] = (slm_fsdp_range){off, cnt, p + off, m + off, v + off};
+        } else if (stage == 3) {
+            out[n++] = (slm_fsdp_range){own, un->own_n, f->shard_params + un->shard_off, m + un->shard_off,
+                                        v + un->shard_off};
+        } else if (!for_read) { /* stages 1-2 write the master chunk they own */
+            float *p = f->bf16 ? f->master + un->shard_off : f->full_params + own;
+            out[n++] = (slm_fsdp_range){own, un->own_n, p, m + un->shard_off, v + un->shard_off};
+        } else { /* ... and read the whole replicated vector plus their moments */
+            out[n++] = (slm_fsdp_range){un->off, un->n, f->full_params + un->off, NULL, NULL};
+            out[n++] = (slm_fsdp_range){own, un->own_n, NULL, m + un->shard_off, v + un->shard_off};
+        }
+    }
+    return n;
+}
+
+void slm_fsdp_after_load(slm_fsdp_t f, long adam_steps)
+{
+    slm_adamw_set_steps(f->opt, adam_steps);
+    const int stage = f->o.zero_stage;
+    if (stage == 3) {
+        for (int u = 0; u < f->nunits; u++) release_params(f, u);
+        return;
+    }
+    if (!f->bf16) return;
+    if (stage == 0) memcpy(f->full_params, f->master, f->nparams * sizeof(float));
+    else
+        for (int u = 0; u < f->nunits; u++) { /* the exact values arrived in the whole vector */
+            const fsdp_unit *un = &f->u[u];
+            memcpy(f->master + un->shard_off, f->full_params + un->off + un->own_lo, un->own_n * sizeof(float));
+        }
+    slm_bf16_round(f->full_params, f->nparams);
+}
+
+long slm_fsdp_adam_steps(slm_fsdp_t f) { return slm_adamw_steps(f->opt); }
+
 slm_fsdp_stats slm_fsdp_take_stats(slm_fsdp_t f)
 {
     slm_fsdp_stats s = f->stats;

@@ -1,11 +1,14 @@
 /* metrics.c - one JSON object per step, one line each (JSON lines). */
 #include <math.h>
+#include <string.h>
 #include "shardlm/runtime.h"
 
 /* JSON has no NaN/Infinity: write null so every line stays parseable. */
 static void num(FILE *f, const char *key, double v, int last)
 {
-    if (isfinite(v)) fprintf(f, "\"%s\":%.9g%s", key, v, last ? "" : ",");
+    /* loss and grad_norm with every digit, so runs can be compared bit for bit */
+    int exact = !strcmp(key, "loss") || !strcmp(key, "grad_norm");
+    if (isfinite(v)) fprintf(f, exact ? "\"%s\":%.17g%s" : "\"%s\":%.9g%s", key, v, last ? "" : ",");
     else fprintf(f, "\"%s\":null%s", key, last ? "" : ",");
 }
 

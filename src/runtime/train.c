@@ -12,28 +12,13 @@
 #include "shardlm/parallel.h"
 #include "shardlm/runtime.h"
 #include "shardlm/timer.h"
+#include "trainer_impl.h"
 
 /* Synthetic text is generated for the whole run up front, up to this many tokens;
  * longer runs wrap around. */
 #define SYNTH_MAX_TOKENS ((size_t)1 << 28)
 
-typedef struct {
-    const slm_conf *conf;
-    slm_mesh_t mesh;
-    MPI_Comm dp_comm;
-    int rank, world, dp, dp_rank, accum, B, T;
-    slm_gpt_t model;
-    slm_fsdp_t fsdp;
-    slm_dataset_t data;
-    slm_dump_t dump;
-    FILE *metrics;
-    int32_t *windows;          /* (B, T+1) */
-    int32_t *inputs, *targets; /* (B, T) */
-    float *full;               /* rank 0, with log.dump: a whole parameter vector */
-    float *losses;
-    double *lrs, *norms;
-    double peak_gflops, flops_per_token;
-} trainer;
+
 
 static int uses_bf16(const slm_conf *c) { return !strcmp(c->train.precision, "bf16"); }
 
@@ -164,9 +149,9 @@ static void print_summary(const trainer *tr)
  * count through the global batch, so every rank count sees the same samples. */
 static slm_status load_batch(trainer *tr, long step, int micro)
 {
-    const int T = tr->T, GB = tr->conf->train.global_batch;
+    const int T = tr->T;
     for (int b = 0; b < tr->B; b++) {
-        uint64_t g = (uint64_t)step * (uint64_t)GB + (uint64_t)micro * (uint64_t)tr->B * tr->dp +
+        uint64_t g = (uint64_t)tr->samples + (uint64_t)micro * (uint64_t)tr->B * tr->dp +
                      (uint64_t)tr->dp_rank * tr->B + (uint64_t)b;
         int32_t *w = tr->windows + (size_t)b * (T + 1);
         slm_dataset_sample(tr->data, g, w);
@@ -217,15 +202,16 @@ static slm_status train_steps(trainer *tr)
     const double tokens_per_step = (double)c->train.global_batch * tr->T;
     double run_start = slm_now(), timed = 0.0;
     long timed_steps = 0;
-    for (long step = 0; step < steps; step++) {
+    for (long step = tr->start_step; step < steps; step++) {
         double t0 = slm_now(), loss = 0, norm = 0, lr = 0;
         SLM_CALL(one_step(tr, step, &loss, &norm, &lr));
+        tr->samples += c->train.global_batch;
         double dt = slm_now() - t0;
         slm_fsdp_stats cs = slm_fsdp_take_stats(tr->fsdp);
         tr->losses[step] = (float)loss;
         tr->lrs[step] = lr;
         tr->norms[step] = norm;
-        if (step > 0 || steps == 1) { /* step 0 pays for first-touch page faults */
+        if (step > tr->start_step || steps - tr->start_step == 1) { /* the first step pays for page faults */
             timed += dt;
             timed_steps++;
         }
@@ -249,12 +235,18 @@ static slm_status train_steps(trainer *tr)
                    100.0 * m.mfu, dt * 1e3, comm, eta);
             fflush(stdout);
         }
+        SLM_CALL(slm_trainer_maybe_save(tr, step));
+        if (c->train.stop_after > 0 && step + 1 >= c->train.stop_after) {
+            if (tr->rank == 0) printf("stop      at step %ld (train.stop_after) of %ld\n", step + 1, steps);
+            tr->stopped_early = 1;
+            break;
+        }
     }
-    if (tr->rank == 0 && steps > 0) {
+    if (tr->rank == 0 && steps > tr->start_step) {
         double floor = slm_dataset_entropy_floor(tr->data);
         double tps = timed_steps ? tokens_per_step * timed_steps / timed : 0;
         printf("done      %ld steps in %.1f s, %.0f tok/s (mean after step 1), mfu %.1f%%, peak RSS %.0f MiB (rank 0)\n",
-               steps, slm_now() - run_start, tps,
+               steps - tr->start_step, slm_now() - run_start, tps,
                100.0 * tps * tr->flops_per_token / (tr->peak_gflops * 1e9 * tr->world), slm_peak_rss_mib());
         if (isfinite(floor))
             printf("loss      %.4f at the last step; the synthetic corpus's entropy rate (the floor) is "
@@ -273,7 +265,7 @@ static slm_status train_steps(trainer *tr)
 static slm_status sample(trainer *tr)
 {
     const slm_conf *c = tr->conf;
-    if (c->sample.tokens <= 0) return SLM_OK;
+    if (c->sample.tokens <= 0 || tr->stopped_early) return SLM_OK;
     size_t cap = (size_t)c->sample.tokens * 8 + strlen(c->sample.prompt) + 64;
     char *text = malloc(cap);
     SLM_CHECK(text, SLM_ERR_NOMEM, "out of memory");
@@ -297,6 +289,7 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     slm_set_threads(conf->train.threads);
     slm_status s = agree(&tr, setup_local(&tr));
     if (s == SLM_OK) s = setup_shared(&tr);
+    if (s == SLM_OK) s = slm_trainer_restore(&tr);
     if (s == SLM_OK) {
         print_summary(&tr);
         s = train_steps(&tr);

@@ -1,0 +1,68 @@
+/* shardlm/ckpt.h - HDF5 checkpoints: one file per checkpoint, written collectively
+ * through MPI-IO, every tensor under its global name at its global shape.
+ *
+ * The writer and reader know nothing of sharding: the caller describes what this rank
+ * holds as pieces - contiguous ranges of the global parameter index space with the
+ * buffers that hold their parameters and AdamW moments - and each rank writes or reads
+ * exactly those ranges (hyperslabs). A checkpoint written by any layout therefore loads
+ * into any other. Format: docs/checkpoint-format.md. */
+#ifndef SHARDLM_CKPT_H
+#define SHARDLM_CKPT_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "shardlm/model.h"
+#include "shardlm/status.h"
+
+#define SLM_CKPT_FORMAT "shardlm-checkpoint"
+#define SLM_CKPT_VERSION 1
+
+/* One contiguous range [offset, offset+count) of the parameter index space and where this
+ * rank keeps it. m and v may be NULL for a range that carries parameters only. */
+typedef struct slm_ckpt_piece {
+    size_t offset, count;
+    float *params, *m, *v;
+} slm_ckpt_piece;
+
+/* Everything besides tensors that a resumed run needs. */
+typedef struct slm_ckpt_meta {
+    long step;             /* optimizer steps completed */
+    long long samples;     /* data cursor: sequences consumed */
+    long long tokens;      /* tokens trained */
+    long adam_t;           /* AdamW step count (bias correction) */
+    uint64_t seed;         /* init, data and sampling keys derive from it */
+    int n_layer, n_head, d_model, vocab_size, seq_len;
+    char layout[160];      /* "dp=2 tp=1 pp=1 zero_stage=3 precision=bf16" */
+    char config[16384];    /* the resolved configuration, INI text */
+} slm_ckpt_meta;
+
+typedef struct slm_ckpt_stats {
+    double seconds, bytes;
+} slm_ckpt_stats;
+
+/* Write checkpoint `step` into dir, atomically: under a temporary name, flushed and
+ * fsynced, renamed, then the `latest` pointer moved. Keeps the newest `keep` checkpoints
+ * and every one whose step is a multiple of keep_every (0: none). Collective. */
+slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *meta,
+                         const slm_tensor_info *tensors, int ntensors,
+                         const slm_ckpt_piece *pieces, int npieces, int keep, long keep_every,
+                         slm_ckpt_stats *stats);
+
+/* The checkpoint to resume from: `explicit_path` if given (it must verify), else the
+ * newest checkpoint in dir that verifies, with each one skipped reported on rank 0.
+ * path[0] = 0 when there is none. Collective. */
+slm_status slm_ckpt_find(MPI_Comm comm, const char *dir, const char *explicit_path, char *path,
+                         size_t len);
+
+/* Check a checkpoint: format and version, completeness, the model shape (when expect is
+ * not NULL), and every tensor's checksums by reading it. Collective. */
+slm_status slm_ckpt_verify(MPI_Comm comm, const char *path, const slm_ckpt_meta *expect,
+                           slm_ckpt_meta *meta);
+
+/* Read meta and this rank's pieces from path. Collective. */
+slm_status slm_ckpt_load(MPI_Comm comm, const char *path, const slm_tensor_info *tensors,
+                         int ntensors, const slm_ckpt_piece *pieces, int npieces,
+                         slm_ckpt_meta *meta, slm_ckpt_stats *stats);
+
+#endif

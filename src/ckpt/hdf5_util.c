@@ -1,0 +1,171 @@
+/* hdf5_util.c - selections, property lists and attributes for checkpoint files. */
+#include <string.h>
+#include "ckpt_impl.h"
+
+const char *const ckpt_group_names[CK_NGROUPS] = {"params", "adam_m", "adam_v"};
+
+float *ckpt_piece_buffer(const slm_ckpt_piece *p, int group)
+{
+    return group == CK_PARAMS ? p->params : group == CK_M ? p->m : p->v;
+}
+
+int ckpt_overlap(const slm_tensor_info *t, const slm_ckpt_piece *pieces, int npieces, int group,
+                 size_t *lo, size_t *hi, float **mem)
+{
+    for (int i = 0; i < npieces; i++) {
+        const slm_ckpt_piece *p = &pieces[i];
+        float *buf = ckpt_piece_buffer(p, group);
+        size_t a = p->offset > t->offset ? p->offset : t->offset;
+        size_t b = p->offset + p->count < t->offset + t->count ? p->offset + p->count : t->offset + t->count;
+        if (!buf || a >= b) continue;
+        *lo = a - t->offset;
+        *hi = b - t->offset;
+        *mem = buf + (a - p->offset);
+        return 1;
+    }
+    return 0;
+}
+
+void ckpt_select_range(hid_t space, const slm_tensor_info *t, size_t lo, size_t hi)
+{
+    if (t->ndim == 1) {
+        hsize_t start = lo, count = hi - lo;
+        H5Sselect_hyperslab(space, H5S_SELECT_SET, &start, NULL, &count, NULL);
+        return;
+    }
+    /* A flat range of a row-major matrix: a partial first row, whole middle rows and a
+     * partial last row, selected as a union of up to three blocks (in file order, which
+     * is the order the elements take in memory). */
+    const hsize_t C = (hsize_t)t->shape[1];
+    hsize_t r0 = lo / C, c0 = lo % C, r1 = (hi - 1) / C, c1 = (hi - 1) % C;
+    H5Sselect_none(space);
+    if (r0 == r1) {
+        hsize_t start[2] = {r0, c0}, count[2] = {1, c1 - c0 + 1};
+        H5Sselect_hyperslab(space, H5S_SELECT_OR, start, NULL, count, NULL);
+        return;
+    }
+    hsize_t s1[2] = {r0, c0}, n1[2] = {1, C - c0};
+    H5Sselect_hyperslab(space, H5S_SELECT_OR, s1, NULL, n1, NULL);
+    if (r1 > r0 + 1) {
+        hsize_t s2[2] = {r0 + 1, 0}, n2[2] = {r1 - r0 - 1, C};
+        H5Sselect_hyperslab(space, H5S_SELECT_OR, s2, NULL, n2, NULL);
+    }
+    hsize_t s3[2] = {r1, 0}, n3[2] = {1, c1 + 1};
+    H5Sselect_hyperslab(space, H5S_SELECT_OR, s3, NULL, n3, NULL);
+}
+
+hid_t ckpt_fapl(MPI_Comm comm)
+{
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL);
+    return fapl;
+}
+
+hid_t ckpt_dxpl_collective(void)
+{
+    hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+    H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE);
+    return dxpl;
+}
+
+herr_t ckpt_attr_write(hid_t loc, const char *name, hid_t type, const void *value)
+{
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, type, sp, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Awrite(a, type, value);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return rc;
+}
+
+herr_t ckpt_attr_read(hid_t loc, const char *name, hid_t type, void *value)
+{
+    if (H5Aexists(loc, name) <= 0) return -1;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    herr_t rc = a < 0 ? -1 : H5Aread(a, type, value);
+    if (a >= 0) H5Aclose(a);
+    return rc;
+}
+
+herr_t ckpt_attr_write_string(hid_t loc, const char *name, const char *value)
+{
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, strlen(value) + 1);
+    herr_t rc = ckpt_attr_write(loc, name, type, value);
+    H5Tclose(type);
+    return rc;
+}
+
+herr_t ckpt_attr_read_string(hid_t loc, const char *name, char *value, size_t len)
+{
+    if (H5Aexists(loc, name) <= 0) return -1;
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    hid_t ft = H5Aget_type(a);
+    size_t n = H5Tget_size(ft);
+    herr_t rc = -1;
+    if (n <= len) {
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, n);
+        rc = H5Aread(a, mt, value);
+        H5Tclose(mt);
+        value[n - 1] = '\0';
+    }
+    H5Tclose(ft);
+    H5Aclose(a);
+    return rc;
+}
+
+herr_t ckpt_meta_write(hid_t f, const slm_ckpt_meta *m)
+{
+    int version = SLM_CKPT_VERSION;
+    long long step = m->step, adam_t = m->adam_t;
+    unsigned long long seed = m->seed;
+    int shape[5] = {m->n_layer, m->n_head, m->d_model, m->vocab_size, m->seq_len};
+    static const char *shape_names[5] = {"n_layer", "n_head", "d_model", "vocab_size", "seq_len"};
+    herr_t rc = ckpt_attr_write_string(f, "format", SLM_CKPT_FORMAT);
+    rc |= ckpt_attr_write(f, "version", H5T_NATIVE_INT, &version);
+    rc |= ckpt_attr_write(f, "step", H5T_NATIVE_LLONG, &step);
+    rc |= ckpt_attr_write(f, "samples", H5T_NATIVE_LLONG, &m->samples);
+    rc |= ckpt_attr_write(f, "tokens", H5T_NATIVE_LLONG, &m->tokens);
+    rc |= ckpt_attr_write(f, "adam_t", H5T_NATIVE_LLONG, &adam_t);
+    rc |= ckpt_attr_write(f, "seed", H5T_NATIVE_ULLONG, &seed);
+    for (int i = 0; i < 5; i++) rc |= ckpt_attr_write(f, shape_names[i], H5T_NATIVE_INT, &shape[i]);
+    rc |= ckpt_attr_write_string(f, "layout", m->layout);
+    rc |= ckpt_attr_write_string(f, "config", m->config);
+    return rc;
+}
+
+slm_status ckpt_meta_read(hid_t f, const char *path, slm_ckpt_meta *m)
+{
+    char format[64] = "";
+    int version = 0;
+    long long step = 0, adam_t = 0;
+    unsigned long long seed = 0;
+    memset(m, 0, sizeof *m);
+    SLM_CHECK(ckpt_attr_read_string(f, "format", format, sizeof format) >= 0 && !strcmp(format, SLM_CKPT_FORMAT),
+              SLM_ERR_FORMAT, "%s is not a shardlm checkpoint (no format attribute '%s')", path, SLM_CKPT_FORMAT);
+    SLM_CHECK(ckpt_attr_read(f, "version", H5T_NATIVE_INT, &version) >= 0, SLM_ERR_FORMAT,
+              "%s: no format version", path);
+    SLM_CHECK(version == SLM_CKPT_VERSION, SLM_ERR_FORMAT,
+              "%s: checkpoint format version %d, this shardlm reads version %d", path, version, SLM_CKPT_VERSION);
+    int shape[5];
+    static const char *shape_names[5] = {"n_layer", "n_head", "d_model", "vocab_size", "seq_len"};
+    herr_t rc = ckpt_attr_read(f, "step", H5T_NATIVE_LLONG, &step);
+    rc |= ckpt_attr_read(f, "samples", H5T_NATIVE_LLONG, &m->samples);
+    rc |= ckpt_attr_read(f, "tokens", H5T_NATIVE_LLONG, &m->tokens);
+    rc |= ckpt_attr_read(f, "adam_t", H5T_NATIVE_LLONG, &adam_t);
+    rc |= ckpt_attr_read(f, "seed", H5T_NATIVE_ULLONG, &seed);
+    for (int i = 0; i < 5; i++) rc |= ckpt_attr_read(f, shape_names[i], H5T_NATIVE_INT, &shape[i]);
+    rc |= ckpt_attr_read_string(f, "layout", m->layout, sizeof m->layout);
+    rc |= ckpt_attr_read_string(f, "config", m->config, sizeof m->config);
+    SLM_CHECK(rc >= 0, SLM_ERR_FORMAT, "%s: missing or unreadable checkpoint attributes", path);
+    m->step = (long)step;
+    m->adam_t = (long)adam_t;
+    m->seed = seed;
+    m->n_layer = shape[0];
+    m->n_head = shape[1];
+    m->d_model = shape[2];
+    m->vocab_size = shape[3];
+    m->seq_len = shape[4];
+    return SLM_OK;
+}

@@ -1,0 +1,213 @@
+/* save.c - writing a checkpoint: collective HDF5 through MPI-IO, then the commit.
+ *
+ * Commit protocol (a crash at any point leaves the previous checkpoint in place):
+ *   1. every rank writes its hyperslabs into dir/.step_N.h5.tmp; the file is flushed with
+ *      MPI_File_sync (H5Fflush, global scope) and closed;
+ *   2. rank 0 fsyncs the file, renames it to dir/step_N.h5 and fsyncs the directory;
+ *   3. rank 0 writes dir/latest.tmp naming it, fsyncs, renames it over dir/latest, fsyncs
+ *      the directory; only now does a restart see the new checkpoint;
+ *   4. rank 0 applies retention.
+ * Every tensor is stored chunked with HDF5's Fletcher32 filter, so each chunk carries a
+ * checksum that every reader (shardlm, h5py, h5dump) checks. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "ckpt_impl.h"
+#include "shardlm/timer.h"
+
+/* Chunks of about 1 MiB (2^18 floats), whole rows for matrices. */
+static hid_t dataset_plist(const slm_tensor_info *t)
+{
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hsize_t chunk[2];
+    if (t->ndim == 1) chunk[0] = t->count < (1u << 18) ? t->count : (1u << 18);
+    else {
+        hsize_t rows = ((hsize_t)1 << 18) / (hsize_t)t->shape[1];
+        chunk[0] = rows < 1 ? 1 : rows > (hsize_t)t->shape[0] ? (hsize_t)t->shape[0] : rows;
+        chunk[1] = (hsize_t)t->shape[1];
+    }
+    H5Pset_chunk(dcpl, t->ndim, chunk);
+    H5Pset_fletcher32(dcpl);
+    return dcpl;
+}
+
+static int write_tensor(hid_t group, const slm_tensor_info *t, const slm_ckpt_piece *pieces,
+                        int npieces, int which, hid_t dxpl)
+{
+    hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
+    hid_t fspace = H5Screate_simple(t->ndim, dims, NULL);
+    hid_t dcpl = dataset_plist(t);
+    hid_t ds = H5Dcreate2(group, t->name, H5T_IEEE_F32LE, fspace, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
+    int ok = ds >= 0;
+    size_t lo, hi;
+    float *mem = NULL;
+    hid_t mspace;
+    if (ckpt_overlap(t, pieces, npieces, which, &lo, &hi, &mem)) {
+        ckpt_select_range(fspace, t, lo, hi);
+        hsize_t n = hi - lo;
+        mspace = H5Screate_simple(1, &n, NULL);
+    } else { /* a collective write: take part with nothing */
+        H5Sselect_none(fspace);
+        hsize_t one = 1;
+        mspace = H5Screate_simple(1, &one, NULL);
+        H5Sselect_none(mspace);
+    }
+    if (ok) ok = H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, mem) >= 0;
+    if (ds >= 0) H5Dclose(ds);
+    H5Sclose(mspace);
+    H5Sclose(fspace);
+    return ok;
+}
+
+static int fsync_path(const char *path, int flags)
+{
+    int fd = open(path, flags);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* Rank 0's part of the commit: durable file, rename, durable pointer. */
+static slm_status commit(const char *dir, const char *tmp, const char *final, const char *name)
+{
+    SLM_CHECK(fsync_path(tmp, O_RDONLY) == 0, SLM_ERR_IO, "checkpoint %s: fsync failed: %s", tmp, strerror(errno));
+    SLM_CHECK(rename(tmp, final) == 0, SLM_ERR_IO, "checkpoint: cannot rename %s to %s: %s", tmp, final,
+              strerror(errno));
+    fsync_path(dir, O_RDONLY | O_DIRECTORY);
+    char latest[SLM_PATH_MAX_CKPT], latest_tmp[SLM_PATH_MAX_CKPT];
+    snprintf(latest, sizeof latest, "%s/latest", dir);
+    snprintf(latest_tmp, sizeof latest_tmp, "%s/latest.tmp", dir);
+    FILE *f = fopen(latest_tmp, "w");
+    SLM_CHECK(f, SLM_ERR_IO, "checkpoint: cannot write %s: %s", latest_tmp, strerror(errno));
+    int ok = fprintf(f, "%s\n", name) > 0;
+    ok = (fflush(f) == 0) && ok;
+    ok = (fsync(fileno(f)) == 0) && ok;
+    ok = (fclose(f) == 0) && ok;
+    SLM_CHECK(ok, SLM_ERR_IO, "checkpoint: cannot write %s: %s", latest_tmp, strerror(errno));
+    SLM_CHECK(rename(latest_tmp, latest) == 0, SLM_ERR_IO, "checkpoint: cannot move %s into place: %s",
+              latest_tmp, strerror(errno));
+    fsync_path(dir, O_RDONLY | O_DIRECTORY);
+    return SLM_OK;
+}
+
+/* Step number of a committed checkpoint file name, or -1. */
+long slm_ckpt_step_of(const char *name)
+{
+    long step;
+    int end = 0;
+    if (sscanf(name, "step_%ld.h5%n", &step, &end) == 1 && end > 0 && name[end] == '\0') return step;
+    return -1;
+}
+
+static int cmp_long_desc(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Newest `keep` stay, and every multiple of keep_every; unfinished temporaries go. */
+static void retain(const char *dir, int keep, long keep_every, long current)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    long steps[4096];
+    int n = 0;
+    char path[SLM_PATH_MAX_CKPT];
+    for (struct dirent *e; (e = readdir(d));) {
+        long s = slm_ckpt_step_of(e->d_name);
+        if (s >= 0 && n < 4096) steps[n++] = s;
+        long t;
+        if (sscanf(e->d_name, ".step_%ld.h5.tmp", &t) == 1 && t != current) {
+            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    }
+    closedir(d);
+    qsort(steps, (size_t)n, sizeof *steps, cmp_long_desc);
+    for (int i = keep > 0 ? keep : 1; i < n; i++) {
+        if (keep_every > 0 && steps[i] % keep_every == 0) continue;
+        snprintf(path, sizeof path, "%s/step_%09ld.h5", dir, steps[i]);
+        unlink(path);
+    }
+}
+
+/* Make every rank agree on a local outcome; the first failing rank's message wins. */
+slm_status slm_ckpt_agree(MPI_Comm comm, slm_status local)
+{
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    int mine = local != SLM_OK ? rank : size, first = size;
+    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
+    if (first == size) return SLM_OK;
+    char msg[1024];
+    int code = (int)local;
+    snprintf(msg, sizeof msg, "%s", slm_error_message());
+    MPI_Bcast(msg, sizeof msg, MPI_CHAR, first, comm);
+    MPI_Bcast(&code, 1, MPI_INT, first, comm);
+    if (local != SLM_OK && rank == first) return local;
+    return SLM_ERROR((slm_status)code, "%s", msg);
+}
+
+slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *meta,
+                         const slm_tensor_info *tensors, int ntensors,
+                         const slm_ckpt_piece *pieces, int npieces, int keep, long keep_every,
+                         slm_ckpt_stats *stats)
+{
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    double t0 = slm_now();
+    slm_status st = SLM_OK;
+    if (rank == 0 && mkdir(dir, 0777) != 0 && errno != EEXIST)
+        st = SLM_ERROR(SLM_ERR_IO, "ckpt.dir: cannot create %s: %s", dir, strerror(errno));
+    SLM_CALL(slm_ckpt_agree(comm, st));
+    char name[64], tmp[SLM_PATH_MAX_CKPT], final[SLM_PATH_MAX_CKPT];
+    snprintf(name, sizeof name, "step_%09ld.h5", meta->step);
+    snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
+    snprintf(final, sizeof final, "%s/%s", dir, name);
+
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* failures become our messages below */
+    hid_t fapl = ckpt_fapl(comm);
+    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
+    int ok = file >= 0;
+    hid_t dxpl = ckpt_dxpl_collective();
+    double bytes = 0.0;
+    for (int g = 0; g < CK_NGROUPS && ok; g++) {
+        hid_t grp = H5Gcreate2(file, ckpt_group_names[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        ok = grp >= 0;
+        for (int i = 0; i < ntensors && ok; i++) {
+            ok = write_tensor(grp, &tensors[i], pieces, npieces, g, dxpl);
+            bytes += 4.0 * (double)tensors[i].count;
+        }
+        if (grp >= 0) H5Gclose(grp);
+    }
+    H5Pclose(dxpl);
+    if (ok) ok = ckpt_meta_write(file, meta) >= 0;
+    int complete = 1;
+    if (ok) ok = ckpt_attr_write(file, "complete", H5T_NATIVE_INT, &complete) >= 0;
+    if (ok) ok = H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0;
+    if (file >= 0 && H5Fclose(file) < 0) ok = 0;
+    if (!ok)
+        st = SLM_ERROR(SLM_ERR_IO, "checkpoint: writing %s failed (disk full or unwritable?); the previous "
+                       "checkpoint is untouched", tmp);
+    SLM_CALL(slm_ckpt_agree(comm, st));
+    if (rank == 0) {
+        st = commit(dir, tmp, final, name);
+        if (st == SLM_OK) retain(dir, keep, keep_every, meta->step);
+    }
+    SLM_CALL(slm_ckpt_agree(comm, st));
+    if (stats) {
+        stats->seconds = slm_now() - t0;
+        stats->bytes = bytes;
+    }
+    return SLM_OK;
+}

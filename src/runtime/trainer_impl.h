@@ -1,0 +1,39 @@
+/* trainer_impl.h - the state of one training run, shared by the loop (train.c) and the
+ * checkpoint wiring (checkpoint.c). */
+#ifndef SHARDLM_TRAINER_IMPL_H
+#define SHARDLM_TRAINER_IMPL_H
+
+#include <stdio.h>
+#include "shardlm/conf.h"
+#include "shardlm/data.h"
+#include "shardlm/model.h"
+#include "shardlm/parallel.h"
+#include "shardlm/runtime.h"
+
+typedef struct {
+    const slm_conf *conf;
+    slm_mesh_t mesh;
+    MPI_Comm dp_comm;
+    int rank, world, dp, dp_rank, accum, B, T;
+    slm_gpt_t model;
+    slm_fsdp_t fsdp;
+    slm_dataset_t data;
+    slm_dump_t dump;
+    FILE *metrics;
+    int32_t *windows;          /* (B, T+1) */
+    int32_t *inputs, *targets; /* (B, T) */
+    float *full;               /* rank 0, with log.dump: a whole parameter vector */
+    float *losses;
+    double *lrs, *norms;
+    long start_step;           /* the first step this run trains (after a resume) */
+    long long samples;         /* data cursor: sequences consumed before this step */
+    int stopped_early;         /* train.stop_after ended the run before train.steps */
+    double peak_gflops, flops_per_token;
+} trainer;
+
+/* checkpoint.c: resume from ckpt.resume or the newest good checkpoint in ckpt.dir (if
+ * any), and save after `step` when ckpt.every says so or the run ends. Collective. */
+slm_status slm_trainer_restore(trainer *tr);
+slm_status slm_trainer_maybe_save(trainer *tr, long step);
+
+#endif
