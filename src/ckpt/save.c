@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 #include "ckpt_impl.h"
 #include "shardlm/timer.h"
@@ -157,6 +158,62 @@ slm_status slm_ckpt_agree(MPI_Comm comm, slm_status local)
     return SLM_ERROR((slm_status)code, "%s", msg);
 }
 
+/* Bytes a checkpoint file takes, generously: the tensors, a share for chunk checksums and
+ * indexes, and the metadata. */
+static double estimate_bytes(const slm_tensor_info *tensors, int ntensors)
+{
+    double need = 64 * 1024.0;
+    for (int i = 0; i < ntensors; i++) need += CK_NGROUPS * (4.0 * (double)tensors[i].count * 1.05 + 4096.0);
+    return need;
+}
+
+/* Rank 0, before anything is written: is there room for the checkpoint? Running out of
+ * space in the middle of a collective write is what must not happen (HDF5 cannot recover
+ * a file it failed to flush), so the file's blocks are also reserved up front (reserve). */
+static slm_status check_space(const char *dir, double need)
+{
+    struct statvfs vfs;
+    if (statvfs(dir, &vfs) != 0) return SLM_OK; /* cannot tell: try */
+    double avail = (double)vfs.f_bavail * (double)vfs.f_frsize;
+    SLM_CHECK(avail >= need, SLM_ERR_IO,
+              "checkpoint: %s has %.1f MB free, a checkpoint needs about %.1f MB; the previous checkpoint is "
+              "untouched", dir, avail / 1e6, need / 1e6);
+    return SLM_OK;
+}
+
+/* Rank 0: reserve the file's blocks now (beyond its end, size unchanged), so the writes
+ * that follow cannot run out of space. */
+static slm_status reserve(const char *tmp, double need)
+{
+    int fd = open(tmp, O_WRONLY);
+    SLM_CHECK(fd >= 0, SLM_ERR_IO, "checkpoint: cannot open %s: %s", tmp, strerror(errno));
+    int rc = fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)need);
+    int err = errno;
+    close(fd);
+    SLM_CHECK(rc == 0 || err == EOPNOTSUPP, SLM_ERR_IO,
+              "checkpoint: cannot reserve %.1f MB for %s: %s; the previous checkpoint is untouched", need / 1e6,
+              tmp, strerror(err));
+    return SLM_OK;
+}
+
+/* After a failed write: close what HDF5 lets us close and remove the temporary. */
+static void abandon(MPI_Comm comm, hid_t file, const char *tmp)
+{
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    if (file >= 0) H5Fclose(file);
+    if (rank == 0) unlink(tmp);
+}
+
+/* Collective writes must fail together: one rank giving up while the others go on to the
+ * next collective would hang them. */
+static int all_ok(MPI_Comm comm, int ok)
+{
+    int all = 0;
+    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, comm);
+    return all;
+}
+
 slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *meta,
                          const slm_tensor_info *tensors, int ntensors,
                          const slm_ckpt_piece *pieces, int npieces, int keep, long keep_every,
@@ -168,6 +225,8 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
     slm_status st = SLM_OK;
     if (rank == 0 && mkdir(dir, 0777) != 0 && errno != EEXIST)
         st = SLM_ERROR(SLM_ERR_IO, "ckpt.dir: cannot create %s: %s", dir, strerror(errno));
+    const double need = estimate_bytes(tensors, ntensors);
+    if (rank == 0 && st == SLM_OK) st = check_space(dir, need);
     SLM_CALL(slm_ckpt_agree(comm, st));
     char name[64], tmp[SLM_PATH_MAX_CKPT], final[SLM_PATH_MAX_CKPT];
     snprintf(name, sizeof name, "step_%09ld.h5", meta->step);
@@ -178,27 +237,42 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
     hid_t fapl = ckpt_fapl(comm);
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
-    int ok = file >= 0;
+    int ok = all_ok(comm, file >= 0);
+    if (!ok) {
+        abandon(comm, file, tmp);
+        st = SLM_ERROR(SLM_ERR_IO, "checkpoint: cannot create %s", tmp);
+    } else if (rank == 0) {
+        st = reserve(tmp, need);
+    }
+    if (slm_ckpt_agree(comm, st) != SLM_OK) {
+        if (ok) abandon(comm, file, tmp);
+        return slm_error_push(SLM_ERR_IO, __FILE__, __LINE__, __func__);
+    }
     hid_t dxpl = ckpt_dxpl_collective();
     double bytes = 0.0;
     for (int g = 0; g < CK_NGROUPS && ok; g++) {
         hid_t grp = H5Gcreate2(file, ckpt_group_names[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        ok = grp >= 0;
+        ok = all_ok(comm, grp >= 0);
         for (int i = 0; i < ntensors && ok; i++) {
-            ok = write_tensor(grp, &tensors[i], pieces, npieces, g, dxpl);
+            ok = all_ok(comm, write_tensor(grp, &tensors[i], pieces, npieces, g, dxpl));
             bytes += 4.0 * (double)tensors[i].count;
         }
         if (grp >= 0) H5Gclose(grp);
     }
     H5Pclose(dxpl);
-    if (ok) ok = ckpt_meta_write(file, meta) >= 0;
+    if (ok) ok = all_ok(comm, ckpt_meta_write(file, meta) >= 0);
     int complete = 1;
-    if (ok) ok = ckpt_attr_write(file, "complete", H5T_NATIVE_INT, &complete) >= 0;
-    if (ok) ok = H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0;
-    if (file >= 0 && H5Fclose(file) < 0) ok = 0;
-    if (!ok)
+    if (ok) ok = all_ok(comm, ckpt_attr_write(file, "complete", H5T_NATIVE_INT, &complete) >= 0);
+    if (ok) ok = all_ok(comm, H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0);
+    if (ok) {
+        ok = all_ok(comm, H5Fclose(file) >= 0);
+        file = -1;
+    }
+    if (!ok) {
+        abandon(comm, file, tmp);
         st = SLM_ERROR(SLM_ERR_IO, "checkpoint: writing %s failed (disk full or unwritable?); the previous "
                        "checkpoint is untouched", tmp);
+    }
     SLM_CALL(slm_ckpt_agree(comm, st));
     if (rank == 0) {
         st = commit(dir, tmp, final, name);

@@ -37,10 +37,12 @@ void slm_cli_report_error(MPI_Comm comm, int collective)
     }
     /* Every rank failed: rank 0 speaks for all who failed the same way; a rank whose
      * error differs says its own. */
-    memcpy(first, mine, sizeof first);
+    snprintf(first, sizeof first, "%s", slm_error_message()); /* the message, not the trace */
+    char own[4096];
+    snprintf(own, sizeof own, "%s", first);
     MPI_Bcast(first, sizeof first, MPI_CHAR, 0, comm);
     if (rank == 0) fprintf(stderr, "shardlm: error: %s\n", mine);
-    else if (strcmp(first, mine)) fprintf(stderr, "[rank %d] shardlm: error: %s\n", rank, mine);
+    else if (strcmp(first, own)) fprintf(stderr, "[rank %d] shardlm: error: %s\n", rank, mine);
     fflush(stderr);
 }
 
