@@ -12,6 +12,7 @@
 #include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "shardlm/model.h"
 #include "shardlm/status.h"
 
@@ -64,5 +65,12 @@ slm_status slm_ckpt_verify(MPI_Comm comm, const char *path, const slm_ckpt_meta 
 slm_status slm_ckpt_load(MPI_Comm comm, const char *path, const slm_tensor_info *tensors,
                          int ntensors, const slm_ckpt_piece *pieces, int npieces,
                          slm_ckpt_meta *meta, slm_ckpt_stats *stats);
+
+/* Print what a checkpoint holds: meta, layout, and every tensor with its shape and size
+ * (without reading the data). Collective. */
+slm_status slm_ckpt_inspect(MPI_Comm comm, const char *path, FILE *out);
+/* List the checkpoints of dir (newest first) with step, size and which one `latest`
+ * names. Local. */
+slm_status slm_ckpt_list(const char *dir, FILE *out);
 
 #endif

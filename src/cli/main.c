@@ -17,6 +17,8 @@ static void usage(FILE *f)
             "  train [CONFIG.ini] [section.key=value ...]   train a GPT model (see train --help)\n"
             "  bench gemm [--size N] [--threads N] [--seconds S] [--json]\n"
             "                                               measure the sgemm peak used for MFU\n"
+            "  ckpt list DIR | inspect FILE | verify FILE|DIR\n"
+            "                                               checkpoint tools\n"
             "  --version                                    print the version\n"
             "  --help                                       print this help\n"
             "\n"
@@ -79,6 +81,7 @@ int main(int argc, char **argv)
     int rc;
     if (!strcmp(argv[1], "train")) rc = slm_cmd_train(argc - 1, argv + 1, comm);
     else if (!strcmp(argv[1], "bench")) rc = slm_cmd_bench(argc - 1, argv + 1, comm);
+    else if (!strcmp(argv[1], "ckpt")) rc = slm_cmd_ckpt(argc - 1, argv + 1, comm);
     else {
         int rank;
         MPI_Comm_rank(comm, &rank);

@@ -1,0 +1,40 @@
+#!/usr/bin/python3
+"""Read a shardlm checkpoint with h5py alone (no shardlm code) and check it against the
+run's dump: every parameter at its global shape equals the dump's final parameters
+bitwise, the AdamW moments are there at the same shapes, and the metadata describes the
+run (format, version, step, model shape, layout, configuration)."""
+import sys
+import h5py
+import numpy as np
+
+ckpt_path, dump_path, step, layout = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+ck, dump = h5py.File(ckpt_path, "r"), h5py.File(dump_path, "r")
+a = ck.attrs
+fail = []
+def expect(cond, what):
+    if not cond:
+        fail.append(what)
+fmt = a["format"].decode() if isinstance(a["format"], bytes) else a["format"]
+expect(fmt == "shardlm-checkpoint" and int(a["version"]) == 1, f"format/version {fmt} {a.get('version')}")
+expect(int(a["step"]) == step and int(a["adam_t"]) == step, f"step {a['step']} adam_t {a['adam_t']}")
+for key in ("n_layer", "n_head", "d_model", "vocab_size", "seq_len"):
+    expect(int(a[key]) == int(dump.attrs[key]), f"{key}: {a[key]} vs {dump.attrs[key]}")
+lay = a["layout"].decode() if isinstance(a["layout"], bytes) else a["layout"]
+expect(lay == layout, f"layout '{lay}' != '{layout}'")
+cfg = a["config"].decode() if isinstance(a["config"], bytes) else a["config"]
+expect("[model]" in cfg and f"n_layer = {int(a['n_layer'])}" in cfg, "config attribute lacks the model section")
+names = sorted(dump["final"])
+expect(sorted(ck["params"]) == names, "parameter names differ from the dump's")
+for n in names:
+    p = ck["params"][n]
+    expect(p.dtype == np.float32 and p.shape == dump["final"][n].shape, f"{n}: {p.dtype} {p.shape}")
+    expect(np.array_equal(p[()], dump["final"][n][()]), f"{n}: values differ from the dump's final parameters")
+    for g in ("adam_m", "adam_v"):
+        m = ck[g][n][()]
+        expect(m.shape == p.shape and np.all(np.isfinite(m)), f"{g}/{n}: shape or values")
+    expect(np.all(ck["adam_v"][n][()] >= 0), f"adam_v/{n} has negative second moments")
+    expect(p.id.get_create_plist().get_nfilters() >= 1, f"{n}: no checksum filter")
+print(f"h5py: {len(names)} tensors x 3 groups checked in {ckpt_path}")
+for f in fail:
+    print("FAIL:", f, file=sys.stderr)
+sys.exit(1 if fail else 0)
