@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include "shardlm/kernels.h"
 #include "shardlm/log.h"
 #include "shardlm/optim.h"
@@ -90,6 +91,16 @@ static slm_status setup_shared(trainer *tr)
         if (tr->rank == 0)
             SLM_CALL(slm_dump_create(c->log.dump, c, tr->model, tr->full, tr->accum, tr->dp, &tr->dump));
     }
+    /* MFU and timings mean nothing when ranks and threads outnumber the cores */
+    MPI_Comm node;
+    int local = 1;
+    MPI_Comm_split_type(slm_mesh_world(tr->mesh), MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    MPI_Comm_size(node, &local);
+    MPI_Comm_free(&node);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (tr->rank == 0 && cores > 0 && (long)local * slm_get_threads() > cores)
+        slm_warn("%d ranks x %d threads share %ld cores on this node: timings and MFU are not meaningful",
+                 local, slm_get_threads(), cores);
     tr->flops_per_token = slm_gpt_flops_per_token(&mc);
     tr->peak_gflops = c->log.peak_gflops;
     if (tr->peak_gflops <= 0) tr->peak_gflops = slm_sgemm_gflops(1024, 0.3);
