@@ -69,6 +69,9 @@ slm_status slm_ckpt_load(MPI_Comm comm, const char *path, const slm_tensor_info 
 /* Print what a checkpoint holds: meta, layout, and every tensor with its shape and size
  * (without reading the data). Collective. */
 slm_status slm_ckpt_inspect(MPI_Comm comm, const char *path, FILE *out);
+/* Write the parameters of a checkpoint as a safetensors file (F32, the global names and
+ * shapes; the LM head is tied to wte and not stored twice). Local. */
+slm_status slm_ckpt_export_safetensors(const char *path, const char *out);
 /* List the checkpoints of dir (newest first) with step, size and which one `latest`
  * names. Local. */
 slm_status slm_ckpt_list(const char *dir, FILE *out);

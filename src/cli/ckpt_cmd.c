@@ -9,13 +9,25 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: shardlm ckpt list DIR\n"
                "       shardlm ckpt inspect CHECKPOINT.h5\n"
-               "       shardlm ckpt verify CHECKPOINT.h5|DIR   (every checksum; a DIR: every checkpoint)\n");
+               "       shardlm ckpt verify CHECKPOINT.h5|DIR   (every checksum; a DIR: its newest good one)\n"
+               "       shardlm ckpt export CHECKPOINT.h5 OUT.safetensors\n");
 }
 
 int slm_cmd_ckpt(int argc, char **argv, MPI_Comm comm)
 {
     int rank;
     MPI_Comm_rank(comm, &rank);
+    if (argc == 4 && !strcmp(argv[1], "export")) {
+        slm_status st = rank == 0 ? slm_ckpt_export_safetensors(argv[2], argv[3]) : SLM_OK;
+        int bad = st != SLM_OK;
+        MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
+        if (bad) {
+            slm_cli_report_error(comm, 0);
+            return SLM_EXIT_FAILURE;
+        }
+        if (rank == 0) printf("exported %s -> %s\n", argv[2], argv[3]);
+        return SLM_EXIT_OK;
+    }
     if (argc != 3) {
         if (rank == 0) usage(argc > 1 && !strcmp(argv[1], "--help") ? stdout : stderr);
         return argc > 1 && !strcmp(argv[1], "--help") ? SLM_EXIT_OK : SLM_EXIT_USAGE;

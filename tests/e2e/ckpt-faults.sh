@@ -18,6 +18,9 @@ args=(model.n_layer=2 model.n_head=3 model.d_model=24 model.vocab_size=37 model.
 "$H5DUMP" -A "$WORK/ck/step_000000010.h5" | grep -q 'ATTRIBUTE "step"' || fail "h5dump -A"
 "$S" ckpt verify "$WORK/ck/step_000000010.h5" | grep -q '^ok: ' || fail "verify of a good checkpoint"
 "$S" ckpt list "$WORK/ck" | grep -q 'step_000000010.h5 .* <- latest' || fail "ckpt list"
+"$S" ckpt export "$WORK/ck/step_000000010.h5" "$WORK/m.safetensors" >/dev/null || fail "ckpt export"
+"$PYTHON3" "$SLM_SRCDIR/tests/reference/safetensors_read.py" "$WORK/m.safetensors" "$WORK/ck/step_000000010.h5" \
+    || fail "the safetensors export does not hold the checkpoint's parameters"
 cp -r "$WORK/ck" "$WORK/pristine"
 
 # a flipped byte (all bits inverted) inside a chunk of step 10
