@@ -72,6 +72,16 @@ slm_status slm_ckpt_inspect(MPI_Comm comm, const char *path, FILE *out);
 /* Write the parameters of a checkpoint as a safetensors file (F32, the global names and
  * shapes; the LM head is tied to wte and not stored twice). Local. */
 slm_status slm_ckpt_export_safetensors(const char *path, const char *out);
+/* llm.c GPT-2 checkpoints (magic 20240326, version 3, fp32) as initial weights. */
+typedef struct slm_llmc *slm_llmc_t;
+/* Map and check the file against the model shape (n_layer, n_head, d_model and
+ * vocab_size equal; seq_len at most its positions). Local. */
+slm_status slm_llmc_open(const char *path, const slm_gpt_config *cfg, slm_llmc_t *llmc);
+void slm_llmc_close(slm_llmc_t *llmc);
+/* Copy the range [offset, offset+count) of shardlm's parameter index space into dst. */
+void slm_llmc_fill(slm_llmc_t llmc, const slm_tensor_info *tensors, int ntensors, size_t offset,
+                   size_t count, float *dst);
+
 /* List the checkpoints of dir (newest first) with step, size and which one `latest`
  * names. Local. */
 slm_status slm_ckpt_list(const char *dir, FILE *out);

@@ -15,6 +15,7 @@ typedef struct slm_conf {
     struct {
         char arch[16];
         int n_layer, n_head, d_model, vocab_size, seq_len;
+        char init_from[SLM_PATH_MAX];
     } model;
     struct {
         long steps, stop_after;

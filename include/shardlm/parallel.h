@@ -13,6 +13,11 @@
 #include "shardlm/model.h"
 #include "shardlm/status.h"
 
+/* Every rank of comm learns whether any rank's local step failed, before anything
+ * collective follows; all then return the first failing rank's error ("rank R: ...").
+ * Collective. */
+slm_status slm_agree(MPI_Comm comm, slm_status local);
+
 typedef struct slm_mesh *slm_mesh_t;
 
 /* Collective over comm: world = pp x dp x tp with tp innermost. */

@@ -31,8 +31,6 @@ herr_t ckpt_attr_read_string(hid_t loc, const char *name, char *value, size_t le
 
 /* Step of a committed checkpoint's file name ("step_000000120.h5"), or -1. */
 long slm_ckpt_step_of(const char *name);
-/* Every rank learns whether any failed; the first failing rank's message is raised on all. */
-slm_status slm_ckpt_agree(MPI_Comm comm, slm_status local);
 
 /* Meta as root attributes. */
 herr_t ckpt_meta_write(hid_t file, const slm_ckpt_meta *meta);

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "ckpt_impl.h"
+#include "shardlm/parallel.h"
 #include "shardlm/log.h"
 #include "shardlm/timer.h"
 
@@ -72,7 +73,7 @@ slm_status slm_ckpt_verify(MPI_Comm comm, const char *path, const slm_ckpt_meta 
     hid_t f = open_collective(comm, path);
     slm_status st = verify_local(f, path, rank, size, expect, meta);
     if (f >= 0) H5Fclose(f);
-    SLM_CALL(slm_ckpt_agree(comm, st));
+    SLM_CALL(slm_agree(comm, st));
     return SLM_OK;
 }
 
@@ -128,7 +129,7 @@ slm_status slm_ckpt_load(MPI_Comm comm, const char *path, const slm_tensor_info 
     hid_t f = open_collective(comm, path);
     slm_status st = f >= 0 ? ckpt_meta_read(f, path, meta)
                            : SLM_ERROR(SLM_ERR_IO, "cannot open checkpoint %s", path);
-    SLM_CALL(slm_ckpt_agree(comm, st));
+    SLM_CALL(slm_agree(comm, st));
     hid_t dxpl = ckpt_dxpl_collective();
     int ok = 1;
     double bytes = 0.0;
@@ -174,7 +175,7 @@ slm_status slm_ckpt_load(MPI_Comm comm, const char *path, const slm_tensor_info 
     }
     H5Pclose(dxpl);
     H5Fclose(f);
-    SLM_CALL(slm_ckpt_agree(comm, st));
+    SLM_CALL(slm_agree(comm, st));
     if (stats) {
         stats->seconds = slm_now() - t0;
         stats->bytes = bytes;

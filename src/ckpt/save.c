@@ -20,6 +20,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 #include "ckpt_impl.h"
+#include "shardlm/parallel.h"
 #include "shardlm/timer.h"
 
 /* Chunks of about 1 MiB (2^18 floats), whole rows for matrices. */
@@ -140,24 +141,6 @@ static void retain(const char *dir, int keep, long keep_every, long current)
     }
 }
 
-/* Make every rank agree on a local outcome; the first failing rank's message wins. */
-slm_status slm_ckpt_agree(MPI_Comm comm, slm_status local)
-{
-    int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
-    int mine = local != SLM_OK ? rank : size, first = size;
-    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
-    if (first == size) return SLM_OK;
-    char msg[1024];
-    int code = (int)local;
-    snprintf(msg, sizeof msg, "%s", slm_error_message());
-    MPI_Bcast(msg, sizeof msg, MPI_CHAR, first, comm);
-    MPI_Bcast(&code, 1, MPI_INT, first, comm);
-    if (local != SLM_OK && rank == first) return local;
-    return SLM_ERROR((slm_status)code, "%s", msg);
-}
-
 /* Bytes a checkpoint file takes, generously: the tensors, a share for chunk checksums and
  * indexes, and the metadata. */
 static double estimate_bytes(const slm_tensor_info *tensors, int ntensors)
@@ -227,7 +210,7 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
         st = SLM_ERROR(SLM_ERR_IO, "ckpt.dir: cannot create %s: %s", dir, strerror(errno));
     const double need = estimate_bytes(tensors, ntensors);
     if (rank == 0 && st == SLM_OK) st = check_space(dir, need);
-    SLM_CALL(slm_ckpt_agree(comm, st));
+    SLM_CALL(slm_agree(comm, st));
     char name[64], tmp[SLM_PATH_MAX_CKPT], final[SLM_PATH_MAX_CKPT];
     snprintf(name, sizeof name, "step_%09ld.h5", meta->step);
     snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
@@ -244,7 +227,7 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
     } else if (rank == 0) {
         st = reserve(tmp, need);
     }
-    if (slm_ckpt_agree(comm, st) != SLM_OK) {
+    if (slm_agree(comm, st) != SLM_OK) {
         if (ok) abandon(comm, file, tmp);
         return slm_error_push(SLM_ERR_IO, __FILE__, __LINE__, __func__);
     }
@@ -273,12 +256,12 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
         st = SLM_ERROR(SLM_ERR_IO, "checkpoint: writing %s failed (disk full or unwritable?); the previous "
                        "checkpoint is untouched", tmp);
     }
-    SLM_CALL(slm_ckpt_agree(comm, st));
+    SLM_CALL(slm_agree(comm, st));
     if (rank == 0) {
         st = commit(dir, tmp, final, name);
         if (st == SLM_OK) retain(dir, keep, keep_every, meta->step);
     }
-    SLM_CALL(slm_ckpt_agree(comm, st));
+    SLM_CALL(slm_agree(comm, st));
     if (stats) {
         stats->seconds = slm_now() - t0;
         stats->bytes = bytes;

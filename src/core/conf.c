@@ -34,6 +34,7 @@ static const key_spec keys[] = {
     NUM("model", "d_model", K_INT, model.d_model, 1, 65536, "residual width"),
     NUM("model", "vocab_size", K_INT, model.vocab_size, 2, 16777216, "vocabulary size"),
     NUM("model", "seq_len", K_INT, model.seq_len, 1, 1048576, "context length"),
+    STR("model", "init_from", model.init_from, "initial weights from an llm.c GPT-2 .bin (fresh runs)"),
     NUM("train", "steps", K_LONG, train.steps, 0, 1e15, "optimizer steps"),
     NUM("train", "stop_after", K_LONG, train.stop_after, 0, 1e15, "end this run (with a checkpoint) at this step (0 = at train.steps)"),
     NUM("train", "micro_batch", K_INT, train.micro_batch, 1, 1 << 20, "sequences per rank per micro-step"),

@@ -1,6 +1,8 @@
 /* mesh.c - the rank mesh: a private duplicate of the caller's communicator, split into
  * data-parallel groups (tensor and pipeline groups join them with their features). */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "shardlm/parallel.h"
 
 struct slm_mesh {
@@ -41,3 +43,21 @@ int slm_mesh_rank(slm_mesh_t m) { return m->rank; }
 int slm_mesh_size(slm_mesh_t m) { return m->size; }
 int slm_mesh_dp_rank(slm_mesh_t m) { return m->dp_rank; }
 int slm_mesh_dp_size(slm_mesh_t m) { return m->dp_size; }
+
+/* Make every rank agree on a local outcome; the first failing rank's message wins. */
+slm_status slm_agree(MPI_Comm comm, slm_status local)
+{
+    int rank, size;
+    MPI_Comm_rank(comm, &rank);
+    MPI_Comm_size(comm, &size);
+    int mine = local != SLM_OK ? rank : size, first = size;
+    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
+    if (first == size) return SLM_OK;
+    char msg[1024];
+    int code = (int)local;
+    snprintf(msg, sizeof msg, "rank %d: %s", rank, slm_error_message());
+    MPI_Bcast(msg, sizeof msg, MPI_CHAR, first, comm);
+    MPI_Bcast(&code, 1, MPI_INT, first, comm);
+    if (local != SLM_OK && rank == first && size == 1) return local;
+    return SLM_ERROR((slm_status)code, "%s", size > 1 ? msg : msg + strlen("rank 0: "));
+}

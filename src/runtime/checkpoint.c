@@ -43,13 +43,40 @@ static void meta_of(trainer *tr, long step, slm_ckpt_meta *m)
     slm_conf_to_ini(c, m->config, sizeof m->config);
 }
 
+/* A fresh run that starts from llm.c weights: every rank copies the ranges it holds. */
+static slm_status init_from_llmc(trainer *tr)
+{
+    const slm_conf *c = tr->conf;
+    slm_gpt_config mc = {c->model.n_layer, c->model.n_head, c->model.d_model, c->model.vocab_size,
+                         c->model.seq_len};
+    slm_llmc_t llmc = NULL;
+    slm_status s = slm_llmc_open(c->model.init_from, &mc, &llmc);
+    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), s));
+    int n = 0;
+    slm_ckpt_piece *pieces = pieces_of(tr, 1, &n);
+    if (!pieces) {
+        slm_llmc_close(&llmc);
+        return SLM_ERROR(SLM_ERR_NOMEM, "out of memory");
+    }
+    for (int i = 0; i < n; i++)
+        if (pieces[i].params)
+            slm_llmc_fill(llmc, slm_gpt_tensor(tr->model, 0), slm_gpt_num_tensors(tr->model), pieces[i].offset,
+                          pieces[i].count, pieces[i].params);
+    free(pieces);
+    slm_llmc_close(&llmc);
+    slm_fsdp_after_load(tr->fsdp, 0);
+    if (tr->rank == 0) printf("init      weights from %s (llm.c GPT-2 checkpoint)\n", c->model.init_from);
+    return SLM_OK;
+}
+
 slm_status slm_trainer_restore(trainer *tr)
 {
     const slm_conf *c = tr->conf;
     MPI_Comm comm = slm_mesh_world(tr->mesh);
     char path[4096];
     SLM_CALL(slm_ckpt_find(comm, c->ckpt.dir, c->ckpt.resume, path, sizeof path));
-    if (!path[0]) return SLM_OK; /* nothing to resume: a fresh run */
+    if (!path[0]) /* nothing to resume: a fresh run */
+        return c->model.init_from[0] ? init_from_llmc(tr) : SLM_OK;
     int n = 0;
     slm_ckpt_piece *pieces = pieces_of(tr, 1, &n);
     SLM_CHECK(pieces, SLM_ERR_NOMEM, "out of memory");

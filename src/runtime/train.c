@@ -65,32 +65,12 @@ static slm_status setup_local(trainer *tr)
     return SLM_OK;
 }
 
-/* Every rank learns whether set-up failed anywhere before the first collective of the
- * run, so a rank that could not open its data does not leave the others waiting. */
-static slm_status agree(trainer *tr, slm_status local)
-{
-    int bad = local != SLM_OK, any = 0;
-    MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, slm_mesh_world(tr->mesh));
-    if (local != SLM_OK) return local;
-    SLM_CHECK(!any, SLM_ERR_ARG, "another rank failed to set up; that rank reports why");
-    return SLM_OK;
-}
-
 /* Set-up that communicates. */
 static slm_status setup_shared(trainer *tr)
 {
     const slm_conf *c = tr->conf;
     slm_gpt_config mc = {c->model.n_layer, c->model.n_head, c->model.d_model, c->model.vocab_size,
                          c->model.seq_len};
-    if (c->log.dump[0]) { /* the gathers are collective: every rank takes part */
-        if (tr->rank == 0) {
-            tr->full = malloc(slm_gpt_num_params(tr->model) * sizeof(float));
-            SLM_CHECK(tr->full, SLM_ERR_NOMEM, "log.dump: cannot allocate a parameter vector");
-        }
-        SLM_CALL(slm_fsdp_gather(tr->fsdp, 0, tr->full));
-        if (tr->rank == 0)
-            SLM_CALL(slm_dump_create(c->log.dump, c, tr->model, tr->full, tr->accum, tr->dp, &tr->dump));
-    }
     /* MFU and timings mean nothing when ranks and threads outnumber the cores */
     MPI_Comm node;
     int local = 1;
@@ -107,6 +87,23 @@ static slm_status setup_shared(trainer *tr)
     /* MFU is per rank against one rank's peak: every rank measures, all agree on the mean */
     MPI_Allreduce(MPI_IN_PLACE, &tr->peak_gflops, 1, MPI_DOUBLE, MPI_SUM, slm_mesh_world(tr->mesh));
     tr->peak_gflops /= tr->world;
+    return SLM_OK;
+}
+
+/* The oracle dump starts with the parameters the run starts from (fresh, imported or
+ * resumed). */
+static slm_status setup_dump(trainer *tr)
+{
+    const slm_conf *c = tr->conf;
+    if (c->log.dump[0]) { /* the gathers are collective: every rank takes part */
+        if (tr->rank == 0) {
+            tr->full = malloc(slm_gpt_num_params(tr->model) * sizeof(float));
+            SLM_CHECK(tr->full, SLM_ERR_NOMEM, "log.dump: cannot allocate a parameter vector");
+        }
+        SLM_CALL(slm_fsdp_gather(tr->fsdp, 0, tr->full));
+        if (tr->rank == 0)
+            SLM_CALL(slm_dump_create(c->log.dump, c, tr->model, tr->full, tr->accum, tr->dp, &tr->dump));
+    }
     return SLM_OK;
 }
 
@@ -298,9 +295,11 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     tr.dp_comm = slm_mesh_dp_comm(tr.mesh);
     tr.accum = slm_conf_grad_accum(conf, tr.dp);
     slm_set_threads(conf->train.threads);
-    slm_status s = agree(&tr, setup_local(&tr));
+    /* a rank that cannot open its data must not leave the others waiting */
+    slm_status s = slm_agree(slm_mesh_world(tr.mesh), setup_local(&tr));
     if (s == SLM_OK) s = setup_shared(&tr);
     if (s == SLM_OK) s = slm_trainer_restore(&tr);
+    if (s == SLM_OK) s = setup_dump(&tr);
     if (s == SLM_OK) {
         print_summary(&tr);
         s = train_steps(&tr);

@@ -10,11 +10,10 @@ expect_error 2 "train.global_batch = 12 is not a multiple of train.micro_batch =
 [ "$(grep -c 'shardlm: error' "$WORK/err")" = 1 ] || { cat "$WORK/err"; fail "the error was not printed exactly once"; }
 expect_error 2 "parallel.zero_stage" "between 0 and 3" -- run 3 "$SHARDLM" train "${args[@]}" parallel.zero_stage=5
 expect_error 2 "unknown key parallel.dp" -- run 2 "$SHARDLM" train "${args[@]}" parallel.dp=2
-# data that only one rank cannot open: no hang; that rank names the file, the others say
-# another rank failed
+# data that only one rank cannot open: no hang; every rank stops with that rank's message
 ok=(model.n_layer=1 model.n_head=2 model.d_model=16 model.vocab_size=32 model.seq_len=8
     train.steps=2 train.micro_batch=2 train.global_batch=4 sample.tokens=0 log.peak_gflops=10)
-expect_error 1 "[rank 1] shardlm: error: data: no token shard matches '$WORK/only1.bin'" \
-    "another rank failed to set up" -- \
+expect_error 1 "shardlm: error: rank 1: data: no token shard matches '$WORK/only1.bin'" -- \
     run 2 sh -c 'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then d="data.train=$0/only1.bin"; else d=data.train=synthetic; fi
                  exec "$SHARDLM" train "$d" "$@"' "$WORK" "${ok[@]}"
+[ "$(grep -c 'shardlm: error' "$WORK/err")" = 1 ] || { cat "$WORK/err"; fail "the error was not printed exactly once"; }
