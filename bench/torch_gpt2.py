@@ -33,8 +33,10 @@ Tuning applied so that the baseline is as fast as PyTorch 1.13 on a CPU reasonab
     (no copies); PyTorch 1.13 has no scaled_dot_product_attention.
   * native fused kernels where 1.13 has them: nn.LayerNorm, F.gelu(approximate='tanh'),
     F.cross_entropy (fused log-softmax + NLL), F.linear (bias fused into addmm).
-  * AdamW with foreach=True (multi-tensor) unless --no-foreach; no fused CPU AdamW
-    exists in 1.13. zero_grad(set_to_none=True). Gradient anomaly detection and the
+  * AdamW in its single-tensor form (foreach=False): on this CPU the multi-tensor
+    (foreach=True) form was ~10% slower per optimizer step (0.31 s vs 0.28 s for 124M
+    parameters, 1 thread); --foreach selects it. No fused CPU AdamW exists in 1.13.
+    zero_grad(set_to_none=True). Gradient anomaly detection and the
     autograd profiler are off (the defaults, enforced).
 """
 import argparse
@@ -73,7 +75,7 @@ def parse_args():
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=1337)
-    p.add_argument("--no-foreach", action="store_true", help="AdamW with foreach=False")
+    p.add_argument("--foreach", action="store_true", help="AdamW with foreach=True")
     p.add_argument("--no-malloc-tuning", action="store_true",
                    help="leave glibc malloc at its defaults")
     p.add_argument("--verbose", action="store_true", help="print each step's time to stderr")
@@ -212,7 +214,7 @@ def main(a):
     no_decay = [p for p in params if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": a.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}],
-                            lr=a.lr, betas=(0.9, 0.95), eps=1e-8, foreach=not a.no_foreach)
+                            lr=a.lr, betas=(0.9, 0.95), eps=1e-8, foreach=a.foreach)
     nparams = sum(p.numel() for p in params)
     gen = torch.Generator().manual_seed(a.seed)
     times = []

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <mpi.h>
 #include "cli.h"
+#include "shardlm/parallel.h"
 #include "shardlm/status.h"
 
 static void usage(FILE *f)
@@ -75,7 +76,9 @@ int main(int argc, char **argv)
         return SLM_EXIT_OK;
     }
     int provided = 0;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    /* MULTIPLE: an asynchronous checkpoint writes collectively from its own thread */
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    slm_mpi_thread_level = provided;
     MPI_Comm comm;
     MPI_Comm_dup(MPI_COMM_WORLD, &comm); /* no module touches MPI_COMM_WORLD */
     int rc;

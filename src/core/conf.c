@@ -270,7 +270,6 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
     SLM_CHECK(c->train.global_batch % (c->train.micro_batch * dp) == 0, SLM_ERR_CONFIG,
               "train.global_batch = %d is not a multiple of train.micro_batch = %d x %d data-parallel "
               "ranks", c->train.global_batch, c->train.micro_batch, dp);
-    SLM_CHECK(!c->ckpt.async, SLM_ERR_UNSUPPORTED, "ckpt.async = true is not available in this version");
     SLM_CHECK(c->ckpt.every == 0 || c->ckpt.dir[0], SLM_ERR_CONFIG,
               "ckpt.every = %ld needs ckpt.dir (where to write)", c->ckpt.every);
     SLM_CHECK(c->data.train[0], SLM_ERR_CONFIG, "data.train is empty (use `synthetic` or a glob of shards)");

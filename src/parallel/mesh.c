@@ -5,6 +5,8 @@
 #include <string.h>
 #include "shardlm/parallel.h"
 
+int slm_mpi_thread_level = MPI_THREAD_SINGLE;
+
 struct slm_mesh {
     MPI_Comm world, dp;
     int rank, size, dp_rank, dp_size;

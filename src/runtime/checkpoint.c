@@ -1,5 +1,6 @@
 /* checkpoint.c - wiring the sharded training state to HDF5 checkpoints: which ranges this
  * rank saves and restores, the metadata, when to save, and the log lines. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,6 +101,119 @@ slm_status slm_trainer_restore(trainer *tr)
     return SLM_OK;
 }
 
+/* A checkpoint being written in the background (ckpt.async): a snapshot of what this rank
+ * holds, written collectively on a communicator of its own by a thread of its own, while
+ * training goes on. Only one is in flight; the next save, and the end of the run, wait for
+ * it. */
+struct slm_async_save {
+    MPI_Comm comm;
+    pthread_t thread;
+    int running;
+    float *buf;
+    size_t cap;
+    slm_ckpt_piece *pieces;
+    int n;
+    slm_ckpt_meta meta;
+    const slm_tensor_info *tensors;
+    int ntensors, keep;
+    long keep_every;
+    char dir[4096];
+    slm_status result;
+    char error[1024];
+    slm_ckpt_stats stats;
+    double stall;
+};
+
+static void *write_in_background(void *arg)
+{
+    struct slm_async_save *a = arg;
+    a->result = slm_ckpt_save(a->comm, a->dir, &a->meta, a->tensors, a->ntensors, a->pieces, a->n, a->keep,
+                              a->keep_every, &a->stats);
+    if (a->result != SLM_OK) snprintf(a->error, sizeof a->error, "%s", slm_error_message());
+    return NULL;
+}
+
+/* Wait for the background write (if any) and report it. Collective in effect: every rank
+ * joins at the same step, and the write agreed on its outcome across ranks. */
+static slm_status join_async(trainer *tr)
+{
+    struct slm_async_save *a = tr->async;
+    if (!a || !a->running) return SLM_OK;
+    double t0 = MPI_Wtime();
+    pthread_join(a->thread, NULL);
+    a->running = 0;
+    double waited = MPI_Wtime() - t0;
+    SLM_CHECK(a->result == SLM_OK, a->result, "%s", a->error);
+    if (tr->rank == 0)
+        printf("ckpt      step %ld -> %s/step_%09ld.h5 committed in the background: %.1f MB in %.2f s (%.0f MB/s); "
+               "training stalled %.3f s (snapshot) + %.3f s (waiting for it)\n",
+               a->meta.step, a->dir, a->meta.step, a->stats.bytes / 1e6, a->stats.seconds,
+               a->stats.bytes / 1e6 / (a->stats.seconds > 0 ? a->stats.seconds : 1), a->stall, waited);
+    return SLM_OK;
+}
+
+slm_status slm_trainer_finish_saves(trainer *tr)
+{
+    slm_status s = join_async(tr);
+    struct slm_async_save *a = tr->async;
+    if (a) {
+        MPI_Comm_free(&a->comm);
+        free(a->buf);
+        free(a->pieces);
+        free(a);
+        tr->async = NULL;
+    }
+    return s;
+}
+
+/* Copy what this rank saves into the snapshot buffer and start the writer thread. */
+static slm_status save_async(trainer *tr, slm_ckpt_piece *pieces, int n, const slm_ckpt_meta *meta)
+{
+    const slm_conf *c = tr->conf;
+    SLM_CHECK(slm_mpi_thread_level >= MPI_THREAD_MULTIPLE, SLM_ERR_UNSUPPORTED,
+              "ckpt.async = true needs an MPI with MPI_THREAD_MULTIPLE; this one provides level %d",
+              slm_mpi_thread_level);
+    SLM_CALL(join_async(tr)); /* one in flight at a time */
+    double t0 = MPI_Wtime();
+    struct slm_async_save *a = tr->async;
+    if (!a) {
+        a = tr->async = calloc(1, sizeof *a);
+        SLM_CHECK(a, SLM_ERR_NOMEM, "out of memory");
+        MPI_Comm_dup(slm_mesh_world(tr->mesh), &a->comm);
+    }
+    size_t need = 0;
+    for (int i = 0; i < n; i++) need += 3 * pieces[i].count;
+    if (need > a->cap) {
+        free(a->buf);
+        a->buf = malloc((need ? need : 1) * sizeof(float));
+        a->cap = a->buf ? need : 0;
+        SLM_CHECK(a->buf, SLM_ERR_NOMEM, "ckpt.async: cannot allocate a %.1f MB snapshot", 4.0 * (double)need / 1e6);
+    }
+    free(a->pieces);
+    a->pieces = pieces;
+    a->n = n;
+    float *dst = a->buf;
+    for (int i = 0; i < n; i++) {
+        float **src[3] = {&pieces[i].params, &pieces[i].m, &pieces[i].v};
+        for (int k = 0; k < 3; k++) {
+            memcpy(dst, *src[k], pieces[i].count * sizeof(float));
+            *src[k] = dst;
+            dst += pieces[i].count;
+        }
+    }
+    a->meta = *meta;
+    a->tensors = slm_gpt_tensor(tr->model, 0);
+    a->ntensors = slm_gpt_num_tensors(tr->model);
+    a->keep = c->ckpt.keep;
+    a->keep_every = c->ckpt.keep_every;
+    snprintf(a->dir, sizeof a->dir, "%s", c->ckpt.dir);
+    a->stall = MPI_Wtime() - t0;
+    SLM_CHECK(pthread_create(&a->thread, NULL, write_in_background, a) == 0, SLM_ERR_INTERNAL,
+              "ckpt.async: cannot start the writer thread");
+    a->running = 1;
+    return SLM_OK;
+}
+
 slm_status slm_trainer_maybe_save(trainer *tr, long step)
 {
     const slm_conf *c = tr->conf;
@@ -112,6 +226,7 @@ slm_status slm_trainer_maybe_save(trainer *tr, long step)
     SLM_CHECK(pieces, SLM_ERR_NOMEM, "out of memory");
     slm_ckpt_meta meta;
     meta_of(tr, done, &meta);
+    if (c->ckpt.async) return save_async(tr, pieces, n, &meta); /* it keeps pieces */
     slm_ckpt_stats st;
     slm_status s = slm_ckpt_save(slm_mesh_world(tr->mesh), c->ckpt.dir, &meta, slm_gpt_tensor(tr->model, 0),
                                  slm_gpt_num_tensors(tr->model), pieces, n, c->ckpt.keep, c->ckpt.keep_every, &st);

@@ -250,6 +250,7 @@ static slm_status train_steps(trainer *tr)
             break;
         }
     }
+    SLM_CALL(slm_trainer_finish_saves(tr)); /* a background checkpoint completes first */
     if (tr->rank == 0 && steps > tr->start_step) {
         double floor = slm_dataset_entropy_floor(tr->data);
         double tps = timed_steps ? tokens_per_step * timed_steps / timed : 0;
@@ -305,6 +306,7 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
         s = train_steps(&tr);
     }
     if (s == SLM_OK) s = sample(&tr);
+    if (tr.async) slm_trainer_finish_saves(&tr); /* after an error too: join the writer */
     teardown(&tr);
     slm_mesh_destroy(&tr.mesh);
     return s == SLM_OK ? SLM_OK : slm_error_push(s, __FILE__, __LINE__, __func__);

@@ -28,6 +28,7 @@ typedef struct {
     long start_step;           /* the first step this run trains (after a resume) */
     long long samples;         /* data cursor: sequences consumed before this step */
     int stopped_early;         /* train.stop_after ended the run before train.steps */
+    struct slm_async_save *async; /* a checkpoint being written in the background */
     double peak_gflops, flops_per_token;
 } trainer;
 
@@ -35,5 +36,7 @@ typedef struct {
  * any), and save after `step` when ckpt.every says so or the run ends. Collective. */
 slm_status slm_trainer_restore(trainer *tr);
 slm_status slm_trainer_maybe_save(trainer *tr, long step);
+/* Wait for a checkpoint still being written in the background and free its snapshot. */
+slm_status slm_trainer_finish_saves(trainer *tr);
 
 #endif

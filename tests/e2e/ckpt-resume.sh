@@ -1,7 +1,8 @@
 #!/bin/bash
 # Bit-exact resume: a run stopped at step 10 and resumed in the same layout continues with
 # bitwise the same losses and ends with bitwise the same parameters as the run that never
-# stopped - on one rank, and on two ranks at ZeRO stage 3 with bf16 communication.
+# stopped - on one rank, on two ranks at ZeRO stage 3 with bf16 communication, and on two
+# ranks writing checkpoints in the background (ckpt.async) every 3 steps.
 . "$(dirname "$0")/common.sh"
 "$PYTHON3" -c 'import h5py, numpy' 2>/dev/null || skip "h5py missing (apt-get install python3-h5py)"
 args=(model.n_layer=2 model.n_head=3 model.d_model=24 model.vocab_size=37 model.seq_len=9
@@ -23,11 +24,11 @@ print("steps 10-19: losses and grad norms bitwise equal; %d final tensors bitwis
 PY
 }
 launch() { local np=$1; shift; if [ "$np" = 1 ]; then "$SHARDLM" "$@"; else timeout 300 "$MPIEXEC" -n "$np" "$SHARDLM" "$@"; fi; }
-for layout in "1 parallel.zero_stage=0" "2 parallel.zero_stage=3 train.precision=bf16"; do
+for layout in "1 parallel.zero_stage=0" "2 parallel.zero_stage=3 train.precision=bf16" "2 parallel.zero_stage=1 ckpt.async=true ckpt.every=3"; do
     set -- $layout
     np=$1; shift
-    rm -rf "$WORK/ck"
-    launch "$np" train "${args[@]}" "$@" "log.metrics=$WORK/full.jsonl" "log.dump=$WORK/full.h5" >/dev/null \
+    rm -rf "$WORK/ck" "$WORK/ckfull"
+    launch "$np" train "${args[@]}" "$@" "ckpt.dir=$WORK/ckfull" "log.metrics=$WORK/full.jsonl" "log.dump=$WORK/full.h5" >/dev/null \
         || fail "uninterrupted run ($layout)"
     launch "$np" train "${args[@]}" "$@" train.stop_after=10 "ckpt.dir=$WORK/ck" >/dev/null || fail "first half ($layout)"
     [ "$(cat "$WORK/ck/latest")" = step_000000010.h5 ] || fail "latest does not name step 10"
