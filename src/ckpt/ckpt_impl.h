@@ -18,6 +18,16 @@ int ckpt_overlap(const slm_tensor_info *t, const slm_ckpt_piece *pieces, int npi
 /* Select the flat range [lo, hi) of a row-major dataset of shape t->shape in space. */
 void ckpt_select_range(hid_t space, const slm_tensor_info *t, size_t lo, size_t hi);
 
+/* Select this rank's part of tensor t (group) in fspace and return the matching memory
+ * space; *mem and *count say where and how much (NULL and 0 when the rank holds none,
+ * with empty selections, as collective transfers need every rank). */
+hid_t ckpt_select_piece(hid_t fspace, const slm_tensor_info *t, const slm_ckpt_piece *pieces, int npieces,
+                        int group, float **mem, size_t *count);
+/* The steps of the committed checkpoints in dir, newest first (at most max); -1 if dir
+ * cannot be read. */
+int ckpt_list_steps(const char *dir, long *steps, int max);
+#define CKPT_MAX_LISTED 4096
+
 /* File access through MPI-IO on comm; collective transfers. */
 hid_t ckpt_fapl(MPI_Comm comm);
 hid_t ckpt_dxpl_collective(void);

@@ -1,4 +1,7 @@
 /* hdf5_util.c - selections, property lists and attributes for checkpoint files. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <stdlib.h>
 #include <string.h>
 #include "ckpt_impl.h"
 
@@ -52,6 +55,46 @@ void ckpt_select_range(hid_t space, const slm_tensor_info *t, size_t lo, size_t 
     }
     hsize_t s3[2] = {r1, 0}, n3[2] = {1, c1 + 1};
     H5Sselect_hyperslab(space, H5S_SELECT_OR, s3, NULL, n3, NULL);
+}
+
+hid_t ckpt_select_piece(hid_t fspace, const slm_tensor_info *t, const slm_ckpt_piece *pieces, int npieces,
+                        int group, float **mem, size_t *count)
+{
+    size_t lo, hi;
+    *mem = NULL;
+    *count = 0;
+    if (ckpt_overlap(t, pieces, npieces, group, &lo, &hi, mem)) {
+        ckpt_select_range(fspace, t, lo, hi);
+        hsize_t n = hi - lo;
+        *count = hi - lo;
+        return H5Screate_simple(1, &n, NULL);
+    }
+    /* collective transfers: a rank with nothing still takes part, with empty selections */
+    H5Sselect_none(fspace);
+    hsize_t one = 1;
+    hid_t mspace = H5Screate_simple(1, &one, NULL);
+    H5Sselect_none(mspace);
+    return mspace;
+}
+
+static int cmp_long_desc(const void *a, const void *b)
+{
+    long x = *(const long *)a, y = *(const long *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+int ckpt_list_steps(const char *dir, long *steps, int max)
+{
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        long s = slm_ckpt_step_of(e->d_name);
+        if (s >= 0 && n < max) steps[n++] = s;
+    }
+    closedir(d);
+    qsort(steps, (size_t)n, sizeof *steps, cmp_long_desc);
+    return n;
 }
 
 hid_t ckpt_fapl(MPI_Comm comm)

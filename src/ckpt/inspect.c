@@ -67,24 +67,11 @@ slm_status slm_ckpt_inspect(MPI_Comm comm, const char *path, FILE *out)
     return SLM_OK;
 }
 
-static int cmp_long_desc(const void *a, const void *b)
-{
-    long x = *(const long *)a, y = *(const long *)b;
-    return x < y ? 1 : x > y ? -1 : 0;
-}
-
 slm_status slm_ckpt_list(const char *dir, FILE *out)
 {
-    DIR *d = opendir(dir);
-    SLM_CHECK(d, SLM_ERR_IO, "cannot open checkpoint directory %s", dir);
-    long steps[4096];
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        long s = slm_ckpt_step_of(e->d_name);
-        if (s >= 0 && n < 4096) steps[n++] = s;
-    }
-    closedir(d);
-    qsort(steps, (size_t)n, sizeof *steps, cmp_long_desc);
+    long steps[CKPT_MAX_LISTED];
+    int n = ckpt_list_steps(dir, steps, CKPT_MAX_LISTED);
+    SLM_CHECK(n >= 0, SLM_ERR_IO, "cannot open checkpoint directory %s", dir);
     char latest[256] = "", path[SLM_PATH_MAX_CKPT];
     snprintf(path, sizeof path, "%s/latest", dir);
     FILE *lf = fopen(path, "r");

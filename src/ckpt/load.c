@@ -77,12 +77,6 @@ slm_status slm_ckpt_verify(MPI_Comm comm, const char *path, const slm_ckpt_meta 
     return SLM_OK;
 }
 
-static int cmp_long_desc(const void *a, const void *b)
-{
-    long x = *(const long *)a, y = *(const long *)b;
-    return x < y ? 1 : x > y ? -1 : 0;
-}
-
 slm_status slm_ckpt_find(MPI_Comm comm, const char *dir, const char *explicit_path, char *path, size_t len)
 {
     int rank;
@@ -96,16 +90,11 @@ slm_status slm_ckpt_find(MPI_Comm comm, const char *dir, const char *explicit_pa
     }
     if (!dir || !dir[0]) return SLM_OK;
     /* Rank 0 lists the directory; everyone walks the same list, newest first. */
-    long steps[4096];
+    long steps[CKPT_MAX_LISTED];
     int n = 0;
     if (rank == 0) {
-        DIR *d = opendir(dir);
-        for (struct dirent *e; d && (e = readdir(d));) {
-            long s = slm_ckpt_step_of(e->d_name);
-            if (s >= 0 && n < 4096) steps[n++] = s;
-        }
-        if (d) closedir(d);
-        qsort(steps, (size_t)n, sizeof *steps, cmp_long_desc);
+        n = ckpt_list_steps(dir, steps, CKPT_MAX_LISTED);
+        if (n < 0) n = 0; /* no directory yet: a fresh run */
     }
     MPI_Bcast(&n, 1, MPI_INT, 0, comm);
     MPI_Bcast(steps, n, MPI_LONG, 0, comm);
@@ -147,20 +136,10 @@ slm_status slm_ckpt_load(MPI_Comm comm, const char *path, const slm_tensor_info 
                                ckpt_group_names[g], t->name);
                 break;
             }
-            size_t lo, hi;
-            float *mem = NULL;
-            hid_t mspace;
-            if (ckpt_overlap(t, pieces, npieces, g, &lo, &hi, &mem)) {
-                ckpt_select_range(fspace, t, lo, hi);
-                hsize_t cnt = hi - lo;
-                mspace = H5Screate_simple(1, &cnt, NULL);
-                bytes += 4.0 * (double)cnt;
-            } else {
-                H5Sselect_none(fspace);
-                hsize_t one = 1;
-                mspace = H5Screate_simple(1, &one, NULL);
-                H5Sselect_none(mspace);
-            }
+            float *mem;
+            size_t cnt;
+            hid_t mspace = ckpt_select_piece(fspace, t, pieces, npieces, g, &mem, &cnt);
+            bytes += 4.0 * (double)cnt;
             if (H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, mem) < 0 && ok) {
                 ok = 0;
                 st = SLM_ERROR(SLM_ERR_FORMAT, "%s: reading /%s/%s failed (checksum?)", path, ckpt_group_names[g],

@@ -48,19 +48,9 @@ static int write_tensor(hid_t group, const slm_tensor_info *t, const slm_ckpt_pi
     hid_t ds = H5Dcreate2(group, t->name, H5T_IEEE_F32LE, fspace, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     H5Pclose(dcpl);
     int ok = ds >= 0;
-    size_t lo, hi;
-    float *mem = NULL;
-    hid_t mspace;
-    if (ckpt_overlap(t, pieces, npieces, which, &lo, &hi, &mem)) {
-        ckpt_select_range(fspace, t, lo, hi);
-        hsize_t n = hi - lo;
-        mspace = H5Screate_simple(1, &n, NULL);
-    } else { /* a collective write: take part with nothing */
-        H5Sselect_none(fspace);
-        hsize_t one = 1;
-        mspace = H5Screate_simple(1, &one, NULL);
-        H5Sselect_none(mspace);
-    }
+    float *mem;
+    size_t count;
+    hid_t mspace = ckpt_select_piece(fspace, t, pieces, npieces, which, &mem, &count);
     if (ok) ok = H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, mem) >= 0;
     if (ds >= 0) H5Dclose(ds);
     H5Sclose(mspace);
@@ -109,31 +99,21 @@ long slm_ckpt_step_of(const char *name)
     return -1;
 }
 
-static int cmp_long_desc(const void *a, const void *b)
-{
-    long x = *(const long *)a, y = *(const long *)b;
-    return x < y ? 1 : x > y ? -1 : 0;
-}
-
 /* Newest `keep` stay, and every multiple of keep_every; unfinished temporaries go. */
 static void retain(const char *dir, int keep, long keep_every, long current)
 {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    long steps[4096];
-    int n = 0;
     char path[SLM_PATH_MAX_CKPT];
-    for (struct dirent *e; (e = readdir(d));) {
-        long s = slm_ckpt_step_of(e->d_name);
-        if (s >= 0 && n < 4096) steps[n++] = s;
+    DIR *d = opendir(dir);
+    for (struct dirent *e; d && (e = readdir(d));) {
         long t;
         if (sscanf(e->d_name, ".step_%ld.h5.tmp", &t) == 1 && t != current) {
             snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
             unlink(path);
         }
     }
-    closedir(d);
-    qsort(steps, (size_t)n, sizeof *steps, cmp_long_desc);
+    if (d) closedir(d);
+    long steps[CKPT_MAX_LISTED];
+    int n = ckpt_list_steps(dir, steps, CKPT_MAX_LISTED);
     for (int i = keep > 0 ? keep : 1; i < n; i++) {
         if (keep_every > 0 && steps[i] % keep_every == 0) continue;
         snprintf(path, sizeof path, "%s/step_%09ld.h5", dir, steps[i]);
