@@ -1,6 +1,5 @@
 /* inspect.c - reading what a checkpoint holds without loading it: `shardlm ckpt`. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>

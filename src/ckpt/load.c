@@ -1,6 +1,5 @@
 /* load.c - finding, verifying and reading checkpoints. */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
