@@ -26,6 +26,7 @@ typedef struct slm_conf {
         char precision[8];
         int recompute;
         int threads;
+        double watchdog_s;
     } train;
     struct {
         int tp, pp, zero_stage, microbatches;
@@ -39,6 +40,7 @@ typedef struct slm_conf {
         char dir[SLM_PATH_MAX], resume[SLM_PATH_MAX];
         long every, keep_every;
         int keep, async;
+        double grace_s;
     } ckpt;
     struct {
         long every;

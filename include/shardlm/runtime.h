@@ -11,6 +11,23 @@
 #include "shardlm/model.h"
 #include "shardlm/status.h"
 
+/* Exit statuses the batch scripts act on (docs/cli.md). */
+#define SLM_EXIT_PREEMPTED 75 /* stopped by a signal after a checkpoint: requeue and resume */
+#define SLM_EXIT_WATCHDOG 124 /* no step completed within train.watchdog_s: aborted */
+
+/* Preemption signals: SIGTERM, SIGUSR1, SIGINT set a flag the loop acts on at the next
+ * step boundary; a second signal, or grace_s after the first (0: no deadline), exits at
+ * once with SLM_EXIT_PREEMPTED. */
+void slm_signals_install(double grace_s);
+/* The signal received, or 0. */
+int slm_signal_pending(void);
+
+/* The watchdog: aborts the job with SLM_EXIT_WATCHDOG, after saying where this rank is
+ * stuck, when no step completes for limit_s seconds (0: no watchdog). */
+typedef struct slm_watchdog *slm_watchdog_t;
+slm_status slm_watchdog_start(MPI_Comm comm, double limit_s, slm_watchdog_t *watchdog);
+void slm_watchdog_stop(slm_watchdog_t *watchdog);
+
 /* Train as conf says on the ranks of comm (collective). Errors that every rank sees
  * alike (configuration, data) are raised before any communication. */
 slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm);

@@ -4,6 +4,8 @@
 
 #include "shardlm/status.h"
 #include "shardlm/log.h"
+#include "shardlm/activity.h"
+#include "shardlm/ckpt.h"
 #include "shardlm/conf.h"
 #include "shardlm/rng.h"
 #include "shardlm/timer.h"

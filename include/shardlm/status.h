@@ -19,7 +19,8 @@ typedef enum slm_status {
     SLM_ERR_NOMEM,    /* allocation failed */
     SLM_ERR_MPI,      /* an MPI call failed */
     SLM_ERR_UNSUPPORTED, /* a valid request this build cannot serve yet */
-    SLM_ERR_INTERNAL
+    SLM_ERR_INTERNAL,
+    SLM_PREEMPTED        /* not a failure: stopped by a signal after writing a checkpoint */
 } slm_status;
 
 /* Human-readable name of a status code ("invalid argument", ...). */

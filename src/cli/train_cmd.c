@@ -43,7 +43,12 @@ int slm_cmd_train(int argc, char **argv, MPI_Comm comm)
         slm_cli_report_error(comm, 0);
         return SLM_EXIT_USAGE;
     }
-    if (slm_train_run(&conf, comm) != SLM_OK) { /* every rank returns its error (runtime.h) */
+    slm_status s = slm_train_run(&conf, comm);
+    if (s == SLM_PREEMPTED) {
+        if (rank == 0) printf("preempted %s\n", slm_error_message());
+        return SLM_EXIT_PREEMPTED;
+    }
+    if (s != SLM_OK) { /* every rank returns its error (runtime.h) */
         slm_cli_report_error(comm, 1);
         return SLM_EXIT_FAILURE;
     }

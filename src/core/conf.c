@@ -51,6 +51,7 @@ static const key_spec keys[] = {
     STR("train", "precision", train.precision, "fp32 | bf16"),
     NUM("train", "recompute", K_BOOL, train.recompute, 0, 1, "activation recompute per block"),
     NUM("train", "threads", K_INT, train.threads, 0, 4096, "compute threads per rank (0 = auto)"),
+    NUM("train", "watchdog_s", K_DOUBLE, train.watchdog_s, 0, 1e9, "abort when no step completes for this long (0 = off)"),
     NUM("parallel", "tp", K_INT, parallel.tp, 1, 4096, "tensor-parallel ranks"),
     NUM("parallel", "pp", K_INT, parallel.pp, 1, 4096, "pipeline stages"),
     NUM("parallel", "zero_stage", K_INT, parallel.zero_stage, 0, 3, "ZeRO stage 0-3"),
@@ -65,6 +66,7 @@ static const key_spec keys[] = {
     NUM("ckpt", "keep_every", K_LONG, ckpt.keep_every, 0, 1e15, "also keep steps that are multiples (0 = none)"),
     NUM("ckpt", "async", K_BOOL, ckpt.async, 0, 1, "write checkpoints in the background"),
     STR("ckpt", "resume", ckpt.resume, "checkpoint to resume from (default: latest in dir)"),
+    NUM("ckpt", "grace_s", K_DOUBLE, ckpt.grace_s, 0, 1e9, "after a preemption signal, exit at the latest this much later (0 = no limit)"),
     NUM("log", "every", K_LONG, log.every, 1, 1e15, "steps between log lines"),
     STR("log", "metrics", log.metrics, "JSON-lines metrics file (empty = none)"),
     STR("log", "dump", log.dump, "HDF5 file of init/grads/final state for oracle tests"),
@@ -103,6 +105,7 @@ void slm_conf_defaults(slm_conf *c)
     c->parallel.overlap = 1;
     strcpy(c->data.train, "synthetic");
     c->ckpt.keep = 3;
+    c->train.watchdog_s = 1800;
     c->ckpt.every = 0;
     c->log.every = 10;
     c->sample.tokens = 200;

@@ -28,6 +28,7 @@ const char *slm_status_name(slm_status s)
     case SLM_ERR_MPI: return "MPI error";
     case SLM_ERR_UNSUPPORTED: return "not supported";
     case SLM_ERR_INTERNAL: return "internal error";
+    case SLM_PREEMPTED: return "preempted";
     }
     return "unknown error";
 }

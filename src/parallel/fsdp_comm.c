@@ -6,6 +6,7 @@
  * not hidden is counted as exposed time when a wait must block. */
 #include <string.h>
 #include "fsdp_impl.h"
+#include "shardlm/activity.h"
 #include "shardlm/kernels.h"
 #include "shardlm/timer.h"
 
@@ -177,7 +178,11 @@ void fsdp_poll(slm_fsdp_t f)
 
 void fsdp_wait(slm_fsdp_t f, int i)
 {
+    static const char *what[] = {"", "MPI_Wait: all-reduce of gradients", "MPI_Wait: reduce-scatter of gradients",
+                                 "MPI_Wait: all-gather of parameters (stage 3)",
+                                 "MPI_Wait: all-gather of updated parameters"};
     if (f->ops[i].kind == OP_NONE) return;
+    slm_activity_set(what[f->ops[i].kind], f->ops[i].unit);
     double t0 = slm_now();
     MPI_Wait(&f->req[i], MPI_STATUS_IGNORE);
     f->stats.exposed_ms += (slm_now() - t0) * 1e3;

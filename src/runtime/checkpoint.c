@@ -214,19 +214,22 @@ static slm_status save_async(trainer *tr, slm_ckpt_piece *pieces, int n, const s
     return SLM_OK;
 }
 
-slm_status slm_trainer_maybe_save(trainer *tr, long step)
+slm_status slm_trainer_save(trainer *tr, long step, int force)
 {
     const slm_conf *c = tr->conf;
     const long done = step + 1;
-    if (!c->ckpt.dir[0]) return SLM_OK;
-    if (!(done == c->train.steps || done == c->train.stop_after || (c->ckpt.every > 0 && done % c->ckpt.every == 0)))
+    if (!c->ckpt.dir[0] || tr->saved_step == done) return SLM_OK;
+    if (!force &&
+        !(done == c->train.steps || done == c->train.stop_after || (c->ckpt.every > 0 && done % c->ckpt.every == 0)))
         return SLM_OK;
+    tr->saved_step = done;
     int n = 0;
     slm_ckpt_piece *pieces = pieces_of(tr, 0, &n);
     SLM_CHECK(pieces, SLM_ERR_NOMEM, "out of memory");
     slm_ckpt_meta meta;
     meta_of(tr, done, &meta);
-    if (c->ckpt.async) return save_async(tr, pieces, n, &meta); /* it keeps pieces */
+    if (c->ckpt.async && !force) return save_async(tr, pieces, n, &meta); /* it keeps pieces */
+    SLM_CALL(join_async(tr)); /* a forced save is written now; one in flight commits first */
     slm_ckpt_stats st;
     slm_status s = slm_ckpt_save(slm_mesh_world(tr->mesh), c->ckpt.dir, &meta, slm_gpt_tensor(tr->model, 0),
                                  slm_gpt_num_tensors(tr->model), pieces, n, c->ckpt.keep, c->ckpt.keep_every, &st);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include "shardlm/activity.h"
 #include "shardlm/kernels.h"
 #include "shardlm/log.h"
 #include "shardlm/optim.h"
@@ -177,6 +178,7 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
     double loss = 0.0;
     slm_fsdp_begin_step(tr->fsdp);
     for (int micro = 0; micro < tr->accum; micro++) {
+        slm_activity_set("forward and backward", -1);
         SLM_CALL(load_batch(tr, step, micro));
         slm_fsdp_set_last_micro(tr->fsdp, micro == tr->accum - 1);
         loss += slm_gpt_forward(tr->model, tr->inputs, tr->targets, tr->B, tr->T);
@@ -185,10 +187,12 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
         slm_gpt_backward(tr->model, 1.0f / ((float)tr->B * tr->T * tr->accum * tr->dp));
         SLM_CALL(slm_fsdp_finish_backward(tr->fsdp));
     }
+    slm_activity_set("MPI_Allreduce: loss", -1);
     MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, tr->dp_comm);
     loss /= (double)tr->accum * tr->dp;
     SLM_CHECK(isfinite(loss), SLM_ERR_INTERNAL,
               "the loss became %g at step %ld: lower train.lr (%g) or check the data", loss, step, c->train.lr);
+    slm_activity_set("gradient norm (MPI_Allreduce)", -1);
     double norm = slm_fsdp_grad_norm(tr->fsdp);
     if (c->log.dump[0] && step == 0) { /* the gather is collective: every rank takes part */
         SLM_CALL(slm_fsdp_gather(tr->fsdp, 1, tr->full));
@@ -196,11 +200,29 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
     }
     slm_fsdp_clip(tr->fsdp, norm, c->train.grad_clip);
     double lr = slm_lr_at(step, c->train.steps, c->train.warmup_steps, c->train.lr, c->train.min_lr);
+    slm_activity_set("optimizer step (parameter all-gather)", -1);
     SLM_CALL(slm_fsdp_optimizer_step(tr->fsdp, lr));
     *loss_out = loss;
     *norm_out = norm;
     *lr_out = lr;
     return SLM_OK;
+}
+
+/* A signal may have reached only some ranks: all agree at the step boundary, then save
+ * and stop together. */
+static slm_status check_preemption(trainer *tr, long step)
+{
+    int sig = slm_signal_pending(), any = 0;
+    slm_activity_set("MPI_Allreduce: preemption flag", -1);
+    MPI_Allreduce(&sig, &any, 1, MPI_INT, MPI_MAX, slm_mesh_world(tr->mesh));
+    if (!any) return SLM_OK;
+    const slm_conf *c = tr->conf;
+    SLM_CHECK(c->ckpt.dir[0], SLM_ERR_IO, "signal %d after step %ld, but ckpt.dir is not set: nothing was saved",
+              any, step + 1);
+    SLM_CALL(slm_trainer_save(tr, step, 1));
+    SLM_CALL(slm_trainer_finish_saves(tr));
+    return SLM_ERROR(SLM_PREEMPTED, "signal %d: checkpoint of step %ld committed in %s; exit status %d asks to "
+                     "be requeued and resumed", any, step + 1, c->ckpt.dir, SLM_EXIT_PREEMPTED);
 }
 
 static slm_status train_steps(trainer *tr)
@@ -212,6 +234,7 @@ static slm_status train_steps(trainer *tr)
     long timed_steps = 0;
     for (long step = tr->start_step; step < steps; step++) {
         double t0 = slm_now(), loss = 0, norm = 0, lr = 0;
+        slm_activity_set_step(step);
         SLM_CALL(one_step(tr, step, &loss, &norm, &lr));
         tr->samples += c->train.global_batch;
         double dt = slm_now() - t0;
@@ -243,7 +266,9 @@ static slm_status train_steps(trainer *tr)
                    100.0 * m.mfu, dt * 1e3, comm, eta);
             fflush(stdout);
         }
-        SLM_CALL(slm_trainer_maybe_save(tr, step));
+        slm_activity_progress();
+        SLM_CALL(slm_trainer_save(tr, step, 0));
+        SLM_CALL(check_preemption(tr, step));
         if (c->train.stop_after > 0 && step + 1 >= c->train.stop_after) {
             if (tr->rank == 0) printf("stop      at step %ld (train.stop_after) of %ld\n", step + 1, steps);
             tr->stopped_early = 1;
@@ -296,15 +321,19 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     tr.dp_comm = slm_mesh_dp_comm(tr.mesh);
     tr.accum = slm_conf_grad_accum(conf, tr.dp);
     slm_set_threads(conf->train.threads);
+    slm_signals_install(conf->ckpt.grace_s);
     /* a rank that cannot open its data must not leave the others waiting */
     slm_status s = slm_agree(slm_mesh_world(tr.mesh), setup_local(&tr));
     if (s == SLM_OK) s = setup_shared(&tr);
     if (s == SLM_OK) s = slm_trainer_restore(&tr);
     if (s == SLM_OK) s = setup_dump(&tr);
+    slm_watchdog_t watchdog = NULL;
+    if (s == SLM_OK) s = slm_watchdog_start(slm_mesh_world(tr.mesh), conf->train.watchdog_s, &watchdog);
     if (s == SLM_OK) {
         print_summary(&tr);
         s = train_steps(&tr);
     }
+    slm_watchdog_stop(&watchdog);
     if (s == SLM_OK) s = sample(&tr);
     if (tr.async) slm_trainer_finish_saves(&tr); /* after an error too: join the writer */
     teardown(&tr);

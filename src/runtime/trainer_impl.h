@@ -29,13 +29,15 @@ typedef struct {
     long long samples;         /* data cursor: sequences consumed before this step */
     int stopped_early;         /* train.stop_after ended the run before train.steps */
     struct slm_async_save *async; /* a checkpoint being written in the background */
+    long saved_step;           /* the step of the newest checkpoint this run wrote */
     double peak_gflops, flops_per_token;
 } trainer;
 
 /* checkpoint.c: resume from ckpt.resume or the newest good checkpoint in ckpt.dir (if
- * any), and save after `step` when ckpt.every says so or the run ends. Collective. */
+ * any); save after `step` when ckpt.every says so, the run ends, or (force) a preemption
+ * asks for it, unless that step is saved already. Collective. */
 slm_status slm_trainer_restore(trainer *tr);
-slm_status slm_trainer_maybe_save(trainer *tr, long step);
+slm_status slm_trainer_save(trainer *tr, long step, int force);
 /* Wait for a checkpoint still being written in the background and free its snapshot. */
 slm_status slm_trainer_finish_saves(trainer *tr);
 
