@@ -18,7 +18,7 @@
 /* Preemption signals: SIGTERM, SIGUSR1, SIGINT set a flag the loop acts on at the next
  * step boundary; a second signal, or grace_s after the first (0: no deadline), exits at
  * once with SLM_EXIT_PREEMPTED. */
-void slm_signals_install(double grace_s);
+void slm_signals_install(int rank, double grace_s);
 /* The signal received, or 0. */
 int slm_signal_pending(void);
 

@@ -21,6 +21,7 @@
 
 static volatile sig_atomic_t pending_signal, signal_count;
 static double grace_seconds;
+static char first_signal_note[128]; /* formatted before any signal: the handler only write()s it */
 
 static void say(const char *msg)
 {
@@ -43,12 +44,16 @@ static void on_signal(int sig)
         _exit(SLM_EXIT_PREEMPTED);
     }
     pending_signal = sig;
+    say(first_signal_note);
     if (grace_seconds > 0) alarm((unsigned)ceil(grace_seconds));
 }
 
-void slm_signals_install(double grace_s)
+void slm_signals_install(int rank, double grace_s)
 {
     grace_seconds = grace_s;
+    snprintf(first_signal_note, sizeof first_signal_note,
+             "[rank %d] shardlm: preemption signal received: checkpoint at the next step boundary "
+             "(a second signal exits at once)\n", rank);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;

@@ -321,7 +321,7 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     tr.dp_comm = slm_mesh_dp_comm(tr.mesh);
     tr.accum = slm_conf_grad_accum(conf, tr.dp);
     slm_set_threads(conf->train.threads);
-    slm_signals_install(conf->ckpt.grace_s);
+    slm_signals_install(tr.rank, conf->ckpt.grace_s);
     /* a rank that cannot open its data must not leave the others waiting */
     slm_status s = slm_agree(slm_mesh_world(tr.mesh), setup_local(&tr));
     if (s == SLM_OK) s = setup_shared(&tr);

@@ -40,11 +40,21 @@ PY
 rm -rf "$WORK/ck2"
 start_job "$WORK/t.out" "ckpt.dir=$WORK/ck2" ckpt.every=20 "log.metrics=$WORK/t.jsonl"
 wait_steps "$WORK/t.jsonl" 60
-victim=$(rank_pid 0)
-kill -TERM "$victim"; kill -TERM "$victim"
+# Rank 1 is frozen so that the step boundary cannot be agreed on: the first SIGTERM leaves
+# rank 0 waiting there, and the second must get it out at once. Two signals sent back to
+# back could be merged by the kernel into one, so the second goes only after rank 0 has
+# said it saw the first.
+victim=$(rank_pid 0) peer=$(rank_pid 1)
+kill -STOP "$peer"
+kill -TERM "$victim"
+for _ in $(seq 300); do grep -q '^\[rank 0\] shardlm: preemption signal received' "$WORK/t.out" && break; sleep 0.1; done
+kill -TERM "$victim"
 rc=0; wait "$JOB" || rc=$?
+kill -CONT "$peer" 2>/dev/null
 [ "$rc" = 75 ] || { cat "$WORK/t.out"; fail "double SIGTERM: exit $rc, expected 75"; }
+grep -q '^\[rank 0\] shardlm: preemption signal received' "$WORK/t.out" || { cat "$WORK/t.out"; fail "the first signal was not acknowledged"; }
 grep -q 'second signal: exiting now' "$WORK/t.out" || { cat "$WORK/t.out"; fail "no fast exit on the second signal"; }
+grep -q '^preempted' "$WORK/t.out" && { cat "$WORK/t.out"; fail "a checkpoint was agreed on although rank 1 was frozen"; }
 "$S" ckpt verify "$WORK/ck2" >/dev/null || fail "after a second signal the newest committed checkpoint is not good"
 echo "ok: a second signal exits at once with 75, the committed checkpoint intact"
 
