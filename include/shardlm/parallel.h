@@ -47,7 +47,8 @@ typedef struct slm_fsdp_options {
 /* Communication accounting since the last slm_fsdp_take_stats. */
 typedef struct slm_fsdp_stats {
     double exposed_ms;  /* time compute waited for communication */
-    double comm_ms;     /* summed lifetime of the collectives (start to observed end) */
+    double comm_ms;     /* wall time with at least one collective in flight (from its start
+                         * to its observed end); collectives in flight together count once */
     double bytes_sent;  /* per rank, by the algorithm's volume (ring) */
     int collectives;
 } slm_fsdp_stats;
@@ -78,7 +79,8 @@ double slm_fsdp_grad_norm(slm_fsdp_t f);
 /* Clip as slm_clip_grads does, on what this rank holds. Local. */
 void slm_fsdp_clip(slm_fsdp_t f, double norm, double max_norm);
 /* AdamW on the owned shards, then make parameters whole again where the stage keeps them
- * replicated. Collective over dp. */
+ * replicated (stages 1-2: the all-gathers are started here and waited for by the next
+ * forward, bucket by bucket, or by any call that reads the state). Collective over dp. */
 slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr);
 /* The whole parameter (grads = 0) or reduced gradient (grads = 1) vector on dp rank 0
  * (full: num_params floats there; ignored elsewhere). Collective over dp. */

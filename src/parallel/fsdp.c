@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "fsdp_impl.h"
+#include "shardlm/timer.h"
 #include "shardlm/kernels.h"
 
 static float *alloc_f(size_t n, double *account)
@@ -91,7 +92,10 @@ static void hook_before(void *ctx, int mu, slm_pass pass)
         require_params(f, u);
         /* prefetch the bucket that runs next: forward ascends, backward descends to 1 */
         int next = pass == SLM_PASS_FORWARD ? (u + 1 < f->nunits ? u + 1 : -1) : (u >= 2 ? u - 1 : -1);
-        if (next > 0) prefetch(f, next, 0);
+        if (next > 0 && f->o.overlap) prefetch(f, next, 0);
+    } else if (f->o.zero_stage > 0) { /* the bucket's updated parameters, gathered after the last step */
+        int i = fsdp_find(f, OP_ALLGATHER, u);
+        if (i >= 0) fsdp_wait(f, i);
     }
     fsdp_unit *un = &f->u[u];
     if (f->o.zero_stage >= 2 && pass == SLM_PASS_BACKWARD && un->gslot < 0) {
@@ -371,6 +375,9 @@ slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr)
         }
         return SLM_OK;
     }
+    /* Stages 1-2: each bucket's all-gather starts as soon as its update is done and runs
+     * behind the updates of the next buckets and the next forward, which waits for a
+     * bucket only when it reaches it (hook_before). */
     for (int u = 0; u < f->nunits; u++) {
         fsdp_unit *un = &f->u[u];
         float *p = f->o.zero_stage == 3 ? f->shard_params + un->shard_off
@@ -378,18 +385,19 @@ slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr)
                                         : f->full_params + un->off + un->own_lo;
         slm_adamw_update_range(f->opt, p, f->shard_grads + un->shard_off, un->shard_off, un->off + un->own_lo,
                                un->own_n, t, nt, lr);
+        if (f->o.zero_stage == 3) continue;
+        int i = fsdp_launch(f, OP_ALLGATHER, u, -1);
+        if (!f->o.overlap) fsdp_wait(f, i);
+        else fsdp_poll(f);
     }
-    if (f->o.zero_stage == 3) { /* gathered copies are stale now */
+    if (f->o.zero_stage == 3) /* gathered copies are stale now */
         for (int u = 0; u < f->nunits; u++) release_params(f, u);
-        return SLM_OK;
-    }
-    for (int u = 0; u < f->nunits; u++) fsdp_launch(f, OP_ALLGATHER, u, -1);
-    fsdp_wait_all(f);
     return SLM_OK;
 }
 
 slm_status slm_fsdp_gather(slm_fsdp_t f, int grads, float *full)
 {
+    fsdp_wait_all(f);
     const int root = f->rank == 0;
     const int stage = f->o.zero_stage;
     if (!grads && stage < 3 && !(f->bf16 && stage > 0)) { /* a whole (master) vector is here */
@@ -413,6 +421,7 @@ slm_status slm_fsdp_gather(slm_fsdp_t f, int grads, float *full)
 
 int slm_fsdp_state_ranges(slm_fsdp_t f, int for_read, slm_fsdp_range *out)
 {
+    fsdp_wait_all(f); /* no parameter all-gather may still be writing */
     const int stage = f->o.zero_stage;
     float *m, *v;
     slm_adamw_moments(f->opt, &m, &v);
@@ -460,6 +469,11 @@ long slm_fsdp_adam_steps(slm_fsdp_t f) { return slm_adamw_steps(f->opt); }
 
 slm_fsdp_stats slm_fsdp_take_stats(slm_fsdp_t f)
 {
+    if (f->inflight > 0) { /* a collective still in flight: count its time up to now */
+        double now = slm_now();
+        f->stats.comm_ms += (now - f->busy_since) * 1e3;
+        f->busy_since = now;
+    }
     slm_fsdp_stats s = f->stats;
     memset(&f->stats, 0, sizeof f->stats);
     return s;

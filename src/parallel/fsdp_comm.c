@@ -60,9 +60,7 @@ static void complete(slm_fsdp_t f, int i)
 {
     fsdp_op *op = &f->ops[i];
     fsdp_unit *un = &f->u[op->unit];
-    f->stats.comm_ms += (slm_now() - op->t0) * 1e3;
-    f->stats.bytes_sent += op->bytes;
-    f->stats.collectives++;
+    if (--f->inflight == 0) f->stats.comm_ms += (slm_now() - f->busy_since) * 1e3;
     const int u = op->unit;
     switch (op->kind) {
     case OP_GATHER:
@@ -165,6 +163,9 @@ int fsdp_launch(slm_fsdp_t f, op_kind kind, int unit, int slot)
     if (kind == OP_GATHER) un->gathered = 1;
     f->ops[i] = (fsdp_op){kind, unit, slot, slm_now(),
                           ring_bytes(kind, un->n, f->size, f->bf16 ? sizeof(uint16_t) : sizeof(float))};
+    if (f->inflight++ == 0) f->busy_since = slm_now();
+    f->stats.bytes_sent += f->ops[i].bytes; /* counted when started, so a step owns its bytes */
+    f->stats.collectives++;
     return i;
 }
 

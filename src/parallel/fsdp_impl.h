@@ -68,6 +68,8 @@ struct slm_fsdp {
     fsdp_op ops[FSDP_MAX_OPS];
     int last_micro;
     slm_fsdp_stats stats;
+    int inflight;         /* collectives outstanding */
+    double busy_since;    /* when inflight last went from 0 to 1 */
     slm_fsdp_memory mem;
 };
 
