@@ -29,15 +29,16 @@ Tuning applied so that the baseline is as fast as PyTorch 1.13 on a CPU reasonab
     itself): with OpenBLAS's own pthreads doing the matmuls, spinning OpenMP workers
     steal the cores between ops.
   * attention as one baddbmm (scale and additive causal mask fused into the QK^T
-    product) + softmax + bmm, with q, k, v as strided views of the fused qkv projection
-    (no copies); PyTorch 1.13 has no scaled_dot_product_attention.
+    product) + softmax + bmm, with q, k, v sliced out of the fused qkv projection (strided
+    views for batch 1, one gather each otherwise); PyTorch 1.13 has no
+    scaled_dot_product_attention.
   * native fused kernels where 1.13 has them: nn.LayerNorm, F.gelu(approximate='tanh'),
     F.cross_entropy (fused log-softmax + NLL), F.linear (bias fused into addmm).
   * AdamW in its single-tensor form (foreach=False): on this CPU the multi-tensor
     (foreach=True) form was ~10% slower per optimizer step (0.31 s vs 0.28 s for 124M
     parameters, 1 thread); --foreach selects it. No fused CPU AdamW exists in 1.13.
-    zero_grad(set_to_none=True). Gradient anomaly detection and the
-    autograd profiler are off (the defaults, enforced).
+    zero_grad(set_to_none=True). Autograd anomaly detection is off (the default,
+    enforced).
 """
 import argparse
 import json
@@ -134,7 +135,7 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         NH, hs = self.NH, self.hs
         qkv = self.qkv(x).view(B, T, 3, NH, hs)
-        # (B*NH, T, hs) strided views: row stride 3C, no copy
+        # (B*NH, T, hs): strided views (row stride 3C) when B == 1, else one copy each
         q = qkv[:, :, 0].transpose(1, 2).reshape(B * NH, T, hs)
         k = qkv[:, :, 1].transpose(1, 2).reshape(B * NH, T, hs)
         v = qkv[:, :, 2].transpose(1, 2).reshape(B * NH, T, hs)
