@@ -32,6 +32,7 @@ typedef struct slm_conf {
         int tp, pp, zero_stage, microbatches;
         int overlap;
         double bucket_mb;
+        char bind[8];
     } parallel;
     struct {
         char train[SLM_PATH_MAX], val[SLM_PATH_MAX];

@@ -10,6 +10,7 @@
 
 #include <mpi.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "shardlm/model.h"
 #include "shardlm/status.h"
 
@@ -23,7 +24,8 @@ slm_status slm_agree(MPI_Comm comm, slm_status local);
 
 typedef struct slm_mesh *slm_mesh_t;
 
-/* Collective over comm: world = pp x dp x tp with tp innermost. */
+/* Collective over comm: world = pp x dp x tp with tp innermost. Refuses a world that
+ * tp x pp does not divide (before any collective). */
 slm_status slm_mesh_create(MPI_Comm comm, int tp, int pp, slm_mesh_t *mesh);
 void slm_mesh_destroy(slm_mesh_t *mesh);
 MPI_Comm slm_mesh_world(slm_mesh_t mesh);
@@ -32,6 +34,33 @@ int slm_mesh_rank(slm_mesh_t mesh);
 int slm_mesh_size(slm_mesh_t mesh);
 int slm_mesh_dp_rank(slm_mesh_t mesh);
 int slm_mesh_dp_size(slm_mesh_t mesh);
+MPI_Comm slm_mesh_tp_comm(slm_mesh_t mesh);
+MPI_Comm slm_mesh_pp_comm(slm_mesh_t mesh);
+int slm_mesh_tp_rank(slm_mesh_t mesh);
+int slm_mesh_tp_size(slm_mesh_t mesh);
+int slm_mesh_pp_rank(slm_mesh_t mesh);
+int slm_mesh_pp_size(slm_mesh_t mesh);
+/* Rank 0 prints the shape of the mesh. */
+void slm_mesh_print(slm_mesh_t mesh, FILE *out);
+
+/* Binding of ranks to cores (parallel.bind). */
+typedef enum {
+    SLM_BIND_AUTO,  /* keep the launcher's binding when it gave the ranks of a node disjoint
+                     * cores, else deal the node's cores out in blocks by local rank */
+    SLM_BIND_CORES, /* always deal the cores out, whatever the launcher did */
+    SLM_BIND_NONE   /* leave the process as it is */
+} slm_bind_mode;
+typedef struct slm_placement {
+    int cores;          /* cores this rank is bound to: the default thread count */
+    int tp_spans_nodes; /* this rank's tensor-parallel group is on several nodes */
+    int tp_spans_numa;  /* ... or on one node but several NUMA nodes */
+    char where[384];    /* "host cores 0-1, package 0, NUMA 0; bound by shardlm" */
+} slm_placement;
+/* Bind this rank as mode says and describe where it runs. Collective over the world. */
+slm_status slm_mesh_bind(slm_mesh_t mesh, slm_bind_mode mode, slm_placement *out);
+/* Rank 0 prints every rank's placement (the first 32) and warns about tensor-parallel
+ * groups split across nodes or NUMA nodes. Collective over the world. */
+void slm_mesh_print_binding(slm_mesh_t mesh, const slm_placement *p, int threads, FILE *out);
 
 typedef struct slm_fsdp_options {
     int zero_stage; /* 0 replicated, 1 +optimizer sharded, 2 +gradients, 3 +parameters */

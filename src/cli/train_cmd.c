@@ -10,21 +10,27 @@ static void train_help(void)
 {
     slm_conf c;
     slm_conf_defaults(&c);
-    printf("usage: shardlm train [CONFIG.ini] [section.key=value ...]\n\n"
+    printf("usage: shardlm train [--dry-run] [CONFIG.ini] [section.key=value ...]\n\n"
            "Trains on the ranks it is started on. CONFIG.ini is read first, then each\n"
-           "section.key=value override in order. Unknown keys are errors. Keys and defaults:\n");
+           "section.key=value override in order. Unknown keys are errors. --dry-run checks\n"
+           "the configuration, builds the rank mesh, binds the ranks and prints both, then\n"
+           "stops. Keys and defaults:\n");
     slm_conf_print(&c, stdout);
 }
 
 /* Parse the command line into conf. Every rank parses the same arguments and files, so
  * every rank reaches the same verdict without communicating. */
-static slm_status parse(int argc, char **argv, slm_conf *conf, int world)
+static slm_status parse(int argc, char **argv, slm_conf *conf, int world, int dry_run)
 {
     slm_conf_defaults(conf);
     int i = 1;
     if (i < argc && !strchr(argv[i], '=')) SLM_CALL(slm_conf_load_file(conf, argv[i++]));
     for (; i < argc; i++) SLM_CALL(slm_conf_set(conf, argv[i]));
     SLM_CALL(slm_conf_validate(conf, world));
+    SLM_CHECK(dry_run || (conf->parallel.tp == 1 && conf->parallel.pp == 1), SLM_ERR_UNSUPPORTED,
+              "parallel.tp = %d, parallel.pp = %d: training with tensor and pipeline parallelism is not "
+              "available in this version (use 1; `shardlm train --dry-run` shows such a mesh)",
+              conf->parallel.tp, conf->parallel.pp);
     return SLM_OK;
 }
 
@@ -38,12 +44,17 @@ int slm_cmd_train(int argc, char **argv, MPI_Comm comm)
         return SLM_EXIT_OK;
     }
     slm_log_setup(rank, world, SLM_LOG_INFO, 0);
+    int dry_run = argc > 1 && !strcmp(argv[1], "--dry-run");
+    if (dry_run) { /* the rest of the command line is what a real run would get */
+        argv++;
+        argc--;
+    }
     slm_conf conf;
-    if (parse(argc, argv, &conf, world) != SLM_OK) {
+    if (parse(argc, argv, &conf, world, dry_run) != SLM_OK) {
         slm_cli_report_error(comm, 0);
         return SLM_EXIT_USAGE;
     }
-    slm_status s = slm_train_run(&conf, comm);
+    slm_status s = dry_run ? slm_train_dry_run(&conf, comm) : slm_train_run(&conf, comm);
     if (s == SLM_PREEMPTED) {
         if (rank == 0) printf("preempted %s\n", slm_error_message());
         return SLM_EXIT_PREEMPTED;

@@ -57,6 +57,7 @@ static const key_spec keys[] = {
     NUM("parallel", "zero_stage", K_INT, parallel.zero_stage, 0, 3, "ZeRO stage 0-3"),
     NUM("parallel", "microbatches", K_INT, parallel.microbatches, 1, 1 << 20, "pipeline microbatches"),
     NUM("parallel", "overlap", K_BOOL, parallel.overlap, 0, 1, "reduce gradients while backward runs"),
+    STR("parallel", "bind", parallel.bind, "auto | cores | none: binding of ranks to cores"),
     NUM("parallel", "bucket_mb", K_DOUBLE, parallel.bucket_mb, 0, 1 << 20, "MiB fused per collective (0 = per block)"),
     STR("data", "train", data.train, "glob of token shards, or `synthetic`"),
     STR("data", "val", data.val, "glob of validation shards, `synthetic`, or empty"),
@@ -103,6 +104,7 @@ void slm_conf_defaults(slm_conf *c)
     c->parallel.pp = 1;
     c->parallel.microbatches = 1;
     c->parallel.overlap = 1;
+    strcpy(c->parallel.bind, "auto");
     strcpy(c->data.train, "synthetic");
     c->ckpt.keep = 3;
     c->train.watchdog_s = 1800;
@@ -263,9 +265,9 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
               "train.recompute = true is not available in this version");
     SLM_CHECK(c->train.min_lr <= c->train.lr, SLM_ERR_CONFIG,
               "train.min_lr = %g is larger than train.lr = %g", c->train.min_lr, c->train.lr);
-    SLM_CHECK(c->parallel.tp == 1 && c->parallel.pp == 1, SLM_ERR_UNSUPPORTED,
-              "parallel.tp = %d, parallel.pp = %d: tensor and pipeline parallelism are not "
-              "available in this version (use 1)", c->parallel.tp, c->parallel.pp);
+    SLM_CHECK(!strcmp(c->parallel.bind, "auto") || !strcmp(c->parallel.bind, "cores") ||
+                  !strcmp(c->parallel.bind, "none"),
+              SLM_ERR_CONFIG, "parallel.bind = '%s': expected auto, cores or none", c->parallel.bind);
     SLM_CHECK(world % (c->parallel.tp * c->parallel.pp) == 0, SLM_ERR_CONFIG,
               "%d ranks cannot be split into parallel.tp = %d x parallel.pp = %d", world,
               c->parallel.tp, c->parallel.pp);

@@ -1,30 +1,39 @@
 /* mesh.c - the rank mesh: a private duplicate of the caller's communicator, split into
- * data-parallel groups (tensor and pipeline groups join them with their features). */
+ * world = pp x dp x tp with tp innermost, so the ranks of one tensor-parallel group are
+ * consecutive (and, with the usual block placement, on one node). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "shardlm/parallel.h"
+#include "mesh_impl.h"
 
 int slm_mpi_thread_level = MPI_THREAD_SINGLE;
-
-struct slm_mesh {
-    MPI_Comm world, dp;
-    int rank, size, dp_rank, dp_size;
-};
 
 slm_status slm_mesh_create(MPI_Comm comm, int tp, int pp, slm_mesh_t *out)
 {
     *out = NULL;
-    SLM_CHECK(tp == 1 && pp == 1, SLM_ERR_UNSUPPORTED, "tensor and pipeline parallelism are not available");
+    int size;
+    MPI_Comm_size(comm, &size);
+    /* every rank reaches the same verdict from the same numbers: no collective needed */
+    SLM_CHECK(tp >= 1 && pp >= 1 && size % (tp * pp) == 0, SLM_ERR_CONFIG,
+              "%d ranks cannot be split into parallel.tp = %d x parallel.pp = %d", size, tp, pp);
     slm_mesh_t m = calloc(1, sizeof *m);
     SLM_CHECK(m, SLM_ERR_NOMEM, "out of memory");
     MPI_Comm_dup(comm, &m->world);
     MPI_Comm_rank(m->world, &m->rank);
-    MPI_Comm_size(m->world, &m->size);
-    /* With tp = pp = 1 every rank is one data-parallel replica. */
-    MPI_Comm_split(m->world, 0, m->rank, &m->dp);
-    MPI_Comm_rank(m->dp, &m->dp_rank);
-    MPI_Comm_size(m->dp, &m->dp_size);
+    m->size = size;
+    m->tp_size = tp;
+    m->pp_size = pp;
+    m->dp_size = size / (tp * pp);
+    m->tp_rank = m->rank % tp;
+    m->dp_rank = m->rank / tp % m->dp_size;
+    m->pp_rank = m->rank / (tp * m->dp_size);
+    /* a group is the ranks that differ only in its own coordinate */
+    MPI_Comm_split(m->world, m->pp_rank * m->dp_size + m->dp_rank, m->rank, &m->tp);
+    MPI_Comm_split(m->world, m->pp_rank * tp + m->tp_rank, m->rank, &m->dp);
+    MPI_Comm_split(m->world, m->dp_rank * tp + m->tp_rank, m->rank, &m->pp);
+    MPI_Comm_split_type(m->world, MPI_COMM_TYPE_SHARED, m->rank, MPI_INFO_NULL, &m->node);
+    MPI_Comm_rank(m->node, &m->local_rank);
+    MPI_Comm_size(m->node, &m->local_size);
     *out = m;
     return SLM_OK;
 }
@@ -33,7 +42,10 @@ void slm_mesh_destroy(slm_mesh_t *mp)
 {
     slm_mesh_t m = *mp;
     if (!m) return;
+    MPI_Comm_free(&m->node);
+    MPI_Comm_free(&m->pp);
     MPI_Comm_free(&m->dp);
+    MPI_Comm_free(&m->tp);
     MPI_Comm_free(&m->world);
     free(m);
     *mp = NULL;
@@ -41,10 +53,23 @@ void slm_mesh_destroy(slm_mesh_t *mp)
 
 MPI_Comm slm_mesh_world(slm_mesh_t m) { return m->world; }
 MPI_Comm slm_mesh_dp_comm(slm_mesh_t m) { return m->dp; }
+MPI_Comm slm_mesh_tp_comm(slm_mesh_t m) { return m->tp; }
+MPI_Comm slm_mesh_pp_comm(slm_mesh_t m) { return m->pp; }
 int slm_mesh_rank(slm_mesh_t m) { return m->rank; }
 int slm_mesh_size(slm_mesh_t m) { return m->size; }
 int slm_mesh_dp_rank(slm_mesh_t m) { return m->dp_rank; }
 int slm_mesh_dp_size(slm_mesh_t m) { return m->dp_size; }
+int slm_mesh_tp_rank(slm_mesh_t m) { return m->tp_rank; }
+int slm_mesh_tp_size(slm_mesh_t m) { return m->tp_size; }
+int slm_mesh_pp_rank(slm_mesh_t m) { return m->pp_rank; }
+int slm_mesh_pp_size(slm_mesh_t m) { return m->pp_size; }
+
+void slm_mesh_print(slm_mesh_t m, FILE *out)
+{
+    if (m->rank != 0) return;
+    fprintf(out, "mesh      %d rank%s = pp %d x dp %d x tp %d (tp innermost: rank = (pp_i * %d + dp_i) * %d + tp_i)\n",
+            m->size, m->size == 1 ? "" : "s", m->pp_size, m->dp_size, m->tp_size, m->dp_size, m->tp_size);
+}
 
 /* Make every rank agree on a local outcome; the first failing rank's message wins. */
 slm_status slm_agree(MPI_Comm comm, slm_status local)

@@ -310,6 +310,41 @@ static slm_status sample(trainer *tr)
     return s;
 }
 
+/* Bind this rank (parallel.bind) and set its thread count: train.threads, else what
+ * OMP_NUM_THREADS / OPENBLAS_NUM_THREADS say, else one per core it is bound to.
+ * Collective over the world. */
+static slm_status place_rank(const slm_conf *c, slm_mesh_t mesh, slm_placement *pl, int *threads)
+{
+    slm_bind_mode mode = !strcmp(c->parallel.bind, "none")    ? SLM_BIND_NONE
+                         : !strcmp(c->parallel.bind, "cores") ? SLM_BIND_CORES
+                                                              : SLM_BIND_AUTO;
+    SLM_CALL(slm_agree(slm_mesh_world(mesh), slm_mesh_bind(mesh, mode, pl)));
+    int from_env = getenv("OMP_NUM_THREADS") || getenv("OPENBLAS_NUM_THREADS");
+    slm_set_threads(c->train.threads > 0 ? c->train.threads : from_env ? 0 : pl->cores);
+    *threads = slm_get_threads();
+    return SLM_OK;
+}
+
+slm_status slm_train_dry_run(const slm_conf *conf, MPI_Comm comm)
+{
+    slm_mesh_t mesh;
+    SLM_CALL(slm_mesh_create(comm, conf->parallel.tp, conf->parallel.pp, &mesh));
+    slm_placement placement;
+    int threads = 0;
+    slm_status s = place_rank(conf, mesh, &placement, &threads);
+    if (s == SLM_OK) {
+        if (slm_mesh_rank(mesh) == 0) {
+            printf("shardlm %s: dry run (nothing is allocated or trained)\n", PACKAGE_VERSION);
+            slm_conf_print(conf, stdout);
+        }
+        slm_mesh_print(mesh, stdout);
+        slm_mesh_print_binding(mesh, &placement, threads, stdout);
+        fflush(stdout);
+    }
+    slm_mesh_destroy(&mesh);
+    return s;
+}
+
 slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
 {
     trainer tr = {.conf = conf};
@@ -320,7 +355,13 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     tr.dp_rank = slm_mesh_dp_rank(tr.mesh);
     tr.dp_comm = slm_mesh_dp_comm(tr.mesh);
     tr.accum = slm_conf_grad_accum(conf, tr.dp);
-    slm_set_threads(conf->train.threads);
+    slm_placement placement;
+    int threads = 0;
+    slm_status placed = place_rank(conf, tr.mesh, &placement, &threads);
+    if (placed != SLM_OK) {
+        slm_mesh_destroy(&tr.mesh);
+        return placed;
+    }
     slm_signals_install(tr.rank, conf->ckpt.grace_s);
     /* a rank that cannot open its data must not leave the others waiting */
     slm_status s = slm_agree(slm_mesh_world(tr.mesh), setup_local(&tr));
@@ -331,6 +372,9 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     if (s == SLM_OK) s = slm_watchdog_start(slm_mesh_world(tr.mesh), conf->train.watchdog_s, &watchdog);
     if (s == SLM_OK) {
         print_summary(&tr);
+        slm_mesh_print(tr.mesh, stdout);
+        slm_mesh_print_binding(tr.mesh, &placement, threads, stdout);
+        fflush(stdout);
         s = train_steps(&tr);
     }
     slm_watchdog_stop(&watchdog);

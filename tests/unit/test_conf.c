@@ -111,8 +111,12 @@ static void test_cross_checks(void)
     CU_ASSERT(msg_has("train.precision", NULL));
     slm_conf_defaults(&c);
     slm_conf_set(&c, "parallel.tp=2");
-    CU_ASSERT_EQUAL(slm_conf_validate(&c, 2), SLM_ERR_UNSUPPORTED);
+    CU_ASSERT_EQUAL(slm_conf_validate(&c, 3), SLM_ERR_CONFIG);
     CU_ASSERT(msg_has("parallel.tp", NULL));
+    slm_conf_defaults(&c);
+    slm_conf_set(&c, "parallel.bind=socket");
+    CU_ASSERT_EQUAL(slm_conf_validate(&c, 1), SLM_ERR_CONFIG);
+    CU_ASSERT(msg_has("parallel.bind", "socket"));
 }
 
 static void test_ini_round_trip(void)

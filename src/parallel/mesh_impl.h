@@ -1,0 +1,14 @@
+/* mesh_impl.h - the mesh's fields, shared by mesh.c and placement.c. */
+#ifndef SHARDLM_MESH_IMPL_H
+#define SHARDLM_MESH_IMPL_H
+
+#include "shardlm/parallel.h"
+
+struct slm_mesh {
+    MPI_Comm world, tp, dp, pp, node; /* node: the ranks sharing this machine */
+    int rank, size;
+    int tp_rank, tp_size, dp_rank, dp_size, pp_rank, pp_size;
+    int local_rank, local_size;
+};
+
+#endif
