@@ -16,15 +16,45 @@ typedef struct slm_gpt_config {
     int n_layer, n_head, d_model, vocab_size, seq_len;
 } slm_gpt_config;
 
-/* One named parameter tensor: its global name and shape, and where it sits. */
+/* A run of rows this rank holds: local rows [lrow0, lrow0+n) are global rows
+ * [grow0, grow0+n). */
+typedef struct slm_row_run {
+    int64_t lrow0, grow0, n;
+} slm_row_run;
+
+/* One named parameter tensor: its global name and shape, and the part of it this rank
+ * holds. Without tensor parallelism that is all of it. With it, a column-parallel tensor
+ * (QKV, MLP-up, and their biases) holds some rows - for QKV one run each in the q, k and v
+ * thirds - and a row-parallel weight (attention and MLP-down projections) holds the
+ * columns [col0, col0+cols) of every row. 1-D tensors count as one column. */
 typedef struct slm_tensor_info {
     char name[64];
     int ndim;
-    int64_t shape[2];
-    size_t offset, count; /* in floats, within the parameter block */
+    int64_t shape[2];     /* global */
+    size_t offset, count; /* in floats, within this rank's parameter block */
+    size_t goffset;       /* where the whole tensor starts in the whole model's block */
     int decay;            /* 1: weight decay applies (matrices), 0: biases and LayerNorm */
     int block;            /* transformer block index, or -1 for embeddings/final norm */
+    int tp_split;         /* 1: split across the tensor-parallel ranks; 0: whole on each */
+    int64_t rows, cols, col0; /* the local part: rows x cols, from global column col0 */
+    int nruns;
+    slm_row_run runs[3];
 } slm_tensor_info;
+
+/* Position in the global tensor (row-major, flat) of local element j of t. */
+static inline size_t slm_tensor_global_index(const slm_tensor_info *t, size_t j)
+{
+    int64_t r = (int64_t)(j / (size_t)t->cols), c = (int64_t)(j % (size_t)t->cols);
+    int k = 0;
+    while (k + 1 < t->nruns && r >= t->runs[k + 1].lrow0) k++;
+    int64_t gcols = t->ndim == 2 ? t->shape[1] : 1;
+    return (size_t)((t->runs[k].grow0 + r - t->runs[k].lrow0) * gcols + t->col0 + c);
+}
+/* Elements of the global tensor. */
+static inline size_t slm_tensor_global_count(const slm_tensor_info *t)
+{
+    return (size_t)t->shape[0] * (size_t)(t->ndim == 2 ? t->shape[1] : 1);
+}
 
 typedef struct slm_gpt *slm_gpt_t;
 
@@ -48,13 +78,24 @@ typedef struct slm_gpt_hooks {
     void *ctx;
 } slm_gpt_hooks;
 
+/* Tensor parallelism: the model holds heads [r*H/tp, (r+1)*H/tp) and MLP columns
+ * [r*4C/tp, (r+1)*4C/tp) and calls allreduce (a sum over the tensor-parallel group) twice
+ * per block in forward - after the attention and MLP-down projections - and twice in
+ * backward - on the gradients of the two LayerNorm outputs. */
+typedef struct slm_gpt_tp {
+    int rank, size; /* size 1: no tensor parallelism */
+    void (*allreduce)(void *ctx, float *buf, size_t n);
+    void *ctx;
+} slm_gpt_tp;
+
 /* Check a configuration (sizes positive, n_head divides d_model). Local. */
 slm_status slm_gpt_config_check(const slm_gpt_config *cfg);
 /* Allocate a model for micro-batches of up to max_batch sequences of cfg->seq_len. With
  * own_storage, the model allocates full parameter and gradient blocks and binds every unit
  * to them; without, nothing is bound until slm_gpt_bind_unit is called (a sharded layout
- * provides the storage). Local. */
-slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_storage,
+ * provides the storage). tp: this rank's part under tensor parallelism, or NULL for the
+ * whole model (tp->size must divide n_head). Local. */
+slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_storage, const slm_gpt_tp *tp,
                           slm_gpt_t *model);
 /* Free everything; sets *model to NULL; NULL is a no-op. */
 void slm_gpt_destroy(slm_gpt_t *model);
@@ -78,6 +119,8 @@ void slm_gpt_set_hooks(slm_gpt_t m, const slm_gpt_hooks *hooks);
 
 const slm_gpt_config *slm_gpt_config_of(slm_gpt_t m);
 size_t slm_gpt_num_params(slm_gpt_t m);
+/* Parameters of the whole model (more than this rank's under tensor parallelism). */
+size_t slm_gpt_num_global_params(slm_gpt_t m);
 /* The model's own blocks (num_params each), or NULL when created without storage. */
 float *slm_gpt_params(slm_gpt_t m);
 float *slm_gpt_grads(slm_gpt_t m);

@@ -40,6 +40,12 @@ int slm_mesh_tp_rank(slm_mesh_t mesh);
 int slm_mesh_tp_size(slm_mesh_t mesh);
 int slm_mesh_pp_rank(slm_mesh_t mesh);
 int slm_mesh_pp_size(slm_mesh_t mesh);
+/* Sum n floats in place over the tensor-parallel group (ctx: the mesh); the model's
+ * slm_gpt_tp.allreduce. Collective over the group. */
+void slm_mesh_tp_allreduce(void *mesh, float *buf, size_t n);
+/* Time spent in (they block: all of it exposed) and bytes sent by (ring volume) those
+ * all-reduces since the last call. Local. */
+void slm_mesh_take_tp_stats(slm_mesh_t mesh, double *ms, double *bytes);
 /* Rank 0 prints the shape of the mesh. */
 void slm_mesh_print(slm_mesh_t mesh, FILE *out);
 
@@ -71,6 +77,8 @@ typedef struct slm_fsdp_options {
                      * computes with bf16-rounded parameters; master weights and AdamW
                      * moments stay fp32 */
     double beta1, beta2, eps, weight_decay;
+    MPI_Comm tp;    /* the tensor-parallel group, for the gradient norm of split tensors;
+                     * MPI_COMM_NULL without tensor parallelism */
 } slm_fsdp_options;
 
 /* Communication accounting since the last slm_fsdp_take_stats. */

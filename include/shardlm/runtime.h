@@ -53,8 +53,9 @@ typedef struct slm_step_metrics {
     long step, steps;
     double loss, lr, grad_norm, tokens_per_s, mfu, step_ms, exposed_comm_ms, peak_rss_mib;
     long long tokens_seen;
-    double comm_bytes;       /* sent per rank this step (ring-algorithm volume) */
+    double comm_bytes;       /* sent per rank this step (ring-algorithm volume), all kinds */
     double overlap_fraction; /* share of collective time hidden behind compute */
+    double tp_comm_bytes;    /* of comm_bytes: the tensor-parallel all-reduces */
 } slm_step_metrics;
 void slm_metrics_write(FILE *f, const slm_step_metrics *m);
 

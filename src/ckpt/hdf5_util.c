@@ -29,32 +29,43 @@ int ckpt_overlap(const slm_tensor_info *t, const slm_ckpt_piece *pieces, int npi
     return 0;
 }
 
+/* Add the global block rows [grow, grow+nrows) x columns [gcol, gcol+ncols) to the
+ * selection (1-D tensors: the elements [grow, grow+nrows)). */
+static void select_block(hid_t space, hsize_t grow, hsize_t nrows, hsize_t gcol, hsize_t ncols)
+{
+    hsize_t start[2] = {grow, gcol}, count[2] = {nrows, ncols}; /* a 1-D space reads [0] only */
+    H5Sselect_hyperslab(space, H5S_SELECT_OR, start, NULL, count, NULL);
+}
+
 void ckpt_select_range(hid_t space, const slm_tensor_info *t, size_t lo, size_t hi)
 {
-    if (t->ndim == 1) {
-        hsize_t start = lo, count = hi - lo;
-        H5Sselect_hyperslab(space, H5S_SELECT_SET, &start, NULL, &count, NULL);
-        return;
-    }
-    /* A flat range of a row-major matrix: a partial first row, whole middle rows and a
-     * partial last row, selected as a union of up to three blocks (in file order, which
-     * is the order the elements take in memory). */
-    const hsize_t C = (hsize_t)t->shape[1];
-    hsize_t r0 = lo / C, c0 = lo % C, r1 = (hi - 1) / C, c1 = (hi - 1) % C;
+    /* The local elements [lo, hi) of a row-major rows x cols part: a partial first row,
+     * whole middle rows and a partial last row, within each run of rows the rank holds;
+     * placed at the run's global rows and from global column col0. The union is read in
+     * file order, which is the order the elements take in memory because runs and
+     * columns keep their order. */
+    const hsize_t C = (hsize_t)t->cols;
     H5Sselect_none(space);
-    if (r0 == r1) {
-        hsize_t start[2] = {r0, c0}, count[2] = {1, c1 - c0 + 1};
-        H5Sselect_hyperslab(space, H5S_SELECT_OR, start, NULL, count, NULL);
-        return;
+    for (int k = 0; k < t->nruns; k++) {
+        const slm_row_run *run = &t->runs[k];
+        size_t a = (size_t)run->lrow0 * C, b = (size_t)(run->lrow0 + run->n) * C;
+        if (a < lo) a = lo;
+        if (b > hi) b = hi;
+        if (a >= b) continue;
+        const hsize_t shift = (hsize_t)(run->grow0 - run->lrow0), col0 = (hsize_t)t->col0;
+        hsize_t r0 = a / C, c0 = a % C, r1 = (b - 1) / C, c1 = (b - 1) % C;
+        if (t->ndim == 1) { /* one column: rows are elements */
+            select_block(space, r0 + shift, r1 - r0 + 1, 0, 1);
+            continue;
+        }
+        if (r0 == r1) {
+            select_block(space, r0 + shift, 1, col0 + c0, c1 - c0 + 1);
+            continue;
+        }
+        select_block(space, r0 + shift, 1, col0 + c0, C - c0);
+        if (r1 > r0 + 1) select_block(space, r0 + 1 + shift, r1 - r0 - 1, col0, C);
+        select_block(space, r1 + shift, 1, col0, c1 + 1);
     }
-    hsize_t s1[2] = {r0, c0}, n1[2] = {1, C - c0};
-    H5Sselect_hyperslab(space, H5S_SELECT_OR, s1, NULL, n1, NULL);
-    if (r1 > r0 + 1) {
-        hsize_t s2[2] = {r0 + 1, 0}, n2[2] = {r1 - r0 - 1, C};
-        H5Sselect_hyperslab(space, H5S_SELECT_OR, s2, NULL, n2, NULL);
-    }
-    hsize_t s3[2] = {r1, 0}, n3[2] = {1, c1 + 1};
-    H5Sselect_hyperslab(space, H5S_SELECT_OR, s3, NULL, n3, NULL);
 }
 
 hid_t ckpt_select_piece(hid_t fspace, const slm_tensor_info *t, const slm_ckpt_piece *pieces, int npieces,

@@ -127,6 +127,9 @@ void slm_llmc_fill(slm_llmc_t m, const slm_tensor_info *tensors, int ntensors, s
         size_t lo = t->offset > offset ? t->offset : offset;
         size_t hi = t->offset + t->count < end ? t->offset + t->count : end;
         if (lo >= hi) continue;
-        memcpy(dst + (lo - offset), m->params + source_offset(m, t) + (lo - t->offset), (hi - lo) * sizeof(float));
+        const float *src = m->params + source_offset(m, t);
+        if (!t->tp_split) memcpy(dst + (lo - offset), src + (lo - t->offset), (hi - lo) * sizeof(float));
+        else /* this rank's rows or columns of the tensor */
+            for (size_t j = lo; j < hi; j++) dst[j - offset] = src[slm_tensor_global_index(t, j - t->offset)];
     }
 }

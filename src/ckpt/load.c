@@ -127,7 +127,7 @@ slm_status slm_ckpt_load(MPI_Comm comm, const char *path, const slm_tensor_info 
             const slm_tensor_info *t = &tensors[i];
             hid_t ds = grp >= 0 ? H5Dopen2(grp, t->name, H5P_DEFAULT) : -1;
             hid_t fspace = ds >= 0 ? H5Dget_space(ds) : -1;
-            if (fspace < 0 || H5Sget_simple_extent_npoints(fspace) != (hssize_t)t->count) {
+            if (fspace < 0 || H5Sget_simple_extent_npoints(fspace) != (hssize_t)slm_tensor_global_count(t)) {
                 ok = 0; /* every rank sees the same file: all fail alike, no collective mismatch */
                 if (fspace >= 0) H5Sclose(fspace);
                 if (ds >= 0) H5Dclose(ds);

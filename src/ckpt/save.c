@@ -28,7 +28,7 @@ static hid_t dataset_plist(const slm_tensor_info *t)
 {
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     hsize_t chunk[2];
-    if (t->ndim == 1) chunk[0] = t->count < (1u << 18) ? t->count : (1u << 18);
+    if (t->ndim == 1) chunk[0] = slm_tensor_global_count(t) < (1u << 18) ? slm_tensor_global_count(t) : (1u << 18);
     else {
         hsize_t rows = ((hsize_t)1 << 18) / (hsize_t)t->shape[1];
         chunk[0] = rows < 1 ? 1 : rows > (hsize_t)t->shape[0] ? (hsize_t)t->shape[0] : rows;

@@ -27,10 +27,9 @@ static slm_status parse(int argc, char **argv, slm_conf *conf, int world, int dr
     if (i < argc && !strchr(argv[i], '=')) SLM_CALL(slm_conf_load_file(conf, argv[i++]));
     for (; i < argc; i++) SLM_CALL(slm_conf_set(conf, argv[i]));
     SLM_CALL(slm_conf_validate(conf, world));
-    SLM_CHECK(dry_run || (conf->parallel.tp == 1 && conf->parallel.pp == 1), SLM_ERR_UNSUPPORTED,
-              "parallel.tp = %d, parallel.pp = %d: training with tensor and pipeline parallelism is not "
-              "available in this version (use 1; `shardlm train --dry-run` shows such a mesh)",
-              conf->parallel.tp, conf->parallel.pp);
+    SLM_CHECK(dry_run || conf->parallel.pp == 1, SLM_ERR_UNSUPPORTED,
+              "parallel.pp = %d: training with pipeline parallelism is not available in this version "
+              "(use 1; `shardlm train --dry-run` shows such a mesh)", conf->parallel.pp);
     return SLM_OK;
 }
 

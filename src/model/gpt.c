@@ -38,47 +38,77 @@ double slm_gpt_flops_per_token(const slm_gpt_config *c)
     return 6.0 * (12.0 * L * C * C + V * C) + 12.0 * L * C * T;
 }
 
-/* Append one tensor to the table. */
-static void add_tensor(slm_gpt_t m, int *i, size_t *off, int block, const char *name, int decay,
+/* How a tensor is split across the tensor-parallel ranks. */
+typedef enum {
+    WHOLE,    /* replicated */
+    ROWS,     /* column-parallel: a contiguous block of rows (output features) */
+    QKV_ROWS, /* column-parallel QKV: the same block of rows in each of the q, k, v thirds */
+    COLS      /* row-parallel: a block of columns (input features) of every row */
+} split_kind;
+
+/* Append one tensor to the table, with the part of it this rank holds. */
+static void add_tensor(slm_gpt_t m, int *i, size_t *off, int block, const char *name, int decay, split_kind split,
                        int64_t d0, int64_t d1)
 {
+    const int64_t r = m->tp.rank, p = m->tp.size;
     slm_tensor_info *t = &m->tensors[(*i)++];
     if (block >= 0) snprintf(t->name, sizeof t->name, "blocks.%d.%s", block, name);
     else snprintf(t->name, sizeof t->name, "%s", name);
     t->ndim = d1 ? 2 : 1;
     t->shape[0] = d0;
     t->shape[1] = d1;
-    t->count = (size_t)d0 * (size_t)(d1 ? d1 : 1);
+    t->rows = d0;
+    t->cols = d1 ? d1 : 1;
+    t->col0 = 0;
+    t->nruns = 1;
+    t->runs[0] = (slm_row_run){0, 0, d0};
+    if (p > 1 && split == ROWS) {
+        t->rows = d0 / p;
+        t->runs[0] = (slm_row_run){0, r * t->rows, t->rows};
+    } else if (p > 1 && split == QKV_ROWS) {
+        const int64_t third = d0 / 3, part = third / p;
+        t->rows = 3 * part;
+        t->nruns = 3;
+        for (int k = 0; k < 3; k++) t->runs[k] = (slm_row_run){k * part, k * third + r * part, part};
+    } else if (p > 1 && split == COLS) {
+        t->cols = d1 / p;
+        t->col0 = r * t->cols;
+    }
+    t->tp_split = p > 1 && split != WHOLE;
+    t->count = (size_t)t->rows * (size_t)t->cols;
     t->offset = *off;
+    t->goffset = m->gparams;
     t->decay = decay;
     t->block = block;
     *off += t->count;
+    m->gparams += slm_tensor_global_count(t);
 }
 
-/* The tensor table, in memory order. Weight decay on matrices only. */
+/* The tensor table, in memory order. Weight decay on matrices only. The embeddings (and
+ * so the tied LM head) stay whole on every tensor-parallel rank. */
 static void build_table(slm_gpt_t m)
 {
     const int64_t C = m->cfg.d_model, V = m->cfg.vocab_size, T = m->cfg.seq_len;
     int i = 0;
     size_t off = 0;
-    add_tensor(m, &i, &off, -1, "wte", 1, V, C);
-    add_tensor(m, &i, &off, -1, "wpe", 1, T, C);
+    add_tensor(m, &i, &off, -1, "wte", 1, WHOLE, V, C);
+    add_tensor(m, &i, &off, -1, "wpe", 1, WHOLE, T, C);
     for (int l = 0; l < m->cfg.n_layer; l++) {
-        add_tensor(m, &i, &off, l, "ln1.weight", 0, C, 0);
-        add_tensor(m, &i, &off, l, "ln1.bias", 0, C, 0);
-        add_tensor(m, &i, &off, l, "attn.qkv.weight", 1, 3 * C, C);
-        add_tensor(m, &i, &off, l, "attn.qkv.bias", 0, 3 * C, 0);
-        add_tensor(m, &i, &off, l, "attn.proj.weight", 1, C, C);
-        add_tensor(m, &i, &off, l, "attn.proj.bias", 0, C, 0);
-        add_tensor(m, &i, &off, l, "ln2.weight", 0, C, 0);
-        add_tensor(m, &i, &off, l, "ln2.bias", 0, C, 0);
-        add_tensor(m, &i, &off, l, "mlp.fc.weight", 1, 4 * C, C);
-        add_tensor(m, &i, &off, l, "mlp.fc.bias", 0, 4 * C, 0);
-        add_tensor(m, &i, &off, l, "mlp.proj.weight", 1, C, 4 * C);
-        add_tensor(m, &i, &off, l, "mlp.proj.bias", 0, C, 0);
+        add_tensor(m, &i, &off, l, "ln1.weight", 0, WHOLE, C, 0);
+        add_tensor(m, &i, &off, l, "ln1.bias", 0, WHOLE, C, 0);
+        add_tensor(m, &i, &off, l, "attn.qkv.weight", 1, QKV_ROWS, 3 * C, C);
+        add_tensor(m, &i, &off, l, "attn.qkv.bias", 0, QKV_ROWS, 3 * C, 0);
+        add_tensor(m, &i, &off, l, "attn.proj.weight", 1, COLS, C, C);
+        add_tensor(m, &i, &off, l, "attn.proj.bias", 0, WHOLE, C, 0);
+        add_tensor(m, &i, &off, l, "ln2.weight", 0, WHOLE, C, 0);
+        add_tensor(m, &i, &off, l, "ln2.bias", 0, WHOLE, C, 0);
+        add_tensor(m, &i, &off, l, "mlp.fc.weight", 1, ROWS, 4 * C, C);
+        add_tensor(m, &i, &off, l, "mlp.fc.bias", 0, ROWS, 4 * C, 0);
+        add_tensor(m, &i, &off, l, "mlp.proj.weight", 1, COLS, C, 4 * C);
+        add_tensor(m, &i, &off, l, "mlp.proj.bias", 0, WHOLE, C, 0);
     }
-    add_tensor(m, &i, &off, -1, "lnf.weight", 0, C, 0);
-    add_tensor(m, &i, &off, -1, "lnf.bias", 0, C, 0);
+    add_tensor(m, &i, &off, -1, "lnf.weight", 0, WHOLE, C, 0);
+    add_tensor(m, &i, &off, -1, "lnf.bias", 0, WHOLE, C, 0);
     m->ntensors = i;
     m->nparams = off;
 }
@@ -149,7 +179,8 @@ static float *take(float *base, size_t *off, size_t n)
 static size_t layout_acts(slm_gpt_t m, float *base)
 {
     const size_t B = (size_t)m->max_batch, T = (size_t)m->cfg.seq_len, C = (size_t)m->cfg.d_model;
-    const size_t V = (size_t)m->cfg.vocab_size, NH = (size_t)m->cfg.n_head, N = B * T;
+    const size_t V = (size_t)m->cfg.vocab_size, N = B * T;
+    const size_t NH = (size_t)m->cfg.n_head / (size_t)m->tp.size, CL = C / (size_t)m->tp.size; /* this rank's heads */
     size_t off = 0;
     m->encoded = take(base, &off, N * C);
     for (int l = 0; l < m->cfg.n_layer; l++) {
@@ -157,15 +188,15 @@ static size_t layout_acts(slm_gpt_t m, float *base)
         a->ln1 = take(base, &off, N * C);
         a->ln1_mean = take(base, &off, N);
         a->ln1_rstd = take(base, &off, N);
-        a->qkv = take(base, &off, 3 * N * C);
-        a->atty = take(base, &off, N * C);
+        a->qkv = take(base, &off, 3 * N * CL);
+        a->atty = take(base, &off, N * CL);
         a->att = take(base, &off, B * NH * T * T);
         a->res2 = take(base, &off, N * C);
         a->ln2 = take(base, &off, N * C);
         a->ln2_mean = take(base, &off, N);
         a->ln2_rstd = take(base, &off, N);
-        a->fch = take(base, &off, 4 * N * C);
-        a->fch_gelu = take(base, &off, 4 * N * C);
+        a->fch = take(base, &off, 4 * N * CL);
+        a->fch_gelu = take(base, &off, 4 * N * CL);
         a->res3 = take(base, &off, N * C);
     }
     m->lnf = take(base, &off, N * C);
@@ -177,16 +208,21 @@ static size_t layout_acts(slm_gpt_t m, float *base)
     return off;
 }
 
-slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_storage,
+slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_storage, const slm_gpt_tp *tp,
                           slm_gpt_t *out)
 {
     *out = NULL;
     SLM_CALL(slm_gpt_config_check(cfg));
     SLM_CHECK(max_batch > 0, SLM_ERR_ARG, "micro-batch size %d must be positive", max_batch);
+    const int tp_size = tp ? tp->size : 1;
+    SLM_CHECK(tp_size >= 1 && cfg->n_head % tp_size == 0, SLM_ERR_CONFIG,
+              "parallel.tp = %d does not divide model.n_head = %d", tp_size, cfg->n_head);
+    SLM_CHECK(tp_size == 1 || tp->allreduce, SLM_ERR_ARG, "tensor parallelism without an all-reduce");
     slm_gpt_t m = calloc(1, sizeof *m);
     SLM_CHECK(m, SLM_ERR_NOMEM, "cannot allocate the model object");
     m->cfg = *cfg;
     m->max_batch = max_batch;
+    m->tp = tp ? *tp : (slm_gpt_tp){0, 1, NULL, NULL};
     m->tensors = calloc((size_t)(4 + 12 * cfg->n_layer), sizeof *m->tensors);
     m->p.blocks = calloc((size_t)cfg->n_layer, sizeof *m->p.blocks);
     m->g.blocks = calloc((size_t)cfg->n_layer, sizeof *m->g.blocks);
@@ -202,7 +238,8 @@ slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_stor
     m->acts = alloc_floats(m->acts_floats);
     const size_t N = (size_t)max_batch * cfg->seq_len, C = (size_t)cfg->d_model;
     const size_t T = (size_t)cfg->seq_len;
-    m->dacts_floats = 2 * N * C + 8 * N * C + T * T;
+    const size_t wide = 4 * C / (size_t)tp_size; /* this rank's MLP width, also >= its QKV width */
+    m->dacts_floats = 2 * N * C + 2 * N * wide + T * T;
     m->dacts = alloc_floats(m->dacts_floats);
     m->inputs = malloc(N * sizeof(int32_t));
     m->targets = malloc(N * sizeof(int32_t));
@@ -217,8 +254,8 @@ slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_stor
     m->dres = m->dacts;
     m->dnarrow = m->dres + N * C;
     m->dwide1 = m->dnarrow + N * C;
-    m->dwide2 = m->dwide1 + 4 * N * C;
-    m->datt = m->dwide2 + 4 * N * C;
+    m->dwide2 = m->dwide1 + N * wide;
+    m->datt = m->dwide2 + N * wide;
     *out = m;
     return SLM_OK;
 nomem:;
@@ -266,8 +303,9 @@ void slm_gpt_init_range(slm_gpt_t m, uint64_t seed, size_t offset, size_t count,
         int residual_proj = strstr(t->name, "attn.proj.weight") || strstr(t->name, "mlp.proj.weight");
         double s = residual_proj ? std_proj : std;
         uint64_t key = slm_rng_key(seed, SLM_RNG_INIT, (uint64_t)i);
+        /* keyed by the global element, so every layout draws the same value for it */
 #pragma omp parallel for if (n > 65536)
-        for (size_t j = 0; j < n; j++) p[j] = (float)(s * slm_rng_normal(key, j0 + j));
+        for (size_t j = 0; j < n; j++) p[j] = (float)(s * slm_rng_normal(key, slm_tensor_global_index(t, j0 + j)));
     }
 }
 
@@ -278,6 +316,7 @@ void slm_gpt_init_params(slm_gpt_t m, uint64_t seed)
 
 const slm_gpt_config *slm_gpt_config_of(slm_gpt_t m) { return &m->cfg; }
 size_t slm_gpt_num_params(slm_gpt_t m) { return m->nparams; }
+size_t slm_gpt_num_global_params(slm_gpt_t m) { return m->gparams; }
 float *slm_gpt_params(slm_gpt_t m) { return m->params; }
 float *slm_gpt_grads(slm_gpt_t m) { return m->grads; }
 int slm_gpt_num_tensors(slm_gpt_t m) { return m->ntensors; }

@@ -1,11 +1,29 @@
-/* gpt_forward.c - forward and backward passes of the GPT-2 model on one micro-batch. */
+/* gpt_forward.c - forward and backward passes of the GPT-2 model on one micro-batch.
+ *
+ * Under tensor parallelism (Megatron's split) a rank holds H/tp heads and 4C/tp MLP
+ * columns: QKV and MLP-up are column-parallel (their outputs are this rank's share),
+ * the attention and MLP-down projections row-parallel (their outputs are partial sums,
+ * all-reduced over the group, with the bias added by one rank). In backward the
+ * gradients of the two LayerNorm outputs, partial sums from the column-parallel layers,
+ * are all-reduced the same way. Everything else - embeddings, LayerNorms, the LM head and
+ * the loss - runs whole and identically on every rank of the group. */
 #include <string.h>
 #include "gpt_impl.h"
 #include "shardlm/kernels.h"
 
+/* A row-parallel projection: partial sums of out from this rank's input columns, summed
+ * over the group; the bias is seeded by rank 0 only, so it is added once. */
+static void row_parallel_forward(slm_gpt_t m, float *out, const float *inp, const float *w, const float *bias,
+                                 int N, int IC, int OC)
+{
+    slm_matmul_forward(out, inp, w, m->tp.rank == 0 ? bias : NULL, N, IC, OC);
+    gpt_tp_allreduce(m, out, (size_t)N * OC);
+}
+
 float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets, int B, int T)
 {
-    const int C = m->cfg.d_model, NH = m->cfg.n_head, V = m->cfg.vocab_size;
+    const int C = m->cfg.d_model, V = m->cfg.vocab_size;
+    const int NH = m->cfg.n_head / m->tp.size, CL = C / m->tp.size; /* this rank's heads and width */
     const int N = B * T;
     m->B = B;
     m->T = T;
@@ -22,17 +40,17 @@ float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets
         const gpt_block_views *w = &m->p.blocks[l];
         gpt_block_acts *a = &m->blocks[l];
         slm_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1w, w->ln1b, N, C);
-        slm_matmul_forward(a->qkv, a->ln1, w->qkvw, w->qkvb, N, C, 3 * C);
+        slm_matmul_forward(a->qkv, a->ln1, w->qkvw, w->qkvb, N, C, 3 * CL);
         gpt_poll(m);
-        slm_attention_forward(a->atty, a->att, a->qkv, B, T, C, NH);
+        slm_attention_forward(a->atty, a->att, a->qkv, B, T, CL, NH);
         gpt_poll(m);
-        slm_matmul_forward(a->res2, a->atty, w->attprojw, w->attprojb, N, C, C);
+        row_parallel_forward(m, a->res2, a->atty, w->attprojw, w->attprojb, N, CL, C);
         slm_residual_forward(a->res2, a->res2, x, (size_t)N * C);
         slm_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w->ln2w, w->ln2b, N, C);
-        slm_matmul_forward(a->fch, a->ln2, w->fcw, w->fcb, N, C, 4 * C);
+        slm_matmul_forward(a->fch, a->ln2, w->fcw, w->fcb, N, C, 4 * CL);
         gpt_poll(m);
-        slm_gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * C);
-        slm_matmul_forward(a->res3, a->fch_gelu, w->fcprojw, w->fcprojb, N, 4 * C, C);
+        slm_gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * CL);
+        row_parallel_forward(m, a->res3, a->fch_gelu, w->fcprojw, w->fcprojb, N, 4 * CL, C);
         slm_residual_forward(a->res3, a->res3, a->res2, (size_t)N * C);
         gpt_after(m, 1 + l, SLM_PASS_FORWARD);
         x = a->res3;
@@ -51,9 +69,10 @@ float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets
 
 void slm_gpt_backward(slm_gpt_t m, float loss_scale)
 {
-    const int C = m->cfg.d_model, NH = m->cfg.n_head, V = m->cfg.vocab_size;
+    const int C = m->cfg.d_model, V = m->cfg.vocab_size;
+    const int NH = m->cfg.n_head / m->tp.size, CL = C / m->tp.size;
     const int B = m->B, T = m->T, N = B * T, L = m->cfg.n_layer;
-    const size_t NC = (size_t)N * C;
+    const size_t NC = (size_t)N * C, NCL = (size_t)N * CL;
 
     const int last = L + 1;
     gpt_before(m, 0, SLM_PASS_BACKWARD);
@@ -75,27 +94,29 @@ void slm_gpt_backward(slm_gpt_t m, float loss_scale)
         const gpt_block_acts *a = &m->blocks[l];
         const float *x = l ? m->blocks[l - 1].res3 : m->encoded;
         /* m->dres holds d(res3); res3 = res2 + proj(gelu(fc(ln2(res2)))) */
-        memset(m->dwide1, 0, 4 * NC * sizeof(float));
+        memset(m->dwide1, 0, 4 * NCL * sizeof(float));
         slm_matmul_backward(m->dwide1, g->fcprojw, g->fcprojb, m->dres, a->fch_gelu, w->fcprojw,
-                            N, 4 * C, C);
-        memset(m->dwide2, 0, 4 * NC * sizeof(float));
-        slm_gelu_backward(m->dwide2, a->fch, m->dwide1, 4 * NC);
+                            N, 4 * CL, C);
+        memset(m->dwide2, 0, 4 * NCL * sizeof(float));
+        slm_gelu_backward(m->dwide2, a->fch, m->dwide1, 4 * NCL);
         gpt_poll(m);
         memset(m->dnarrow, 0, NC * sizeof(float));
-        slm_matmul_backward(m->dnarrow, g->fcw, g->fcb, m->dwide2, a->ln2, w->fcw, N, C, 4 * C);
+        slm_matmul_backward(m->dnarrow, g->fcw, g->fcb, m->dwide2, a->ln2, w->fcw, N, C, 4 * CL);
+        gpt_tp_allreduce(m, m->dnarrow, NC); /* d(ln2) from every rank's MLP columns */
         slm_layernorm_backward(m->dres, g->ln2w, g->ln2b, m->dnarrow, a->res2, w->ln2w,
                                a->ln2_mean, a->ln2_rstd, N, C);
         /* m->dres holds d(res2); res2 = x + proj(attn(qkv(ln1(x)))) */
         memset(m->dnarrow, 0, NC * sizeof(float));
         slm_matmul_backward(m->dnarrow, g->attprojw, g->attprojb, m->dres, a->atty, w->attprojw,
-                            N, C, C);
+                            N, CL, C);
         float *dqkv = m->dwide1;
-        memset(dqkv, 0, 3 * NC * sizeof(float));
+        memset(dqkv, 0, 3 * NCL * sizeof(float));
         gpt_poll(m);
-        slm_attention_backward(dqkv, m->datt, m->dnarrow, a->qkv, a->att, B, T, C, NH);
+        slm_attention_backward(dqkv, m->datt, m->dnarrow, a->qkv, a->att, B, T, CL, NH);
         gpt_poll(m);
         memset(m->dnarrow, 0, NC * sizeof(float));
-        slm_matmul_backward(m->dnarrow, g->qkvw, g->qkvb, dqkv, a->ln1, w->qkvw, N, C, 3 * C);
+        slm_matmul_backward(m->dnarrow, g->qkvw, g->qkvb, dqkv, a->ln1, w->qkvw, N, C, 3 * CL);
+        gpt_tp_allreduce(m, m->dnarrow, NC); /* d(ln1) from every rank's heads */
         slm_layernorm_backward(m->dres, g->ln1w, g->ln1b, m->dnarrow, x, w->ln1w, a->ln1_mean,
                                a->ln1_rstd, N, C);
         /* m->dres now holds d(x), the gradient of the block's input */

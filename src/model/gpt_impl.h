@@ -35,10 +35,11 @@ typedef struct {
 
 struct slm_gpt {
     slm_gpt_config cfg;
+    slm_gpt_tp tp;
     int max_batch;
     int ntensors;
     slm_tensor_info *tensors;
-    size_t nparams;
+    size_t nparams, gparams; /* this rank's, the whole model's */
     float *params, *grads;
     gpt_views p, g;
     /* activations for (max_batch, seq_len) */
@@ -54,8 +55,8 @@ struct slm_gpt {
     size_t dacts_floats;
     float *dres;    /* (N,C) gradient of the residual stream */
     float *dnarrow; /* (N,C) */
-    float *dwide1;  /* (N,4C), also holds dqkv (N,3C) */
-    float *dwide2;  /* (N,4C) */
+    float *dwide1;  /* (N,4C/tp), also holds dqkv (N,3C/tp) */
+    float *dwide2;  /* (N,4C/tp) */
     float *datt;    /* (T,T) attention backward scratch */
     slm_gpt_hooks hooks;
     int32_t *inputs, *targets; /* (N) copies of the last forward's batch */
@@ -71,6 +72,10 @@ static inline void gpt_before(slm_gpt_t m, int unit, slm_pass pass)
 static inline void gpt_after(slm_gpt_t m, int unit, slm_pass pass)
 {
     if (m->hooks.after_unit) m->hooks.after_unit(m->hooks.ctx, unit, pass);
+}
+static inline void gpt_tp_allreduce(slm_gpt_t m, float *buf, size_t n)
+{
+    if (m->tp.size > 1) m->tp.allreduce(m->tp.ctx, buf, n);
 }
 static inline void gpt_poll(slm_gpt_t m)
 {

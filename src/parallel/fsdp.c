@@ -345,8 +345,40 @@ slm_status slm_fsdp_finish_backward(slm_fsdp_t f)
     return SLM_OK;
 }
 
+/* Sums of squares of g, the gradients of [off, off+n), over the tensors split across the
+ * tensor-parallel group (*split) and over the tensors every rank of it holds whole
+ * (*whole). */
+static void sumsq_by_split(slm_fsdp_t f, const float *g, size_t off, size_t n, double *split, double *whole)
+{
+    const int nt = slm_gpt_num_tensors(f->model);
+    for (int i = 0; i < nt; i++) {
+        const slm_tensor_info *t = slm_gpt_tensor(f->model, i);
+        size_t lo = t->offset > off ? t->offset : off;
+        size_t hi = t->offset + t->count < off + n ? t->offset + t->count : off + n;
+        if (lo < hi) *(t->tp_split ? split : whole) += slm_sumsq(g + (lo - off), hi - lo);
+    }
+}
+
+/* With tensor parallelism the norm counts each split tensor's parts once from every rank
+ * of the group, and each whole tensor once (every rank of the group holds the same). */
+static double grad_norm_tp(slm_fsdp_t f)
+{
+    double s[2] = {0.0, 0.0}; /* split, whole */
+    if (f->o.zero_stage == 0) sumsq_by_split(f, f->full_grads, 0, f->nparams, &s[0], &s[1]);
+    else {
+        for (int u = 0; u < f->nunits; u++) {
+            const fsdp_unit *un = &f->u[u];
+            sumsq_by_split(f, f->shard_grads + un->shard_off, un->off + un->own_lo, un->own_n, &s[0], &s[1]);
+        }
+        MPI_Allreduce(MPI_IN_PLACE, s, 2, MPI_DOUBLE, MPI_SUM, f->dp);
+    }
+    MPI_Allreduce(MPI_IN_PLACE, &s[0], 1, MPI_DOUBLE, MPI_SUM, f->o.tp);
+    return sqrt(s[0] + s[1]);
+}
+
 double slm_fsdp_grad_norm(slm_fsdp_t f)
 {
+    if (f->o.tp != MPI_COMM_NULL) return grad_norm_tp(f);
     if (f->o.zero_stage == 0) return sqrt(slm_sumsq(f->full_grads, f->nparams));
     double local = 0.0, total = 0.0;
     for (int u = 0; u < f->nunits; u++)

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "mesh_impl.h"
+#include "shardlm/activity.h"
 
 int slm_mpi_thread_level = MPI_THREAD_SINGLE;
 
@@ -63,6 +64,28 @@ int slm_mesh_tp_rank(slm_mesh_t m) { return m->tp_rank; }
 int slm_mesh_tp_size(slm_mesh_t m) { return m->tp_size; }
 int slm_mesh_pp_rank(slm_mesh_t m) { return m->pp_rank; }
 int slm_mesh_pp_size(slm_mesh_t m) { return m->pp_size; }
+
+void slm_mesh_tp_allreduce(void *mesh, float *buf, size_t n)
+{
+    slm_mesh_t m = mesh;
+    slm_activity_set("MPI_Allreduce: tensor-parallel activations", -1);
+    double t0 = MPI_Wtime();
+    for (size_t done = 0; done < n;) { /* MPI counts are int */
+        int k = n - done > (size_t)1 << 30 ? 1 << 30 : (int)(n - done);
+        MPI_Allreduce(MPI_IN_PLACE, buf + done, k, MPI_FLOAT, MPI_SUM, m->tp);
+        done += (size_t)k;
+    }
+    m->tp_ms += (MPI_Wtime() - t0) * 1e3;
+    m->tp_bytes += 2.0 * (m->tp_size - 1) / m->tp_size * (double)n * sizeof(float); /* ring volume */
+    slm_activity_set("forward and backward", -1);
+}
+
+void slm_mesh_take_tp_stats(slm_mesh_t m, double *ms, double *bytes)
+{
+    *ms = m->tp_ms;
+    *bytes = m->tp_bytes;
+    m->tp_ms = m->tp_bytes = 0.0;
+}
 
 void slm_mesh_print(slm_mesh_t m, FILE *out)
 {

@@ -9,6 +9,7 @@ struct slm_mesh {
     int rank, size;
     int tp_rank, tp_size, dp_rank, dp_size, pp_rank, pp_size;
     int local_rank, local_size;
+    double tp_ms, tp_bytes; /* tensor-parallel all-reduces since the last take */
 };
 
 #endif

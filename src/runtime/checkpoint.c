@@ -8,19 +8,38 @@
 #include "shardlm/log.h"
 #include "trainer_impl.h"
 
-/* The sharded layer's ranges as checkpoint pieces (the same fields). */
+/* The sharded layer's ranges as checkpoint pieces (the same fields). Every rank of a
+ * tensor-parallel group holds the same whole tensors: only the group's rank 0 writes
+ * them, so each element of the file has one writer. */
 static slm_ckpt_piece *pieces_of(trainer *tr, int for_read, int *n)
 {
-    int cap = 2 * slm_fsdp_num_buckets(tr->fsdp);
+    const int nt = slm_gpt_num_tensors(tr->model);
+    const int cap = 2 * slm_fsdp_num_buckets(tr->fsdp);
     slm_fsdp_range *r = malloc((size_t)cap * sizeof *r);
-    slm_ckpt_piece *p = malloc((size_t)cap * sizeof *p);
+    slm_ckpt_piece *p = malloc((size_t)(cap + nt) * sizeof *p); /* (range, tensor) overlaps: <= ranges + tensors */
     if (!r || !p) {
         free(r);
         free(p);
         return NULL;
     }
-    *n = slm_fsdp_state_ranges(tr->fsdp, for_read, r);
-    for (int i = 0; i < *n; i++) p[i] = (slm_ckpt_piece){r[i].offset, r[i].count, r[i].params, r[i].m, r[i].v};
+    const int nr = slm_fsdp_state_ranges(tr->fsdp, for_read, r);
+    const int split_only = !for_read && slm_mesh_tp_rank(tr->mesh) > 0;
+    *n = 0;
+    for (int i = 0; i < nr; i++) {
+        if (!split_only) {
+            p[(*n)++] = (slm_ckpt_piece){r[i].offset, r[i].count, r[i].params, r[i].m, r[i].v};
+            continue;
+        }
+        for (int k = 0; k < nt; k++) {
+            const slm_tensor_info *t = slm_gpt_tensor(tr->model, k);
+            size_t lo = t->offset > r[i].offset ? t->offset : r[i].offset;
+            size_t hi = t->offset + t->count < r[i].offset + r[i].count ? t->offset + t->count : r[i].offset + r[i].count;
+            if (!t->tp_split || lo >= hi) continue;
+            const size_t d = lo - r[i].offset;
+            p[(*n)++] = (slm_ckpt_piece){lo, hi - lo, r[i].params ? r[i].params + d : NULL, r[i].m ? r[i].m + d : NULL,
+                                         r[i].v ? r[i].v + d : NULL};
+        }
+    }
     free(r);
     return p;
 }

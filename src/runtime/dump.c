@@ -35,7 +35,7 @@ static slm_status write_params(slm_dump_t d, const char *group, const float *bas
         char path[128];
         snprintf(path, sizeof path, "%s/%s", group, t->name);
         hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
-        SLM_CALL(write_array(d->file, path, H5T_NATIVE_FLOAT, t->ndim, dims, base + t->offset));
+        SLM_CALL(write_array(d->file, path, H5T_NATIVE_FLOAT, t->ndim, dims, base + t->goffset));
     }
     return SLM_OK;
 }

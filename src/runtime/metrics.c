@@ -24,6 +24,7 @@ void slm_metrics_write(FILE *f, const slm_step_metrics *m)
     num(f, "exposed_comm_ms", m->exposed_comm_ms, 0);
     num(f, "peak_rss_mib", m->peak_rss_mib, 0);
     num(f, "comm_bytes", m->comm_bytes, 0);
+    num(f, "tp_comm_bytes", m->tp_comm_bytes, 0);
     num(f, "overlap", m->overlap_fraction, 1);
     fputs("}\n", f);
     fflush(f);

@@ -2,6 +2,7 @@
  * the sharded layer as each unit finishes) -> clip -> AdamW on the shards -> metrics,
  * with the configuration table, model and memory summary, and a text sample around it. */
 #include "config.h"
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,9 +45,11 @@ static slm_status setup_local(trainer *tr)
     /* Every rank opens the same data the same way, so a bad file fails everywhere alike,
      * before the first collective. */
     SLM_CALL(slm_dataset_open(c->data.train, c->model.vocab_size, tr->T, c->train.seed, 0, need, &tr->data));
-    SLM_CALL(slm_gpt_create(&mc, tr->B, 0, &tr->model));
+    slm_gpt_tp tp = {slm_mesh_tp_rank(tr->mesh), slm_mesh_tp_size(tr->mesh), slm_mesh_tp_allreduce, tr->mesh};
+    SLM_CALL(slm_gpt_create(&mc, tr->B, 0, &tp, &tr->model));
     slm_fsdp_options fo = {c->parallel.zero_stage, c->parallel.overlap, c->parallel.bucket_mb, uses_bf16(c),
-                           c->train.beta1, c->train.beta2, c->train.eps, c->train.weight_decay};
+                           c->train.beta1, c->train.beta2, c->train.eps, c->train.weight_decay,
+                           tp.size > 1 ? slm_mesh_tp_comm(tr->mesh) : MPI_COMM_NULL};
     SLM_CALL(slm_fsdp_create(tr->model, tr->dp_comm, &fo, &tr->fsdp));
     slm_fsdp_init_params(tr->fsdp, c->train.seed);
     size_t BT = (size_t)tr->B * tr->T;
@@ -91,20 +94,48 @@ static slm_status setup_shared(trainer *tr)
     return SLM_OK;
 }
 
+/* The whole model's parameters (grads = 0) or gradients (1) for the oracle dump, on rank
+ * 0; returns the vector there. Under tensor parallelism the ranks of the first
+ * data-parallel group place their parts at global positions and sum them to rank 0 (whole
+ * tensors come from the group's rank 0 only). Collective. */
+static slm_status gather_whole(trainer *tr, int grads, float **out)
+{
+    SLM_CALL(slm_fsdp_gather(tr->fsdp, grads, tr->full));
+    *out = tr->full;
+    if (!tr->whole || tr->dp_rank != 0) return SLM_OK;
+    const size_t ng = slm_gpt_num_global_params(tr->model);
+    const int tp_rank = slm_mesh_tp_rank(tr->mesh);
+    memset(tr->whole, 0, ng * sizeof(float));
+    for (int i = 0; i < slm_gpt_num_tensors(tr->model); i++) {
+        const slm_tensor_info *t = slm_gpt_tensor(tr->model, i);
+        if (!t->tp_split && tp_rank > 0) continue;
+        for (size_t j = 0; j < t->count; j++) tr->whole[t->goffset + slm_tensor_global_index(t, j)] = tr->full[t->offset + j];
+    }
+    SLM_CHECK(ng <= INT_MAX, SLM_ERR_UNSUPPORTED, "log.dump: the model is too large to dump");
+    MPI_Reduce(tp_rank == 0 ? MPI_IN_PLACE : tr->whole, tr->whole, (int)ng, MPI_FLOAT, MPI_SUM, 0,
+               slm_mesh_tp_comm(tr->mesh));
+    *out = tr->whole;
+    return SLM_OK;
+}
+
 /* The oracle dump starts with the parameters the run starts from (fresh, imported or
  * resumed). */
 static slm_status setup_dump(trainer *tr)
 {
     const slm_conf *c = tr->conf;
-    if (c->log.dump[0]) { /* the gathers are collective: every rank takes part */
-        if (tr->rank == 0) {
-            tr->full = malloc(slm_gpt_num_params(tr->model) * sizeof(float));
-            SLM_CHECK(tr->full, SLM_ERR_NOMEM, "log.dump: cannot allocate a parameter vector");
-        }
-        SLM_CALL(slm_fsdp_gather(tr->fsdp, 0, tr->full));
-        if (tr->rank == 0)
-            SLM_CALL(slm_dump_create(c->log.dump, c, tr->model, tr->full, tr->accum, tr->dp, &tr->dump));
+    if (!c->log.dump[0]) return SLM_OK;
+    /* the gathers are collective: every rank takes part, and all agree on the buffers */
+    int ok = 1;
+    if (tr->dp_rank == 0) {
+        ok = (tr->full = malloc(slm_gpt_num_params(tr->model) * sizeof(float))) != NULL;
+        if (slm_mesh_tp_size(tr->mesh) > 1)
+            ok &= (tr->whole = malloc(slm_gpt_num_global_params(tr->model) * sizeof(float))) != NULL;
     }
+    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh),
+                       ok ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "log.dump: cannot allocate a parameter vector")));
+    float *v;
+    SLM_CALL(gather_whole(tr, 0, &v));
+    if (tr->rank == 0) SLM_CALL(slm_dump_create(c->log.dump, c, tr->model, v, tr->accum, tr->dp, &tr->dump));
     return SLM_OK;
 }
 
@@ -119,6 +150,7 @@ static void teardown(trainer *tr)
     free(tr->inputs);
     free(tr->targets);
     free(tr->full);
+    free(tr->whole);
     free(tr->losses);
     free(tr->lrs);
     free(tr->norms);
@@ -135,9 +167,9 @@ static void print_summary(const trainer *tr)
     slm_conf_print(c, stdout);
     printf("model     gpt2 L=%d H=%d C=%d V=%d T=%d: %.3fM parameters\n", c->model.n_layer,
            c->model.n_head, c->model.d_model, c->model.vocab_size, c->model.seq_len, (double)n / 1e6);
-    printf("layout    %d rank%s = dp %d, zero stage %d, %s, %d buckets, overlap %s; micro_batch %d x "
+    printf("layout    %d rank%s = dp %d x tp %d, zero stage %d, %s, %d buckets, overlap %s; micro_batch %d x "
            "grad_accum %d x dp %d = global_batch %d; %d thread%s per rank\n",
-           tr->world, tr->world > 1 ? "s" : "", tr->dp, c->parallel.zero_stage, c->train.precision,
+           tr->world, tr->world > 1 ? "s" : "", tr->dp, c->parallel.tp, c->parallel.zero_stage, c->train.precision,
            slm_fsdp_num_buckets(tr->fsdp), c->parallel.overlap ? "on" : "off", tr->B, tr->accum, tr->dp,
            c->train.global_batch,
            slm_get_threads(), slm_get_threads() > 1 ? "s" : "");
@@ -195,8 +227,9 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
     slm_activity_set("gradient norm (MPI_Allreduce)", -1);
     double norm = slm_fsdp_grad_norm(tr->fsdp);
     if (c->log.dump[0] && step == 0) { /* the gather is collective: every rank takes part */
-        SLM_CALL(slm_fsdp_gather(tr->fsdp, 1, tr->full));
-        if (tr->rank == 0) SLM_CALL(slm_dump_step0(tr->dump, loss, tr->full));
+        float *v;
+        SLM_CALL(gather_whole(tr, 1, &v));
+        if (tr->rank == 0) SLM_CALL(slm_dump_step0(tr->dump, loss, v));
     }
     slm_fsdp_clip(tr->fsdp, norm, c->train.grad_clip);
     double lr = slm_lr_at(step, c->train.steps, c->train.warmup_steps, c->train.lr, c->train.min_lr);
@@ -239,6 +272,11 @@ static slm_status train_steps(trainer *tr)
         tr->samples += c->train.global_batch;
         double dt = slm_now() - t0;
         slm_fsdp_stats cs = slm_fsdp_take_stats(tr->fsdp);
+        double tp_ms, tp_bytes; /* blocking: exposed and busy alike */
+        slm_mesh_take_tp_stats(tr->mesh, &tp_ms, &tp_bytes);
+        cs.exposed_ms += tp_ms;
+        cs.comm_ms += tp_ms;
+        cs.bytes_sent += tp_bytes;
         tr->losses[step] = (float)loss;
         tr->lrs[step] = lr;
         tr->norms[step] = norm;
@@ -252,13 +290,13 @@ static slm_status train_steps(trainer *tr)
         slm_step_metrics m = {step, steps, loss, lr, norm, tps,
                               tps * tr->flops_per_token / (tr->peak_gflops * 1e9 * tr->world), dt * 1e3,
                               cs.exposed_ms, slm_peak_rss_mib(), (long long)((step + 1) * tokens_per_step),
-                              cs.bytes_sent, overlap};
+                              cs.bytes_sent, overlap, tp_bytes};
         if (tr->metrics) slm_metrics_write(tr->metrics, &m);
         if (tr->rank == 0 && ((step + 1) % c->log.every == 0 || step == 0 || step == steps - 1)) {
             char eta[32], comm[96] = "";
             double per_step = timed_steps ? timed / timed_steps : dt;
             format_eta(per_step * (double)(steps - step - 1), eta, sizeof eta);
-            if (tr->dp > 1)
+            if (tr->world > 1)
                 snprintf(comm, sizeof comm, " | comm %.1f ms exposed, %.0f%% hidden, %.1f MB", cs.exposed_ms,
                          100.0 * overlap, cs.bytes_sent / 1e6);
             printf("step %*ld/%ld | loss %.4f | lr %.2e | norm %6.3f | %8.0f tok/s | mfu %5.1f%% | %7.1f ms%s | eta %s\n",
@@ -288,8 +326,9 @@ static slm_status train_steps(trainer *tr)
                    tr->losses[steps - 1] - floor);
     }
     if (c->log.dump[0]) { /* collective, as above */
-        SLM_CALL(slm_fsdp_gather(tr->fsdp, 0, tr->full));
-        if (tr->rank == 0) SLM_CALL(slm_dump_finish(tr->dump, tr->losses, tr->lrs, tr->norms, tr->full));
+        float *v;
+        SLM_CALL(gather_whole(tr, 0, &v));
+        if (tr->rank == 0) SLM_CALL(slm_dump_finish(tr->dump, tr->losses, tr->lrs, tr->norms, v));
     }
     return SLM_OK;
 }

@@ -22,7 +22,8 @@ typedef struct {
     FILE *metrics;
     int32_t *windows;          /* (B, T+1) */
     int32_t *inputs, *targets; /* (B, T) */
-    float *full;               /* rank 0, with log.dump: a whole parameter vector */
+    float *full;               /* dp rank 0, with log.dump: this rank's parameter vector */
+    float *whole;              /* ... with tensor parallelism: the whole model's (reduced to rank 0) */
     float *losses;
     double *lrs, *norms;
     long start_step;           /* the first step this run trains (after a resume) */

@@ -7,7 +7,8 @@
 NPS=${SLM_TEST_NPS:-"1 2 3 4"}
 args=(model.n_layer=2 model.n_head=3 model.d_model=24 model.vocab_size=37 model.seq_len=9
       train.steps=20 train.micro_batch=2 train.global_batch=24 train.lr=1e-2 train.warmup_steps=4
-      train.min_lr=1e-3 train.grad_clip=1.0 sample.tokens=0 log.peak_gflops=10 train.threads=1 log.every=20)
+      train.min_lr=1e-3 train.grad_clip=1.0 sample.tokens=0 log.peak_gflops=10 train.threads=1 log.every=20
+      ${own_settings[@]+"${own_settings[@]}"}) # a test may set own_settings=(key=value ...) first
 "$SHARDLM" train "${args[@]}" "log.dump=$WORK/ref.h5" >/dev/null || fail "fp32 one-rank reference run"
 # run_layout NP DUMP [key=value ...]: train on NP ranks, dump to DUMP; a hang fails after 300 s
 run_layout() {

@@ -2,7 +2,8 @@
 # The rank mesh and the binding:
 #  - `train --dry-run` on 8 ranks with tp 2 x pp 2 prints every rank's coordinates, tp
 #    innermost: rank = (pp_i * dp + dp_i) * tp + tp_i;
-#  - a world that tp x pp does not divide is refused with one message;
+#  - a world that tp x pp does not divide, pp > 1 and a tp that does not divide n_head are
+#    refused with one message;
 #  - with the launcher's binding off, shardlm binds each rank to cores of its own, and the
 #    kernel (/proc/PID/task/*/status) shows every thread of the rank - OpenBLAS's too -
 #    confined to them; parallel.bind=none leaves them free; the launcher's binding is kept.
@@ -24,8 +25,10 @@ grep -q '^step' "$WORK/dry" && fail "a dry run trained"
 expect_error 2 "8 ranks cannot be split into parallel.tp = 3 x parallel.pp = 1" -- \
     run -n 8 "$SHARDLM" train --dry-run "${small[@]}" train.global_batch=8 parallel.tp=3
 [ "$(grep -c 'shardlm: error' "$WORK/err")" = 1 ] || { cat "$WORK/err"; fail "the error was not printed exactly once"; }
-expect_error 2 "parallel.tp = 2, parallel.pp = 1: training with tensor and pipeline parallelism is not available" -- \
-    run -n 2 "$SHARDLM" train "${small[@]}" train.global_batch=1 parallel.tp=2
+expect_error 2 "parallel.pp = 2: training with pipeline parallelism is not available" -- \
+    run -n 2 "$SHARDLM" train "${small[@]}" train.global_batch=1 parallel.pp=2
+expect_error 2 "parallel.tp = 2 does not divide model.n_head = 3" -- \
+    run -n 2 "$SHARDLM" train "${small[@]}" model.n_head=3 model.d_model=15 train.global_batch=1 parallel.tp=2
 
 # allowed_cpus PID: the distinct Cpus_allowed_list values of all the process's threads
 allowed_cpus() { sed -n 's/^Cpus_allowed_list:\s*//p' /proc/"$1"/task/*/status 2>/dev/null | sort -u | paste -sd' '; }
