@@ -21,6 +21,14 @@ void slm_encoder_forward(float *out, const int32_t *tok, const float *wte, const
 /* dwte, dwpe accumulate. */
 void slm_encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *tok,
                           int B, int T, int C);
+/* The same over the vocabulary rows [v0, v1) only (wte holds just those rows): tokens
+ * outside contribute no embedding and receive no gradient; wpe / dwpe may be NULL (not
+ * added / not accumulated). Summing the outputs over a partition of the vocabulary, with
+ * wpe given to one part, gives slm_encoder_forward. */
+void slm_encoder_forward_rows(float *out, const int32_t *tok, const float *wte, int v0, int v1,
+                              const float *wpe, int B, int T, int C);
+void slm_encoder_backward_rows(float *dwte, int v0, int v1, float *dwpe, const float *dout,
+                               const int32_t *tok, int B, int T, int C);
 
 /* LayerNorm over the last dimension, eps 1e-5 (as torch.nn.LayerNorm).
  * out (N,C), mean (N), rstd (N) are written; inp (N,C), w (C), b (C). */
@@ -66,6 +74,17 @@ void slm_crossentropy_forward(float *losses, float *lse, const float *logits,
  * accumulated) IN PLACE over logits: logits[i] becomes (softmax - onehot) * scale. */
 void slm_crossentropy_backward(float *logits, const float *lse, const int32_t *targets,
                                float scale, int N, int V);
+/* Cross-entropy with the vocabulary split in parts: logits (N,V) hold the columns
+ * [v0, v0+V) of the whole. Step 1: rowmax (N) of this part. Step 2, given the maximum
+ * over all parts: part (N,2) = {sum of exp(z - max) over this part, the target's logit
+ * when the target is in this part, else 0}. Summed over the parts, lse = max + log(sum)
+ * and loss = lse - logit. */
+void slm_rowmax(float *rowmax, const float *logits, int N, int V);
+void slm_crossentropy_part(float *part, const float *logits, const float *rowmax, const int32_t *targets,
+                           int v0, int N, int V);
+/* slm_crossentropy_backward for columns [v0, v0+V) of the whole. */
+void slm_crossentropy_backward_part(float *logits, const float *lse, const int32_t *targets, int v0,
+                                    float scale, int N, int V);
 
 /* One AdamW step (torch.optim.AdamW semantics, decoupled weight decay) on n elements:
  * p -= lr*wd*p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;

@@ -78,13 +78,17 @@ typedef struct slm_gpt_hooks {
     void *ctx;
 } slm_gpt_hooks;
 
-/* Tensor parallelism: the model holds heads [r*H/tp, (r+1)*H/tp) and MLP columns
- * [r*4C/tp, (r+1)*4C/tp) and calls allreduce (a sum over the tensor-parallel group) twice
- * per block in forward - after the attention and MLP-down projections - and twice in
- * backward - on the gradients of the two LayerNorm outputs. */
+/* Tensor parallelism: the model holds heads [r*H/tp, (r+1)*H/tp), MLP columns
+ * [r*4C/tp, (r+1)*4C/tp) and vocabulary rows [r*V/tp, (r+1)*V/tp) of the embedding and
+ * LM head. It calls allreduce (a sum over the tensor-parallel group) twice per block in
+ * forward - after the attention and MLP-down projections - and twice in backward - on
+ * the gradients of the two LayerNorm outputs; once more each way for the embedding and
+ * the head, and allreduce_max and allreduce on one or two floats per token for the
+ * cross-entropy over the split vocabulary. */
 typedef struct slm_gpt_tp {
     int rank, size; /* size 1: no tensor parallelism */
     void (*allreduce)(void *ctx, float *buf, size_t n);
+    void (*allreduce_max)(void *ctx, float *buf, size_t n);
     void *ctx;
 } slm_gpt_tp;
 
@@ -136,8 +140,12 @@ double slm_gpt_flops_per_token(const slm_gpt_config *cfg);
  * returns the mean cross-entropy and keeps what backward needs; without (NULL), only
  * the logits are computed and 0 is returned. */
 float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets, int B, int T);
-/* Logits (B,T,V) of the last forward; overwritten by slm_gpt_backward. */
+/* Logits (B,T,V) of the last forward; overwritten by slm_gpt_backward. Under tensor
+ * parallelism only this rank's vocabulary columns: (B,T,V_r). */
 const float *slm_gpt_logits(slm_gpt_t m);
+/* The whole vocabulary's logits (V) at the last position of sequence b of the last
+ * forward, into out. Collective over the tensor-parallel group. */
+void slm_gpt_last_logits(slm_gpt_t m, int b, float *out);
 /* Backward of sum_i loss_scale * loss_i over the tokens of the last forward (with
  * targets). Parameter gradients accumulate, so micro-steps add up. */
 void slm_gpt_backward(slm_gpt_t m, float loss_scale);

@@ -43,6 +43,8 @@ int slm_mesh_pp_size(slm_mesh_t mesh);
 /* Sum n floats in place over the tensor-parallel group (ctx: the mesh); the model's
  * slm_gpt_tp.allreduce. Collective over the group. */
 void slm_mesh_tp_allreduce(void *mesh, float *buf, size_t n);
+/* The same with the maximum. */
+void slm_mesh_tp_allreduce_max(void *mesh, float *buf, size_t n);
 /* Time spent in (they block: all of it exposed) and bytes sent by (ring volume) those
  * all-reduces since the last call. Local. */
 void slm_mesh_take_tp_stats(slm_mesh_t mesh, double *ms, double *bytes);

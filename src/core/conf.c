@@ -274,6 +274,9 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
     SLM_CHECK(c->model.n_head % c->parallel.tp == 0, SLM_ERR_CONFIG,
               "parallel.tp = %d does not divide model.n_head = %d: tensor parallelism splits whole heads "
               "(and so d_model and the MLP's 4 x d_model) evenly", c->parallel.tp, c->model.n_head);
+    SLM_CHECK(c->model.vocab_size >= c->parallel.tp, SLM_ERR_CONFIG,
+              "model.vocab_size = %d is smaller than parallel.tp = %d: every rank needs vocabulary rows",
+              c->model.vocab_size, c->parallel.tp);
     int dp = world / (c->parallel.tp * c->parallel.pp);
     SLM_CHECK(c->train.global_batch % (c->train.micro_batch * dp) == 0, SLM_ERR_CONFIG,
               "train.global_batch = %d is not a multiple of train.micro_batch = %d x %d data-parallel "

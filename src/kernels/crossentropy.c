@@ -31,3 +31,41 @@ void slm_crossentropy_backward(float *logits, const float *lse, const int32_t *t
         z[targets[i]] -= scale;
     }
 }
+
+void slm_rowmax(float *rowmax, const float *logits, int N, int V)
+{
+#pragma omp parallel for if ((size_t)N * V > 65536)
+    for (int i = 0; i < N; i++) {
+        const float *z = logits + (size_t)i * V;
+        float mx = -INFINITY;
+        for (int j = 0; j < V; j++) mx = z[j] > mx ? z[j] : mx;
+        rowmax[i] = mx;
+    }
+}
+
+void slm_crossentropy_part(float *part, const float *logits, const float *rowmax, const int32_t *targets,
+                           int v0, int N, int V)
+{
+#pragma omp parallel for if ((size_t)N * V > 65536)
+    for (int i = 0; i < N; i++) {
+        const float *z = logits + (size_t)i * V;
+        double sum = 0.0;
+        for (int j = 0; j < V; j++) sum += expf(z[j] - rowmax[i]);
+        const int32_t t = targets[i] - v0;
+        part[2 * i] = (float)sum;
+        part[2 * i + 1] = t >= 0 && t < V ? z[t] : 0.0f;
+    }
+}
+
+void slm_crossentropy_backward_part(float *logits, const float *lse, const int32_t *targets, int v0,
+                                    float scale, int N, int V)
+{
+#pragma omp parallel for if ((size_t)N * V > 65536)
+    for (int i = 0; i < N; i++) {
+        float *z = logits + (size_t)i * V;
+        float l = lse[i];
+        for (int j = 0; j < V; j++) z[j] = expf(z[j] - l) * scale;
+        const int32_t t = targets[i] - v0;
+        if (t >= 0 && t < V) z[t] -= scale;
+    }
+}

@@ -62,9 +62,10 @@ static void add_tensor(slm_gpt_t m, int *i, size_t *off, int block, const char *
     t->col0 = 0;
     t->nruns = 1;
     t->runs[0] = (slm_row_run){0, 0, d0};
-    if (p > 1 && split == ROWS) {
-        t->rows = d0 / p;
-        t->runs[0] = (slm_row_run){0, r * t->rows, t->rows};
+    if (p > 1 && split == ROWS) { /* rows [r*d0/p, (r+1)*d0/p): even, or within one row */
+        const int64_t lo = r * d0 / p, hi = (r + 1) * d0 / p;
+        t->rows = hi - lo;
+        t->runs[0] = (slm_row_run){0, lo, t->rows};
     } else if (p > 1 && split == QKV_ROWS) {
         const int64_t third = d0 / 3, part = third / p;
         t->rows = 3 * part;
@@ -84,14 +85,16 @@ static void add_tensor(slm_gpt_t m, int *i, size_t *off, int block, const char *
     m->gparams += slm_tensor_global_count(t);
 }
 
-/* The tensor table, in memory order. Weight decay on matrices only. The embeddings (and
- * so the tied LM head) stay whole on every tensor-parallel rank. */
+/* The tensor table, in memory order. Weight decay on matrices only. The token embedding
+ * (the tied LM head) is split by vocabulary rows; the position embedding stays whole. */
 static void build_table(slm_gpt_t m)
 {
     const int64_t C = m->cfg.d_model, V = m->cfg.vocab_size, T = m->cfg.seq_len;
     int i = 0;
     size_t off = 0;
-    add_tensor(m, &i, &off, -1, "wte", 1, WHOLE, V, C);
+    add_tensor(m, &i, &off, -1, "wte", 1, ROWS, V, C);
+    m->v0 = (int)m->tensors[0].runs[0].grow0;
+    m->vl = (int)m->tensors[0].rows;
     add_tensor(m, &i, &off, -1, "wpe", 1, WHOLE, T, C);
     for (int l = 0; l < m->cfg.n_layer; l++) {
         add_tensor(m, &i, &off, l, "ln1.weight", 0, WHOLE, C, 0);
@@ -179,7 +182,7 @@ static float *take(float *base, size_t *off, size_t n)
 static size_t layout_acts(slm_gpt_t m, float *base)
 {
     const size_t B = (size_t)m->max_batch, T = (size_t)m->cfg.seq_len, C = (size_t)m->cfg.d_model;
-    const size_t V = (size_t)m->cfg.vocab_size, N = B * T;
+    const size_t V = (size_t)m->vl, N = B * T; /* this rank's vocabulary columns */
     const size_t NH = (size_t)m->cfg.n_head / (size_t)m->tp.size, CL = C / (size_t)m->tp.size; /* this rank's heads */
     size_t off = 0;
     m->encoded = take(base, &off, N * C);
@@ -205,6 +208,7 @@ static size_t layout_acts(slm_gpt_t m, float *base)
     m->logits = take(base, &off, N * V);
     m->lse = take(base, &off, N);
     m->losses = take(base, &off, N);
+    m->ce_part = take(base, &off, 2 * N);
     return off;
 }
 
@@ -217,12 +221,15 @@ slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_stor
     const int tp_size = tp ? tp->size : 1;
     SLM_CHECK(tp_size >= 1 && cfg->n_head % tp_size == 0, SLM_ERR_CONFIG,
               "parallel.tp = %d does not divide model.n_head = %d", tp_size, cfg->n_head);
-    SLM_CHECK(tp_size == 1 || tp->allreduce, SLM_ERR_ARG, "tensor parallelism without an all-reduce");
+    SLM_CHECK(tp_size == 1 || (tp->allreduce && tp->allreduce_max), SLM_ERR_ARG,
+              "tensor parallelism without its all-reduces");
+    SLM_CHECK(cfg->vocab_size >= tp_size, SLM_ERR_CONFIG, "model.vocab_size = %d is smaller than parallel.tp = %d",
+              cfg->vocab_size, tp_size);
     slm_gpt_t m = calloc(1, sizeof *m);
     SLM_CHECK(m, SLM_ERR_NOMEM, "cannot allocate the model object");
     m->cfg = *cfg;
     m->max_batch = max_batch;
-    m->tp = tp ? *tp : (slm_gpt_tp){0, 1, NULL, NULL};
+    m->tp = tp ? *tp : (slm_gpt_tp){0, 1, NULL, NULL, NULL};
     m->tensors = calloc((size_t)(4 + 12 * cfg->n_layer), sizeof *m->tensors);
     m->p.blocks = calloc((size_t)cfg->n_layer, sizeof *m->p.blocks);
     m->g.blocks = calloc((size_t)cfg->n_layer, sizeof *m->g.blocks);
@@ -322,6 +329,13 @@ float *slm_gpt_grads(slm_gpt_t m) { return m->grads; }
 int slm_gpt_num_tensors(slm_gpt_t m) { return m->ntensors; }
 const slm_tensor_info *slm_gpt_tensor(slm_gpt_t m, int i) { return &m->tensors[i]; }
 const float *slm_gpt_logits(slm_gpt_t m) { return m->logits; }
+void slm_gpt_last_logits(slm_gpt_t m, int b, float *out)
+{
+    const float *z = m->logits + ((size_t)b * m->T + (size_t)(m->T - 1)) * (size_t)m->vl;
+    if (m->tp.size > 1) memset(out, 0, (size_t)m->cfg.vocab_size * sizeof(float));
+    memcpy(out + m->v0, z, (size_t)m->vl * sizeof(float));
+    gpt_tp_allreduce(m, out, (size_t)m->cfg.vocab_size); /* each column comes from one rank */
+}
 size_t slm_gpt_activation_bytes(slm_gpt_t m)
 {
     return (m->acts_floats + m->dacts_floats) * sizeof(float);

@@ -5,8 +5,12 @@
  * the attention and MLP-down projections row-parallel (their outputs are partial sums,
  * all-reduced over the group, with the bias added by one rank). In backward the
  * gradients of the two LayerNorm outputs, partial sums from the column-parallel layers,
- * are all-reduced the same way. Everything else - embeddings, LayerNorms, the LM head and
- * the loss - runs whole and identically on every rank of the group. */
+ * are all-reduced the same way. The token embedding and the tied LM head are split by
+ * vocabulary rows: the embedding sums each rank's rows (rank 0 adds the positions), the
+ * head gives each rank its columns of the logits, and the cross-entropy combines the
+ * rows' maxima and exponential sums over the group. LayerNorms and the residual stream
+ * run whole and identically on every rank of the group. */
+#include <math.h>
 #include <string.h>
 #include "gpt_impl.h"
 #include "shardlm/kernels.h"
@@ -33,7 +37,9 @@ float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets
 
     const int last = m->cfg.n_layer + 1;
     gpt_before(m, 0, SLM_PASS_FORWARD);
-    slm_encoder_forward(m->encoded, inputs, m->p.wte, m->p.wpe, B, T, C);
+    slm_encoder_forward_rows(m->encoded, inputs, m->p.wte, m->v0, m->v0 + m->vl, m->tp.rank == 0 ? m->p.wpe : NULL,
+                             B, T, C);
+    gpt_tp_allreduce(m, m->encoded, (size_t)N * C);
     const float *x = m->encoded; /* residual stream entering the block, (N,C) */
     for (int l = 0; l < m->cfg.n_layer; l++) {
         gpt_before(m, 1 + l, SLM_PASS_FORWARD);
@@ -57,11 +63,21 @@ float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets
     }
     gpt_before(m, last, SLM_PASS_FORWARD);
     slm_layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, x, m->p.lnfw, m->p.lnfb, N, C);
-    slm_matmul_forward(m->logits, m->lnf, m->p.wte, NULL, N, C, V); /* tied LM head */
+    slm_matmul_forward(m->logits, m->lnf, m->p.wte, NULL, N, C, m->vl); /* tied LM head */
     gpt_after(m, last, SLM_PASS_FORWARD);
     gpt_after(m, 0, SLM_PASS_FORWARD);
     if (!targets) return 0.0f;
-    slm_crossentropy_forward(m->losses, m->lse, m->logits, targets, N, V);
+    if (m->tp.size == 1) slm_crossentropy_forward(m->losses, m->lse, m->logits, targets, N, V);
+    else { /* over the vocabulary split: maxima, then sums of exponentials and target logits */
+        slm_rowmax(m->lse, m->logits, N, m->vl);
+        m->tp.allreduce_max(m->tp.ctx, m->lse, (size_t)N);
+        slm_crossentropy_part(m->ce_part, m->logits, m->lse, targets, m->v0, N, m->vl);
+        gpt_tp_allreduce(m, m->ce_part, 2 * (size_t)N);
+        for (int i = 0; i < N; i++) {
+            m->lse[i] += (float)log(m->ce_part[2 * i]);
+            m->losses[i] = m->lse[i] - m->ce_part[2 * i + 1];
+        }
+    }
     double sum = 0.0;
     for (int i = 0; i < N; i++) sum += m->losses[i];
     return (float)(sum / N);
@@ -69,7 +85,7 @@ float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets
 
 void slm_gpt_backward(slm_gpt_t m, float loss_scale)
 {
-    const int C = m->cfg.d_model, V = m->cfg.vocab_size;
+    const int C = m->cfg.d_model;
     const int NH = m->cfg.n_head / m->tp.size, CL = C / m->tp.size;
     const int B = m->B, T = m->T, N = B * T, L = m->cfg.n_layer;
     const size_t NC = (size_t)N * C, NCL = (size_t)N * CL;
@@ -77,11 +93,12 @@ void slm_gpt_backward(slm_gpt_t m, float loss_scale)
     const int last = L + 1;
     gpt_before(m, 0, SLM_PASS_BACKWARD);
     gpt_before(m, last, SLM_PASS_BACKWARD);
-    slm_crossentropy_backward(m->logits, m->lse, m->targets, loss_scale, N, V);
+    slm_crossentropy_backward_part(m->logits, m->lse, m->targets, m->v0, loss_scale, N, m->vl);
     float *dlogits = m->logits;
     memset(m->dres, 0, NC * sizeof(float));
     memset(m->dnarrow, 0, NC * sizeof(float));
-    slm_matmul_backward(m->dnarrow, m->g.wte, NULL, dlogits, m->lnf, m->p.wte, N, C, V);
+    slm_matmul_backward(m->dnarrow, m->g.wte, NULL, dlogits, m->lnf, m->p.wte, N, C, m->vl);
+    gpt_tp_allreduce(m, m->dnarrow, NC); /* d(lnf) from every rank's vocabulary rows */
     const float *x_last = m->blocks[L - 1].res3;
     slm_layernorm_backward(m->dres, m->g.lnfw, m->g.lnfb, m->dnarrow, x_last, m->p.lnfw,
                            m->lnf_mean, m->lnf_rstd, N, C);
@@ -122,6 +139,6 @@ void slm_gpt_backward(slm_gpt_t m, float loss_scale)
         /* m->dres now holds d(x), the gradient of the block's input */
         gpt_after(m, 1 + l, SLM_PASS_BACKWARD);
     }
-    slm_encoder_backward(m->g.wte, m->g.wpe, m->dres, m->inputs, B, T, C);
+    slm_encoder_backward_rows(m->g.wte, m->v0, m->v0 + m->vl, m->g.wpe, m->dres, m->inputs, B, T, C);
     gpt_after(m, 0, SLM_PASS_BACKWARD);
 }

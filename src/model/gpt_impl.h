@@ -36,6 +36,7 @@ typedef struct {
 struct slm_gpt {
     slm_gpt_config cfg;
     slm_gpt_tp tp;
+    int v0, vl; /* this rank's vocabulary rows of wte (columns of the logits): [v0, v0+vl) */
     int max_batch;
     int ntensors;
     slm_tensor_info *tensors;
@@ -48,8 +49,9 @@ struct slm_gpt {
     float *encoded;              /* (N,C) */
     gpt_block_acts *blocks;      /* (L) */
     float *lnf, *lnf_mean, *lnf_rstd; /* (N,C), (N), (N) */
-    float *logits;               /* (N,V); gradient in place after backward */
+    float *logits;               /* (N,vl); gradient in place after backward */
     float *lse, *losses;         /* (N) */
+    float *ce_part;              /* (N,2) cross-entropy over a split vocabulary */
     /* activation gradients, reused block after block */
     float *dacts;
     size_t dacts_floats;

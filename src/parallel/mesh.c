@@ -65,20 +65,23 @@ int slm_mesh_tp_size(slm_mesh_t m) { return m->tp_size; }
 int slm_mesh_pp_rank(slm_mesh_t m) { return m->pp_rank; }
 int slm_mesh_pp_size(slm_mesh_t m) { return m->pp_size; }
 
-void slm_mesh_tp_allreduce(void *mesh, float *buf, size_t n)
+/* The tensor-parallel all-reduces: timed, counted, and named for the watchdog. */
+static void tp_allreduce(slm_mesh_t m, float *buf, size_t n, MPI_Op op)
 {
-    slm_mesh_t m = mesh;
     slm_activity_set("MPI_Allreduce: tensor-parallel activations", -1);
     double t0 = MPI_Wtime();
     for (size_t done = 0; done < n;) { /* MPI counts are int */
         int k = n - done > (size_t)1 << 30 ? 1 << 30 : (int)(n - done);
-        MPI_Allreduce(MPI_IN_PLACE, buf + done, k, MPI_FLOAT, MPI_SUM, m->tp);
+        MPI_Allreduce(MPI_IN_PLACE, buf + done, k, MPI_FLOAT, op, m->tp);
         done += (size_t)k;
     }
     m->tp_ms += (MPI_Wtime() - t0) * 1e3;
     m->tp_bytes += 2.0 * (m->tp_size - 1) / m->tp_size * (double)n * sizeof(float); /* ring volume */
     slm_activity_set("forward and backward", -1);
 }
+
+void slm_mesh_tp_allreduce(void *mesh, float *buf, size_t n) { tp_allreduce(mesh, buf, n, MPI_SUM); }
+void slm_mesh_tp_allreduce_max(void *mesh, float *buf, size_t n) { tp_allreduce(mesh, buf, n, MPI_MAX); }
 
 void slm_mesh_take_tp_stats(slm_mesh_t m, double *ms, double *bytes)
 {

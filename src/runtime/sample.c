@@ -13,9 +13,11 @@ slm_status slm_sample_text(slm_gpt_t model, slm_dataset_t ds, const char *prompt
     size_t total = strlen(prompt) * 8 + (size_t)ntokens + 1;
     int32_t *tok = malloc(total * sizeof *tok);
     double *prob = malloc((size_t)V * sizeof *prob);
-    if (!tok || !prob) {
+    float *z = malloc((size_t)V * sizeof *z);
+    if (!tok || !prob || !z) {
         free(tok);
         free(prob);
+        free(z);
         return SLM_ERROR(SLM_ERR_NOMEM, "cannot allocate the sampling buffers");
     }
     long n = slm_dataset_encode(ds, prompt, tok, total);
@@ -27,7 +29,7 @@ slm_status slm_sample_text(slm_gpt_t model, slm_dataset_t ds, const char *prompt
     for (int i = 0; i < ntokens; i++) {
         long ctx = n < T ? n : T;
         slm_gpt_forward(model, tok + n - ctx, NULL, 1, (int)ctx);
-        const float *z = slm_gpt_logits(model) + (size_t)(ctx - 1) * V;
+        slm_gpt_last_logits(model, 0, z);
         int next = 0;
         if (temperature <= 0.0) {
             for (int v = 1; v < V; v++) next = z[v] > z[next] ? v : next;
@@ -43,5 +45,6 @@ slm_status slm_sample_text(slm_gpt_t model, slm_dataset_t ds, const char *prompt
     slm_dataset_decode(ds, tok, (size_t)n, out, cap);
     free(tok);
     free(prob);
+    free(z);
     return SLM_OK;
 }

@@ -45,7 +45,8 @@ static slm_status setup_local(trainer *tr)
     /* Every rank opens the same data the same way, so a bad file fails everywhere alike,
      * before the first collective. */
     SLM_CALL(slm_dataset_open(c->data.train, c->model.vocab_size, tr->T, c->train.seed, 0, need, &tr->data));
-    slm_gpt_tp tp = {slm_mesh_tp_rank(tr->mesh), slm_mesh_tp_size(tr->mesh), slm_mesh_tp_allreduce, tr->mesh};
+    slm_gpt_tp tp = {slm_mesh_tp_rank(tr->mesh), slm_mesh_tp_size(tr->mesh), slm_mesh_tp_allreduce,
+                     slm_mesh_tp_allreduce_max, tr->mesh};
     SLM_CALL(slm_gpt_create(&mc, tr->B, 0, &tp, &tr->model));
     slm_fsdp_options fo = {c->parallel.zero_stage, c->parallel.overlap, c->parallel.bucket_mb, uses_bf16(c),
                            c->train.beta1, c->train.beta2, c->train.eps, c->train.weight_decay,
@@ -214,7 +215,8 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
         SLM_CALL(load_batch(tr, step, micro));
         slm_fsdp_set_last_micro(tr->fsdp, micro == tr->accum - 1);
         loss += slm_gpt_forward(tr->model, tr->inputs, tr->targets, tr->B, tr->T);
-        if (tr->dump && tr->dp == 1 && step == 0 && micro == 0) /* before backward overwrites them */
+        if (tr->dump && tr->dp == 1 && slm_mesh_tp_size(tr->mesh) == 1 && step == 0 && micro == 0)
+            /* before backward overwrites them; with tensor parallelism rank 0 holds only its columns */
             SLM_CALL(slm_dump_logits(tr->dump, slm_gpt_logits(tr->model)));
         slm_gpt_backward(tr->model, 1.0f / ((float)tr->B * tr->T * tr->accum * tr->dp));
         SLM_CALL(slm_fsdp_finish_backward(tr->fsdp));

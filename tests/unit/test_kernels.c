@@ -1001,6 +1001,67 @@ static void test_bf16(void)
     CU_ASSERT_EQUAL(x[2], -7.0f);
 }
 
+/* The vocabulary-split kernels against the whole-vocabulary ones (checked above by FD):
+ * over a partition of the vocabulary into uneven parts, the embeddings sum to the whole
+ * embedding, the gradients land in the right rows, the cross-entropy parts combine to the
+ * whole losses, and each part's logit gradient is its slice of the whole gradient. */
+static void test_vocab_split(void) {
+    enum { B = 2, T = 3, C = 5, V = 11, N = B * T };
+    const int cut[3] = {0, 4, V}; /* parts [0,4) and [4,11) */
+    int32_t tok[N], tgt[N];
+    for (int i = 0; i < N; i++) tok[i] = rng_int(V), tgt[i] = rng_int(V);
+    tok[0] = 3, tok[1] = 4; /* both sides of the cut */
+    float wte[V * C], wpe[T * C], whole[N * C], sum[N * C] = {0}, part[N * C];
+    fill_uniform(wte, V * C, 1.0f, 0.0f);
+    fill_uniform(wpe, T * C, 1.0f, 0.0f);
+    slm_encoder_forward(whole, tok, wte, wpe, B, T, C);
+    for (int p = 0; p < 2; p++) {
+        fill_const(part, N * C, OUT_GARBAGE);
+        slm_encoder_forward_rows(part, tok, wte + cut[p] * C, cut[p], cut[p + 1], p == 0 ? wpe : NULL, B, T, C);
+        for (int i = 0; i < N * C; i++) sum[i] += part[i];
+    }
+    for (int i = 0; i < N * C; i++) CU_ASSERT(sum[i] == whole[i]); /* x + 0 and x + y, in the same order */
+    float dout[N * C], dwte[V * C] = {0}, dwpe[T * C] = {0}, dwte_p[V * C] = {0}, dwpe_p[T * C] = {0};
+    fill_uniform(dout, N * C, 1.0f, 0.0f);
+    slm_encoder_backward(dwte, dwpe, dout, tok, B, T, C);
+    for (int p = 0; p < 2; p++)
+        slm_encoder_backward_rows(dwte_p + cut[p] * C, cut[p], cut[p + 1], p == 0 ? dwpe_p : NULL, dout, tok, B, T, C);
+    for (int i = 0; i < V * C; i++) CU_ASSERT(dwte_p[i] == dwte[i]);
+    for (int i = 0; i < T * C; i++) CU_ASSERT(dwpe_p[i] == dwpe[i]);
+
+    float logits[N * V], losses[N], lse[N], grad[N * V];
+    fill_uniform(logits, N * V, 4.0f, 0.0f);
+    slm_crossentropy_forward(losses, lse, logits, tgt, N, V);
+    memcpy(grad, logits, sizeof grad);
+    slm_crossentropy_backward(grad, lse, tgt, 0.25f, N, V);
+    float mx[N], acc[2 * N] = {0};
+    for (int i = 0; i < N; i++) mx[i] = -INFINITY;
+    float sub[2][N * V];
+    for (int p = 0; p < 2; p++) { /* each part holds its columns, row-major */
+        const int w = cut[p + 1] - cut[p];
+        for (int i = 0; i < N; i++) memcpy(sub[p] + i * w, logits + i * V + cut[p], (size_t)w * sizeof(float));
+        float m[N];
+        slm_rowmax(m, sub[p], N, w);
+        for (int i = 0; i < N; i++) mx[i] = m[i] > mx[i] ? m[i] : mx[i];
+    }
+    for (int p = 0; p < 2; p++) {
+        float part2[2 * N];
+        slm_crossentropy_part(part2, sub[p], mx, tgt, cut[p], N, cut[p + 1] - cut[p]);
+        for (int i = 0; i < 2 * N; i++) acc[i] += part2[i];
+    }
+    for (int i = 0; i < N; i++) {
+        float l = mx[i] + (float)log(acc[2 * i]);
+        CU_ASSERT(fabsf(l - lse[i]) <= 1e-6f * fabsf(lse[i]) + 1e-6f);
+        CU_ASSERT(fabsf((l - acc[2 * i + 1]) - losses[i]) <= 1e-5f * fabsf(losses[i]) + 1e-6f);
+    }
+    for (int p = 0; p < 2; p++) {
+        const int w = cut[p + 1] - cut[p];
+        slm_crossentropy_backward_part(sub[p], lse, tgt, cut[p], 0.25f, N, w);
+        for (int i = 0; i < N; i++)
+            for (int j = 0; j < w; j++) CU_ASSERT(sub[p][i * w + j] == grad[i * V + cut[p] + j]);
+    }
+}
+
 int main(void) {
     if (CU_initialize_registry() != CUE_SUCCESS) return (int)CU_get_error();
     CU_pSuite s = CU_add_suite("kernels", NULL, NULL);
@@ -1023,6 +1084,7 @@ int main(void) {
         {"residual", test_residual},
         {"crossentropy forward/backward vs double FD", test_crossentropy},
         {"crossentropy large logits", test_crossentropy_large_logits},
+        {"vocabulary-split embedding and cross-entropy vs whole", test_vocab_split},
         {"adamw hand-computed steps", test_adamw},
         {"adamw vector vs double loop", test_adamw_vector},
         {"sumsq", test_sumsq},
