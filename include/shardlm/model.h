@@ -92,6 +92,18 @@ typedef struct slm_gpt_tp {
     void *ctx;
 } slm_gpt_tp;
 
+/* Pipeline parallelism: the part of the model one stage runs. The first stage embeds the
+ * tokens, the last applies the final LayerNorm, the LM head and the loss; both hold the
+ * embedding unit (wte is the head), which the caller keeps equal by summing its gradient
+ * over the two. Every tensor of the model stays in the table (global names, shapes and
+ * offsets); those of other stages have count 0. slots: micro-batches whose activations
+ * are kept at once (a 1F1B schedule has up to pp - stage of them in flight). */
+typedef struct slm_gpt_stage {
+    int first_layer, n_layers;
+    int first, last;
+    int slots;
+} slm_gpt_stage;
+
 /* Check a configuration (sizes positive, n_head divides d_model). Local. */
 slm_status slm_gpt_config_check(const slm_gpt_config *cfg);
 /* Allocate a model for micro-batches of up to max_batch sequences of cfg->seq_len. With
@@ -100,7 +112,7 @@ slm_status slm_gpt_config_check(const slm_gpt_config *cfg);
  * provides the storage). tp: this rank's part under tensor parallelism, or NULL for the
  * whole model (tp->size must divide n_head). Local. */
 slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_storage, const slm_gpt_tp *tp,
-                          slm_gpt_t *model);
+                          const slm_gpt_stage *stage, slm_gpt_t *model);
 /* Free everything; sets *model to NULL; NULL is a no-op. */
 void slm_gpt_destroy(slm_gpt_t *model);
 
@@ -112,6 +124,7 @@ void slm_gpt_init_params(slm_gpt_t m, uint64_t seed);
  * space, written to dst (count floats): how a shard initializes only what it owns. */
 void slm_gpt_init_range(slm_gpt_t m, uint64_t seed, size_t offset, size_t count, float *dst);
 
+/* Units this stage holds, numbered from 0 in forward order. */
 int slm_gpt_num_units(slm_gpt_t m);
 /* First element (in the parameter index space) and element count of unit u. */
 void slm_gpt_unit_range(slm_gpt_t m, int u, size_t *offset, size_t *count);
@@ -149,6 +162,19 @@ void slm_gpt_last_logits(slm_gpt_t m, int b, float *out);
 /* Backward of sum_i loss_scale * loss_i over the tokens of the last forward (with
  * targets). Parameter gradients accumulate, so micro-steps add up. */
 void slm_gpt_backward(slm_gpt_t m, float loss_scale);
+/* The same for one pipeline stage and activation slot. A stage that is not the first
+ * reads its input, the residual stream entering its first block (B,T,C), from
+ * slm_gpt_stage_input(m, slot), written before the forward; a stage that is not the last
+ * leaves its output in slm_gpt_stage_output(m, slot) and returns 0. In backward a stage
+ * that is not the last reads the gradient of its output from slm_gpt_stage_grad(m),
+ * written before the call; one that is not the first leaves the gradient of its input
+ * there. */
+float slm_gpt_forward_slot(slm_gpt_t m, int slot, const int32_t *inputs, const int32_t *targets, int B, int T);
+void slm_gpt_backward_slot(slm_gpt_t m, int slot, float loss_scale);
+float *slm_gpt_stage_input(slm_gpt_t m, int slot);
+const float *slm_gpt_stage_output(slm_gpt_t m, int slot);
+float *slm_gpt_stage_grad(slm_gpt_t m);
+
 /* Zero the model's own gradient block (models created with storage). */
 void slm_gpt_zero_grad(slm_gpt_t m);
 

@@ -36,6 +36,11 @@ int slm_mesh_dp_rank(slm_mesh_t mesh);
 int slm_mesh_dp_size(slm_mesh_t mesh);
 MPI_Comm slm_mesh_tp_comm(slm_mesh_t mesh);
 MPI_Comm slm_mesh_pp_comm(slm_mesh_t mesh);
+/* The first and last pipeline stage of this rank's dp and tp coordinates (they share the
+ * tied embedding); MPI_COMM_NULL on other stages and without pipeline parallelism. */
+MPI_Comm slm_mesh_tied_comm(slm_mesh_t mesh);
+/* All ranks of this rank's model replica (pp x tp ranks, one dp coordinate). */
+MPI_Comm slm_mesh_mp_comm(slm_mesh_t mesh);
 int slm_mesh_tp_rank(slm_mesh_t mesh);
 int slm_mesh_tp_size(slm_mesh_t mesh);
 int slm_mesh_pp_rank(slm_mesh_t mesh);
@@ -81,6 +86,10 @@ typedef struct slm_fsdp_options {
     double beta1, beta2, eps, weight_decay;
     MPI_Comm tp;    /* the tensor-parallel group, for the gradient norm of split tensors;
                      * MPI_COMM_NULL without tensor parallelism */
+    MPI_Comm pp;    /* the pipeline group, for the gradient norm over stages (or NULL) */
+    MPI_Comm tied;  /* first and last pipeline stage, which both hold the embedding unit
+                     * (unit 0): its gradient is summed over them (or MPI_COMM_NULL) */
+    int count_unit0; /* 0: leave unit 0 out of the gradient norm (the last stage's copy) */
 } slm_fsdp_options;
 
 /* Communication accounting since the last slm_fsdp_take_stats. */
@@ -115,6 +124,10 @@ void slm_fsdp_set_last_micro(slm_fsdp_t f, int last);
 slm_status slm_fsdp_finish_backward(slm_fsdp_t f);
 /* Global L2 norm of the reduced gradient. Collective over dp. */
 double slm_fsdp_grad_norm(slm_fsdp_t f);
+/* Pipeline parallelism: sum unit 0's reduced gradient over the first and last stage, so
+ * both copies of the tied embedding take the same step; returns the bytes sent (ring
+ * volume). Collective over the tied group. */
+double slm_fsdp_sum_tied(slm_fsdp_t f);
 /* Clip as slm_clip_grads does, on what this rank holds. Local. */
 void slm_fsdp_clip(slm_fsdp_t f, double norm, double max_norm);
 /* AdamW on the owned shards, then make parameters whole again where the stage keeps them

@@ -43,10 +43,14 @@ void slm_set_threads(int threads);
 /* Threads compute will use. */
 int slm_get_threads(void);
 
-/* Sample ntokens tokens after the prompt from the model (temperature 0 = greedy) and
- * write the decoded text to out. Local. */
-slm_status slm_sample_text(slm_gpt_t model, slm_dataset_t ds, const char *prompt, int ntokens,
-                           double temperature, uint64_t seed, char *out, size_t cap);
+/* The whole vocabulary's logits (V) after the tokens tok (T of them), into out. */
+typedef void (*slm_next_logits_fn)(void *ctx, const int32_t *tok, int T, float *out);
+/* Sample ntokens tokens after the prompt (temperature 0 = greedy), each from the logits
+ * next_logits gives, and write the decoded text to out. Every rank that runs it with the
+ * same logits draws the same tokens. */
+slm_status slm_sample_text(slm_next_logits_fn next_logits, void *ctx, slm_dataset_t ds, const char *prompt,
+                           int ntokens, int seq_len, int vocab_size, double temperature, uint64_t seed, char *out,
+                           size_t cap);
 
 /* Per-step record written to the JSON-lines metrics file. */
 typedef struct slm_step_metrics {
@@ -56,6 +60,8 @@ typedef struct slm_step_metrics {
     double comm_bytes;       /* sent per rank this step (ring-algorithm volume), all kinds */
     double overlap_fraction; /* share of collective time hidden behind compute */
     double tp_comm_bytes;    /* of comm_bytes: the tensor-parallel all-reduces */
+    double pp_comm_bytes;    /* of comm_bytes: pipeline messages and the tied embedding's sum */
+    double pipeline_wait_ms; /* time this rank's stage waited for other stages */
 } slm_step_metrics;
 void slm_metrics_write(FILE *f, const slm_step_metrics *m);
 

@@ -20,16 +20,13 @@ static void train_help(void)
 
 /* Parse the command line into conf. Every rank parses the same arguments and files, so
  * every rank reaches the same verdict without communicating. */
-static slm_status parse(int argc, char **argv, slm_conf *conf, int world, int dry_run)
+static slm_status parse(int argc, char **argv, slm_conf *conf, int world)
 {
     slm_conf_defaults(conf);
     int i = 1;
     if (i < argc && !strchr(argv[i], '=')) SLM_CALL(slm_conf_load_file(conf, argv[i++]));
     for (; i < argc; i++) SLM_CALL(slm_conf_set(conf, argv[i]));
     SLM_CALL(slm_conf_validate(conf, world));
-    SLM_CHECK(dry_run || conf->parallel.pp == 1, SLM_ERR_UNSUPPORTED,
-              "parallel.pp = %d: training with pipeline parallelism is not available in this version "
-              "(use 1; `shardlm train --dry-run` shows such a mesh)", conf->parallel.pp);
     return SLM_OK;
 }
 
@@ -49,7 +46,7 @@ int slm_cmd_train(int argc, char **argv, MPI_Comm comm)
         argc--;
     }
     slm_conf conf;
-    if (parse(argc, argv, &conf, world, dry_run) != SLM_OK) {
+    if (parse(argc, argv, &conf, world) != SLM_OK) {
         slm_cli_report_error(comm, 0);
         return SLM_EXIT_USAGE;
     }

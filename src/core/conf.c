@@ -277,10 +277,22 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
     SLM_CHECK(c->model.vocab_size >= c->parallel.tp, SLM_ERR_CONFIG,
               "model.vocab_size = %d is smaller than parallel.tp = %d: every rank needs vocabulary rows",
               c->model.vocab_size, c->parallel.tp);
+    SLM_CHECK(c->parallel.pp <= c->model.n_layer, SLM_ERR_CONFIG,
+              "parallel.pp = %d is more than model.n_layer = %d: every pipeline stage needs a layer",
+              c->parallel.pp, c->model.n_layer);
+    SLM_CHECK(c->parallel.pp == 1 || c->parallel.zero_stage <= 1, SLM_ERR_UNSUPPORTED,
+              "parallel.zero_stage = %d with parallel.pp = %d: pipeline parallelism composes with ZeRO "
+              "stages 0 and 1 in this version", c->parallel.zero_stage, c->parallel.pp);
     int dp = world / (c->parallel.tp * c->parallel.pp);
     SLM_CHECK(c->train.global_batch % (c->train.micro_batch * dp) == 0, SLM_ERR_CONFIG,
               "train.global_batch = %d is not a multiple of train.micro_batch = %d x %d data-parallel "
               "ranks", c->train.global_batch, c->train.micro_batch, dp);
+    const int per_step = c->train.global_batch / (c->train.micro_batch * dp);
+    SLM_CHECK(c->parallel.pp == 1 || c->parallel.microbatches == per_step, SLM_ERR_CONFIG,
+              "parallel.microbatches = %d: with parallel.pp = %d each step runs train.global_batch / "
+              "(train.micro_batch x %d data-parallel ranks) = %d micro-batches through the pipeline; "
+              "set parallel.microbatches = %d or change the batch sizes", c->parallel.microbatches,
+              c->parallel.pp, dp, per_step, per_step);
     SLM_CHECK(c->ckpt.every == 0 || c->ckpt.dir[0], SLM_ERR_CONFIG,
               "ckpt.every = %ld needs ckpt.dir (where to write)", c->ckpt.every);
     SLM_CHECK(c->data.train[0], SLM_ERR_CONFIG, "data.train is empty (use `synthetic` or a glob of shards)");

@@ -76,6 +76,10 @@ static void add_tensor(slm_gpt_t m, int *i, size_t *off, int block, const char *
         t->col0 = r * t->cols;
     }
     t->tp_split = p > 1 && split != WHOLE;
+    const int here = block >= 0 ? block >= m->stage.first_layer && block < m->stage.first_layer + m->stage.n_layers
+                     : !strncmp(name, "lnf", 3) ? m->stage.last
+                                                 : m->has_embed;
+    if (!here) t->rows = 0; /* another pipeline stage's */
     t->count = (size_t)t->rows * (size_t)t->cols;
     t->offset = *off;
     t->goffset = m->gparams;
@@ -114,17 +118,22 @@ static void build_table(slm_gpt_t m)
     add_tensor(m, &i, &off, -1, "lnf.bias", 0, WHOLE, C, 0);
     m->ntensors = i;
     m->nparams = off;
+    /* this stage's units: the embeddings, its blocks, the final norm */
+    int k = 0;
+    if (m->has_embed) m->unit_first[k] = 0, m->unit_count[k++] = 2;
+    for (int l = m->stage.first_layer; l < m->stage.first_layer + m->stage.n_layers; l++)
+        m->unit_first[k] = 2 + 12 * l, m->unit_count[k++] = 12;
+    if (m->stage.last) m->unit_first[k] = 2 + 12 * m->cfg.n_layer, m->unit_count[k++] = 2;
+    m->nunits = k;
 }
 
-int slm_gpt_num_units(slm_gpt_t m) { return m->cfg.n_layer + 2; }
+int slm_gpt_num_units(slm_gpt_t m) { return m->nunits; }
 
 /* Tensors [first, first+n) of unit u in the table. */
 static void unit_tensors(slm_gpt_t m, int u, int *first, int *n)
 {
-    const int L = m->cfg.n_layer;
-    if (u == 0) *first = 0, *n = 2;
-    else if (u <= L) *first = 2 + 12 * (u - 1), *n = 12;
-    else *first = 2 + 12 * L, *n = 2;
+    *first = m->unit_first[u];
+    *n = m->unit_count[u];
 }
 
 void slm_gpt_unit_range(slm_gpt_t m, int u, size_t *offset, size_t *count)
@@ -142,11 +151,11 @@ static void point_unit(slm_gpt_t m, int u, float *base, gpt_views *v)
     unit_tensors(m, u, &first, &n);
     const slm_tensor_info *t = &m->tensors[first];
     const size_t off0 = t[0].offset;
-    if (u == 0) {
+    if (first == 0) {
         v->wte = base + (t[0].offset - off0);
         v->wpe = base + (t[1].offset - off0);
-    } else if (u <= m->cfg.n_layer) {
-        gpt_block_views *bv = &v->blocks[u - 1];
+    } else if (t[0].block >= 0) {
+        gpt_block_views *bv = &v->blocks[t[0].block];
         float **slot[12] = {&bv->ln1w, &bv->ln1b, &bv->qkvw, &bv->qkvb, &bv->attprojw,
                             &bv->attprojb, &bv->ln2w, &bv->ln2b, &bv->fcw, &bv->fcb,
                             &bv->fcprojw, &bv->fcprojb};
@@ -186,7 +195,7 @@ static size_t layout_acts(slm_gpt_t m, float *base)
     const size_t NH = (size_t)m->cfg.n_head / (size_t)m->tp.size, CL = C / (size_t)m->tp.size; /* this rank's heads */
     size_t off = 0;
     m->encoded = take(base, &off, N * C);
-    for (int l = 0; l < m->cfg.n_layer; l++) {
+    for (int l = m->stage.first_layer; l < m->stage.first_layer + m->stage.n_layers; l++) {
         gpt_block_acts *a = &m->blocks[l];
         a->ln1 = take(base, &off, N * C);
         a->ln1_mean = take(base, &off, N);
@@ -213,12 +222,16 @@ static size_t layout_acts(slm_gpt_t m, float *base)
 }
 
 slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_storage, const slm_gpt_tp *tp,
-                          slm_gpt_t *out)
+                          const slm_gpt_stage *stage, slm_gpt_t *out)
 {
     *out = NULL;
     SLM_CALL(slm_gpt_config_check(cfg));
     SLM_CHECK(max_batch > 0, SLM_ERR_ARG, "micro-batch size %d must be positive", max_batch);
     const int tp_size = tp ? tp->size : 1;
+    const slm_gpt_stage whole = {0, cfg->n_layer, 1, 1, 1};
+    const slm_gpt_stage *st = stage ? stage : &whole;
+    SLM_CHECK(st->n_layers >= 1 && st->first_layer >= 0 && st->first_layer + st->n_layers <= cfg->n_layer &&
+                  st->slots >= 1, SLM_ERR_ARG, "a pipeline stage needs at least one of the model's layers");
     SLM_CHECK(tp_size >= 1 && cfg->n_head % tp_size == 0, SLM_ERR_CONFIG,
               "parallel.tp = %d does not divide model.n_head = %d", tp_size, cfg->n_head);
     SLM_CHECK(tp_size == 1 || (tp->allreduce && tp->allreduce_max), SLM_ERR_ARG,
@@ -230,11 +243,15 @@ slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_stor
     m->cfg = *cfg;
     m->max_batch = max_batch;
     m->tp = tp ? *tp : (slm_gpt_tp){0, 1, NULL, NULL, NULL};
+    m->stage = *st;
+    m->has_embed = st->first || st->last;
     m->tensors = calloc((size_t)(4 + 12 * cfg->n_layer), sizeof *m->tensors);
     m->p.blocks = calloc((size_t)cfg->n_layer, sizeof *m->p.blocks);
     m->g.blocks = calloc((size_t)cfg->n_layer, sizeof *m->g.blocks);
     m->blocks = calloc((size_t)cfg->n_layer, sizeof *m->blocks);
-    if (!m->tensors || !m->p.blocks || !m->g.blocks || !m->blocks) goto nomem;
+    m->unit_first = calloc((size_t)cfg->n_layer + 2, sizeof(int));
+    m->unit_count = calloc((size_t)cfg->n_layer + 2, sizeof(int));
+    if (!m->tensors || !m->p.blocks || !m->g.blocks || !m->blocks || !m->unit_first || !m->unit_count) goto nomem;
     build_table(m);
     if (own_storage) {
         m->params = alloc_floats(m->nparams);
@@ -242,22 +259,24 @@ slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_stor
         if (!m->params || !m->grads) goto nomem;
     }
     m->acts_floats = layout_acts(m, NULL);
-    m->acts = alloc_floats(m->acts_floats);
+    m->acts = alloc_floats(m->acts_floats * (size_t)st->slots);
     const size_t N = (size_t)max_batch * cfg->seq_len, C = (size_t)cfg->d_model;
     const size_t T = (size_t)cfg->seq_len;
     const size_t wide = 4 * C / (size_t)tp_size; /* this rank's MLP width, also >= its QKV width */
     m->dacts_floats = 2 * N * C + 2 * N * wide + T * T;
     m->dacts = alloc_floats(m->dacts_floats);
-    m->inputs = malloc(N * sizeof(int32_t));
-    m->targets = malloc(N * sizeof(int32_t));
-    if (!m->acts || !m->dacts || !m->inputs || !m->targets) goto nomem;
+    m->inputs_all = calloc(N * (size_t)st->slots, sizeof(int32_t));
+    m->targets_all = calloc(N * (size_t)st->slots, sizeof(int32_t));
+    m->slot_B = calloc((size_t)st->slots, sizeof(int));
+    m->slot_T = calloc((size_t)st->slots, sizeof(int));
+    if (!m->acts || !m->dacts || !m->inputs_all || !m->targets_all || !m->slot_B || !m->slot_T) goto nomem;
     if (own_storage)
         for (int u = 0; u < slm_gpt_num_units(m); u++) {
             size_t off, n;
             slm_gpt_unit_range(m, u, &off, &n);
             slm_gpt_bind_unit(m, u, m->params + off, m->grads + off);
         }
-    layout_acts(m, m->acts);
+    gpt_select_slot(m, 0);
     m->dres = m->dacts;
     m->dnarrow = m->dres + N * C;
     m->dwide1 = m->dnarrow + N * C;
@@ -280,12 +299,16 @@ void slm_gpt_destroy(slm_gpt_t *model)
     free(m->p.blocks);
     free(m->g.blocks);
     free(m->blocks);
+    free(m->unit_first);
+    free(m->unit_count);
     free(m->params);
     free(m->grads);
     free(m->acts);
     free(m->dacts);
-    free(m->inputs);
-    free(m->targets);
+    free(m->inputs_all);
+    free(m->targets_all);
+    free(m->slot_B);
+    free(m->slot_T);
     free(m);
     *model = NULL;
 }
@@ -329,6 +352,29 @@ float *slm_gpt_grads(slm_gpt_t m) { return m->grads; }
 int slm_gpt_num_tensors(slm_gpt_t m) { return m->ntensors; }
 const slm_tensor_info *slm_gpt_tensor(slm_gpt_t m, int i) { return &m->tensors[i]; }
 const float *slm_gpt_logits(slm_gpt_t m) { return m->logits; }
+
+void gpt_select_slot(slm_gpt_t m, int slot)
+{
+    layout_acts(m, m->acts + (size_t)slot * m->acts_floats);
+    const size_t N = (size_t)m->max_batch * (size_t)m->cfg.seq_len;
+    m->inputs = m->inputs_all + (size_t)slot * N;
+    m->targets = m->targets_all + (size_t)slot * N;
+    m->B = m->slot_B[slot];
+    m->T = m->slot_T[slot];
+}
+
+float *slm_gpt_stage_input(slm_gpt_t m, int slot)
+{
+    return m->acts + (size_t)slot * m->acts_floats; /* `encoded` is the slot's first view */
+}
+
+const float *slm_gpt_stage_output(slm_gpt_t m, int slot)
+{
+    gpt_select_slot(m, slot);
+    return m->blocks[m->stage.first_layer + m->stage.n_layers - 1].res3;
+}
+
+float *slm_gpt_stage_grad(slm_gpt_t m) { return m->dres; }
 void slm_gpt_last_logits(slm_gpt_t m, int b, float *out)
 {
     const float *z = m->logits + ((size_t)b * m->T + (size_t)(m->T - 1)) * (size_t)m->vl;
@@ -338,7 +384,7 @@ void slm_gpt_last_logits(slm_gpt_t m, int b, float *out)
 }
 size_t slm_gpt_activation_bytes(slm_gpt_t m)
 {
-    return (m->acts_floats + m->dacts_floats) * sizeof(float);
+    return (m->acts_floats * (size_t)m->stage.slots + m->dacts_floats) * sizeof(float);
 }
 void slm_gpt_zero_grad(slm_gpt_t m)
 {

@@ -24,25 +24,36 @@ static void row_parallel_forward(slm_gpt_t m, float *out, const float *inp, cons
     gpt_tp_allreduce(m, out, (size_t)N * OC);
 }
 
+/* Unit numbers of this stage: the embeddings (if here), its blocks, the final norm. */
+static int block_unit(slm_gpt_t m, int l) { return m->has_embed + l - m->stage.first_layer; }
+static int last_unit(slm_gpt_t m) { return m->nunits - 1; }
+
 float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets, int B, int T)
+{
+    return slm_gpt_forward_slot(m, 0, inputs, targets, B, T);
+}
+
+float slm_gpt_forward_slot(slm_gpt_t m, int slot, const int32_t *inputs, const int32_t *targets, int B, int T)
 {
     const int C = m->cfg.d_model, V = m->cfg.vocab_size;
     const int NH = m->cfg.n_head / m->tp.size, CL = C / m->tp.size; /* this rank's heads and width */
     const int N = B * T;
-    m->B = B;
-    m->T = T;
-    m->have_targets = targets != NULL;
+    m->slot_B[slot] = B;
+    m->slot_T[slot] = T;
+    gpt_select_slot(m, slot);
     memcpy(m->inputs, inputs, (size_t)N * sizeof(int32_t));
     if (targets) memcpy(m->targets, targets, (size_t)N * sizeof(int32_t));
+    const int l0 = m->stage.first_layer, l1 = l0 + m->stage.n_layers;
 
-    const int last = m->cfg.n_layer + 1;
-    gpt_before(m, 0, SLM_PASS_FORWARD);
-    slm_encoder_forward_rows(m->encoded, inputs, m->p.wte, m->v0, m->v0 + m->vl, m->tp.rank == 0 ? m->p.wpe : NULL,
-                             B, T, C);
-    gpt_tp_allreduce(m, m->encoded, (size_t)N * C);
+    if (m->has_embed) gpt_before(m, 0, SLM_PASS_FORWARD);
+    if (m->stage.first) {
+        slm_encoder_forward_rows(m->encoded, inputs, m->p.wte, m->v0, m->v0 + m->vl,
+                                 m->tp.rank == 0 ? m->p.wpe : NULL, B, T, C);
+        gpt_tp_allreduce(m, m->encoded, (size_t)N * C);
+    } /* else the previous stage's output was written there */
     const float *x = m->encoded; /* residual stream entering the block, (N,C) */
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        gpt_before(m, 1 + l, SLM_PASS_FORWARD);
+    for (int l = l0; l < l1; l++) {
+        gpt_before(m, block_unit(m, l), SLM_PASS_FORWARD);
         const gpt_block_views *w = &m->p.blocks[l];
         gpt_block_acts *a = &m->blocks[l];
         slm_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1w, w->ln1b, N, C);
@@ -58,9 +69,14 @@ float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets
         slm_gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * CL);
         row_parallel_forward(m, a->res3, a->fch_gelu, w->fcprojw, w->fcprojb, N, 4 * CL, C);
         slm_residual_forward(a->res3, a->res3, a->res2, (size_t)N * C);
-        gpt_after(m, 1 + l, SLM_PASS_FORWARD);
+        gpt_after(m, block_unit(m, l), SLM_PASS_FORWARD);
         x = a->res3;
     }
+    if (!m->stage.last) { /* x is the output the next stage reads */
+        if (m->has_embed) gpt_after(m, 0, SLM_PASS_FORWARD);
+        return 0.0f;
+    }
+    const int last = last_unit(m);
     gpt_before(m, last, SLM_PASS_FORWARD);
     slm_layernorm_forward(m->lnf, m->lnf_mean, m->lnf_rstd, x, m->p.lnfw, m->p.lnfb, N, C);
     slm_matmul_forward(m->logits, m->lnf, m->p.wte, NULL, N, C, m->vl); /* tied LM head */
@@ -83,33 +99,39 @@ float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets
     return (float)(sum / N);
 }
 
-void slm_gpt_backward(slm_gpt_t m, float loss_scale)
+void slm_gpt_backward(slm_gpt_t m, float loss_scale) { slm_gpt_backward_slot(m, 0, loss_scale); }
+
+void slm_gpt_backward_slot(slm_gpt_t m, int slot, float loss_scale)
 {
+    gpt_select_slot(m, slot);
     const int C = m->cfg.d_model;
     const int NH = m->cfg.n_head / m->tp.size, CL = C / m->tp.size;
-    const int B = m->B, T = m->T, N = B * T, L = m->cfg.n_layer;
+    const int B = m->B, T = m->T, N = B * T;
+    const int l0 = m->stage.first_layer, l1 = l0 + m->stage.n_layers;
     const size_t NC = (size_t)N * C, NCL = (size_t)N * CL;
 
-    const int last = L + 1;
-    gpt_before(m, 0, SLM_PASS_BACKWARD);
-    gpt_before(m, last, SLM_PASS_BACKWARD);
-    slm_crossentropy_backward_part(m->logits, m->lse, m->targets, m->v0, loss_scale, N, m->vl);
-    float *dlogits = m->logits;
-    memset(m->dres, 0, NC * sizeof(float));
-    memset(m->dnarrow, 0, NC * sizeof(float));
-    slm_matmul_backward(m->dnarrow, m->g.wte, NULL, dlogits, m->lnf, m->p.wte, N, C, m->vl);
-    gpt_tp_allreduce(m, m->dnarrow, NC); /* d(lnf) from every rank's vocabulary rows */
-    const float *x_last = m->blocks[L - 1].res3;
-    slm_layernorm_backward(m->dres, m->g.lnfw, m->g.lnfb, m->dnarrow, x_last, m->p.lnfw,
-                           m->lnf_mean, m->lnf_rstd, N, C);
-    gpt_after(m, last, SLM_PASS_BACKWARD);
+    if (m->has_embed) gpt_before(m, 0, SLM_PASS_BACKWARD);
+    if (m->stage.last) {
+        const int last = last_unit(m);
+        gpt_before(m, last, SLM_PASS_BACKWARD);
+        slm_crossentropy_backward_part(m->logits, m->lse, m->targets, m->v0, loss_scale, N, m->vl);
+        float *dlogits = m->logits;
+        memset(m->dres, 0, NC * sizeof(float));
+        memset(m->dnarrow, 0, NC * sizeof(float));
+        slm_matmul_backward(m->dnarrow, m->g.wte, NULL, dlogits, m->lnf, m->p.wte, N, C, m->vl);
+        gpt_tp_allreduce(m, m->dnarrow, NC); /* d(lnf) from every rank's vocabulary rows */
+        const float *x_last = m->blocks[l1 - 1].res3;
+        slm_layernorm_backward(m->dres, m->g.lnfw, m->g.lnfb, m->dnarrow, x_last, m->p.lnfw,
+                               m->lnf_mean, m->lnf_rstd, N, C);
+        gpt_after(m, last, SLM_PASS_BACKWARD);
+    } /* else the next stage's gradient of this stage's output was written to dres */
 
-    for (int l = L - 1; l >= 0; l--) {
-        gpt_before(m, 1 + l, SLM_PASS_BACKWARD);
+    for (int l = l1 - 1; l >= l0; l--) {
+        gpt_before(m, block_unit(m, l), SLM_PASS_BACKWARD);
         const gpt_block_views *w = &m->p.blocks[l];
         const gpt_block_views *g = &m->g.blocks[l];
         const gpt_block_acts *a = &m->blocks[l];
-        const float *x = l ? m->blocks[l - 1].res3 : m->encoded;
+        const float *x = l > l0 ? m->blocks[l - 1].res3 : m->encoded;
         /* m->dres holds d(res3); res3 = res2 + proj(gelu(fc(ln2(res2)))) */
         memset(m->dwide1, 0, 4 * NCL * sizeof(float));
         slm_matmul_backward(m->dwide1, g->fcprojw, g->fcprojb, m->dres, a->fch_gelu, w->fcprojw,
@@ -137,8 +159,10 @@ void slm_gpt_backward(slm_gpt_t m, float loss_scale)
         slm_layernorm_backward(m->dres, g->ln1w, g->ln1b, m->dnarrow, x, w->ln1w, a->ln1_mean,
                                a->ln1_rstd, N, C);
         /* m->dres now holds d(x), the gradient of the block's input */
-        gpt_after(m, 1 + l, SLM_PASS_BACKWARD);
+        gpt_after(m, block_unit(m, l), SLM_PASS_BACKWARD);
     }
-    slm_encoder_backward_rows(m->g.wte, m->v0, m->v0 + m->vl, m->g.wpe, m->dres, m->inputs, B, T, C);
-    gpt_after(m, 0, SLM_PASS_BACKWARD);
+    /* dres holds the gradient of this stage's input */
+    if (m->stage.first)
+        slm_encoder_backward_rows(m->g.wte, m->v0, m->v0 + m->vl, m->g.wpe, m->dres, m->inputs, B, T, C);
+    if (m->has_embed) gpt_after(m, 0, SLM_PASS_BACKWARD);
 }

@@ -36,6 +36,10 @@ typedef struct {
 struct slm_gpt {
     slm_gpt_config cfg;
     slm_gpt_tp tp;
+    slm_gpt_stage stage;
+    int has_embed;          /* the embedding unit is here (first or last stage) */
+    int nunits;
+    int *unit_first, *unit_count; /* this stage's units: their first tensor and how many */
     int v0, vl; /* this rank's vocabulary rows of wte (columns of the logits): [v0, v0+vl) */
     int max_batch;
     int ntensors;
@@ -43,9 +47,10 @@ struct slm_gpt {
     size_t nparams, gparams; /* this rank's, the whole model's */
     float *params, *grads;
     gpt_views p, g;
-    /* activations for (max_batch, seq_len) */
+    /* activations for (max_batch, seq_len), one set per slot; the views below point into
+     * the slot selected last */
     float *acts;
-    size_t acts_floats;
+    size_t acts_floats; /* per slot */
     float *encoded;              /* (N,C) */
     gpt_block_acts *blocks;      /* (L) */
     float *lnf, *lnf_mean, *lnf_rstd; /* (N,C), (N), (N) */
@@ -61,10 +66,14 @@ struct slm_gpt {
     float *dwide2;  /* (N,4C/tp) */
     float *datt;    /* (T,T) attention backward scratch */
     slm_gpt_hooks hooks;
-    int32_t *inputs, *targets; /* (N) copies of the last forward's batch */
-    int B, T;                  /* shape of the last forward */
-    int have_targets;
+    int32_t *inputs_all, *targets_all; /* (slots,N) copies of each slot's batch */
+    int *slot_B, *slot_T;              /* (slots) their shapes */
+    int32_t *inputs, *targets;         /* the selected slot's */
+    int B, T;
 };
+
+/* Point the activation views at slot's set, and the batch at its copy (gpt.c). */
+void gpt_select_slot(slm_gpt_t m, int slot);
 
 /* Hook calls; cheap when no parallel layer is installed. */
 static inline void gpt_before(slm_gpt_t m, int unit, slm_pass pass)

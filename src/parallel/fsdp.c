@@ -359,26 +359,38 @@ static void sumsq_by_split(slm_fsdp_t f, const float *g, size_t off, size_t n, d
     }
 }
 
-/* With tensor parallelism the norm counts each split tensor's parts once from every rank
- * of the group, and each whole tensor once (every rank of the group holds the same). */
-static double grad_norm_tp(slm_fsdp_t f)
+/* With model parallelism the norm counts each tensor-parallel split tensor's parts once
+ * from every rank of the group and each whole tensor once (every rank of the group holds
+ * the same), every pipeline stage's tensors, and the tied embedding once. */
+static double grad_norm_model_parallel(slm_fsdp_t f)
 {
     double s[2] = {0.0, 0.0}; /* split, whole */
-    if (f->o.zero_stage == 0) sumsq_by_split(f, f->full_grads, 0, f->nparams, &s[0], &s[1]);
-    else {
-        for (int u = 0; u < f->nunits; u++) {
-            const fsdp_unit *un = &f->u[u];
-            sumsq_by_split(f, f->shard_grads + un->shard_off, un->off + un->own_lo, un->own_n, &s[0], &s[1]);
-        }
-        MPI_Allreduce(MPI_IN_PLACE, s, 2, MPI_DOUBLE, MPI_SUM, f->dp);
+    for (int u = f->o.count_unit0 ? 0 : 1; u < f->nunits; u++) {
+        const fsdp_unit *un = &f->u[u];
+        if (f->o.zero_stage == 0) sumsq_by_split(f, f->full_grads + un->off, un->off, un->n, &s[0], &s[1]);
+        else sumsq_by_split(f, f->shard_grads + un->shard_off, un->off + un->own_lo, un->own_n, &s[0], &s[1]);
     }
-    MPI_Allreduce(MPI_IN_PLACE, &s[0], 1, MPI_DOUBLE, MPI_SUM, f->o.tp);
-    return sqrt(s[0] + s[1]);
+    if (f->o.zero_stage > 0) MPI_Allreduce(MPI_IN_PLACE, s, 2, MPI_DOUBLE, MPI_SUM, f->dp);
+    if (f->o.tp != MPI_COMM_NULL) MPI_Allreduce(MPI_IN_PLACE, &s[0], 1, MPI_DOUBLE, MPI_SUM, f->o.tp);
+    double total = s[0] + s[1];
+    if (f->o.pp != MPI_COMM_NULL) MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_DOUBLE, MPI_SUM, f->o.pp);
+    return sqrt(total);
+}
+
+double slm_fsdp_sum_tied(slm_fsdp_t f)
+{
+    if (f->o.tied == MPI_COMM_NULL) return 0.0;
+    const fsdp_unit *un = &f->u[0];
+    float *g = f->o.zero_stage == 0 ? f->full_grads + un->off : f->shard_grads + un->shard_off;
+    size_t n = f->o.zero_stage == 0 ? un->n : un->own_n;
+    MPI_Allreduce(MPI_IN_PLACE, g, (int)n, MPI_FLOAT, MPI_SUM, f->o.tied);
+    return (double)n * sizeof(float); /* 2(p-1)/p x size with p = 2 */
 }
 
 double slm_fsdp_grad_norm(slm_fsdp_t f)
 {
-    if (f->o.tp != MPI_COMM_NULL) return grad_norm_tp(f);
+    if (f->o.tp != MPI_COMM_NULL || f->o.pp != MPI_COMM_NULL || !f->o.count_unit0)
+        return grad_norm_model_parallel(f);
     if (f->o.zero_stage == 0) return sqrt(slm_sumsq(f->full_grads, f->nparams));
     double local = 0.0, total = 0.0;
     for (int u = 0; u < f->nunits; u++)

@@ -32,6 +32,9 @@ slm_status slm_mesh_create(MPI_Comm comm, int tp, int pp, slm_mesh_t *out)
     MPI_Comm_split(m->world, m->pp_rank * m->dp_size + m->dp_rank, m->rank, &m->tp);
     MPI_Comm_split(m->world, m->pp_rank * tp + m->tp_rank, m->rank, &m->dp);
     MPI_Comm_split(m->world, m->dp_rank * tp + m->tp_rank, m->rank, &m->pp);
+    int ends = pp > 1 && (m->pp_rank == 0 || m->pp_rank == pp - 1);
+    MPI_Comm_split(m->world, ends ? m->dp_rank * tp + m->tp_rank : MPI_UNDEFINED, m->rank, &m->tied);
+    MPI_Comm_split(m->world, m->dp_rank, m->rank, &m->mp);
     MPI_Comm_split_type(m->world, MPI_COMM_TYPE_SHARED, m->rank, MPI_INFO_NULL, &m->node);
     MPI_Comm_rank(m->node, &m->local_rank);
     MPI_Comm_size(m->node, &m->local_size);
@@ -44,6 +47,8 @@ void slm_mesh_destroy(slm_mesh_t *mp)
     slm_mesh_t m = *mp;
     if (!m) return;
     MPI_Comm_free(&m->node);
+    if (m->tied != MPI_COMM_NULL) MPI_Comm_free(&m->tied);
+    MPI_Comm_free(&m->mp);
     MPI_Comm_free(&m->pp);
     MPI_Comm_free(&m->dp);
     MPI_Comm_free(&m->tp);
@@ -56,6 +61,8 @@ MPI_Comm slm_mesh_world(slm_mesh_t m) { return m->world; }
 MPI_Comm slm_mesh_dp_comm(slm_mesh_t m) { return m->dp; }
 MPI_Comm slm_mesh_tp_comm(slm_mesh_t m) { return m->tp; }
 MPI_Comm slm_mesh_pp_comm(slm_mesh_t m) { return m->pp; }
+MPI_Comm slm_mesh_tied_comm(slm_mesh_t m) { return m->tied; }
+MPI_Comm slm_mesh_mp_comm(slm_mesh_t m) { return m->mp; }
 int slm_mesh_rank(slm_mesh_t m) { return m->rank; }
 int slm_mesh_size(slm_mesh_t m) { return m->size; }
 int slm_mesh_dp_rank(slm_mesh_t m) { return m->dp_rank; }

@@ -6,6 +6,8 @@
 
 struct slm_mesh {
     MPI_Comm world, tp, dp, pp, node; /* node: the ranks sharing this machine */
+    MPI_Comm tied; /* first and last pipeline stage, same dp and tp coordinates (or NULL) */
+    MPI_Comm mp;   /* every rank of one model replica: the same dp coordinate */
     int rank, size;
     int tp_rank, tp_size, dp_rank, dp_size, pp_rank, pp_size;
     int local_rank, local_size;

@@ -8,9 +8,8 @@
 #include "shardlm/log.h"
 #include "trainer_impl.h"
 
-/* The sharded layer's ranges as checkpoint pieces (the same fields). Every rank of a
- * tensor-parallel group holds the same whole tensors: only the group's rank 0 writes
- * them, so each element of the file has one writer. */
+/* The sharded layer's ranges as checkpoint pieces (the same fields). Tensors other ranks
+ * write too are left out of what this rank writes (slm_trainer_writes). */
 static slm_ckpt_piece *pieces_of(trainer *tr, int for_read, int *n)
 {
     const int nt = slm_gpt_num_tensors(tr->model);
@@ -23,10 +22,13 @@ static slm_ckpt_piece *pieces_of(trainer *tr, int for_read, int *n)
         return NULL;
     }
     const int nr = slm_fsdp_state_ranges(tr->fsdp, for_read, r);
-    const int split_only = !for_read && slm_mesh_tp_rank(tr->mesh) > 0;
+    /* does this rank hold anything it must not write? */
+    int all_mine = 1;
+    for (int k = 0; k < nt; k++) all_mine &= slm_gpt_tensor(tr->model, k)->count == 0 ||
+                                             slm_trainer_writes(tr, slm_gpt_tensor(tr->model, k));
     *n = 0;
     for (int i = 0; i < nr; i++) {
-        if (!split_only) {
+        if (for_read || all_mine) {
             p[(*n)++] = (slm_ckpt_piece){r[i].offset, r[i].count, r[i].params, r[i].m, r[i].v};
             continue;
         }
@@ -34,7 +36,7 @@ static slm_ckpt_piece *pieces_of(trainer *tr, int for_read, int *n)
             const slm_tensor_info *t = slm_gpt_tensor(tr->model, k);
             size_t lo = t->offset > r[i].offset ? t->offset : r[i].offset;
             size_t hi = t->offset + t->count < r[i].offset + r[i].count ? t->offset + t->count : r[i].offset + r[i].count;
-            if (!t->tp_split || lo >= hi) continue;
+            if (!slm_trainer_writes(tr, t) || lo >= hi) continue;
             const size_t d = lo - r[i].offset;
             p[(*n)++] = (slm_ckpt_piece){lo, hi - lo, r[i].params ? r[i].params + d : NULL, r[i].m ? r[i].m + d : NULL,
                                          r[i].v ? r[i].v + d : NULL};

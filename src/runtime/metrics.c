@@ -25,6 +25,8 @@ void slm_metrics_write(FILE *f, const slm_step_metrics *m)
     num(f, "peak_rss_mib", m->peak_rss_mib, 0);
     num(f, "comm_bytes", m->comm_bytes, 0);
     num(f, "tp_comm_bytes", m->tp_comm_bytes, 0);
+    num(f, "pp_comm_bytes", m->pp_comm_bytes, 0);
+    num(f, "pipeline_wait_ms", m->pipeline_wait_ms, 0);
     num(f, "overlap", m->overlap_fraction, 1);
     fputs("}\n", f);
     fflush(f);

@@ -5,11 +5,11 @@
 #include "shardlm/rng.h"
 #include "shardlm/runtime.h"
 
-slm_status slm_sample_text(slm_gpt_t model, slm_dataset_t ds, const char *prompt, int ntokens,
-                           double temperature, uint64_t seed, char *out, size_t cap)
+slm_status slm_sample_text(slm_next_logits_fn next_logits, void *ctx, slm_dataset_t ds, const char *prompt,
+                           int ntokens, int seq_len, int vocab_size, double temperature, uint64_t seed, char *out,
+                           size_t cap)
 {
-    const slm_gpt_config *c = slm_gpt_config_of(model);
-    const int T = c->seq_len, V = c->vocab_size;
+    const int T = seq_len, V = vocab_size;
     size_t total = strlen(prompt) * 8 + (size_t)ntokens + 1;
     int32_t *tok = malloc(total * sizeof *tok);
     double *prob = malloc((size_t)V * sizeof *prob);
@@ -27,9 +27,8 @@ slm_status slm_sample_text(slm_gpt_t model, slm_dataset_t ds, const char *prompt
     }
     uint64_t key = slm_rng_key(seed, SLM_RNG_SAMPLE, 0);
     for (int i = 0; i < ntokens; i++) {
-        long ctx = n < T ? n : T;
-        slm_gpt_forward(model, tok + n - ctx, NULL, 1, (int)ctx);
-        slm_gpt_last_logits(model, 0, z);
+        long len = n < T ? n : T; /* the context: the last seq_len tokens at most */
+        next_logits(ctx, tok + n - len, (int)len, z);
         int next = 0;
         if (temperature <= 0.0) {
             for (int v = 1; v < V; v++) next = z[v] > z[next] ? v : next;

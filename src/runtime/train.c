@@ -47,10 +47,16 @@ static slm_status setup_local(trainer *tr)
     SLM_CALL(slm_dataset_open(c->data.train, c->model.vocab_size, tr->T, c->train.seed, 0, need, &tr->data));
     slm_gpt_tp tp = {slm_mesh_tp_rank(tr->mesh), slm_mesh_tp_size(tr->mesh), slm_mesh_tp_allreduce,
                      slm_mesh_tp_allreduce_max, tr->mesh};
-    SLM_CALL(slm_gpt_create(&mc, tr->B, 0, &tp, &tr->model));
+    /* pipeline stage s of P runs layers [s*L/P, (s+1)*L/P) and keeps P - s micro-batches */
+    const int P = slm_mesh_pp_size(tr->mesh), s = slm_mesh_pp_rank(tr->mesh), L = c->model.n_layer;
+    tr->pipe_slots = P - s < tr->accum ? P - s : tr->accum;
+    slm_gpt_stage stage = {s * L / P, (s + 1) * L / P - s * L / P, s == 0, s == P - 1, tr->pipe_slots};
+    SLM_CALL(slm_gpt_create(&mc, tr->B, 0, &tp, &stage, &tr->model));
     slm_fsdp_options fo = {c->parallel.zero_stage, c->parallel.overlap, c->parallel.bucket_mb, uses_bf16(c),
                            c->train.beta1, c->train.beta2, c->train.eps, c->train.weight_decay,
-                           tp.size > 1 ? slm_mesh_tp_comm(tr->mesh) : MPI_COMM_NULL};
+                           tp.size > 1 ? slm_mesh_tp_comm(tr->mesh) : MPI_COMM_NULL,
+                           P > 1 ? slm_mesh_pp_comm(tr->mesh) : MPI_COMM_NULL, slm_mesh_tied_comm(tr->mesh),
+                           !(P > 1 && s == P - 1)};
     SLM_CALL(slm_fsdp_create(tr->model, tr->dp_comm, &fo, &tr->fsdp));
     slm_fsdp_init_params(tr->fsdp, c->train.seed);
     size_t BT = (size_t)tr->B * tr->T;
@@ -95,26 +101,33 @@ static slm_status setup_shared(trainer *tr)
     return SLM_OK;
 }
 
+int slm_trainer_writes(const trainer *tr, const slm_tensor_info *t)
+{
+    if (!t->tp_split && slm_mesh_tp_rank(tr->mesh) > 0) return 0;
+    const int P = slm_mesh_pp_size(tr->mesh);
+    if (P > 1 && slm_mesh_pp_rank(tr->mesh) == P - 1 && t->block < 0 && strncmp(t->name, "lnf", 3)) return 0;
+    return 1;
+}
+
 /* The whole model's parameters (grads = 0) or gradients (1) for the oracle dump, on rank
- * 0; returns the vector there. Under tensor parallelism the ranks of the first
- * data-parallel group place their parts at global positions and sum them to rank 0 (whole
- * tensors come from the group's rank 0 only). Collective. */
+ * 0; returns the vector there. Under tensor or pipeline parallelism the ranks of the first
+ * data-parallel group place their parts at global positions and sum them to rank 0, each
+ * element coming from one rank (slm_trainer_writes). Collective. */
 static slm_status gather_whole(trainer *tr, int grads, float **out)
 {
     SLM_CALL(slm_fsdp_gather(tr->fsdp, grads, tr->full));
     *out = tr->full;
     if (!tr->whole || tr->dp_rank != 0) return SLM_OK;
     const size_t ng = slm_gpt_num_global_params(tr->model);
-    const int tp_rank = slm_mesh_tp_rank(tr->mesh);
     memset(tr->whole, 0, ng * sizeof(float));
     for (int i = 0; i < slm_gpt_num_tensors(tr->model); i++) {
         const slm_tensor_info *t = slm_gpt_tensor(tr->model, i);
-        if (!t->tp_split && tp_rank > 0) continue;
+        if (!slm_trainer_writes(tr, t)) continue;
         for (size_t j = 0; j < t->count; j++) tr->whole[t->goffset + slm_tensor_global_index(t, j)] = tr->full[t->offset + j];
     }
     SLM_CHECK(ng <= INT_MAX, SLM_ERR_UNSUPPORTED, "log.dump: the model is too large to dump");
-    MPI_Reduce(tp_rank == 0 ? MPI_IN_PLACE : tr->whole, tr->whole, (int)ng, MPI_FLOAT, MPI_SUM, 0,
-               slm_mesh_tp_comm(tr->mesh));
+    MPI_Reduce(tr->rank == 0 ? MPI_IN_PLACE : tr->whole, tr->whole, (int)ng, MPI_FLOAT, MPI_SUM, 0,
+               slm_mesh_mp_comm(tr->mesh));
     *out = tr->whole;
     return SLM_OK;
 }
@@ -129,7 +142,7 @@ static slm_status setup_dump(trainer *tr)
     int ok = 1;
     if (tr->dp_rank == 0) {
         ok = (tr->full = malloc(slm_gpt_num_params(tr->model) * sizeof(float))) != NULL;
-        if (slm_mesh_tp_size(tr->mesh) > 1)
+        if (slm_mesh_tp_size(tr->mesh) > 1 || slm_mesh_pp_size(tr->mesh) > 1)
             ok &= (tr->whole = malloc(slm_gpt_num_global_params(tr->model) * sizeof(float))) != NULL;
     }
     SLM_CALL(slm_agree(slm_mesh_world(tr->mesh),
@@ -168,9 +181,10 @@ static void print_summary(const trainer *tr)
     slm_conf_print(c, stdout);
     printf("model     gpt2 L=%d H=%d C=%d V=%d T=%d: %.3fM parameters\n", c->model.n_layer,
            c->model.n_head, c->model.d_model, c->model.vocab_size, c->model.seq_len, (double)n / 1e6);
-    printf("layout    %d rank%s = dp %d x tp %d, zero stage %d, %s, %d buckets, overlap %s; micro_batch %d x "
+    printf("layout    %d rank%s = dp %d x tp %d x pp %d, zero stage %d, %s, %d buckets, overlap %s; micro_batch %d x "
            "grad_accum %d x dp %d = global_batch %d; %d thread%s per rank\n",
-           tr->world, tr->world > 1 ? "s" : "", tr->dp, c->parallel.tp, c->parallel.zero_stage, c->train.precision,
+           tr->world, tr->world > 1 ? "s" : "", tr->dp, c->parallel.tp, c->parallel.pp, c->parallel.zero_stage,
+           c->train.precision,
            slm_fsdp_num_buckets(tr->fsdp), c->parallel.overlap ? "on" : "off", tr->B, tr->accum, tr->dp,
            c->train.global_batch,
            slm_get_threads(), slm_get_threads() > 1 ? "s" : "");
@@ -180,6 +194,15 @@ static void print_summary(const trainer *tr)
            m.params / mib, m.grads / mib, m.optimizer / mib, (m.params + m.grads + m.optimizer) / mib,
            c->parallel.zero_stage, slm_fsdp_expected_bytes(n, tr->dp, c->parallel.zero_stage, uses_bf16(c)) / mib,
            m.gathered / mib, m.grad_buckets / mib, (double)slm_gpt_activation_bytes(tr->model) / mib);
+    const int P = c->parallel.pp, L = c->model.n_layer;
+    if (P > 1) {
+        printf("pipeline  ");
+        printf("stage 0 of %d: layers 0-%d", P, L / P - 1);
+        for (int s = 1; s < P; s++) printf("; stage %d: layers %d-%d", s, s * L / P, (s + 1) * L / P - 1);
+        printf("; ");
+        printf("%d micro-batches per step (1F1B), ideal bubble (pp-1)/(micro-batches+pp-1) = %.0f%%\n", tr->accum,
+               100.0 * (P - 1) / (tr->accum + P - 1));
+    }
     printf("data      %s\n", slm_dataset_describe(tr->data));
     printf("compute   %.3g GFLOP per token (6*(12*L*C^2 + V*C) + 12*L*C*T), peak %.1f GFLOP/s per rank (%s)\n",
            tr->flops_per_token / 1e9, tr->peak_gflops,
@@ -189,7 +212,7 @@ static void print_summary(const trainer *tr)
 
 /* Fill inputs/targets for micro-step `micro` of `step` on this rank. Sample indices
  * count through the global batch, so every rank count sees the same samples. */
-static slm_status load_batch(trainer *tr, long step, int micro)
+slm_status slm_trainer_load_batch(trainer *tr, long step, int micro)
 {
     const int T = tr->T;
     for (int b = 0; b < tr->B; b++) {
@@ -210,19 +233,29 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
     const slm_conf *c = tr->conf;
     double loss = 0.0;
     slm_fsdp_begin_step(tr->fsdp);
-    for (int micro = 0; micro < tr->accum; micro++) {
+    const int pipelined = slm_mesh_pp_size(tr->mesh) > 1;
+    if (pipelined) {
+        SLM_CALL(slm_trainer_pipeline_step(tr, step, &loss, &tr->pipe_wait_s, &tr->pipe_bytes));
+        SLM_CALL(slm_fsdp_finish_backward(tr->fsdp));
+        slm_activity_set("MPI_Allreduce: tied embedding gradient", -1);
+        tr->pipe_bytes += slm_fsdp_sum_tied(tr->fsdp);
+    }
+    for (int micro = 0; !pipelined && micro < tr->accum; micro++) {
         slm_activity_set("forward and backward", -1);
-        SLM_CALL(load_batch(tr, step, micro));
+        SLM_CALL(slm_trainer_load_batch(tr, step, micro));
         slm_fsdp_set_last_micro(tr->fsdp, micro == tr->accum - 1);
         loss += slm_gpt_forward(tr->model, tr->inputs, tr->targets, tr->B, tr->T);
         if (tr->dump && tr->dp == 1 && slm_mesh_tp_size(tr->mesh) == 1 && step == 0 && micro == 0)
-            /* before backward overwrites them; with tensor parallelism rank 0 holds only its columns */
+            /* before backward overwrites them; with tensor parallelism rank 0 holds only its
+             * columns, with pipeline parallelism none (this loop does not run then) */
             SLM_CALL(slm_dump_logits(tr->dump, slm_gpt_logits(tr->model)));
         slm_gpt_backward(tr->model, 1.0f / ((float)tr->B * tr->T * tr->accum * tr->dp));
         SLM_CALL(slm_fsdp_finish_backward(tr->fsdp));
     }
     slm_activity_set("MPI_Allreduce: loss", -1);
     MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, tr->dp_comm);
+    if (pipelined) /* only the last stage has it */
+        MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, slm_mesh_pp_comm(tr->mesh));
     loss /= (double)tr->accum * tr->dp;
     SLM_CHECK(isfinite(loss), SLM_ERR_INTERNAL,
               "the loss became %g at step %ld: lower train.lr (%g) or check the data", loss, step, c->train.lr);
@@ -278,7 +311,7 @@ static slm_status train_steps(trainer *tr)
         slm_mesh_take_tp_stats(tr->mesh, &tp_ms, &tp_bytes);
         cs.exposed_ms += tp_ms;
         cs.comm_ms += tp_ms;
-        cs.bytes_sent += tp_bytes;
+        cs.bytes_sent += tp_bytes + tr->pipe_bytes;
         tr->losses[step] = (float)loss;
         tr->lrs[step] = lr;
         tr->norms[step] = norm;
@@ -292,15 +325,18 @@ static slm_status train_steps(trainer *tr)
         slm_step_metrics m = {step, steps, loss, lr, norm, tps,
                               tps * tr->flops_per_token / (tr->peak_gflops * 1e9 * tr->world), dt * 1e3,
                               cs.exposed_ms, slm_peak_rss_mib(), (long long)((step + 1) * tokens_per_step),
-                              cs.bytes_sent, overlap, tp_bytes};
+                              cs.bytes_sent, overlap, tp_bytes, tr->pipe_bytes, tr->pipe_wait_s * 1e3};
         if (tr->metrics) slm_metrics_write(tr->metrics, &m);
         if (tr->rank == 0 && ((step + 1) % c->log.every == 0 || step == 0 || step == steps - 1)) {
-            char eta[32], comm[96] = "";
+            char eta[32], comm[160] = "";
             double per_step = timed_steps ? timed / timed_steps : dt;
             format_eta(per_step * (double)(steps - step - 1), eta, sizeof eta);
             if (tr->world > 1)
                 snprintf(comm, sizeof comm, " | comm %.1f ms exposed, %.0f%% hidden, %.1f MB", cs.exposed_ms,
                          100.0 * overlap, cs.bytes_sent / 1e6);
+            if (c->parallel.pp > 1) /* rank 0 is the first stage: it waits through the bubble */
+                snprintf(comm + strlen(comm), sizeof comm - strlen(comm), ", pipeline wait %.1f ms",
+                         tr->pipe_wait_s * 1e3);
             printf("step %*ld/%ld | loss %.4f | lr %.2e | norm %6.3f | %8.0f tok/s | mfu %5.1f%% | %7.1f ms%s | eta %s\n",
                    (int)snprintf(NULL, 0, "%ld", steps), step + 1, steps, loss, lr, norm, tps,
                    100.0 * m.mfu, dt * 1e3, comm, eta);
@@ -337,6 +373,21 @@ static slm_status train_steps(trainer *tr)
 
 /* Every rank samples the same tokens (same model, same counter-based generator), so a
  * sharded model can gather its units collectively; rank 0 prints. */
+/* The next token's logits through the whole model: with pipeline parallelism the tokens
+ * go through the stages in turn and the last stage gives the logits to all. Collective. */
+static void next_logits(void *ctx, const int32_t *tok, int T, float *out)
+{
+    trainer *tr = ctx;
+    const int P = slm_mesh_pp_size(tr->mesh), s = slm_mesh_pp_rank(tr->mesh);
+    const int n = T * tr->conf->model.d_model, V = tr->conf->model.vocab_size;
+    MPI_Comm pp = slm_mesh_pp_comm(tr->mesh);
+    if (s > 0) MPI_Recv(slm_gpt_stage_input(tr->model, 0), n, MPI_FLOAT, s - 1, 0, pp, MPI_STATUS_IGNORE);
+    slm_gpt_forward_slot(tr->model, 0, tok, NULL, 1, T);
+    if (s < P - 1) MPI_Send(slm_gpt_stage_output(tr->model, 0), n, MPI_FLOAT, s + 1, 0, pp);
+    else slm_gpt_last_logits(tr->model, 0, out);
+    if (P > 1) MPI_Bcast(out, V, MPI_FLOAT, P - 1, pp);
+}
+
 static slm_status sample(trainer *tr)
 {
     const slm_conf *c = tr->conf;
@@ -344,8 +395,8 @@ static slm_status sample(trainer *tr)
     size_t cap = (size_t)c->sample.tokens * 8 + strlen(c->sample.prompt) + 64;
     char *text = malloc(cap);
     SLM_CHECK(text, SLM_ERR_NOMEM, "out of memory");
-    slm_status s = slm_sample_text(tr->model, tr->data, c->sample.prompt, c->sample.tokens,
-                                   c->sample.temperature, c->train.seed, text, cap);
+    slm_status s = slm_sample_text(next_logits, tr, tr->data, c->sample.prompt, c->sample.tokens, c->model.seq_len,
+                                   c->model.vocab_size, c->sample.temperature, c->train.seed, text, cap);
     if (s == SLM_OK && tr->rank == 0) printf("sample    (temperature %.2f)\n%s\n", c->sample.temperature, text);
     free(text);
     return s;

@@ -32,7 +32,21 @@ typedef struct {
     struct slm_async_save *async; /* a checkpoint being written in the background */
     long saved_step;           /* the step of the newest checkpoint this run wrote */
     double peak_gflops, flops_per_token;
+    int pipe_slots;            /* pipeline parallelism: micro-batches this stage keeps at once */
+    double pipe_wait_s;        /* ... the time it waited for other stages in the last step */
+    double pipe_bytes;         /* ... and the bytes it sent to them (with the tied sum) */
 } trainer;
+
+/* Whether this rank writes tensor t into checkpoints and dumps: whole tensors are written
+ * by rank 0 of a tensor-parallel group, and the tied embedding by the first pipeline
+ * stage, so every element has one writer. */
+int slm_trainer_writes(const trainer *tr, const slm_tensor_info *t);
+/* train.c: the inputs and targets of micro-batch `micro` of `step` on this rank. */
+slm_status slm_trainer_load_batch(trainer *tr, long step, int micro);
+/* pipeline.c: forward and backward of every micro-batch of `step` on this pipeline stage
+ * (1F1B); *loss: the sum of their mean losses on the last stage, 0 elsewhere; *wait_s:
+ * the time this stage waited for the others. Collective over the pipeline group. */
+slm_status slm_trainer_pipeline_step(trainer *tr, long step, double *loss, double *wait_s, double *bytes);
 
 /* checkpoint.c: resume from ckpt.resume or the newest good checkpoint in ckpt.dir (if
  * any); save after `step` when ckpt.every says so, the run ends, or (force) a preemption

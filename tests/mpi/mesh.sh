@@ -2,8 +2,8 @@
 # The rank mesh and the binding:
 #  - `train --dry-run` on 8 ranks with tp 2 x pp 2 prints every rank's coordinates, tp
 #    innermost: rank = (pp_i * dp + dp_i) * tp + tp_i;
-#  - a world that tp x pp does not divide, pp > 1 and a tp that does not divide n_head are
-#    refused with one message;
+#  - a world that tp x pp does not divide, a tp that does not divide n_head, more stages than
+#    layers, pp with ZeRO 2, and micro-batches that do not match the batch are refused;
 #  - with the launcher's binding off, shardlm binds each rank to cores of its own, and the
 #    kernel (/proc/PID/task/*/status) shows every thread of the rank - OpenBLAS's too -
 #    confined to them; parallel.bind=none leaves them free; the launcher's binding is kept.
@@ -12,7 +12,7 @@ small=(model.n_layer=1 model.n_head=2 model.d_model=16 model.vocab_size=32 model
        train.micro_batch=1 sample.tokens=0 log.peak_gflops=10)
 run() { timeout 120 "$MPIEXEC" "$@"; }
 
-run -n 8 "$SHARDLM" train --dry-run "${small[@]}" train.global_batch=2 parallel.tp=2 parallel.pp=2 \
+run -n 8 "$SHARDLM" train --dry-run "${small[@]}" model.n_layer=2 train.global_batch=2 parallel.tp=2 parallel.pp=2 \
     >"$WORK/dry" 2>"$WORK/dry.err" || { cat "$WORK/dry.err"; fail "dry run on 8 ranks"; }
 grep -q '^mesh      8 ranks = pp 2 x dp 2 x tp 2' "$WORK/dry" || { cat "$WORK/dry"; fail "no mesh line"; }
 for r in $(seq 0 7); do
@@ -25,8 +25,12 @@ grep -q '^step' "$WORK/dry" && fail "a dry run trained"
 expect_error 2 "8 ranks cannot be split into parallel.tp = 3 x parallel.pp = 1" -- \
     run -n 8 "$SHARDLM" train --dry-run "${small[@]}" train.global_batch=8 parallel.tp=3
 [ "$(grep -c 'shardlm: error' "$WORK/err")" = 1 ] || { cat "$WORK/err"; fail "the error was not printed exactly once"; }
-expect_error 2 "parallel.pp = 2: training with pipeline parallelism is not available" -- \
+expect_error 2 "parallel.pp = 2 is more than model.n_layer = 1" -- \
     run -n 2 "$SHARDLM" train "${small[@]}" train.global_batch=1 parallel.pp=2
+expect_error 2 "parallel.zero_stage = 2 with parallel.pp = 2" -- \
+    run -n 2 "$SHARDLM" train "${small[@]}" model.n_layer=2 train.global_batch=1 parallel.pp=2 parallel.zero_stage=2
+expect_error 2 "parallel.microbatches = 1" "= 4 micro-batches" "set parallel.microbatches = 4" -- \
+    run -n 2 "$SHARDLM" train "${small[@]}" model.n_layer=2 train.global_batch=4 parallel.pp=2
 expect_error 2 "parallel.tp = 2 does not divide model.n_head = 3" -- \
     run -n 2 "$SHARDLM" train "${small[@]}" model.n_head=3 model.d_model=15 train.global_batch=1 parallel.tp=2
 

@@ -12,7 +12,7 @@ own_settings=(model.n_layer=4 model.n_head=6 train.lr=3e-3)
 for layout in "2 2 0" "3 3 0" "4 2 0" "4 2 1" "4 2 2" "4 2 3"; do
     set -- $layout
     run_layout "$1" "$WORK/l.h5" parallel.tp=$2 parallel.zero_stage=$3
-    grep -q "= dp $(( $1 / $2 )) x tp $2," "$WORK/out" || { grep layout "$WORK/out"; fail "not a tp $2 layout"; }
+    grep -q "= dp $(( $1 / $2 )) x tp $2 x pp 1," "$WORK/out" || { grep layout "$WORK/out"; fail "not a tp $2 layout"; }
     printf 'np %d tp %d stage %d: ' "$1" "$2" "$3"
     compare "$WORK/l.h5" || fail "np $1 tp $2 stage $3 differs from one rank"
 done
