@@ -23,13 +23,7 @@ void slm_crossentropy_forward(float *losses, float *lse, const float *logits,
 void slm_crossentropy_backward(float *logits, const float *lse, const int32_t *targets,
                                float scale, int N, int V)
 {
-#pragma omp parallel for if ((size_t)N * V > 65536)
-    for (int i = 0; i < N; i++) {
-        float *z = logits + (size_t)i * V;
-        float l = lse[i];
-        for (int j = 0; j < V; j++) z[j] = expf(z[j] - l) * scale;
-        z[targets[i]] -= scale;
-    }
+    slm_crossentropy_backward_part(logits, lse, targets, 0, scale, N, V);
 }
 
 void slm_rowmax(float *rowmax, const float *logits, int N, int V)
