@@ -36,7 +36,13 @@ typedef struct slm_conf {
     } parallel;
     struct {
         char train[SLM_PATH_MAX], val[SLM_PATH_MAX];
+        int shuffle;
     } data;
+    struct {
+        long every;   /* steps between evaluations (0: none) */
+        int batches;  /* global batches of validation windows in one evaluation */
+        int patience; /* stop after this many evaluations without a better val loss (0: never) */
+    } eval;
     struct {
         char dir[SLM_PATH_MAX], resume[SLM_PATH_MAX];
         long every, keep_every;

@@ -60,7 +60,10 @@ void slm_dataset_destroy(slm_dataset_t *ds);
 /* Number of distinct (T+1)-token windows. */
 size_t slm_dataset_num_windows(slm_dataset_t ds);
 size_t slm_dataset_num_tokens(slm_dataset_t ds);
-/* Window for global sample index g (taken modulo the window count) into out (T+1). */
+/* Sample order: with shuffle on, epoch e = g / windows visits every window once in a
+ * pseudorandom order keyed by (seed, e), a new order each epoch; off, in file order. */
+void slm_dataset_set_shuffle(slm_dataset_t ds, int on);
+/* Window for global sample index g into out (T+1). */
 void slm_dataset_sample(slm_dataset_t ds, uint64_t g, int32_t *out);
 /* One-line description for the log. */
 const char *slm_dataset_describe(slm_dataset_t ds);

@@ -13,6 +13,7 @@ enum slm_rng_purpose {
     SLM_RNG_INIT = 1,   /* parameter initialization; a = tensor index */
     SLM_RNG_DATA = 2,   /* synthetic corpus */
     SLM_RNG_SAMPLE = 3, /* text sampling */
+    SLM_RNG_ORDER = 4,  /* the order of training samples; a = epoch */
     SLM_RNG_TEST = 99
 };
 
@@ -24,6 +25,11 @@ uint64_t slm_rng_key(uint64_t seed, uint64_t purpose, uint64_t a);
 double slm_rng_uniform(uint64_t key, uint64_t counter);
 /* Standard normal (Box-Muller on the counter's two uniforms). */
 double slm_rng_normal(uint64_t key, uint64_t counter);
+
+/* A pseudorandom permutation of [0, n) (n >= 1), keyed: position i -> element. A
+ * four-round Feistel network on the next power of two, walking the cycle back into
+ * [0, n); O(1) memory, so a shuffled epoch of any size costs nothing to hold. */
+uint64_t slm_rng_permute(uint64_t key, uint64_t n, uint64_t i);
 
 /* A sequential stream over one key, for code that draws in a fixed order. */
 typedef struct {

@@ -62,6 +62,7 @@ typedef struct slm_step_metrics {
     double tp_comm_bytes;    /* of comm_bytes: the tensor-parallel all-reduces */
     double pp_comm_bytes;    /* of comm_bytes: pipeline messages and the tied embedding's sum */
     double pipeline_wait_ms; /* time this rank's stage waited for other stages */
+    double val_loss;         /* validation loss after this step, or NAN when not evaluated */
 } slm_step_metrics;
 void slm_metrics_write(FILE *f, const slm_step_metrics *m);
 

@@ -61,6 +61,10 @@ static const key_spec keys[] = {
     NUM("parallel", "bucket_mb", K_DOUBLE, parallel.bucket_mb, 0, 1 << 20, "MiB fused per collective (0 = per block)"),
     STR("data", "train", data.train, "glob of token shards, or `synthetic`"),
     STR("data", "val", data.val, "glob of validation shards, `synthetic`, or empty"),
+    NUM("data", "shuffle", K_BOOL, data.shuffle, 0, 1, "a new pseudorandom order of the training windows each epoch"),
+    NUM("eval", "every", K_LONG, eval.every, 0, 1e15, "steps between validation losses (0 = none; needs data.val)"),
+    NUM("eval", "batches", K_INT, eval.batches, 1, 1 << 20, "global batches of data.val per evaluation"),
+    NUM("eval", "patience", K_INT, eval.patience, 0, 1 << 20, "stop after this many evaluations without improvement (0 = never)"),
     STR("ckpt", "dir", ckpt.dir, "checkpoint directory (empty = none)"),
     NUM("ckpt", "every", K_LONG, ckpt.every, 0, 1e15, "steps between checkpoints"),
     NUM("ckpt", "keep", K_INT, ckpt.keep, 1, 1 << 20, "newest checkpoints kept"),
@@ -110,6 +114,8 @@ void slm_conf_defaults(slm_conf *c)
     c->train.watchdog_s = 1800;
     c->ckpt.every = 0;
     c->log.every = 10;
+    c->data.shuffle = 1;
+    c->eval.batches = 4;
     c->sample.tokens = 200;
     c->sample.temperature = 0.8;
 }
@@ -296,6 +302,10 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
     SLM_CHECK(c->ckpt.every == 0 || c->ckpt.dir[0], SLM_ERR_CONFIG,
               "ckpt.every = %ld needs ckpt.dir (where to write)", c->ckpt.every);
     SLM_CHECK(c->data.train[0], SLM_ERR_CONFIG, "data.train is empty (use `synthetic` or a glob of shards)");
+    SLM_CHECK(c->eval.every == 0 || c->data.val[0], SLM_ERR_CONFIG,
+              "eval.every = %ld needs data.val (a glob of validation shards, or `synthetic`)", c->eval.every);
+    SLM_CHECK(c->eval.patience == 0 || c->eval.every > 0, SLM_ERR_CONFIG,
+              "eval.patience = %d needs eval.every (how often to evaluate)", c->eval.patience);
     /* Activation memory grows as B*NH*T*T; catch sizes whose index math overflows. */
     double att = (double)c->train.micro_batch * c->model.n_head * c->model.seq_len * c->model.seq_len;
     SLM_CHECK(att < 9e15, SLM_ERR_CONFIG, "model.seq_len = %d with train.micro_batch = %d is too large",

@@ -32,3 +32,25 @@ double slm_rng_normal(uint64_t key, uint64_t counter)
     if (u1 < 1e-300) u1 = 1e-300;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
+
+uint64_t slm_rng_permute(uint64_t key, uint64_t n, uint64_t i)
+{
+    if (n <= 1) return 0;
+    int bits = 1;
+    while (bits < 64 && (UINT64_C(1) << bits) < n) bits++;
+    if (bits % 2) bits++; /* two equal halves */
+    const int half = bits / 2;
+    const uint64_t mask = (UINT64_C(1) << half) - 1;
+    uint64_t x = i;
+    do { /* cycle walking: an element outside [0, n) is mapped again until it lands inside */
+        uint64_t l = x >> half, r = x & mask;
+        for (int round = 0; round < 4; round++) {
+            uint64_t f = slm_rng_bits(key, ((uint64_t)round << 58) ^ r) & mask;
+            uint64_t t = r;
+            r = l ^ f;
+            l = t;
+        }
+        x = (l << half) | r;
+    } while (x >= n);
+    return x;
+}

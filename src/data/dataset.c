@@ -2,9 +2,10 @@
  * mapping from a global sample index to a window of T+1 tokens.
  *
  * Windows do not overlap and never cross a shard boundary: window w of a shard starts at
- * token w*T. Samples walk the windows in order (shuffling comes with the distributed
- * loader); the index is taken modulo the window count, so a run longer than an epoch
- * wraps around. */
+ * token w*T. Sample g falls in epoch g / windows; within an epoch the windows come in a
+ * pseudorandom order keyed by the seed and the epoch (or in file order), so the stream
+ * of samples is a function of g alone: the same for any rank count, and a resumed run
+ * continues with the next sample it has not seen. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -29,6 +30,8 @@ typedef struct {
 struct slm_dataset {
     int vocab_size, T;
     int synthetic;
+    int shuffle;
+    uint64_t seed;
     slm_synth_codec codec;
     uint16_t *owned; /* synthetic tokens */
     segment *segs;
@@ -154,6 +157,7 @@ slm_status slm_dataset_open(const char *spec, int vocab_size, int seq_len, uint6
     SLM_CHECK(ds, SLM_ERR_NOMEM, "out of memory");
     ds->vocab_size = vocab_size;
     ds->T = seq_len;
+    ds->seed = seed;
     slm_status s;
     if (!strcmp(spec, "synthetic")) s = open_synthetic(ds, seed, split, min_tokens);
     else s = open_shards(ds, spec);
@@ -202,9 +206,13 @@ size_t slm_dataset_num_windows(slm_dataset_t ds) { return ds->win_start[ds->nseg
 size_t slm_dataset_num_tokens(slm_dataset_t ds) { return ds->ntok; }
 const char *slm_dataset_describe(slm_dataset_t ds) { return ds->desc; }
 
+void slm_dataset_set_shuffle(slm_dataset_t ds, int on) { ds->shuffle = on; }
+
 void slm_dataset_sample(slm_dataset_t ds, uint64_t g, int32_t *out)
 {
-    size_t w = (size_t)(g % slm_dataset_num_windows(ds));
+    const uint64_t nw = slm_dataset_num_windows(ds);
+    size_t w = (size_t)(g % nw);
+    if (ds->shuffle) w = (size_t)slm_rng_permute(slm_rng_key(ds->seed, SLM_RNG_ORDER, g / nw), nw, w);
     int lo = 0, hi = ds->nsegs - 1; /* last segment whose first window is <= w */
     while (lo < hi) {
         int mid = (lo + hi + 1) / 2;

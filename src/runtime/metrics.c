@@ -27,6 +27,7 @@ void slm_metrics_write(FILE *f, const slm_step_metrics *m)
     num(f, "tp_comm_bytes", m->tp_comm_bytes, 0);
     num(f, "pp_comm_bytes", m->pp_comm_bytes, 0);
     num(f, "pipeline_wait_ms", m->pipeline_wait_ms, 0);
+    num(f, "val_loss", m->val_loss, 0);
     num(f, "overlap", m->overlap_fraction, 1);
     fputs("}\n", f);
     fflush(f);

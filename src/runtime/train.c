@@ -45,6 +45,12 @@ static slm_status setup_local(trainer *tr)
     /* Every rank opens the same data the same way, so a bad file fails everywhere alike,
      * before the first collective. */
     SLM_CALL(slm_dataset_open(c->data.train, c->model.vocab_size, tr->T, c->train.seed, 0, need, &tr->data));
+    slm_dataset_set_shuffle(tr->data, c->data.shuffle);
+    if (c->data.val[0]) { /* evaluated in file order: the same windows every time */
+        size_t need_val = (size_t)c->eval.batches * (size_t)c->train.global_batch * (size_t)(tr->T + 1) + 1;
+        SLM_CALL(slm_dataset_open(c->data.val, c->model.vocab_size, tr->T, c->train.seed, 1, need_val, &tr->val));
+    }
+    tr->best_val = INFINITY;
     slm_gpt_tp tp = {slm_mesh_tp_rank(tr->mesh), slm_mesh_tp_size(tr->mesh), slm_mesh_tp_allreduce,
                      slm_mesh_tp_allreduce_max, tr->mesh};
     /* pipeline stage s of P runs layers [s*L/P, (s+1)*L/P) and keeps P - s micro-batches */
@@ -156,6 +162,7 @@ static slm_status setup_dump(trainer *tr)
 static void teardown(trainer *tr)
 {
     slm_dump_destroy(&tr->dump);
+    slm_dataset_destroy(&tr->val);
     if (tr->metrics) fclose(tr->metrics);
     slm_fsdp_destroy(&tr->fsdp);
     slm_gpt_destroy(&tr->model);
@@ -293,6 +300,47 @@ static slm_status check_preemption(trainer *tr, long step)
                      "be requeued and resumed", any, step + 1, c->ckpt.dir, SLM_EXIT_PREEMPTED);
 }
 
+/* One forward of B sequences through the whole model, stage after stage under pipeline
+ * parallelism. With targets: returns their mean loss, on every rank of the pipeline;
+ * without: the last position's logits of sequence 0 into logits (V), on every rank.
+ * Collective over the pipeline (and tensor-parallel) group. */
+static double forward_whole(trainer *tr, const int32_t *tok, const int32_t *targets, int B, int T, float *logits)
+{
+    const int P = slm_mesh_pp_size(tr->mesh), s = slm_mesh_pp_rank(tr->mesh);
+    const int n = B * T * tr->conf->model.d_model, V = tr->conf->model.vocab_size;
+    MPI_Comm pp = slm_mesh_pp_comm(tr->mesh);
+    if (s > 0) MPI_Recv(slm_gpt_stage_input(tr->model, 0), n, MPI_FLOAT, s - 1, 0, pp, MPI_STATUS_IGNORE);
+    double loss = slm_gpt_forward_slot(tr->model, 0, tok, targets, B, T);
+    if (s < P - 1) MPI_Send(slm_gpt_stage_output(tr->model, 0), n, MPI_FLOAT, s + 1, 0, pp);
+    else if (!targets) slm_gpt_last_logits(tr->model, 0, logits);
+    if (P > 1 && targets) MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, pp); /* the last stage's */
+    if (P > 1 && !targets) MPI_Bcast(logits, V, MPI_FLOAT, P - 1, pp);
+    return loss;
+}
+
+static void next_logits(void *ctx, const int32_t *tok, int T, float *out) { forward_whole(ctx, tok, NULL, 1, T, out); }
+
+/* The validation loss: the first eval.batches x global_batch windows of data.val (the
+ * same ones every time, whatever the layout), split over the data-parallel ranks the
+ * way a training step splits its batch, averaged. Collective. */
+static double evaluate(trainer *tr)
+{
+    const int B = tr->B, T = tr->T, nb = tr->conf->eval.batches * tr->accum;
+    double sum = 0.0;
+    slm_activity_set("evaluation", -1);
+    for (int k = 0; k < nb; k++) { /* micro-batch k of this rank: as micro-step k of a step */
+        for (int b = 0; b < B; b++) {
+            int32_t *w = tr->windows + (size_t)b * (T + 1);
+            slm_dataset_sample(tr->val, ((uint64_t)k * tr->dp + (uint64_t)tr->dp_rank) * (uint64_t)B + (uint64_t)b, w);
+            memcpy(tr->inputs + (size_t)b * T, w, (size_t)T * sizeof(int32_t));
+            memcpy(tr->targets + (size_t)b * T, w + 1, (size_t)T * sizeof(int32_t));
+        }
+        sum += forward_whole(tr, tr->inputs, tr->targets, B, T, NULL);
+    }
+    MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, tr->dp_comm);
+    return sum / ((double)nb * tr->dp);
+}
+
 static slm_status train_steps(trainer *tr)
 {
     const slm_conf *c = tr->conf;
@@ -306,6 +354,12 @@ static slm_status train_steps(trainer *tr)
         SLM_CALL(one_step(tr, step, &loss, &norm, &lr));
         tr->samples += c->train.global_batch;
         double dt = slm_now() - t0;
+        double val = NAN; /* after the step's timing: evaluation is not training time */
+        if (tr->val && c->eval.every > 0 && ((step + 1) % c->eval.every == 0 || step + 1 == steps)) {
+            val = evaluate(tr);
+            if (val < tr->best_val) tr->best_val = val, tr->best_val_step = step + 1, tr->evals_since_best = 0;
+            else tr->evals_since_best++;
+        }
         slm_fsdp_stats cs = slm_fsdp_take_stats(tr->fsdp);
         double tp_ms, tp_bytes; /* blocking: exposed and busy alike */
         slm_mesh_take_tp_stats(tr->mesh, &tp_ms, &tp_bytes);
@@ -325,7 +379,7 @@ static slm_status train_steps(trainer *tr)
         slm_step_metrics m = {step, steps, loss, lr, norm, tps,
                               tps * tr->flops_per_token / (tr->peak_gflops * 1e9 * tr->world), dt * 1e3,
                               cs.exposed_ms, slm_peak_rss_mib(), (long long)((step + 1) * tokens_per_step),
-                              cs.bytes_sent, overlap, tp_bytes, tr->pipe_bytes, tr->pipe_wait_s * 1e3};
+                              cs.bytes_sent, overlap, tp_bytes, tr->pipe_bytes, tr->pipe_wait_s * 1e3, val};
         if (tr->metrics) slm_metrics_write(tr->metrics, &m);
         if (tr->rank == 0 && ((step + 1) % c->log.every == 0 || step == 0 || step == steps - 1)) {
             char eta[32], comm[160] = "";
@@ -342,8 +396,21 @@ static slm_status train_steps(trainer *tr)
                    100.0 * m.mfu, dt * 1e3, comm, eta);
             fflush(stdout);
         }
+        if (isfinite(val) && tr->rank == 0) {
+            printf("eval      step %ld | val loss %.4f | best %.4f at step %ld\n", step + 1, val, tr->best_val,
+                   tr->best_val_step);
+            fflush(stdout);
+        }
         slm_activity_progress();
-        SLM_CALL(slm_trainer_save(tr, step, 0));
+        const int patience_out = c->eval.patience > 0 && tr->evals_since_best >= c->eval.patience;
+        SLM_CALL(slm_trainer_save(tr, step, patience_out));
+        if (patience_out) { /* every rank computed the same losses: all stop here */
+            if (tr->rank == 0)
+                printf("stop      at step %ld: no better val loss in %d evaluations (eval.patience); best %.4f at step %ld\n",
+                       step + 1, c->eval.patience, tr->best_val, tr->best_val_step);
+            tr->stopped_early = 1;
+            break;
+        }
         SLM_CALL(check_preemption(tr, step));
         if (c->train.stop_after > 0 && step + 1 >= c->train.stop_after) {
             if (tr->rank == 0) printf("stop      at step %ld (train.stop_after) of %ld\n", step + 1, steps);
@@ -373,20 +440,6 @@ static slm_status train_steps(trainer *tr)
 
 /* Every rank samples the same tokens (same model, same counter-based generator), so a
  * sharded model can gather its units collectively; rank 0 prints. */
-/* The next token's logits through the whole model: with pipeline parallelism the tokens
- * go through the stages in turn and the last stage gives the logits to all. Collective. */
-static void next_logits(void *ctx, const int32_t *tok, int T, float *out)
-{
-    trainer *tr = ctx;
-    const int P = slm_mesh_pp_size(tr->mesh), s = slm_mesh_pp_rank(tr->mesh);
-    const int n = T * tr->conf->model.d_model, V = tr->conf->model.vocab_size;
-    MPI_Comm pp = slm_mesh_pp_comm(tr->mesh);
-    if (s > 0) MPI_Recv(slm_gpt_stage_input(tr->model, 0), n, MPI_FLOAT, s - 1, 0, pp, MPI_STATUS_IGNORE);
-    slm_gpt_forward_slot(tr->model, 0, tok, NULL, 1, T);
-    if (s < P - 1) MPI_Send(slm_gpt_stage_output(tr->model, 0), n, MPI_FLOAT, s + 1, 0, pp);
-    else slm_gpt_last_logits(tr->model, 0, out);
-    if (P > 1) MPI_Bcast(out, V, MPI_FLOAT, P - 1, pp);
-}
 
 static slm_status sample(trainer *tr)
 {

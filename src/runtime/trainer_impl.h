@@ -18,6 +18,10 @@ typedef struct {
     slm_gpt_t model;
     slm_fsdp_t fsdp;
     slm_dataset_t data;
+    slm_dataset_t val;         /* data.val, or NULL */
+    double best_val;           /* the lowest validation loss so far, and when */
+    long best_val_step;
+    int evals_since_best;
     slm_dump_t dump;
     FILE *metrics;
     int32_t *windows;          /* (B, T+1) */

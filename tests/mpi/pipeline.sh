@@ -4,8 +4,8 @@
 # (ZeRO 0 and 1), tp2 x pp2, dp2 x tp2 x pp2 - the same losses and gradient norms at every
 # step, the same step-0 gradients and final parameters as whole tensors (fp32, relative
 # 1e-5). Checkpoints written by pp2 and by tp2 x pp2 resume on dp2 and on one rank.
-# The same model as tensor-parallel.sh (see there for the learning rate).
-own_settings=(model.n_layer=4 model.n_head=6 train.lr=3e-3)
+# The same model as tensor-parallel.sh.
+own_settings=(model.n_layer=4 model.n_head=6)
 . "$(dirname "$0")/layouts.sh"
 # np tp pp micro_batch zero_stage: global_batch 24 / (micro_batch x dp) micro-batches per step
 for layout in "2 1 2 6 0" "3 1 3 2 0" "4 1 2 3 0" "4 1 2 3 1" "4 2 2 6 0" "8 2 2 3 1"; do

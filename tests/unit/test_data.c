@@ -156,6 +156,32 @@ static void test_synth_frequencies(void)
     CU_ASSERT(h > 0.2 && h < 1.0);
 }
 
+/* The epoch order is a permutation of the windows for any count (including 1, powers of
+ * two and one past them), depends on the key, and is not the identity. */
+static void test_permute(void)
+{
+    const uint64_t sizes[] = {1, 2, 3, 7, 64, 65, 1000, 65537};
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        const uint64_t n = sizes[k];
+        unsigned char *seen = calloc(n, 1);
+        uint64_t fixed = 0, same_other_key = 0;
+        for (uint64_t i = 0; i < n; i++) {
+            uint64_t p = slm_rng_permute(11, n, i);
+            CU_ASSERT_FATAL(p < n);
+            CU_ASSERT(!seen[p]);
+            seen[p] = 1;
+            fixed += p == i;
+            same_other_key += p == slm_rng_permute(12, n, i);
+            CU_ASSERT(p == slm_rng_permute(11, n, i)); /* a function of (key, n, i) */
+        }
+        if (n >= 64) {
+            CU_ASSERT(fixed < n / 8);          /* shuffled, not the identity */
+            CU_ASSERT(same_other_key < n / 8); /* another epoch, another order */
+        }
+        free(seen);
+    }
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir)) return 1;
@@ -166,6 +192,7 @@ int main(void)
     CU_add_test(s, "synthetic text is deterministic", test_synth_deterministic);
     CU_add_test(s, "synthetic code round trip", test_synth_codec);
     CU_add_test(s, "synthetic word frequencies", test_synth_frequencies);
+    CU_add_test(s, "epoch order is a keyed permutation", test_permute);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failures = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
