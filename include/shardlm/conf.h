@@ -57,6 +57,7 @@ typedef struct slm_conf {
     struct {
         int tokens;
         double temperature;
+        int top_k;
         char prompt[256];
     } sample;
 } slm_conf;
@@ -65,6 +66,8 @@ typedef struct slm_conf {
 void slm_conf_defaults(slm_conf *conf);
 /* Read an INI file over conf. Unknown sections/keys and bad values are errors. Local. */
 slm_status slm_conf_load_file(slm_conf *conf, const char *path);
+/* The same from INI text (a checkpoint's recorded configuration); name is for messages. */
+slm_status slm_conf_load_text(slm_conf *conf, const char *text, const char *name);
 /* Apply one "section.key=value" override. Local. */
 slm_status slm_conf_set(slm_conf *conf, const char *assignment);
 /* Cross-key checks (n_head divides d_model, batch sizes agree with the world, ...).

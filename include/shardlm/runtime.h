@@ -45,12 +45,13 @@ int slm_get_threads(void);
 
 /* The whole vocabulary's logits (V) after the tokens tok (T of them), into out. */
 typedef void (*slm_next_logits_fn)(void *ctx, const int32_t *tok, int T, float *out);
-/* Sample ntokens tokens after the prompt (temperature 0 = greedy), each from the logits
- * next_logits gives, and write the decoded text to out. Every rank that runs it with the
- * same logits draws the same tokens. */
-slm_status slm_sample_text(slm_next_logits_fn next_logits, void *ctx, slm_dataset_t ds, const char *prompt,
-                           int ntokens, int seq_len, int vocab_size, double temperature, uint64_t seed, char *out,
-                           size_t cap);
+/* Append ntokens tokens to tok[0..n) (room for n + ntokens + 1), each drawn from the logits
+ * next_logits gives for the last seq_len tokens: greedy at temperature 0, else from the
+ * softmax at that temperature over the top_k largest logits (0: all). Returns the new
+ * length, or -1 out of memory. Every rank that runs it with the same logits draws the
+ * same tokens. */
+long slm_sample_tokens(slm_next_logits_fn next_logits, void *ctx, int32_t *tok, long n, int ntokens, int seq_len,
+                       int vocab_size, double temperature, int top_k, uint64_t seed);
 
 /* Per-step record written to the JSON-lines metrics file. */
 typedef struct slm_step_metrics {

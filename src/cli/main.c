@@ -20,6 +20,8 @@ static void usage(FILE *f)
             "                                               measure the sgemm peak used for MFU\n"
             "  ckpt list DIR | inspect FILE | verify FILE|DIR\n"
             "                                               checkpoint tools\n"
+            "  sample CHECKPOINT|DIR [--tokens N] [--temperature T] [--top-k K] [--prompt TEXT]\n"
+            "                                               text from a trained model\n"
             "  tokenize --encoder JSON --vocab BPE [--decode|--bench] [FILE|-]\n"
             "                                               GPT-2 BPE: text to token ids and back\n"
             "  --version                                    print the version\n"
@@ -88,6 +90,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[1], "bench")) rc = slm_cmd_bench(argc - 1, argv + 1, comm);
     else if (!strcmp(argv[1], "ckpt")) rc = slm_cmd_ckpt(argc - 1, argv + 1, comm);
     else if (!strcmp(argv[1], "tokenize")) rc = slm_cmd_tokenize(argc - 1, argv + 1, comm);
+    else if (!strcmp(argv[1], "sample")) rc = slm_cmd_sample(argc - 1, argv + 1, comm);
     else {
         int rank;
         MPI_Comm_rank(comm, &rank);

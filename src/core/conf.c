@@ -78,6 +78,7 @@ static const key_spec keys[] = {
     NUM("log", "peak_gflops", K_DOUBLE, log.peak_gflops, 0, 1e12, "peak for MFU (0 = measure)"),
     NUM("sample", "tokens", K_INT, sample.tokens, 0, 1 << 20, "tokens sampled after training"),
     NUM("sample", "temperature", K_DOUBLE, sample.temperature, 0, 100, "sampling temperature"),
+    NUM("sample", "top_k", K_INT, sample.top_k, 0, 1 << 30, "sample among the k most likely tokens (0 = all)"),
     STR("sample", "prompt", sample.prompt, "text the sample starts from"),
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
@@ -212,7 +213,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
     if (!k) {
         if (!section_known(section))
             ctx->status = SLM_ERROR(SLM_ERR_CONFIG, "unknown section [%s] at %s (known: model, train, "
-                                    "parallel, data, ckpt, log, sample)", section, where);
+                                    "parallel, data, eval, ckpt, log, sample)", section, where);
         else
             ctx->status = SLM_ERROR(SLM_ERR_CONFIG, "unknown key %s.%s at %s", section, name, where);
         return 0;
@@ -221,10 +222,9 @@ static int on_key(void *user, const char *section, const char *name, const char 
     return ctx->status == SLM_OK;
 }
 
-slm_status slm_conf_load_file(slm_conf *conf, const char *path)
+/* Parse INI text from f, named path in messages; closes f. */
+static slm_status load_stream(slm_conf *conf, FILE *f, const char *path)
 {
-    FILE *f = fopen(path, "r");
-    SLM_CHECK(f, SLM_ERR_IO, "cannot open config file %s: %s", path, strerror(errno));
     ini_ctx ctx = {conf, path, SLM_OK, f, 0};
     int rc = ini_parse_stream(read_line, &ctx, on_key, &ctx);
     fclose(f);
@@ -232,6 +232,20 @@ slm_status slm_conf_load_file(slm_conf *conf, const char *path)
     SLM_CHECK(rc == 0, SLM_ERR_CONFIG, "%s:%d: cannot parse this line (expected [section] or key = value)",
               path, rc);
     return SLM_OK;
+}
+
+slm_status slm_conf_load_file(slm_conf *conf, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    SLM_CHECK(f, SLM_ERR_IO, "cannot open config file %s: %s", path, strerror(errno));
+    return load_stream(conf, f, path);
+}
+
+slm_status slm_conf_load_text(slm_conf *conf, const char *text, const char *name)
+{
+    FILE *f = fmemopen((void *)text, strlen(text), "r");
+    SLM_CHECK(f, SLM_ERR_NOMEM, "cannot read the configuration of %s", name);
+    return load_stream(conf, f, name);
 }
 
 slm_status slm_conf_set(slm_conf *conf, const char *assignment)

@@ -445,13 +445,19 @@ static slm_status sample(trainer *tr)
 {
     const slm_conf *c = tr->conf;
     if (c->sample.tokens <= 0 || tr->stopped_early) return SLM_OK;
+    size_t room = strlen(c->sample.prompt) * 8 + (size_t)c->sample.tokens + 2;
     size_t cap = (size_t)c->sample.tokens * 8 + strlen(c->sample.prompt) + 64;
     char *text = malloc(cap);
-    SLM_CHECK(text, SLM_ERR_NOMEM, "out of memory");
-    slm_status s = slm_sample_text(next_logits, tr, tr->data, c->sample.prompt, c->sample.tokens, c->model.seq_len,
-                                   c->model.vocab_size, c->sample.temperature, c->train.seed, text, cap);
+    int32_t *tok = malloc(room * sizeof *tok);
+    long n = text && tok ? slm_dataset_encode(tr->data, c->sample.prompt, tok, room) : 0;
+    if (text && tok)
+        n = slm_sample_tokens(next_logits, tr, tok, n < 0 ? 0 : n, c->sample.tokens, c->model.seq_len,
+                              c->model.vocab_size, c->sample.temperature, c->sample.top_k, c->train.seed);
+    slm_status s = text && tok && n >= 0 ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "cannot allocate the sampling buffers");
+    if (s == SLM_OK) slm_dataset_decode(tr->data, tok, (size_t)n, text, cap);
     if (s == SLM_OK && tr->rank == 0) printf("sample    (temperature %.2f)\n%s\n", c->sample.temperature, text);
     free(text);
+    free(tok);
     return s;
 }
 
