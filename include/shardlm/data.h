@@ -13,7 +13,8 @@
 /* llm.c token shard: 256 int32 header (magic, version, token count, zeros), then
  * uint16 tokens. */
 #define SLM_SHARD_MAGIC 20240520
-#define SLM_SHARD_VERSION 1
+#define SLM_SHARD_VERSION 1     /* uint16 tokens (llm.c) */
+#define SLM_SHARD_VERSION_U32 2 /* uint32 tokens, for vocabularies past 65535 */
 #define SLM_SHARD_HEADER_BYTES 1024
 
 /* Write tokens (all < 65536) as one shard. Local. */

@@ -21,11 +21,51 @@
 #include "shardlm/rng.h"
 
 typedef struct {
-    const uint16_t *tokens; /* into a mapping or the synthetic buffer */
+    const void *tokens; /* into a mapping or the synthetic buffer */
+    int width;          /* bytes per token: 2 (uint16) or 4 (uint32 / int32) */
     size_t ntok, nwin;
-    void *map;
-    size_t map_len;
+    void *map, *map2;   /* map2: an indexed dataset's .idx */
+    size_t map_len, map2_len;
 } segment;
+
+static inline uint32_t seg_tok(const segment *s, size_t i)
+{
+    return s->width == 2 ? ((const uint16_t *)s->tokens)[i] : ((const uint32_t *)s->tokens)[i];
+}
+
+/* Every token below vocab_size, else an error naming the file and the byte offset. */
+static slm_status check_tokens(const segment *s, const char *path, size_t data_offset, int vocab_size)
+{
+    for (size_t i = 0; i < s->ntok; i++)
+        SLM_CHECK(seg_tok(s, i) < (uint32_t)vocab_size, SLM_ERR_FORMAT,
+                  "%s: token %u at byte offset %zu (token %zu) is not below model.vocab_size = %d", path,
+                  seg_tok(s, i), data_offset + (size_t)s->width * i, i, vocab_size);
+    return SLM_OK;
+}
+
+static void unmap_segment(segment *s)
+{
+    if (s->map) munmap(s->map, s->map_len);
+    if (s->map2) munmap(s->map2, s->map2_len);
+    s->map = s->map2 = NULL;
+}
+
+/* Map a whole file read-only; *len its size. */
+static slm_status map_file(const char *path, void **map, size_t *len)
+{
+    int fd = open(path, O_RDONLY);
+    SLM_CHECK(fd >= 0, SLM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return SLM_ERROR(SLM_ERR_IO, "cannot stat %s: %s", path, strerror(errno));
+    }
+    *len = (size_t)st.st_size;
+    *map = *len ? mmap(NULL, *len, PROT_READ, MAP_PRIVATE, fd, 0) : NULL;
+    close(fd);
+    SLM_CHECK(*map != MAP_FAILED, SLM_ERR_IO, "cannot map %s: %s", path, strerror(errno));
+    return SLM_OK;
+}
 
 struct slm_dataset {
     int vocab_size, T;
@@ -41,57 +81,102 @@ struct slm_dataset {
     char desc[512];
 };
 
-/* Map one shard and check everything about it once: header, size, every token. */
+/* Map one llm.c shard and check everything about it once: header, size, every token.
+ * Version 1 holds uint16 tokens (llm.c's); version 2, uint32 (vocabularies past 65535). */
 static slm_status map_shard(const char *path, int vocab_size, segment *s)
 {
     memset(s, 0, sizeof *s);
-    int fd = open(path, O_RDONLY);
-    SLM_CHECK(fd >= 0, SLM_ERR_IO, "cannot open token shard %s: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0) {
-        close(fd);
-        return SLM_ERROR(SLM_ERR_IO, "cannot stat %s: %s", path, strerror(errno));
+    SLM_CALL(map_file(path, &s->map, &s->map_len));
+    const size_t len = s->map_len;
+    const int32_t *h = s->map;
+    slm_status st = SLM_OK;
+    if (len < SLM_SHARD_HEADER_BYTES)
+        st = SLM_ERROR(SLM_ERR_FORMAT, "%s: %zu bytes is shorter than the %d-byte shard header", path, len,
+                       SLM_SHARD_HEADER_BYTES);
+    else if (h[0] != SLM_SHARD_MAGIC)
+        st = SLM_ERROR(SLM_ERR_FORMAT, "%s: bad magic %d at offset 0 (expected %d, an llm.c token shard)",
+                       path, h[0], SLM_SHARD_MAGIC);
+    else if (h[1] != SLM_SHARD_VERSION && h[1] != SLM_SHARD_VERSION_U32)
+        st = SLM_ERROR(SLM_ERR_FORMAT, "%s: unsupported version %d at offset 4 (expected %d: uint16 tokens, or %d: "
+                       "uint32)", path, h[1], SLM_SHARD_VERSION, SLM_SHARD_VERSION_U32);
+    else {
+        s->width = h[1] == SLM_SHARD_VERSION ? 2 : 4;
+        if (h[2] < 0 || (size_t)SLM_SHARD_HEADER_BYTES + (size_t)s->width * (size_t)h[2] != len)
+            st = SLM_ERROR(SLM_ERR_FORMAT, "%s: header at offset 8 says %d tokens (%zu bytes), but the file has %zu "
+                           "bytes", path, h[2],
+                           (size_t)SLM_SHARD_HEADER_BYTES + (size_t)s->width * (size_t)(h[2] < 0 ? 0 : h[2]), len);
     }
-    size_t len = (size_t)st.st_size;
-    if (len < SLM_SHARD_HEADER_BYTES) {
-        close(fd);
-        return SLM_ERROR(SLM_ERR_FORMAT, "%s: %zu bytes is shorter than the %d-byte shard header",
-                         path, len, SLM_SHARD_HEADER_BYTES);
+    if (st == SLM_OK) {
+        s->ntok = (size_t)h[2];
+        s->tokens = (const char *)s->map + SLM_SHARD_HEADER_BYTES;
+        st = check_tokens(s, path, SLM_SHARD_HEADER_BYTES, vocab_size);
     }
-    void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    SLM_CHECK(map != MAP_FAILED, SLM_ERR_IO, "cannot map %s: %s", path, strerror(errno));
-    s->map = map;
-    s->map_len = len;
-    const int32_t *h = map;
-    slm_status st_ = SLM_OK;
-    if (h[0] != SLM_SHARD_MAGIC)
-        st_ = SLM_ERROR(SLM_ERR_FORMAT, "%s: bad magic %d at offset 0 (expected %d, an llm.c token shard)",
-                        path, h[0], SLM_SHARD_MAGIC);
-    else if (h[1] != SLM_SHARD_VERSION)
-        st_ = SLM_ERROR(SLM_ERR_FORMAT, "%s: unsupported version %d at offset 4 (expected %d: uint16 tokens)",
-                        path, h[1], SLM_SHARD_VERSION);
-    else if (h[2] < 0 || (size_t)SLM_SHARD_HEADER_BYTES + 2 * (size_t)h[2] != len)
-        st_ = SLM_ERROR(SLM_ERR_FORMAT, "%s: header at offset 8 says %d tokens (%zu bytes), but the file has %zu bytes",
-                        path, h[2], (size_t)SLM_SHARD_HEADER_BYTES + 2 * (size_t)(h[2] < 0 ? 0 : h[2]), len);
-    if (st_ != SLM_OK) {
-        munmap(map, len);
-        s->map = NULL;
-        return st_;
+    if (st != SLM_OK) unmap_segment(s);
+    return st;
+}
+
+/* A Megatron-LM indexed dataset: PREFIX.idx (header "MMIDIDX\0\0", version 1, dtype
+ * code, sequence and document counts, then int32 sequence lengths, int64 byte offsets
+ * into PREFIX.bin, int64 document boundaries) and PREFIX.bin (the tokens). Its sequences,
+ * in order and back to back, are one token stream; uint16 (code 8) and int32 (code 4)
+ * tokens are read. */
+static slm_status map_indexed(const char *idx_path, int vocab_size, segment *s)
+{
+    memset(s, 0, sizeof *s);
+    SLM_CALL(map_file(idx_path, &s->map2, &s->map2_len));
+    const unsigned char *p = s->map2;
+    const size_t ilen = s->map2_len, head = 9 + 8 + 1 + 8 + 8;
+    uint64_t version = 0, nseq = 0, ndoc = 0;
+    uint8_t code = 0;
+    slm_status st = SLM_OK;
+    if (ilen < head || memcmp(p, "MMIDIDX\0\0", 9))
+        st = SLM_ERROR(SLM_ERR_FORMAT, "%s: not a Megatron index (no MMIDIDX header in its first 9 bytes)", idx_path);
+    else {
+        memcpy(&version, p + 9, 8);
+        code = p[17];
+        memcpy(&nseq, p + 18, 8);
+        memcpy(&ndoc, p + 26, 8);
+        if (version != 1) st = SLM_ERROR(SLM_ERR_FORMAT, "%s: index version %llu at offset 9 (expected 1)", idx_path,
+                                         (unsigned long long)version);
+        else if (code != 8 && code != 4)
+            st = SLM_ERROR(SLM_ERR_FORMAT, "%s: token type code %u at offset 17 (8: uint16 and 4: int32 are read)",
+                           idx_path, code);
+        else if (nseq == 0 || nseq > (ilen - head) / 12 || head + 12 * nseq + 8 * ndoc > ilen)
+            st = SLM_ERROR(SLM_ERR_FORMAT, "%s: %llu sequences and %llu documents do not fit its %zu bytes", idx_path,
+                           (unsigned long long)nseq, (unsigned long long)ndoc, ilen);
     }
-    s->ntok = (size_t)h[2];
-    s->tokens = (const uint16_t *)((const char *)map + SLM_SHARD_HEADER_BYTES);
-    for (size_t i = 0; i < s->ntok; i++)
-        if (s->tokens[i] >= vocab_size) {
-            slm_status e = SLM_ERROR(SLM_ERR_FORMAT,
-                                     "%s: token %u at byte offset %zu (token %zu) is not below "
-                                     "model.vocab_size = %d", path, s->tokens[i],
-                                     (size_t)SLM_SHARD_HEADER_BYTES + 2 * i, i, vocab_size);
-            munmap(map, len);
-            s->map = NULL;
-            return e;
+    char bin_path[4096];
+    const size_t plen = strlen(idx_path) - 4; /* without ".idx" */
+    snprintf(bin_path, sizeof bin_path, "%.*s.bin", (int)plen, idx_path);
+    if (st == SLM_OK) st = map_file(bin_path, &s->map, &s->map_len);
+    if (st == SLM_OK) {
+        s->width = code == 8 ? 2 : 4;
+        const unsigned char *sizes = p + head, *ptrs = p + head + 4 * nseq;
+        int64_t expect = 0, first = 0;
+        for (uint64_t i = 0; i < nseq && st == SLM_OK; i++) {
+            int32_t n;
+            int64_t at;
+            memcpy(&n, sizes + 4 * i, 4);
+            memcpy(&at, ptrs + 8 * i, 8);
+            if (i == 0) first = expect = at;
+            if (n < 0 || at != expect)
+                st = SLM_ERROR(SLM_ERR_FORMAT, "%s: sequence %llu (length %d at byte %lld) does not follow the one "
+                               "before it (expected byte %lld): only sequences stored back to back are read",
+                               idx_path, (unsigned long long)i, n, (long long)at, (long long)expect);
+            else if ((uint64_t)at + (uint64_t)s->width * (uint64_t)n > s->map_len)
+                st = SLM_ERROR(SLM_ERR_FORMAT, "%s: sequence %llu ends at byte %llu, past the end of %s (%zu bytes)",
+                               idx_path, (unsigned long long)i, (unsigned long long)at + (uint64_t)s->width * n,
+                               bin_path, s->map_len);
+            expect = at + (int64_t)s->width * n;
         }
-    return SLM_OK;
+        if (st == SLM_OK) {
+            s->tokens = (const char *)s->map + first;
+            s->ntok = (size_t)(expect - first) / (size_t)s->width;
+            st = check_tokens(s, bin_path, (size_t)first, vocab_size);
+        }
+    }
+    if (st != SLM_OK) unmap_segment(s);
+    return st;
 }
 
 static slm_status open_synthetic(slm_dataset_t ds, uint64_t seed, int split, size_t min_tokens)
@@ -118,6 +203,7 @@ static slm_status open_synthetic(slm_dataset_t ds, uint64_t seed, int split, siz
     SLM_CHECK(ds->segs, SLM_ERR_NOMEM, "out of memory");
     ds->nsegs = 1;
     ds->segs[0].tokens = ds->owned;
+    ds->segs[0].width = 2;
     ds->segs[0].ntok = cap;
     ds->synthetic = 1;
     return SLM_OK;
@@ -127,16 +213,24 @@ static slm_status open_shards(slm_dataset_t ds, const char *pattern)
 {
     glob_t g;
     int rc = glob(pattern, GLOB_ERR, NULL, &g);
+    if (rc == GLOB_NOMATCH) { /* a Megatron dataset is named by its prefix: PREFIX.idx */
+        char idx[4096];
+        snprintf(idx, sizeof idx, "%s.idx", pattern);
+        rc = glob(idx, GLOB_ERR, NULL, &g);
+    }
     SLM_CHECK(rc == 0 && g.gl_pathc > 0, SLM_ERR_IO,
-              "data: no token shard matches '%s' (use a glob of llm.c .bin shards, or `synthetic`)",
-              pattern);
+              "data: no token shard matches '%s' (use a glob of llm.c .bin shards or Megatron .idx files, "
+              "or `synthetic`)", pattern);
     ds->segs = calloc(g.gl_pathc, sizeof *ds->segs);
     if (!ds->segs) {
         globfree(&g);
         return SLM_ERROR(SLM_ERR_NOMEM, "out of memory");
     }
     for (size_t i = 0; i < g.gl_pathc; i++) {
-        slm_status s = map_shard(g.gl_pathv[i], ds->vocab_size, &ds->segs[i]);
+        const char *path = g.gl_pathv[i];
+        const size_t n = strlen(path);
+        slm_status s = n > 4 && !strcmp(path + n - 4, ".idx") ? map_indexed(path, ds->vocab_size, &ds->segs[i])
+                                                               : map_shard(path, ds->vocab_size, &ds->segs[i]);
         if (s != SLM_OK) {
             globfree(&g);
             return slm_error_push(s, __FILE__, __LINE__, __func__);
@@ -194,7 +288,7 @@ void slm_dataset_destroy(slm_dataset_t *dsp)
     slm_dataset_t ds = *dsp;
     if (!ds) return;
     for (int i = 0; i < ds->nsegs; i++)
-        if (ds->segs[i].map) munmap(ds->segs[i].map, ds->segs[i].map_len);
+        unmap_segment(&ds->segs[i]);
     free(ds->segs);
     free(ds->win_start);
     free(ds->owned);
@@ -219,8 +313,9 @@ void slm_dataset_sample(slm_dataset_t ds, uint64_t g, int32_t *out)
         if (ds->win_start[mid] <= w) lo = mid;
         else hi = mid - 1;
     }
-    const uint16_t *src = ds->segs[lo].tokens + (w - ds->win_start[lo]) * (size_t)ds->T;
-    for (int t = 0; t <= ds->T; t++) out[t] = src[t];
+    const segment *sg = &ds->segs[lo];
+    const size_t at = (w - ds->win_start[lo]) * (size_t)ds->T;
+    for (int t = 0; t <= ds->T; t++) out[t] = (int32_t)seg_tok(sg, at + (size_t)t);
 }
 
 double slm_dataset_entropy_floor(slm_dataset_t ds)
