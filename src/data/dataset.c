@@ -159,7 +159,10 @@ static slm_status map_indexed(const char *idx_path, int vocab_size, segment *s)
             memcpy(&n, sizes + 4 * i, 4);
             memcpy(&at, ptrs + 8 * i, 8);
             if (i == 0) first = expect = at;
-            if (n < 0 || at != expect)
+            if (at % s->width) /* tokens are read in place: they must be aligned */
+                st = SLM_ERROR(SLM_ERR_FORMAT, "%s: sequence %llu starts at byte %lld, not a multiple of the %d-byte "
+                               "token size", idx_path, (unsigned long long)i, (long long)at, s->width);
+            else if (n < 0 || at != expect)
                 st = SLM_ERROR(SLM_ERR_FORMAT, "%s: sequence %llu (length %d at byte %lld) does not follow the one "
                                "before it (expected byte %lld): only sequences stored back to back are read",
                                idx_path, (unsigned long long)i, n, (long long)at, (long long)expect);
@@ -170,7 +173,7 @@ static slm_status map_indexed(const char *idx_path, int vocab_size, segment *s)
             expect = at + (int64_t)s->width * n;
         }
         if (st == SLM_OK) {
-            s->tokens = (const char *)s->map + first;
+            s->tokens = s->map ? (const char *)s->map + first : NULL; /* an empty .bin maps nothing */
             s->ntok = (size_t)(expect - first) / (size_t)s->width;
             st = check_tokens(s, bin_path, (size_t)first, vocab_size);
         }

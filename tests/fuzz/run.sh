@@ -1,0 +1,56 @@
+#!/bin/bash
+# Fuzz the readers of outside input with clang's libFuzzer, AddressSanitizer and UBSan,
+# each for a bounded time (FUZZ_SECONDS, default 15): the llm.c shard reader, the Megatron
+# index reader and the GPT-2 vocabulary loaders (plus their encode/decode round trip). Each
+# target is built here from the sources it tests, instrumented, and starts from a seed
+# corpus of valid files; any crash, sanitizer report or leak fails the test and leaves the
+# input that caused it in the log. Skips (77) when clang's libFuzzer is missing.
+. "$(dirname "$0")/../e2e/common.sh"
+CLANG=${CLANG:-clang}
+command -v "$CLANG" >/dev/null || skip "clang missing (apt-get install clang)"
+seconds=${FUZZ_SECONDS:-15}
+top=$SLM_SRCDIR
+flags=(-g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I"$top/include"
+       -I"$top/src/data")
+echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { (void)d; (void)n; return 0; }' >"$WORK/probe.c"
+"$CLANG" -fsanitize=fuzzer "$WORK/probe.c" -o "$WORK/probe" 2>/dev/null || skip "clang has no libFuzzer (apt-get install libclang-rt-14-dev)"
+core=("$top/src/core/status.c" "$top/src/core/rng.c")
+data=("$top/src/data/dataset.c" "$top/src/data/synthetic.c" "$top/src/data/shard.c")
+bpe=("$top"/src/data/bpe.c "$top"/src/data/bpe_pretok.c "$top"/src/data/bpe_merge.c)
+# shellcheck disable=SC2046
+build() { "$CLANG" "${flags[@]}" "$@" -lm || fail "cannot build ${*: -1}"; }
+build "$top/tests/fuzz/fuzz_shard.c" "${core[@]}" "${data[@]}" -o "$WORK/fuzz_shard"
+build "$top/tests/fuzz/fuzz_index.c" "${core[@]}" "${data[@]}" -o "$WORK/fuzz_index"
+build "$top/tests/fuzz/fuzz_bpe.c" "${core[@]}" "${bpe[@]}" $(pkg-config --cflags --libs jansson libpcre2-8) \
+    -o "$WORK/fuzz_bpe"
+
+# seed corpora: valid inputs of each kind (tokens below the targets' vocabulary of 300)
+mkdir -p "$WORK"/seeds/{shard,index,bpe}
+"$PYTHON3" - "$WORK/seeds" <<'PY'
+import json, struct, sys
+d = sys.argv[1]
+toks = [(i * 37) % 300 for i in range(100)]
+open(d + "/shard/a", "wb").write(struct.pack("<256i", 20240520, 1, 100, *([0] * 253)) + struct.pack("<100H", *toks))
+open(d + "/shard/b", "wb").write(struct.pack("<256i", 20240520, 2, 100, *([0] * 253)) + struct.pack("<100I", *toks))
+sizes, offs = [40, 60], [0, 80]
+idx = b"MMIDIDX\x00\x00" + struct.pack("<QBQQ", 1, 8, 2, 3) + struct.pack("<2i", *sizes) + struct.pack("<2q", *offs) \
+      + struct.pack("<3q", 0, 1, 2)
+open(d + "/index/a", "wb").write(struct.pack("<H", len(idx)) + idx + struct.pack("<100H", *toks))
+# a byte-level vocabulary as GPT-2 maps bytes to characters, plus two merges
+bs = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+cs, n = bs[:], 0
+for b in range(256):
+    if b not in bs:
+        bs.append(b); cs.append(256 + n); n += 1
+enc = {chr(c): i for i, c in enumerate(cs)}
+enc["th"] = 256; enc["the"] = 257
+js = json.dumps(enc).encode()
+open(d + "/bpe/a", "wb").write(struct.pack("<H", len(js)) + js + b"#version: 0.2\nt h\nth e\n")
+PY
+for t in shard index bpe; do
+    echo "== fuzz_$t for $seconds s"
+    (cd "$WORK" && ASAN_OPTIONS=detect_leaks=1 ./fuzz_$t -max_total_time="$seconds" -max_len=4096 -timeout=10 \
+        -print_final_stats=1 "seeds/$t" >"$WORK/$t.log" 2>&1) \
+        || { tail -n 40 "$WORK/$t.log"; fail "fuzz_$t found a failing input (above)"; }
+    grep -E '^stat::number_of_executed_units|^stat::new_units_added' "$WORK/$t.log"
+done
