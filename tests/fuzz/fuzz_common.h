@@ -42,4 +42,17 @@ static void fuzz_split(const uint8_t *data, size_t size, const uint8_t **a, size
     *a = data, *na = cut, *b = data + cut, *nb = size - cut;
 }
 
+#ifdef SHARDLM_DATA_H
+/* Open a token file as a run does (vocabulary 300, windows of 8 + 1) and read its windows:
+ * a bad file must be an error, never a crash or a read outside it. */
+static void fuzz_read_dataset(const char *path)
+{
+    slm_dataset_t ds = NULL;
+    if (slm_dataset_open(path, 300, 8, 1, 0, 0, &ds) != SLM_OK) return;
+    int32_t w[9];
+    for (size_t g = 0; g < slm_dataset_num_windows(ds) && g < 64; g++) slm_dataset_sample(ds, g, w);
+    slm_dataset_destroy(&ds);
+}
+#endif
+
 #endif
