@@ -159,7 +159,10 @@ static slm_status map_indexed(const char *idx_path, int vocab_size, segment *s)
             memcpy(&n, sizes + 4 * i, 4);
             memcpy(&at, ptrs + 8 * i, 8);
             if (i == 0) first = expect = at;
-            if (at % s->width) /* tokens are read in place: they must be aligned */
+            if (at < 0 || (uint64_t)at > s->map_len) /* checked first: the sums below cannot overflow */
+                st = SLM_ERROR(SLM_ERR_FORMAT, "%s: sequence %llu starts at byte %lld, outside %s (%zu bytes)",
+                               idx_path, (unsigned long long)i, (long long)at, bin_path, s->map_len);
+            else if (at % s->width) /* tokens are read in place: they must be aligned */
                 st = SLM_ERROR(SLM_ERR_FORMAT, "%s: sequence %llu starts at byte %lld, not a multiple of the %d-byte "
                                "token size", idx_path, (unsigned long long)i, (long long)at, s->width);
             else if (n < 0 || at != expect)
@@ -170,7 +173,7 @@ static slm_status map_indexed(const char *idx_path, int vocab_size, segment *s)
                 st = SLM_ERROR(SLM_ERR_FORMAT, "%s: sequence %llu ends at byte %llu, past the end of %s (%zu bytes)",
                                idx_path, (unsigned long long)i, (unsigned long long)at + (uint64_t)s->width * n,
                                bin_path, s->map_len);
-            expect = at + (int64_t)s->width * n;
+            if (st == SLM_OK) expect = at + (int64_t)s->width * n;
         }
         if (st == SLM_OK) {
             s->tokens = s->map ? (const char *)s->map + first : NULL; /* an empty .bin maps nothing */

@@ -47,6 +47,12 @@ enc["th"] = 256; enc["the"] = 257
 js = json.dumps(enc).encode()
 open(d + "/bpe/a", "wb").write(struct.pack("<H", len(js)) + js + b"#version: 0.2\nt h\nth e\n")
 PY
+# inputs that once failed run first, every time
+for f in "$top"/tests/fuzz/regressions/*; do
+    [ -f "$f" ] || continue
+    name=${f##*/}
+    cp "$f" "$WORK/seeds/${name%%-*}/$name"
+done
 for t in shard index bpe; do
     echo "== fuzz_$t for $seconds s"
     (cd "$WORK" && ASAN_OPTIONS=detect_leaks=1 ./fuzz_$t -max_total_time="$seconds" -max_len=4096 -timeout=10 \
