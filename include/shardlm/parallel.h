@@ -45,6 +45,8 @@ int slm_mesh_tp_rank(slm_mesh_t mesh);
 int slm_mesh_tp_size(slm_mesh_t mesh);
 int slm_mesh_pp_rank(slm_mesh_t mesh);
 int slm_mesh_pp_size(slm_mesh_t mesh);
+/* Ranks of this mesh on this rank's node. */
+int slm_mesh_local_size(slm_mesh_t mesh);
 /* Sum n floats in place over the tensor-parallel group (ctx: the mesh); the model's
  * slm_gpt_tp.allreduce. Collective over the group. */
 void slm_mesh_tp_allreduce(void *mesh, float *buf, size_t n);

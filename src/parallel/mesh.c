@@ -71,6 +71,7 @@ int slm_mesh_tp_rank(slm_mesh_t m) { return m->tp_rank; }
 int slm_mesh_tp_size(slm_mesh_t m) { return m->tp_size; }
 int slm_mesh_pp_rank(slm_mesh_t m) { return m->pp_rank; }
 int slm_mesh_pp_size(slm_mesh_t m) { return m->pp_size; }
+int slm_mesh_local_size(slm_mesh_t m) { return m->local_size; }
 
 /* The tensor-parallel all-reduces: timed, counted, and named for the watchdog. */
 static void tp_allreduce(slm_mesh_t m, float *buf, size_t n, MPI_Op op)

@@ -89,11 +89,7 @@ static slm_status setup_shared(trainer *tr)
     slm_gpt_config mc = {c->model.n_layer, c->model.n_head, c->model.d_model, c->model.vocab_size,
                          c->model.seq_len};
     /* MFU and timings mean nothing when ranks and threads outnumber the cores */
-    MPI_Comm node;
-    int local = 1;
-    MPI_Comm_split_type(slm_mesh_world(tr->mesh), MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-    MPI_Comm_size(node, &local);
-    MPI_Comm_free(&node);
+    const int local = slm_mesh_local_size(tr->mesh);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (tr->rank == 0 && cores > 0 && (long)local * slm_get_threads() > cores)
         slm_warn("%d ranks x %d threads share %ld cores on this node: timings and MFU are not meaningful",
