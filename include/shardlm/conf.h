@@ -36,6 +36,7 @@ typedef struct slm_conf {
     } parallel;
     struct {
         char train[SLM_PATH_MAX], val[SLM_PATH_MAX];
+        char tokenizer[SLM_PATH_MAX]; /* directory of encoder.json and vocab.bpe, or "" */
         int shuffle;
     } data;
     struct {

@@ -70,9 +70,15 @@ void slm_dataset_sample(slm_dataset_t ds, uint64_t g, int32_t *out);
 const char *slm_dataset_describe(slm_dataset_t ds);
 /* Entropy rate of the source in nats per token (the loss floor), or NAN if unknown. */
 double slm_dataset_entropy_floor(slm_dataset_t ds);
-/* Decode tokens to text if the dataset knows how (synthetic); else token ids. */
+/* Give token shards their text codec: the GPT-2 tokenizer in dir (encoder.json and
+ * vocab.bpe, as data.tokenizer names it). Refuses a tokenizer with more tokens than
+ * the model's vocabulary, and the synthetic corpus (it has its own code). */
+slm_status slm_dataset_set_tokenizer(slm_dataset_t ds, const char *dir);
+/* Decode tokens to text if the dataset knows how (synthetic, or a tokenizer was set);
+ * else token ids. */
 void slm_dataset_decode(slm_dataset_t ds, const int32_t *tok, size_t n, char *out, size_t cap);
-/* Encode a prompt; returns tokens written, or -1 if the dataset has no text codec. */
+/* Encode a prompt; returns tokens written, or -1 if the dataset has no text codec (or,
+ * for the synthetic corpus, the text has a character outside it). */
 long slm_dataset_encode(slm_dataset_t ds, const char *text, int32_t *out, size_t cap);
 
 #endif

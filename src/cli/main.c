@@ -22,7 +22,9 @@ static void usage(FILE *f)
             "                                               checkpoint tools\n"
             "  sample CHECKPOINT|DIR [--tokens N] [--temperature T] [--top-k K] [--prompt TEXT]\n"
             "                                               text from a trained model\n"
-            "  tokenize --encoder JSON --vocab BPE [--decode|--bench] [FILE|-]\n"
+            "  prep --tokenizer DIR --out DIR [--val F] [--separator TEXT] INPUT...\n"
+            "                                               text files to token shards\n"
+            "  tokenize --tokenizer DIR [--decode|--bench] [FILE|-]\n"
             "                                               GPT-2 BPE: text to token ids and back\n"
             "  --version                                    print the version\n"
             "  --help                                       print this help\n"
@@ -91,6 +93,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[1], "ckpt")) rc = slm_cmd_ckpt(argc - 1, argv + 1, comm);
     else if (!strcmp(argv[1], "tokenize")) rc = slm_cmd_tokenize(argc - 1, argv + 1, comm);
     else if (!strcmp(argv[1], "sample")) rc = slm_cmd_sample(argc - 1, argv + 1, comm);
+    else if (!strcmp(argv[1], "prep")) rc = slm_cmd_prep(argc - 1, argv + 1, comm);
     else {
         int rank;
         MPI_Comm_rank(comm, &rank);

@@ -2,8 +2,8 @@
  *
  * Reads the checkpoint's parameters into one whole model on every rank (a checkpoint of
  * any layout loads into it) and samples on rank 0's output. Text goes in and out through
- * the run's own codec: the synthetic corpus's when the run trained on it, GPT-2 BPE with
- * --encoder/--vocab, or token ids otherwise. */
+ * the run's own codec: the synthetic corpus's when the run trained on it, else the GPT-2
+ * tokenizer its data.tokenizer names (or --tokenizer, --encoder/--vocab say), else token ids. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +16,7 @@
 #include "shardlm/runtime.h"
 
 typedef struct {
-    const char *path, *prompt, *encoder, *vocab;
+    const char *path, *prompt, *tokenizer, *encoder, *vocab;
     int tokens, top_k;
     double temperature;
     long long seed; /* < 0: the run's */
@@ -25,11 +25,13 @@ typedef struct {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: shardlm sample CHECKPOINT.h5|DIR [--tokens N] [--temperature T] [--top-k K]\n"
-               "                      [--prompt TEXT] [--seed S] [--encoder encoder.json --vocab vocab.bpe]\n"
+               "                      [--prompt TEXT] [--seed S]\n"
+               "                      [--tokenizer DIR | --encoder encoder.json --vocab vocab.bpe]\n"
                "Generates N tokens (default 200) after the prompt from a checkpoint (a directory: its\n"
                "newest good one), at temperature T (default 0.8; 0 is greedy) among the K most likely\n"
                "tokens (default 0: all). Text is encoded and decoded as the run did: the synthetic\n"
-               "corpus's code, GPT-2 BPE with --encoder and --vocab, or else token ids.\n");
+               "corpus's code, or the GPT-2 tokenizer of the run's data.tokenizer (another with\n"
+               "--tokenizer DIR, or --encoder and --vocab), or else token ids.\n");
 }
 
 static slm_status parse(int argc, char **argv, sample_args *a)
@@ -49,6 +51,7 @@ static slm_status parse(int argc, char **argv, sample_args *a)
         else if (!strcmp(k, "--seed")) a->seed = strtoll(v, &end, 10);
         else if (!strcmp(k, "--temperature")) a->temperature = strtod(v, &end);
         else if (!strcmp(k, "--prompt")) a->prompt = v;
+        else if (!strcmp(k, "--tokenizer")) a->tokenizer = v;
         else if (!strcmp(k, "--encoder")) a->encoder = v;
         else if (!strcmp(k, "--vocab")) a->vocab = v;
         else return SLM_ERROR(SLM_ERR_ARG, "sample: unknown option %s", k);
@@ -59,6 +62,7 @@ static slm_status parse(int argc, char **argv, sample_args *a)
     SLM_CHECK(a->tokens >= 0 && a->top_k >= 0 && a->temperature >= 0 && isfinite(a->temperature), SLM_ERR_ARG,
               "sample: --tokens, --top-k and --temperature must not be negative");
     SLM_CHECK(!a->encoder == !a->vocab, SLM_ERR_ARG, "sample: --encoder and --vocab go together");
+    SLM_CHECK(!(a->tokenizer && a->encoder), SLM_ERR_ARG, "sample: --tokenizer or --encoder/--vocab, not both");
     return SLM_OK;
 }
 
@@ -117,7 +121,13 @@ static slm_status run(const sample_args *a, MPI_Comm comm, slm_gpt_t *model, cod
     SLM_CALL(slm_ckpt_load(comm, path, slm_gpt_tensor(*model, 0), slm_gpt_num_tensors(*model), &whole, 1, &meta,
                            NULL));
     if (a->encoder) SLM_CALL(slm_bpe_open(a->encoder, a->vocab, &cd->bpe));
-    else if (!strcmp(run.data.train, "synthetic"))
+    else if (a->tokenizer) SLM_CALL(slm_bpe_open_dir(a->tokenizer, &cd->bpe));
+    else if (run.data.tokenizer[0] && slm_bpe_open_dir(run.data.tokenizer, &cd->bpe) != SLM_OK) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", slm_error_message());
+        return SLM_ERROR(SLM_ERR_IO, "sample: the run's tokenizer (data.tokenizer = %s) cannot be read: %s; "
+                         "give it with --tokenizer DIR", run.data.tokenizer, why);
+    } else if (!strcmp(run.data.train, "synthetic"))
         SLM_CALL(slm_dataset_open("synthetic", mc.vocab_size, mc.seq_len, run.train.seed, 0, (size_t)mc.seq_len + 2,
                                   &cd->synth));
     size_t room = strlen(a->prompt) + (size_t)a->tokens + 2;

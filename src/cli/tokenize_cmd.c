@@ -11,10 +11,12 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: shardlm tokenize --encoder encoder.json --vocab vocab.bpe [--decode] [FILE|-]\n"
-               "       shardlm tokenize --encoder encoder.json --vocab vocab.bpe --bench FILE\n"
-               "Encodes FILE (or standard input) with GPT-2's byte-level BPE and prints the token\n"
-               "ids on one line; --decode reads ids and writes the bytes; --bench prints MB/s.\n");
+    fprintf(f, "usage: shardlm tokenize TOKENIZER [--decode] [FILE|-]\n"
+               "       shardlm tokenize TOKENIZER --bench FILE\n"
+               "TOKENIZER is --tokenizer DIR (DIR/encoder.json and DIR/vocab.bpe) or\n"
+               "--encoder encoder.json --vocab vocab.bpe. Encodes FILE (or standard input) with\n"
+               "GPT-2's byte-level BPE and prints the token ids on one line; --decode reads ids\n"
+               "and writes the bytes; --bench prints MB/s.\n");
 }
 
 static slm_status read_all(const char *path, char **data, size_t *len)
@@ -104,10 +106,11 @@ static slm_status bench(slm_bpe_t bpe, double load_s, const char *path, const ch
 
 static int run(int argc, char **argv)
 {
-    const char *enc = NULL, *voc = NULL, *path = "-", *mode = "encode";
+    const char *dir = NULL, *enc = NULL, *voc = NULL, *path = "-", *mode = "encode";
     int have_path = 0;
     for (int i = 1; i < argc; i++) {
-        if (i + 1 < argc && !strcmp(argv[i], "--encoder")) enc = argv[++i];
+        if (i + 1 < argc && !strcmp(argv[i], "--tokenizer")) dir = argv[++i];
+        else if (i + 1 < argc && !strcmp(argv[i], "--encoder")) enc = argv[++i];
         else if (i + 1 < argc && !strcmp(argv[i], "--vocab")) voc = argv[++i];
         else if (!strcmp(argv[i], "--decode")) mode = "decode";
         else if (!strcmp(argv[i], "--bench")) mode = "bench";
@@ -123,8 +126,8 @@ static int run(int argc, char **argv)
             return SLM_EXIT_USAGE;
         }
     }
-    if (!enc || !voc || (!strcmp(mode, "bench") && !have_path)) {
-        fprintf(stderr, "shardlm tokenize: need --encoder and --vocab%s\n",
+    if (!dir == !(enc && voc) || (dir && (enc || voc)) || (!strcmp(mode, "bench") && !have_path)) {
+        fprintf(stderr, "shardlm tokenize: need --tokenizer, or --encoder and --vocab%s\n",
                 strcmp(mode, "bench") ? "" : ", and a FILE to --bench");
         usage(stderr);
         return SLM_EXIT_USAGE;
@@ -134,7 +137,7 @@ static int run(int argc, char **argv)
     int32_t *tok = NULL;
     size_t len = 0;
     double t0 = now();
-    slm_status s = slm_bpe_open(enc, voc, &bpe);
+    slm_status s = dir ? slm_bpe_open_dir(dir, &bpe) : slm_bpe_open(enc, voc, &bpe);
     double load_s = now() - t0;
     if (s == SLM_OK) s = read_all(path, &text, &len);
     if (s == SLM_OK && !(tok = malloc((len + 1) * sizeof *tok)))

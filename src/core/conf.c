@@ -61,6 +61,7 @@ static const key_spec keys[] = {
     NUM("parallel", "bucket_mb", K_DOUBLE, parallel.bucket_mb, 0, 1 << 20, "MiB fused per collective (0 = per block)"),
     STR("data", "train", data.train, "glob of token shards, or `synthetic`"),
     STR("data", "val", data.val, "glob of validation shards, `synthetic`, or empty"),
+    STR("data", "tokenizer", data.tokenizer, "directory of the GPT-2 encoder.json and vocab.bpe the data was made with (empty = none)"),
     NUM("data", "shuffle", K_BOOL, data.shuffle, 0, 1, "a new pseudorandom order of the training windows each epoch"),
     NUM("eval", "every", K_LONG, eval.every, 0, 1e15, "steps between validation losses (0 = none; needs data.val)"),
     NUM("eval", "batches", K_INT, eval.batches, 1, 1 << 20, "global batches of data.val per evaluation"),

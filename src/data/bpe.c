@@ -234,7 +234,23 @@ void slm_bpe_close(slm_bpe_t *bpe)
     *bpe = NULL;
 }
 
+slm_status slm_bpe_open_dir(const char *dir, slm_bpe_t *out)
+{
+    char enc[4096], voc[4096];
+    int n1 = snprintf(enc, sizeof enc, "%s/encoder.json", dir), n2 = snprintf(voc, sizeof voc, "%s/vocab.bpe", dir);
+    SLM_CHECK(n1 < (int)sizeof enc && n2 < (int)sizeof voc, SLM_ERR_ARG, "tokenizer directory name too long: %s", dir);
+    SLM_CALL(slm_bpe_open(enc, voc, out));
+    return SLM_OK;
+}
+
 int slm_bpe_vocab_size(slm_bpe_t bpe) { return bpe->n_vocab; }
+
+int32_t slm_bpe_token_id(slm_bpe_t b, const char *bytes, size_t len)
+{
+    for (int32_t t = 0; t < b->n_vocab; t++)
+        if (b->tok_off[t + 1] - b->tok_off[t] == len && !memcmp(b->tok_bytes + b->tok_off[t], bytes, len)) return t;
+    return -1;
+}
 
 size_t slm_bpe_decode(slm_bpe_t b, const int32_t *tok, size_t n, char *out, size_t cap)
 {

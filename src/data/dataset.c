@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "shardlm/bpe.h"
 #include "shardlm/data.h"
 #include "shardlm/rng.h"
 
@@ -73,6 +74,7 @@ struct slm_dataset {
     int shuffle;
     uint64_t seed;
     slm_synth_codec codec;
+    slm_bpe_t bpe;   /* the text codec of token shards, if known */
     uint16_t *owned; /* synthetic tokens */
     segment *segs;
     int nsegs;
@@ -298,6 +300,7 @@ void slm_dataset_destroy(slm_dataset_t *dsp)
     free(ds->segs);
     free(ds->win_start);
     free(ds->owned);
+    slm_bpe_close(&ds->bpe);
     free(ds);
     *dsp = NULL;
 }
@@ -329,11 +332,40 @@ double slm_dataset_entropy_floor(slm_dataset_t ds)
     return ds->synthetic ? slm_synth_entropy_per_char() / ds->codec.digits : NAN;
 }
 
+slm_status slm_dataset_set_tokenizer(slm_dataset_t ds, const char *dir)
+{
+    SLM_CHECK(!ds->synthetic, SLM_ERR_CONFIG,
+              "data.tokenizer = %s: the synthetic corpus has its own code; leave data.tokenizer empty", dir);
+    slm_bpe_t bpe;
+    if (slm_bpe_open_dir(dir, &bpe) != SLM_OK) {
+        char why[1024];
+        snprintf(why, sizeof why, "%s", slm_error_message());
+        return SLM_ERROR(SLM_ERR_CONFIG, "data.tokenizer = %s: %s", dir, why);
+    }
+    int n = slm_bpe_vocab_size(bpe);
+    if (n > ds->vocab_size) {
+        slm_bpe_close(&bpe);
+        return SLM_ERROR(SLM_ERR_CONFIG, "data.tokenizer = %s has %d tokens, more than model.vocab_size = %d", dir, n,
+                         ds->vocab_size);
+    }
+    slm_bpe_close(&ds->bpe);
+    ds->bpe = bpe;
+    return SLM_OK;
+}
+
 void slm_dataset_decode(slm_dataset_t ds, const int32_t *tok, size_t n, char *out, size_t cap)
 {
     if (ds->synthetic) {
         slm_synth_decode(&ds->codec, tok, n, out, cap);
         return;
+    }
+    if (ds->bpe && cap) {
+        size_t len = slm_bpe_decode(ds->bpe, tok, n, out, cap - 1);
+        if (len != (size_t)-1) {
+            out[len < cap - 1 ? len : cap - 1] = '\0';
+            return;
+        }
+        slm_error_clear(); /* an id past the tokenizer's vocabulary: show ids instead */
     }
     size_t w = 0;
     out[0] = '\0';
@@ -343,6 +375,7 @@ void slm_dataset_decode(slm_dataset_t ds, const int32_t *tok, size_t n, char *ou
 
 long slm_dataset_encode(slm_dataset_t ds, const char *text, int32_t *out, size_t cap)
 {
+    if (ds->bpe) return slm_bpe_encode(ds->bpe, text, strlen(text), out, cap);
     if (!ds->synthetic) return -1;
     return slm_synth_encode(&ds->codec, text, strlen(text), out, cap);
 }

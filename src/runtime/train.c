@@ -46,6 +46,7 @@ static slm_status setup_local(trainer *tr)
      * before the first collective. */
     SLM_CALL(slm_dataset_open(c->data.train, c->model.vocab_size, tr->T, c->train.seed, 0, need, &tr->data));
     slm_dataset_set_shuffle(tr->data, c->data.shuffle);
+    if (c->data.tokenizer[0]) SLM_CALL(slm_dataset_set_tokenizer(tr->data, c->data.tokenizer));
     if (c->data.val[0]) { /* evaluated in file order: the same windows every time */
         size_t need_val = (size_t)c->eval.batches * (size_t)c->train.global_batch * (size_t)(tr->T + 1) + 1;
         SLM_CALL(slm_dataset_open(c->data.val, c->model.vocab_size, tr->T, c->train.seed, 1, need_val, &tr->val));

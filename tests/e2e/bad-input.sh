@@ -28,4 +28,44 @@ expect_error 1 "short.bin: 600 bytes is shorter than the 1024-byte shard header"
     "$S" train "data.train=$WORK/short.bin"
 # no step line may appear: nothing was trained
 grep -q '^step' "$WORK/out" && fail "a step ran on bad data"
+
+# --- the GPT-2 tokenizer and shardlm prep -----------------------------------------------
+# A byte-level vocabulary of 256 tokens without merges (every byte is a token).
+mkdir "$WORK/tok" "$WORK/text" && : >"$WORK/text/empty.txt" && echo "some text" >"$WORK/text/a.txt" || fail mkdir
+"$PYTHON3" - "$WORK/tok" <<'PY'
+import json, sys
+bs = list(range(33, 127)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+cs = bs[:] + [256 + n for n in range(256 - len(bs))]
+bs += [b for b in range(256) if b not in bs]
+json.dump({chr(c): i for i, c in enumerate(cs)}, open(sys.argv[1] + "/encoder.json", "w"))
+open(sys.argv[1] + "/vocab.bpe", "w").write("#version: none\n")
+PY
+P="$S prep --tokenizer $WORK/tok --out $WORK/shards"
+expect_error 1 "prep: the inputs hold no text" "empty.txt" -- $P "$WORK/text/empty.txt"
+expect_error 1 "prep: $WORK/text/missing.txt: No such file" -- $P "$WORK/text/missing.txt"
+expect_error 1 "prep: $WORK/text/*.md: no file matches" -- $P "$WORK/text/*.md"
+expect_error 2 "prep: the val fraction 1.5 is not between 0 and 1" -- $P --val 1.5 "$WORK/text"
+expect_error 2 "prep: --shard-tokens 0 is not between 1" -- $P --shard-tokens 0 "$WORK/text"
+expect_error 2 "prep: --separator: unknown escape \\q" -- $P --separator 'a\qb' "$WORK/text"
+expect_error 2 "prep: which text files?" -- $P
+expect_error 2 "prep: where do the shards go? (--out DIR)" -- "$S" prep --tokenizer "$WORK/tok" "$WORK/text"
+printf '{"a": 0,\n "b": }' >"$WORK/broken.json"
+expect_error 1 "broken.json:2:7: not valid JSON" -- "$S" prep --encoder "$WORK/broken.json" --vocab "$WORK/tok/vocab.bpe" \
+    --out "$WORK/shards" "$WORK/text"
+expect_error 1 "$WORK/nowhere/encoder.json" -- "$S" prep --tokenizer "$WORK/nowhere" --out "$WORK/shards" "$WORK/text"
+[ ! -e "$WORK/shards" ] || [ -z "$(ls -A "$WORK/shards")" ] || fail "a failed prep left files in $WORK/shards"
+$P "$WORK/text" >/dev/null || fail "prep of a good corpus failed"
+expect_error 1 "already holds 1 shard named data_*.bin" "--force" -- $P "$WORK/text"
+$P --force "$WORK/text" >/dev/null || fail "prep --force did not replace the shards"
+# on several ranks the error is the same, printed once
+expect_error 1 "the inputs hold no text" -- "$MPIEXEC" -np 2 $P-2 "$WORK/text/empty.txt"
+[ "$(grep -c 'shardlm: error' "$WORK/err")" = 1 ] || fail "2 ranks printed the error $(grep -c 'shardlm: error' "$WORK/err") times"
+# a run names data.tokenizer when the directory is wrong or does not fit the model
+expect_error 1 "data.tokenizer = $WORK/nowhere" "encoder.json" -- \
+    "$S" train "data.train=$WORK/shards/data_train_*.bin" "data.tokenizer=$WORK/nowhere" model.seq_len=4
+mkdir "$WORK/abc" && printf abcabcabcabc >"$WORK/abc/t.txt" && "$S" prep --tokenizer "$WORK/tok" --out "$WORK/abc" \
+    --val 0 "$WORK/abc/t.txt" >/dev/null || fail "prep of abc failed" # ids 64..66
+expect_error 1 "data.tokenizer = $WORK/tok has 256 tokens, more than model.vocab_size = 100" -- \
+    "$S" train "data.train=$WORK/abc/data_train_*.bin" "data.tokenizer=$WORK/tok" model.seq_len=4 model.vocab_size=100
+expect_error 1 "the synthetic corpus has its own code" -- "$S" train "data.tokenizer=$WORK/tok"
 exit 0

