@@ -49,13 +49,16 @@ void slm_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout
 
 /* Causal multi-head self-attention with softmax scale 1/sqrt(hs).
  * qkv (B,T,3C) holds q, k, v side by side, head h at columns [h*hs, (h+1)*hs) of each.
- * out (B,T,C) is written (heads concatenated); att (B,NH,T,T) receives the softmax
- * probabilities (upper triangle zero), kept for backward. */
-void slm_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C,
-                           int NH);
-/* dqkv (B,T,3C) accumulates. scratch must hold T*T floats. */
-void slm_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                            const float *att, int B, int T, int C, int NH);
+ * out (B,T,C) is written (heads concatenated). Queries are processed SLM_ATTN_TILE rows
+ * at a time against the keys they may see; no T x T matrix is formed or kept, and
+ * backward recomputes the probabilities. scratch holds slm_attention_scratch_floats(T)
+ * floats (2 x min(T, tile) x T) and is clobbered. */
+#define SLM_ATTN_TILE 64
+size_t slm_attention_scratch_floats(int T);
+void slm_attention_forward(float *out, float *scratch, const float *qkv, int B, int T, int C, int NH);
+/* dqkv (B,T,3C) accumulates. */
+void slm_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, int B, int T, int C,
+                            int NH);
 
 /* GELU, tanh approximation (GPT-2; torch gelu(approximate="tanh")). out written. */
 void slm_gelu_forward(float *out, const float *inp, size_t n);

@@ -14,6 +14,10 @@
 
 typedef struct slm_gpt_config {
     int n_layer, n_head, d_model, vocab_size, seq_len;
+    /* Activation recompute: keep only each block's output per micro-batch, and recompute
+     * a block's inner activations (into one set shared by all blocks) just before its
+     * backward. Results are bitwise those without it. */
+    int recompute;
 } slm_gpt_config;
 
 /* A run of rows this rank holds: local rows [lrow0, lrow0+n) are global rows

@@ -115,7 +115,7 @@ static slm_status run(const sample_args *a, MPI_Comm comm, slm_gpt_t *model, cod
     slm_conf run;
     slm_conf_defaults(&run);
     SLM_CALL(slm_conf_load_text(&run, meta.config, path));
-    slm_gpt_config mc = {meta.n_layer, meta.n_head, meta.d_model, meta.vocab_size, meta.seq_len};
+    slm_gpt_config mc = {meta.n_layer, meta.n_head, meta.d_model, meta.vocab_size, meta.seq_len, 0};
     SLM_CALL(slm_gpt_create(&mc, 1, 1, NULL, NULL, model));
     slm_ckpt_piece whole = {0, slm_gpt_num_params(*model), slm_gpt_params(*model), NULL, NULL};
     SLM_CALL(slm_ckpt_load(comm, path, slm_gpt_tensor(*model, 0), slm_gpt_num_tensors(*model), &whole, 1, &meta,

@@ -282,8 +282,6 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
               c->model.d_model);
     SLM_CHECK(!strcmp(c->train.precision, "fp32") || !strcmp(c->train.precision, "bf16"),
               SLM_ERR_CONFIG, "train.precision = '%s': expected fp32 or bf16", c->train.precision);
-    SLM_CHECK(!c->train.recompute, SLM_ERR_UNSUPPORTED,
-              "train.recompute = true is not available in this version");
     SLM_CHECK(c->train.min_lr <= c->train.lr, SLM_ERR_CONFIG,
               "train.min_lr = %g is larger than train.lr = %g", c->train.min_lr, c->train.lr);
     SLM_CHECK(!strcmp(c->parallel.bind, "auto") || !strcmp(c->parallel.bind, "cores") ||

@@ -1,33 +1,49 @@
-/* attention.c - causal multi-head self-attention, forward and backward.
+/* attention.c - causal multi-head self-attention, forward and backward, blocked by
+ * query rows.
  *
- * Each (batch, head) pair is two sgemm calls around a row-wise causal softmax. The
- * probabilities are kept (B,NH,T,T) for backward; a fused, cache-blocked kernel that
- * never holds T x T per head is the planned replacement for long sequences. */
+ * For each (batch, head), queries are taken SLM_ATTN_TILE rows at a time. A tile of rows
+ * [i0, i1) attends to keys [0, i1) only, so the scores are a tile x i1 block: one sgemm
+ * for them, an exact row softmax (every row's keys are all there, no running rescale),
+ * one sgemm with V. Nothing of size T x T exists, the blocks above the diagonal are never
+ * computed (half the work of a full T x T product at long T), and the block is reused
+ * while it is in cache. Backward recomputes each tile's probabilities from q and k
+ * instead of keeping them: the forward keeps no (B, NH, T, T) tensor at all. */
 #include <math.h>
 #include <cblas.h>
 #include "shardlm/kernels.h"
 
-/* Row-wise causal softmax of a T x T score block, in place: row i uses columns 0..i. */
-static void causal_softmax_rows(float *s, int T)
+size_t slm_attention_scratch_floats(int T)
 {
-#pragma omp parallel for if ((size_t)T * T > 65536)
-    for (int i = 0; i < T; i++) {
-        float *row = s + (size_t)i * T;
+    const size_t tile = (size_t)(T < SLM_ATTN_TILE ? T : SLM_ATTN_TILE);
+    return 2 * tile * (size_t)T;
+}
+
+/* Scores of query rows [i0, i1) against keys [0, i1) into s (rows x i1, row-major), then
+ * each row's causal softmax in place: row i keeps columns 0..i, the rest become 0. */
+static void tile_probabilities(float *s, const float *q, const float *k, int ld, int i0, int i1, int hs,
+                               float scale)
+{
+    const int rows = i1 - i0, L = i1;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, L, hs, scale, q + (size_t)i0 * ld, ld, k, ld, 0.0f,
+                s, L);
+#pragma omp parallel for if ((size_t)rows * L > 65536)
+    for (int r = 0; r < rows; r++) {
+        float *row = s + (size_t)r * L;
+        const int last = i0 + r; /* the query's own position */
         float mx = row[0];
-        for (int j = 1; j <= i; j++) mx = row[j] > mx ? row[j] : mx;
+        for (int j = 1; j <= last; j++) mx = row[j] > mx ? row[j] : mx;
         float sum = 0.0f;
-        for (int j = 0; j <= i; j++) {
+        for (int j = 0; j <= last; j++) {
             row[j] = expf(row[j] - mx);
             sum += row[j];
         }
-        float inv = 1.0f / sum;
-        for (int j = 0; j <= i; j++) row[j] *= inv;
-        for (int j = i + 1; j < T; j++) row[j] = 0.0f;
+        const float inv = 1.0f / sum;
+        for (int j = 0; j <= last; j++) row[j] *= inv;
+        for (int j = last + 1; j < L; j++) row[j] = 0.0f;
     }
 }
 
-void slm_attention_forward(float *out, float *att, const float *qkv, int B, int T, int C,
-                           int NH)
+void slm_attention_forward(float *out, float *scratch, const float *qkv, int B, int T, int C, int NH)
 {
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
@@ -35,48 +51,53 @@ void slm_attention_forward(float *out, float *att, const float *qkv, int B, int 
         for (int h = 0; h < NH; h++) {
             const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs;
             const float *k = q + C, *v = q + 2 * C;
-            float *a = att + ((size_t)b * NH + h) * T * T;
-            /* scores (T,T) = scale * q (T,hs) @ k^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, C3, k, C3,
-                        0.0f, a, T);
-            causal_softmax_rows(a, T);
-            /* out_h (T,hs) = att (T,T) @ v (T,hs) */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, v, C3,
-                        0.0f, out + (size_t)b * T * C + (size_t)h * hs, C);
+            float *y = out + (size_t)b * T * C + (size_t)h * hs;
+            for (int i0 = 0; i0 < T; i0 += SLM_ATTN_TILE) {
+                const int i1 = i0 + SLM_ATTN_TILE < T ? i0 + SLM_ATTN_TILE : T;
+                tile_probabilities(scratch, q, k, C3, i0, i1, hs, scale);
+                /* y rows [i0, i1) (rows, hs) = p (rows, i1) @ v[0:i1] (i1, hs) */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i1 - i0, hs, i1, 1.0f, scratch, i1, v, C3,
+                            0.0f, y + (size_t)i0 * C, C);
+            }
         }
 }
 
-void slm_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                            const float *att, int B, int T, int C, int NH)
+void slm_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, int B, int T, int C,
+                            int NH)
 {
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
+    const size_t tile_floats = slm_attention_scratch_floats(T) / 2;
+    float *p = scratch, *dp = scratch + tile_floats;
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
             const size_t off = (size_t)b * T * C3 + (size_t)h * hs;
             const float *q = qkv + off, *k = q + C, *v = q + 2 * C;
             float *dq = dqkv + off, *dk = dq + C, *dv = dq + 2 * C;
-            const float *a = att + ((size_t)b * NH + h) * T * T;
             const float *dy = dout + (size_t)b * T * C + (size_t)h * hs;
-            /* datt (T,T) = dy (T,hs) @ v^T ; dv += att^T @ dy */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dy, C, v, C3,
-                        0.0f, scratch, T);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, dy, C,
-                        1.0f, dv, C3);
-            /* softmax backward, folded with the score scale: dscore = a*(datt - <a,datt>) */
-#pragma omp parallel for if ((size_t)T * T > 65536)
-            for (int i = 0; i < T; i++) {
-                const float *ar = a + (size_t)i * T;
-                float *dr = scratch + (size_t)i * T;
-                float dot = 0.0f;
-                for (int j = 0; j <= i; j++) dot += ar[j] * dr[j];
-                for (int j = 0; j <= i; j++) dr[j] = ar[j] * (dr[j] - dot) * scale;
-                for (int j = i + 1; j < T; j++) dr[j] = 0.0f;
+            for (int i0 = 0; i0 < T; i0 += SLM_ATTN_TILE) {
+                const int i1 = i0 + SLM_ATTN_TILE < T ? i0 + SLM_ATTN_TILE : T, rows = i1 - i0, L = i1;
+                const float *dyt = dy + (size_t)i0 * C;
+                tile_probabilities(p, q, k, C3, i0, i1, hs, scale);
+                /* dp (rows, L) = dy_t (rows, hs) @ v[0:L]^T ; dv[0:L] += p^T @ dy_t */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, L, hs, 1.0f, dyt, C, v, C3, 0.0f, dp, L);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, hs, rows, 1.0f, p, L, dyt, C, 1.0f, dv, C3);
+                /* softmax backward, folded with the score scale: ds = p * (dp - <p, dp>) * scale */
+#pragma omp parallel for if ((size_t)rows * L > 65536)
+                for (int r = 0; r < rows; r++) {
+                    const float *pr = p + (size_t)r * L;
+                    float *dr = dp + (size_t)r * L;
+                    const int last = i0 + r;
+                    float dot = 0.0f;
+                    for (int j = 0; j <= last; j++) dot += pr[j] * dr[j];
+                    for (int j = 0; j <= last; j++) dr[j] = pr[j] * (dr[j] - dot) * scale;
+                    for (int j = last + 1; j < L; j++) dr[j] = 0.0f;
+                }
+                /* dq_t += ds @ k[0:L] ; dk[0:L] += ds^T @ q_t */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, L, 1.0f, dp, L, k, C3, 1.0f,
+                            dq + (size_t)i0 * C3, C3);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, hs, rows, 1.0f, dp, L, q + (size_t)i0 * C3,
+                            C3, 1.0f, dk, C3);
             }
-            /* dq += dscore @ k ; dk += dscore^T @ q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, scratch, T, k,
-                        C3, 1.0f, dq, C3);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, scratch, T, q,
-                        C3, 1.0f, dk, C3);
         }
 }

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "gpt_impl.h"
+#include "shardlm/kernels.h"
 #include "shardlm/rng.h"
 
 #define ALIGN_BYTES 64
@@ -186,30 +187,42 @@ static float *take(float *base, size_t *off, size_t n)
     return p;
 }
 
+/* Lay out one block's activations at base from *off (or only count them); with
+ * with_output false, all but the output res3. */
+static void layout_block(float *base, size_t *off, gpt_block_acts *a, size_t N, size_t C, size_t CL, int with_output)
+{
+    a->ln1 = take(base, off, N * C);
+    a->ln1_mean = take(base, off, N);
+    a->ln1_rstd = take(base, off, N);
+    a->qkv = take(base, off, 3 * N * CL);
+    a->atty = take(base, off, N * CL);
+    a->res2 = take(base, off, N * C);
+    a->ln2 = take(base, off, N * C);
+    a->ln2_mean = take(base, off, N);
+    a->ln2_rstd = take(base, off, N);
+    a->fch = take(base, off, 4 * N * CL);
+    a->fch_gelu = take(base, off, 4 * N * CL);
+    a->res3 = with_output ? take(base, off, N * C) : NULL;
+}
+
 /* Lay out the activations at base (or only count them, when base is NULL; the views are
- * then left NULL). Returns the floats used. */
+ * then left NULL). With recompute a block keeps only its output here and its other views
+ * point into the shared work set. Returns the floats used. */
 static size_t layout_acts(slm_gpt_t m, float *base)
 {
     const size_t B = (size_t)m->max_batch, T = (size_t)m->cfg.seq_len, C = (size_t)m->cfg.d_model;
     const size_t V = (size_t)m->vl, N = B * T; /* this rank's vocabulary columns */
-    const size_t NH = (size_t)m->cfg.n_head / (size_t)m->tp.size, CL = C / (size_t)m->tp.size; /* this rank's heads */
+    const size_t CL = C / (size_t)m->tp.size; /* this rank's share of the heads' width */
     size_t off = 0;
     m->encoded = take(base, &off, N * C);
     for (int l = m->stage.first_layer; l < m->stage.first_layer + m->stage.n_layers; l++) {
         gpt_block_acts *a = &m->blocks[l];
-        a->ln1 = take(base, &off, N * C);
-        a->ln1_mean = take(base, &off, N);
-        a->ln1_rstd = take(base, &off, N);
-        a->qkv = take(base, &off, 3 * N * CL);
-        a->atty = take(base, &off, N * CL);
-        a->att = take(base, &off, B * NH * T * T);
-        a->res2 = take(base, &off, N * C);
-        a->ln2 = take(base, &off, N * C);
-        a->ln2_mean = take(base, &off, N);
-        a->ln2_rstd = take(base, &off, N);
-        a->fch = take(base, &off, 4 * N * CL);
-        a->fch_gelu = take(base, &off, 4 * N * CL);
-        a->res3 = take(base, &off, N * C);
+        if (m->cfg.recompute) {
+            *a = m->work;
+            a->res3 = take(base, &off, N * C);
+        } else {
+            layout_block(base, &off, a, N, C, CL, 1);
+        }
     }
     m->lnf = take(base, &off, N * C);
     m->lnf_mean = take(base, &off, N);
@@ -258,12 +271,19 @@ slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_stor
         m->grads = alloc_floats(m->nparams);
         if (!m->params || !m->grads) goto nomem;
     }
+    if (cfg->recompute) {
+        const size_t Nw = (size_t)max_batch * (size_t)cfg->seq_len, Cw = (size_t)cfg->d_model;
+        layout_block(NULL, &m->work_floats, &m->work, Nw, Cw, Cw / (size_t)tp_size, 0);
+        if (!(m->work_mem = alloc_floats(m->work_floats))) goto nomem;
+        size_t off = 0;
+        layout_block(m->work_mem, &off, &m->work, Nw, Cw, Cw / (size_t)tp_size, 0);
+    }
     m->acts_floats = layout_acts(m, NULL);
     m->acts = alloc_floats(m->acts_floats * (size_t)st->slots);
     const size_t N = (size_t)max_batch * cfg->seq_len, C = (size_t)cfg->d_model;
     const size_t T = (size_t)cfg->seq_len;
     const size_t wide = 4 * C / (size_t)tp_size; /* this rank's MLP width, also >= its QKV width */
-    m->dacts_floats = 2 * N * C + 2 * N * wide + T * T;
+    m->dacts_floats = 2 * N * C + 2 * N * wide + slm_attention_scratch_floats((int)T);
     m->dacts = alloc_floats(m->dacts_floats);
     m->inputs_all = calloc(N * (size_t)st->slots, sizeof(int32_t));
     m->targets_all = calloc(N * (size_t)st->slots, sizeof(int32_t));
@@ -304,6 +324,7 @@ void slm_gpt_destroy(slm_gpt_t *model)
     free(m->params);
     free(m->grads);
     free(m->acts);
+    free(m->work_mem);
     free(m->dacts);
     free(m->inputs_all);
     free(m->targets_all);
@@ -384,7 +405,7 @@ void slm_gpt_last_logits(slm_gpt_t m, int b, float *out)
 }
 size_t slm_gpt_activation_bytes(slm_gpt_t m)
 {
-    return (m->acts_floats * (size_t)m->stage.slots + m->dacts_floats) * sizeof(float);
+    return (m->acts_floats * (size_t)m->stage.slots + m->work_floats + m->dacts_floats) * sizeof(float);
 }
 void slm_gpt_zero_grad(slm_gpt_t m)
 {

@@ -28,6 +28,29 @@ static void row_parallel_forward(slm_gpt_t m, float *out, const float *inp, cons
 static int block_unit(slm_gpt_t m, int l) { return m->has_embed + l - m->stage.first_layer; }
 static int last_unit(slm_gpt_t m) { return m->nunits - 1; }
 
+/* Block l's forward from its input x into its activation views; with output false
+ * (recompute before backward) it stops at the MLP's GELU, which is all backward reads. */
+static void block_forward(slm_gpt_t m, int l, const float *x, int B, int T, int output)
+{
+    const int C = m->cfg.d_model, NH = m->cfg.n_head / m->tp.size, CL = C / m->tp.size, N = B * T;
+    const gpt_block_views *w = &m->p.blocks[l];
+    const gpt_block_acts *a = &m->blocks[l];
+    slm_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1w, w->ln1b, N, C);
+    slm_matmul_forward(a->qkv, a->ln1, w->qkvw, w->qkvb, N, C, 3 * CL);
+    gpt_poll(m);
+    slm_attention_forward(a->atty, m->datt, a->qkv, B, T, CL, NH);
+    gpt_poll(m);
+    row_parallel_forward(m, a->res2, a->atty, w->attprojw, w->attprojb, N, CL, C);
+    slm_residual_forward(a->res2, a->res2, x, (size_t)N * C);
+    slm_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w->ln2w, w->ln2b, N, C);
+    slm_matmul_forward(a->fch, a->ln2, w->fcw, w->fcb, N, C, 4 * CL);
+    gpt_poll(m);
+    slm_gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * CL);
+    if (!output) return;
+    row_parallel_forward(m, a->res3, a->fch_gelu, w->fcprojw, w->fcprojb, N, 4 * CL, C);
+    slm_residual_forward(a->res3, a->res3, a->res2, (size_t)N * C);
+}
+
 float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets, int B, int T)
 {
     return slm_gpt_forward_slot(m, 0, inputs, targets, B, T);
@@ -36,7 +59,6 @@ float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets
 float slm_gpt_forward_slot(slm_gpt_t m, int slot, const int32_t *inputs, const int32_t *targets, int B, int T)
 {
     const int C = m->cfg.d_model, V = m->cfg.vocab_size;
-    const int NH = m->cfg.n_head / m->tp.size, CL = C / m->tp.size; /* this rank's heads and width */
     const int N = B * T;
     m->slot_B[slot] = B;
     m->slot_T[slot] = T;
@@ -54,23 +76,9 @@ float slm_gpt_forward_slot(slm_gpt_t m, int slot, const int32_t *inputs, const i
     const float *x = m->encoded; /* residual stream entering the block, (N,C) */
     for (int l = l0; l < l1; l++) {
         gpt_before(m, block_unit(m, l), SLM_PASS_FORWARD);
-        const gpt_block_views *w = &m->p.blocks[l];
-        gpt_block_acts *a = &m->blocks[l];
-        slm_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1w, w->ln1b, N, C);
-        slm_matmul_forward(a->qkv, a->ln1, w->qkvw, w->qkvb, N, C, 3 * CL);
-        gpt_poll(m);
-        slm_attention_forward(a->atty, a->att, a->qkv, B, T, CL, NH);
-        gpt_poll(m);
-        row_parallel_forward(m, a->res2, a->atty, w->attprojw, w->attprojb, N, CL, C);
-        slm_residual_forward(a->res2, a->res2, x, (size_t)N * C);
-        slm_layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w->ln2w, w->ln2b, N, C);
-        slm_matmul_forward(a->fch, a->ln2, w->fcw, w->fcb, N, C, 4 * CL);
-        gpt_poll(m);
-        slm_gelu_forward(a->fch_gelu, a->fch, (size_t)N * 4 * CL);
-        row_parallel_forward(m, a->res3, a->fch_gelu, w->fcprojw, w->fcprojb, N, 4 * CL, C);
-        slm_residual_forward(a->res3, a->res3, a->res2, (size_t)N * C);
+        block_forward(m, l, x, B, T, 1);
         gpt_after(m, block_unit(m, l), SLM_PASS_FORWARD);
-        x = a->res3;
+        x = m->blocks[l].res3;
     }
     if (!m->stage.last) { /* x is the output the next stage reads */
         if (m->has_embed) gpt_after(m, 0, SLM_PASS_FORWARD);
@@ -132,6 +140,7 @@ void slm_gpt_backward_slot(slm_gpt_t m, int slot, float loss_scale)
         const gpt_block_views *g = &m->g.blocks[l];
         const gpt_block_acts *a = &m->blocks[l];
         const float *x = l > l0 ? m->blocks[l - 1].res3 : m->encoded;
+        if (m->cfg.recompute) block_forward(m, l, x, B, T, 0);
         /* m->dres holds d(res3); res3 = res2 + proj(gelu(fc(ln2(res2)))) */
         memset(m->dwide1, 0, 4 * NCL * sizeof(float));
         slm_matmul_backward(m->dwide1, g->fcprojw, g->fcprojb, m->dres, a->fch_gelu, w->fcprojw,
@@ -151,7 +160,7 @@ void slm_gpt_backward_slot(slm_gpt_t m, int slot, float loss_scale)
         float *dqkv = m->dwide1;
         memset(dqkv, 0, 3 * NCL * sizeof(float));
         gpt_poll(m);
-        slm_attention_backward(dqkv, m->datt, m->dnarrow, a->qkv, a->att, B, T, CL, NH);
+        slm_attention_backward(dqkv, m->datt, m->dnarrow, a->qkv, B, T, CL, NH);
         gpt_poll(m);
         memset(m->dnarrow, 0, NC * sizeof(float));
         slm_matmul_backward(m->dnarrow, g->qkvw, g->qkvb, dqkv, a->ln1, w->qkvw, N, C, 3 * CL);

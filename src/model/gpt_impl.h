@@ -26,7 +26,6 @@ typedef struct {
     float *ln1, *ln1_mean, *ln1_rstd; /* (N,C), (N), (N) */
     float *qkv;                       /* (N,3C) */
     float *atty;                      /* (N,C) attention output, heads concatenated */
-    float *att;                       /* (B,NH,T,T) softmax probabilities */
     float *res2;                      /* (N,C) residual after attention */
     float *ln2, *ln2_mean, *ln2_rstd; /* (N,C), (N), (N) */
     float *fch, *fch_gelu;            /* (N,4C) */
@@ -51,6 +50,9 @@ struct slm_gpt {
      * the slot selected last */
     float *acts;
     size_t acts_floats; /* per slot */
+    gpt_block_acts work; /* with recompute: the inner activations all blocks share */
+    float *work_mem;
+    size_t work_floats;
     float *encoded;              /* (N,C) */
     gpt_block_acts *blocks;      /* (L) */
     float *lnf, *lnf_mean, *lnf_rstd; /* (N,C), (N), (N) */
@@ -64,7 +66,7 @@ struct slm_gpt {
     float *dnarrow; /* (N,C) */
     float *dwide1;  /* (N,4C/tp), also holds dqkv (N,3C/tp) */
     float *dwide2;  /* (N,4C/tp) */
-    float *datt;    /* (T,T) attention backward scratch */
+    float *datt;    /* attention scratch, forward and backward (slm_attention_scratch_floats) */
     slm_gpt_hooks hooks;
     int32_t *inputs_all, *targets_all; /* (slots,N) copies of each slot's batch */
     int *slot_B, *slot_T;              /* (slots) their shapes */

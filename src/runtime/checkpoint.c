@@ -70,7 +70,7 @@ static slm_status init_from_llmc(trainer *tr)
 {
     const slm_conf *c = tr->conf;
     slm_gpt_config mc = {c->model.n_layer, c->model.n_head, c->model.d_model, c->model.vocab_size,
-                         c->model.seq_len};
+                         c->model.seq_len, 0};
     slm_llmc_t llmc = NULL;
     slm_status s = slm_llmc_open(c->model.init_from, &mc, &llmc);
     SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), s));

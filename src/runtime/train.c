@@ -37,7 +37,7 @@ static slm_status setup_local(trainer *tr)
 {
     const slm_conf *c = tr->conf;
     slm_gpt_config mc = {c->model.n_layer, c->model.n_head, c->model.d_model, c->model.vocab_size,
-                         c->model.seq_len};
+                         c->model.seq_len, c->train.recompute};
     tr->B = c->train.micro_batch;
     tr->T = c->model.seq_len;
     size_t need = (size_t)c->train.steps * (size_t)c->train.global_batch * (size_t)tr->T + (size_t)tr->T + 1;
@@ -88,7 +88,7 @@ static slm_status setup_shared(trainer *tr)
 {
     const slm_conf *c = tr->conf;
     slm_gpt_config mc = {c->model.n_layer, c->model.n_head, c->model.d_model, c->model.vocab_size,
-                         c->model.seq_len};
+                         c->model.seq_len, c->train.recompute};
     /* MFU and timings mean nothing when ranks and threads outnumber the cores */
     const int local = slm_mesh_local_size(tr->mesh);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
