@@ -47,6 +47,16 @@ void slm_matmul_forward(float *out, const float *inp, const float *w, const floa
 void slm_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
                          const float *inp, const float *w, int N, int IC, int OC);
 
+/* Time spent in the model's kernels since it was last reset, by kind, and the floating-point
+ * operations of the matrix products. Every kernel adds its own wall time when it returns;
+ * the model calls kernels from one thread. */
+typedef struct slm_kernel_time {
+    double matmul_s, matmul_flop;       /* linear layers (sgemm, bias) */
+    double attention_s, attention_flop; /* causal attention (its sgemms and softmax) */
+    double elementwise_s;               /* LayerNorm, GELU, residual, embedding, cross-entropy */
+} slm_kernel_time;
+extern slm_kernel_time slm_kernel_clock;
+
 /* Causal multi-head self-attention with softmax scale 1/sqrt(hs).
  * qkv (B,T,3C) holds q, k, v side by side, head h at columns [h*hs, (h+1)*hs) of each.
  * out (B,T,C) is written (heads concatenated). Queries are processed SLM_ATTN_TILE rows

@@ -64,6 +64,10 @@ typedef struct slm_step_metrics {
     double pp_comm_bytes;    /* of comm_bytes: pipeline messages and the tied embedding's sum */
     double pipeline_wait_ms; /* time this rank's stage waited for other stages */
     double val_loss;         /* validation loss after this step, or NAN when not evaluated */
+    /* this rank's time in the step by kind: matrix products, attention, element-wise
+     * kernels, gradient norm + clipping + optimizer update (with their collectives), and
+     * loading batches */
+    double matmul_ms, attention_ms, elementwise_ms, optimizer_ms, data_ms;
 } slm_step_metrics;
 void slm_metrics_write(FILE *f, const slm_step_metrics *m);
 

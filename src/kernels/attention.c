@@ -10,7 +10,7 @@
  * instead of keeping them: the forward keeps no (B, NH, T, T) tensor at all. */
 #include <math.h>
 #include <cblas.h>
-#include "shardlm/kernels.h"
+#include "kclock.h"
 
 size_t slm_attention_scratch_floats(int T)
 {
@@ -45,6 +45,7 @@ static void tile_probabilities(float *s, const float *q, const float *k, int ld,
 
 void slm_attention_forward(float *out, float *scratch, const float *qkv, int B, int T, int C, int NH)
 {
+    KCLOCK_START;
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
     for (int b = 0; b < B; b++)
@@ -55,16 +56,19 @@ void slm_attention_forward(float *out, float *scratch, const float *qkv, int B, 
             for (int i0 = 0; i0 < T; i0 += SLM_ATTN_TILE) {
                 const int i1 = i0 + SLM_ATTN_TILE < T ? i0 + SLM_ATTN_TILE : T;
                 tile_probabilities(scratch, q, k, C3, i0, i1, hs, scale);
+                slm_kernel_clock.attention_flop += 4.0 * (i1 - i0) * i1 * hs; /* two products */
                 /* y rows [i0, i1) (rows, hs) = p (rows, i1) @ v[0:i1] (i1, hs) */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i1 - i0, hs, i1, 1.0f, scratch, i1, v, C3,
                             0.0f, y + (size_t)i0 * C, C);
             }
         }
+    KCLOCK_STOP(attention_s);
 }
 
 void slm_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, int B, int T, int C,
                             int NH)
 {
+    KCLOCK_START;
     const int hs = C / NH, C3 = 3 * C;
     const float scale = 1.0f / sqrtf((float)hs);
     const size_t tile_floats = slm_attention_scratch_floats(T) / 2;
@@ -79,6 +83,7 @@ void slm_attention_backward(float *dqkv, float *scratch, const float *dout, cons
                 const int i1 = i0 + SLM_ATTN_TILE < T ? i0 + SLM_ATTN_TILE : T, rows = i1 - i0, L = i1;
                 const float *dyt = dy + (size_t)i0 * C;
                 tile_probabilities(p, q, k, C3, i0, i1, hs, scale);
+                slm_kernel_clock.attention_flop += 10.0 * rows * L * hs; /* five products */
                 /* dp (rows, L) = dy_t (rows, hs) @ v[0:L]^T ; dv[0:L] += p^T @ dy_t */
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, L, hs, 1.0f, dyt, C, v, C3, 0.0f, dp, L);
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, hs, rows, 1.0f, p, L, dyt, C, 1.0f, dv, C3);
@@ -100,4 +105,5 @@ void slm_attention_backward(float *dqkv, float *scratch, const float *dout, cons
                             C3, 1.0f, dk, C3);
             }
         }
+    KCLOCK_STOP(attention_s);
 }

@@ -2,11 +2,12 @@
  * Forward keeps only the row log-sum-exp; backward rebuilds the softmax from it and
  * overwrites the logits with their gradient, so no (N,V) probability buffer exists. */
 #include <math.h>
-#include "shardlm/kernels.h"
+#include "kclock.h"
 
 void slm_crossentropy_forward(float *losses, float *lse, const float *logits,
                               const int32_t *targets, int N, int V)
 {
+    KCLOCK_START;
 #pragma omp parallel for if ((size_t)N * V > 65536)
     for (int i = 0; i < N; i++) {
         const float *z = logits + (size_t)i * V;
@@ -18,16 +19,20 @@ void slm_crossentropy_forward(float *losses, float *lse, const float *logits,
         lse[i] = l;
         losses[i] = l - z[targets[i]];
     }
+    KCLOCK_STOP(elementwise_s);
 }
 
 void slm_crossentropy_backward(float *logits, const float *lse, const int32_t *targets,
                                float scale, int N, int V)
 {
+    KCLOCK_START;
     slm_crossentropy_backward_part(logits, lse, targets, 0, scale, N, V);
+    KCLOCK_STOP(elementwise_s);
 }
 
 void slm_rowmax(float *rowmax, const float *logits, int N, int V)
 {
+    KCLOCK_START;
 #pragma omp parallel for if ((size_t)N * V > 65536)
     for (int i = 0; i < N; i++) {
         const float *z = logits + (size_t)i * V;
@@ -35,11 +40,13 @@ void slm_rowmax(float *rowmax, const float *logits, int N, int V)
         for (int j = 0; j < V; j++) mx = z[j] > mx ? z[j] : mx;
         rowmax[i] = mx;
     }
+    KCLOCK_STOP(elementwise_s);
 }
 
 void slm_crossentropy_part(float *part, const float *logits, const float *rowmax, const int32_t *targets,
                            int v0, int N, int V)
 {
+    KCLOCK_START;
 #pragma omp parallel for if ((size_t)N * V > 65536)
     for (int i = 0; i < N; i++) {
         const float *z = logits + (size_t)i * V;
@@ -49,11 +56,13 @@ void slm_crossentropy_part(float *part, const float *logits, const float *rowmax
         part[2 * i] = (float)sum;
         part[2 * i + 1] = t >= 0 && t < V ? z[t] : 0.0f;
     }
+    KCLOCK_STOP(elementwise_s);
 }
 
 void slm_crossentropy_backward_part(float *logits, const float *lse, const int32_t *targets, int v0,
                                     float scale, int N, int V)
 {
+    KCLOCK_START;
 #pragma omp parallel for if ((size_t)N * V > 65536)
     for (int i = 0; i < N; i++) {
         float *z = logits + (size_t)i * V;
@@ -62,4 +71,5 @@ void slm_crossentropy_backward_part(float *logits, const float *lse, const int32
         const int32_t t = targets[i] - v0;
         if (t >= 0 && t < V) z[t] -= scale;
     }
+    KCLOCK_STOP(elementwise_s);
 }

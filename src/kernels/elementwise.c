@@ -2,7 +2,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
-#include "shardlm/kernels.h"
+#include "kclock.h"
 
 /* Several builds of a hot loop, chosen at load time by the CPU (GCC's function
  * multiversioning); one plain build where the toolchain has none. */
@@ -45,18 +45,21 @@ static inline float exp_vec(float x)
  * baseline, and the loader picks the widest this CPU runs. */
 SLM_VECTOR_CLONES void slm_gelu_forward(float *out, const float *inp, size_t n)
 {
+    KCLOCK_START;
 #pragma omp parallel for simd if (n > 65536)
     for (size_t i = 0; i < n; i++) {
         const float x = inp[i];
         const float u = GELU_K * (x + GELU_A * x * x * x);
         out[i] = x / (1.0f + exp_vec(-2.0f * u));
     }
+    KCLOCK_STOP(elementwise_s);
 }
 
 /* d/dx: s + x * 2 s (1 - s) * du/dx with s = sigmoid(2u) (1 + tanh u = 2s, sech^2 u =
  * 4 s (1 - s)). */
 SLM_VECTOR_CLONES void slm_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
 {
+    KCLOCK_START;
 #pragma omp parallel for simd if (n > 65536)
     for (size_t i = 0; i < n; i++) {
         const float x = inp[i];
@@ -65,12 +68,15 @@ SLM_VECTOR_CLONES void slm_gelu_backward(float *dinp, const float *inp, const fl
         const float local = s + 2.0f * x * s * (1.0f - s) * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
         dinp[i] += local * dout[i];
     }
+    KCLOCK_STOP(elementwise_s);
 }
 
 void slm_residual_forward(float *out, const float *a, const float *b, size_t n)
 {
+    KCLOCK_START;
 #pragma omp parallel for simd if (n > 65536)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
+    KCLOCK_STOP(elementwise_s);
 }
 
 double slm_sumsq(const float *x, size_t n)

@@ -1,10 +1,11 @@
 /* layernorm.c - LayerNorm forward/backward over the channel dimension (eps 1e-5). */
 #include <math.h>
-#include "shardlm/kernels.h"
+#include "kclock.h"
 
 void slm_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                            const float *w, const float *b, int N, int C)
 {
+    KCLOCK_START;
 #pragma omp parallel for if ((size_t)N * C > 65536)
     for (int i = 0; i < N; i++) {
         const float *x = inp + (size_t)i * C;
@@ -24,12 +25,14 @@ void slm_layernorm_forward(float *out, float *mean, float *rstd, const float *in
         mean[i] = mf;
         rstd[i] = s;
     }
+    KCLOCK_STOP(elementwise_s);
 }
 
 void slm_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, const float *mean,
                             const float *rstd, int N, int C)
 {
+    KCLOCK_START;
     /* dinp rows are independent; dw/db are reduced serially to keep the sum order fixed
      * (bitwise reproducible whatever the thread count). */
 #pragma omp parallel for if ((size_t)N * C > 65536)
@@ -58,4 +61,5 @@ void slm_layernorm_backward(float *dinp, float *dw, float *db, const float *dout
             db[c] += dy[c];
         }
     }
+    KCLOCK_STOP(elementwise_s);
 }

@@ -28,6 +28,11 @@ void slm_metrics_write(FILE *f, const slm_step_metrics *m)
     num(f, "pp_comm_bytes", m->pp_comm_bytes, 0);
     num(f, "pipeline_wait_ms", m->pipeline_wait_ms, 0);
     num(f, "val_loss", m->val_loss, 0);
+    num(f, "matmul_ms", m->matmul_ms, 0);
+    num(f, "attention_ms", m->attention_ms, 0);
+    num(f, "elementwise_ms", m->elementwise_ms, 0);
+    num(f, "optimizer_ms", m->optimizer_ms, 0);
+    num(f, "data_ms", m->data_ms, 0);
     num(f, "overlap", m->overlap_fraction, 1);
     fputs("}\n", f);
     fflush(f);

@@ -219,6 +219,7 @@ static void print_summary(const trainer *tr)
 slm_status slm_trainer_load_batch(trainer *tr, long step, int micro)
 {
     const int T = tr->T;
+    const double t0 = slm_now();
     for (int b = 0; b < tr->B; b++) {
         uint64_t g = (uint64_t)tr->samples + (uint64_t)micro * (uint64_t)tr->B * tr->dp +
                      (uint64_t)tr->dp_rank * tr->B + (uint64_t)b;
@@ -227,6 +228,7 @@ slm_status slm_trainer_load_batch(trainer *tr, long step, int micro)
         memcpy(tr->inputs + (size_t)b * T, w, (size_t)T * sizeof(int32_t));
         memcpy(tr->targets + (size_t)b * T, w + 1, (size_t)T * sizeof(int32_t));
     }
+    tr->data_s += slm_now() - t0;
     if (tr->dump && tr->dp == 1) SLM_CALL(slm_dump_tokens(tr->dump, step, micro, tr->windows));
     return SLM_OK;
 }
@@ -264,6 +266,7 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
     SLM_CHECK(isfinite(loss), SLM_ERR_INTERNAL,
               "the loss became %g at step %ld: lower train.lr (%g) or check the data", loss, step, c->train.lr);
     slm_activity_set("gradient norm (MPI_Allreduce)", -1);
+    double t_optim = slm_now();
     double norm = slm_fsdp_grad_norm(tr->fsdp);
     if (c->log.dump[0] && step == 0) { /* the gather is collective: every rank takes part */
         float *v;
@@ -274,6 +277,7 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
     double lr = slm_lr_at(step, c->train.steps, c->train.warmup_steps, c->train.lr, c->train.min_lr);
     slm_activity_set("optimizer step (parameter all-gather)", -1);
     SLM_CALL(slm_fsdp_optimizer_step(tr->fsdp, lr));
+    tr->optim_s = slm_now() - t_optim;
     *loss_out = loss;
     *norm_out = norm;
     *lr_out = lr;
@@ -338,6 +342,24 @@ static double evaluate(trainer *tr)
     return sum / ((double)nb * tr->dp);
 }
 
+/* Rank 0's mean step after the first, by kind of work: what the next optimization should
+ * go after. "other" is the rest of the step (hooks, memsets, the loss reduction, ...). */
+static void report_profile(const trainer *tr, double step_s, long n)
+{
+    const double *p = tr->prof;
+    const char *names[6] = {"matmul", "attention", "elementwise", "optimizer", "data", "exposed comm"};
+    double rest = step_s;
+    printf("profile   per step:");
+    for (int i = 0; i < 6; i++) {
+        const double s = p[i] / n;
+        rest -= s;
+        printf("%s %s %.1f ms (%.0f%%", i ? " |" : "", names[i], 1e3 * s, 100 * s / step_s);
+        if (i < 2 && p[i] > 0) printf(", %.1f GFLOP/s", p[6 + i] / p[i] / 1e9);
+        printf(")");
+    }
+    printf(" | other %.1f ms (%.0f%%)\n", 1e3 * rest, 100 * rest / step_s);
+}
+
 static slm_status train_steps(trainer *tr)
 {
     const slm_conf *c = tr->conf;
@@ -348,9 +370,12 @@ static slm_status train_steps(trainer *tr)
     for (long step = tr->start_step; step < steps; step++) {
         double t0 = slm_now(), loss = 0, norm = 0, lr = 0;
         slm_activity_set_step(step);
+        const slm_kernel_time k0 = slm_kernel_clock;
+        tr->data_s = 0;
         SLM_CALL(one_step(tr, step, &loss, &norm, &lr));
         tr->samples += c->train.global_batch;
         double dt = slm_now() - t0;
+        const slm_kernel_time k1 = slm_kernel_clock; /* before evaluation runs kernels too */
         double val = NAN; /* after the step's timing: evaluation is not training time */
         if (tr->val && c->eval.every > 0 && ((step + 1) % c->eval.every == 0 || step + 1 == steps)) {
             val = evaluate(tr);
@@ -366,9 +391,14 @@ static slm_status train_steps(trainer *tr)
         tr->losses[step] = (float)loss;
         tr->lrs[step] = lr;
         tr->norms[step] = norm;
+        const double kind_s[8] = {k1.matmul_s - k0.matmul_s, k1.attention_s - k0.attention_s,
+                                  k1.elementwise_s - k0.elementwise_s, tr->optim_s, tr->data_s,
+                                  cs.exposed_ms / 1e3, k1.matmul_flop - k0.matmul_flop,
+                                  k1.attention_flop - k0.attention_flop};
         if (step > tr->start_step || steps - tr->start_step == 1) { /* the first step pays for page faults */
             timed += dt;
             timed_steps++;
+            for (int i = 0; i < 8; i++) tr->prof[i] += kind_s[i];
         }
         double tps = tokens_per_step / dt;
         double overlap = cs.comm_ms > 0 ? 1.0 - cs.exposed_ms / cs.comm_ms : 0.0;
@@ -376,7 +406,8 @@ static slm_status train_steps(trainer *tr)
         slm_step_metrics m = {step, steps, loss, lr, norm, tps,
                               tps * tr->flops_per_token / (tr->peak_gflops * 1e9 * tr->world), dt * 1e3,
                               cs.exposed_ms, slm_peak_rss_mib(), (long long)((step + 1) * tokens_per_step),
-                              cs.bytes_sent, overlap, tp_bytes, tr->pipe_bytes, tr->pipe_wait_s * 1e3, val};
+                              cs.bytes_sent, overlap, tp_bytes, tr->pipe_bytes, tr->pipe_wait_s * 1e3, val,
+                              kind_s[0] * 1e3, kind_s[1] * 1e3, kind_s[2] * 1e3, kind_s[3] * 1e3, kind_s[4] * 1e3};
         if (tr->metrics) slm_metrics_write(tr->metrics, &m);
         if (tr->rank == 0 && ((step + 1) % c->log.every == 0 || step == 0 || step == steps - 1)) {
             char eta[32], comm[160] = "";
@@ -422,6 +453,7 @@ static slm_status train_steps(trainer *tr)
         printf("done      %ld steps in %.1f s, %.0f tok/s (mean after step 1), mfu %.1f%%, peak RSS %.0f MiB (rank 0)\n",
                steps - tr->start_step, slm_now() - run_start, tps,
                100.0 * tps * tr->flops_per_token / (tr->peak_gflops * 1e9 * tr->world), slm_peak_rss_mib());
+        if (timed_steps) report_profile(tr, timed / timed_steps, timed_steps);
         if (isfinite(floor))
             printf("loss      %.4f at the last step; the synthetic corpus's entropy rate (the floor) is "
                    "%.4f nats/token, %.4f above it\n", tr->losses[steps - 1], floor,

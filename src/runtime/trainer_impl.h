@@ -38,6 +38,8 @@ typedef struct {
     double peak_gflops, flops_per_token;
     int pipe_slots;            /* pipeline parallelism: micro-batches this stage keeps at once */
     double pipe_wait_s;        /* ... the time it waited for other stages in the last step */
+    double data_s, optim_s;    /* time in the last step loading batches, and in norm, clip and update */
+    double prof[8];            /* sums over the timed steps, see report_profile() */
     double pipe_bytes;         /* ... and the bytes it sent to them (with the tied sum) */
 } trainer;
 

@@ -15,14 +15,15 @@ flags=(-g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
 echo 'int LLVMFuzzerTestOneInput(const char *d, long n) { (void)d; (void)n; return 0; }' >"$WORK/probe.c"
 "$CLANG" -fsanitize=fuzzer "$WORK/probe.c" -o "$WORK/probe" 2>/dev/null || skip "clang has no libFuzzer (apt-get install libclang-rt-14-dev)"
 core=("$top/src/core/status.c" "$top/src/core/rng.c")
-data=("$top/src/data/dataset.c" "$top/src/data/synthetic.c" "$top/src/data/shard.c")
 bpe=("$top"/src/data/bpe.c "$top"/src/data/bpe_pretok.c "$top"/src/data/bpe_merge.c)
+bpe_libs=$(pkg-config --cflags --libs jansson libpcre2-8)
+# the dataset can carry a tokenizer (data.tokenizer), so it links the BPE code too
+data=("$top/src/data/dataset.c" "$top/src/data/synthetic.c" "$top/src/data/shard.c" "${bpe[@]}")
 # shellcheck disable=SC2046
 build() { "$CLANG" "${flags[@]}" "$@" -lm || fail "cannot build ${*: -1}"; }
-build "$top/tests/fuzz/fuzz_shard.c" "${core[@]}" "${data[@]}" -o "$WORK/fuzz_shard"
-build "$top/tests/fuzz/fuzz_index.c" "${core[@]}" "${data[@]}" -o "$WORK/fuzz_index"
-build "$top/tests/fuzz/fuzz_bpe.c" "${core[@]}" "${bpe[@]}" $(pkg-config --cflags --libs jansson libpcre2-8) \
-    -o "$WORK/fuzz_bpe"
+build "$top/tests/fuzz/fuzz_shard.c" "${core[@]}" "${data[@]}" $bpe_libs -o "$WORK/fuzz_shard"
+build "$top/tests/fuzz/fuzz_index.c" "${core[@]}" "${data[@]}" $bpe_libs -o "$WORK/fuzz_index"
+build "$top/tests/fuzz/fuzz_bpe.c" "${core[@]}" "${bpe[@]}" $bpe_libs -o "$WORK/fuzz_bpe"
 
 # seed corpora: valid inputs of each kind (tokens below the targets' vocabulary of 300)
 mkdir -p "$WORK"/seeds/{shard,index,bpe}

@@ -183,7 +183,7 @@ echo "ok: an invalid run is one pre-token between independently cut valid runs (
 
 # --- broken input is named -------------------------------------------------------------
 f="$WORK/t-single.txt"
-expect_error 2 "need --encoder and --vocab" -- "$SHARDLM" tokenize "$f"
+expect_error 2 "need --tokenizer, or --encoder and --vocab" -- "$SHARDLM" tokenize "$f"
 expect_error 2 "unknown argument '--frob'" -- tok --frob "$f"
 expect_error 1 "cannot open encoder.json $WORK/missing.json" -- "$SHARDLM" tokenize --encoder "$WORK/missing.json" --vocab "$VOC" "$f"
 expect_error 1 "cannot open vocab.bpe $WORK/missing.bpe" -- "$SHARDLM" tokenize --encoder "$ENC" --vocab "$WORK/missing.bpe" "$f"
