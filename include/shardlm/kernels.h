@@ -61,14 +61,16 @@ extern slm_kernel_time slm_kernel_clock;
  * qkv (B,T,3C) holds q, k, v side by side, head h at columns [h*hs, (h+1)*hs) of each.
  * out (B,T,C) is written (heads concatenated). Queries are processed SLM_ATTN_TILE rows
  * at a time against the keys they may see; no T x T matrix is formed or kept, and
- * backward recomputes the probabilities. scratch holds slm_attention_scratch_floats(T)
- * floats (2 x min(T, tile) x T) and is clobbered. */
-#define SLM_ATTN_TILE 64
-size_t slm_attention_scratch_floats(int T);
-void slm_attention_forward(float *out, float *scratch, const float *qkv, int B, int T, int C, int NH);
+ * backward recomputes the probabilities. (batch, head) pairs run in parallel on up to
+ * `threads` OpenMP threads when the scratch (scratch_floats floats, clobbered) has
+ * slm_attention_scratch_floats(T, threads) for them: 2 x min(T, tile) x T per thread. */
+#define SLM_ATTN_TILE 128
+size_t slm_attention_scratch_floats(int T, int threads);
+void slm_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv, int B, int T, int C,
+                           int NH);
 /* dqkv (B,T,3C) accumulates. */
-void slm_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, int B, int T, int C,
-                            int NH);
+void slm_attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *qkv,
+                            int B, int T, int C, int NH);
 
 /* GELU, tanh approximation (GPT-2; torch gelu(approximate="tanh")). out written. */
 void slm_gelu_forward(float *out, const float *inp, size_t n);

@@ -7,103 +7,164 @@
  * one sgemm with V. Nothing of size T x T exists, the blocks above the diagonal are never
  * computed (half the work of a full T x T product at long T), and the block is reused
  * while it is in cache. Backward recomputes each tile's probabilities from q and k
- * instead of keeping them: the forward keeps no (B, NH, T, T) tensor at all. */
+ * instead of keeping them: the forward keeps no (B, NH, T, T) tensor at all.
+ *
+ * The (batch, head) pairs are dealt out to the OpenMP threads, each with its own part of
+ * the scratch, and OpenBLAS runs single-threaded meanwhile: the products are too small
+ * (K = head size) for OpenBLAS to split well, and the softmax runs in the same threads. */
 #include <math.h>
+#include <omp.h>
 #include <cblas.h>
 #include "kclock.h"
+#include "vecmath.h"
 
-size_t slm_attention_scratch_floats(int T)
+static size_t tile_rows(int T) { return (size_t)(T < SLM_ATTN_TILE ? T : SLM_ATTN_TILE); }
+
+size_t slm_attention_scratch_floats(int T, int threads)
 {
-    const size_t tile = (size_t)(T < SLM_ATTN_TILE ? T : SLM_ATTN_TILE);
-    return 2 * tile * (size_t)T;
+    return (size_t)(threads > 0 ? threads : 1) * 2 * tile_rows(T) * (size_t)T;
+}
+
+/* Threads the kernels use: OpenMP's, no more than the scratch has room for, nor than
+ * there are (batch, head) pairs. */
+static int worker_count(size_t scratch_floats, int T, int pairs)
+{
+    int n = omp_get_max_threads();
+    const size_t per = slm_attention_scratch_floats(T, 1);
+    if ((size_t)n * per > scratch_floats) n = (int)(scratch_floats / per);
+    if (n > pairs) n = pairs;
+    return n > 0 ? n : 1;
 }
 
 /* Scores of query rows [i0, i1) against keys [0, i1) into s (rows x i1, row-major), then
  * each row's causal softmax in place: row i keeps columns 0..i, the rest become 0. */
-static void tile_probabilities(float *s, const float *q, const float *k, int ld, int i0, int i1, int hs,
-                               float scale)
+SLM_VECTOR_CLONES static void tile_probabilities(float *s, const float *q, const float *k, int ld, int i0, int i1,
+                                                 int hs, float scale)
 {
     const int rows = i1 - i0, L = i1;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, L, hs, scale, q + (size_t)i0 * ld, ld, k, ld, 0.0f,
                 s, L);
-#pragma omp parallel for if ((size_t)rows * L > 65536)
     for (int r = 0; r < rows; r++) {
         float *row = s + (size_t)r * L;
-        const int last = i0 + r; /* the query's own position */
+        const int n = i0 + r + 1; /* the query sees keys 0 .. its own position */
         float mx = row[0];
-        for (int j = 1; j <= last; j++) mx = row[j] > mx ? row[j] : mx;
+#pragma omp simd reduction(max : mx)
+        for (int j = 1; j < n; j++) mx = row[j] > mx ? row[j] : mx;
         float sum = 0.0f;
-        for (int j = 0; j <= last; j++) {
-            row[j] = expf(row[j] - mx);
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j < n; j++) {
+            row[j] = exp_vec(row[j] - mx);
             sum += row[j];
         }
         const float inv = 1.0f / sum;
-        for (int j = 0; j <= last; j++) row[j] *= inv;
-        for (int j = last + 1; j < L; j++) row[j] = 0.0f;
+#pragma omp simd
+        for (int j = 0; j < n; j++) row[j] *= inv;
+        for (int j = n; j < L; j++) row[j] = 0.0f;
     }
 }
 
-void slm_attention_forward(float *out, float *scratch, const float *qkv, int B, int T, int C, int NH)
+/* Softmax backward in place over a tile, folded with the score scale:
+ * ds = p * (dp - <p, dp>) * scale, row by row over the keys each query sees. */
+SLM_VECTOR_CLONES static void tile_softmax_backward(float *dp, const float *p, int i0, int rows, int L, float scale)
+{
+    for (int r = 0; r < rows; r++) {
+        const float *pr = p + (size_t)r * L;
+        float *dr = dp + (size_t)r * L;
+        const int n = i0 + r + 1;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int j = 0; j < n; j++) dot += pr[j] * dr[j];
+#pragma omp simd
+        for (int j = 0; j < n; j++) dr[j] = pr[j] * (dr[j] - dot) * scale;
+        for (int j = n; j < L; j++) dr[j] = 0.0f;
+    }
+}
+
+static void head_forward(float *y, float *scratch, const float *q, int T, int C, int hs, float scale)
+{
+    const int C3 = 3 * C;
+    const float *k = q + C, *v = q + 2 * C;
+    for (int i0 = 0; i0 < T; i0 += SLM_ATTN_TILE) {
+        const int i1 = i0 + SLM_ATTN_TILE < T ? i0 + SLM_ATTN_TILE : T;
+        tile_probabilities(scratch, q, k, C3, i0, i1, hs, scale);
+        /* y rows [i0, i1) (rows, hs) = p (rows, i1) @ v[0:i1] (i1, hs) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i1 - i0, hs, i1, 1.0f, scratch, i1, v, C3, 0.0f,
+                    y + (size_t)i0 * C, C);
+    }
+}
+
+static void head_backward(float *dq, float *p, float *dp, const float *dy, const float *q, int T, int C, int hs,
+                          float scale)
+{
+    const int C3 = 3 * C;
+    const float *k = q + C, *v = q + 2 * C;
+    float *dk = dq + C, *dv = dq + 2 * C;
+    for (int i0 = 0; i0 < T; i0 += SLM_ATTN_TILE) {
+        const int i1 = i0 + SLM_ATTN_TILE < T ? i0 + SLM_ATTN_TILE : T, rows = i1 - i0, L = i1;
+        const float *dyt = dy + (size_t)i0 * C;
+        tile_probabilities(p, q, k, C3, i0, i1, hs, scale);
+        /* dp (rows, L) = dy_t (rows, hs) @ v[0:L]^T ; dv[0:L] += p^T @ dy_t */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, L, hs, 1.0f, dyt, C, v, C3, 0.0f, dp, L);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, hs, rows, 1.0f, p, L, dyt, C, 1.0f, dv, C3);
+        tile_softmax_backward(dp, p, i0, rows, L, scale);
+        /* dq_t += ds @ k[0:L] ; dk[0:L] += ds^T @ q_t */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, L, 1.0f, dp, L, k, C3, 1.0f,
+                    dq + (size_t)i0 * C3, C3);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, hs, rows, 1.0f, dp, L, q + (size_t)i0 * C3, C3, 1.0f,
+                    dk, C3);
+    }
+}
+
+/* Floating-point operations of the tiles' products: 2 * sum over tiles of rows * L * hs,
+ * times the number of products per tile. */
+static double tile_flop(int T, int hs, int products)
+{
+    double f = 0;
+    for (int i0 = 0; i0 < T; i0 += SLM_ATTN_TILE) {
+        const int i1 = i0 + SLM_ATTN_TILE < T ? i0 + SLM_ATTN_TILE : T;
+        f += 2.0 * (i1 - i0) * i1 * hs * products;
+    }
+    return f;
+}
+
+void slm_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv, int B, int T, int C,
+                           int NH)
 {
     KCLOCK_START;
-    const int hs = C / NH, C3 = 3 * C;
+    const int hs = C / NH, pairs = B * NH, workers = worker_count(scratch_floats, T, pairs);
     const float scale = 1.0f / sqrtf((float)hs);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const float *q = qkv + (size_t)b * T * C3 + (size_t)h * hs;
-            const float *k = q + C, *v = q + 2 * C;
-            float *y = out + (size_t)b * T * C + (size_t)h * hs;
-            for (int i0 = 0; i0 < T; i0 += SLM_ATTN_TILE) {
-                const int i1 = i0 + SLM_ATTN_TILE < T ? i0 + SLM_ATTN_TILE : T;
-                tile_probabilities(scratch, q, k, C3, i0, i1, hs, scale);
-                slm_kernel_clock.attention_flop += 4.0 * (i1 - i0) * i1 * hs; /* two products */
-                /* y rows [i0, i1) (rows, hs) = p (rows, i1) @ v[0:i1] (i1, hs) */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i1 - i0, hs, i1, 1.0f, scratch, i1, v, C3,
-                            0.0f, y + (size_t)i0 * C, C);
-            }
-        }
+    const size_t per = slm_attention_scratch_floats(T, 1);
+    const int blas_threads = openblas_get_num_threads();
+    if (workers > 1) openblas_set_num_threads(1);
+#pragma omp parallel for num_threads(workers) schedule(static) if (workers > 1)
+    for (int bh = 0; bh < pairs; bh++) {
+        const int b = bh / NH, h = bh % NH;
+        head_forward(out + (size_t)b * T * C + (size_t)h * hs, scratch + (size_t)omp_get_thread_num() * per,
+                     qkv + (size_t)b * T * 3 * C + (size_t)h * hs, T, C, hs, scale);
+    }
+    if (workers > 1) openblas_set_num_threads(blas_threads);
+    slm_kernel_clock.attention_flop += pairs * tile_flop(T, hs, 2);
     KCLOCK_STOP(attention_s);
 }
 
-void slm_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, int B, int T, int C,
-                            int NH)
+void slm_attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *qkv,
+                            int B, int T, int C, int NH)
 {
     KCLOCK_START;
-    const int hs = C / NH, C3 = 3 * C;
+    const int hs = C / NH, pairs = B * NH, workers = worker_count(scratch_floats, T, pairs);
     const float scale = 1.0f / sqrtf((float)hs);
-    const size_t tile_floats = slm_attention_scratch_floats(T) / 2;
-    float *p = scratch, *dp = scratch + tile_floats;
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++) {
-            const size_t off = (size_t)b * T * C3 + (size_t)h * hs;
-            const float *q = qkv + off, *k = q + C, *v = q + 2 * C;
-            float *dq = dqkv + off, *dk = dq + C, *dv = dq + 2 * C;
-            const float *dy = dout + (size_t)b * T * C + (size_t)h * hs;
-            for (int i0 = 0; i0 < T; i0 += SLM_ATTN_TILE) {
-                const int i1 = i0 + SLM_ATTN_TILE < T ? i0 + SLM_ATTN_TILE : T, rows = i1 - i0, L = i1;
-                const float *dyt = dy + (size_t)i0 * C;
-                tile_probabilities(p, q, k, C3, i0, i1, hs, scale);
-                slm_kernel_clock.attention_flop += 10.0 * rows * L * hs; /* five products */
-                /* dp (rows, L) = dy_t (rows, hs) @ v[0:L]^T ; dv[0:L] += p^T @ dy_t */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, L, hs, 1.0f, dyt, C, v, C3, 0.0f, dp, L);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, hs, rows, 1.0f, p, L, dyt, C, 1.0f, dv, C3);
-                /* softmax backward, folded with the score scale: ds = p * (dp - <p, dp>) * scale */
-#pragma omp parallel for if ((size_t)rows * L > 65536)
-                for (int r = 0; r < rows; r++) {
-                    const float *pr = p + (size_t)r * L;
-                    float *dr = dp + (size_t)r * L;
-                    const int last = i0 + r;
-                    float dot = 0.0f;
-                    for (int j = 0; j <= last; j++) dot += pr[j] * dr[j];
-                    for (int j = 0; j <= last; j++) dr[j] = pr[j] * (dr[j] - dot) * scale;
-                    for (int j = last + 1; j < L; j++) dr[j] = 0.0f;
-                }
-                /* dq_t += ds @ k[0:L] ; dk[0:L] += ds^T @ q_t */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, L, 1.0f, dp, L, k, C3, 1.0f,
-                            dq + (size_t)i0 * C3, C3);
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, hs, rows, 1.0f, dp, L, q + (size_t)i0 * C3,
-                            C3, 1.0f, dk, C3);
-            }
-        }
+    const size_t per = slm_attention_scratch_floats(T, 1);
+    const int blas_threads = openblas_get_num_threads();
+    if (workers > 1) openblas_set_num_threads(1);
+#pragma omp parallel for num_threads(workers) schedule(static) if (workers > 1)
+    for (int bh = 0; bh < pairs; bh++) {
+        const int b = bh / NH, h = bh % NH;
+        const size_t off = (size_t)b * T * 3 * C + (size_t)h * hs;
+        float *p = scratch + (size_t)omp_get_thread_num() * per;
+        head_backward(dqkv + off, p, p + per / 2, dout + (size_t)b * T * C + (size_t)h * hs, qkv + off, T, C, hs,
+                      scale);
+    }
+    if (workers > 1) openblas_set_num_threads(blas_threads);
+    slm_kernel_clock.attention_flop += pairs * tile_flop(T, hs, 5);
     KCLOCK_STOP(attention_s);
 }

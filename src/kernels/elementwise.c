@@ -3,42 +3,10 @@
 #include <stdint.h>
 #include <string.h>
 #include "kclock.h"
-
-/* Several builds of a hot loop, chosen at load time by the CPU (GCC's function
- * multiversioning); one plain build where the toolchain has none. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define SLM_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define SLM_VECTOR_CLONES
-#endif
+#include "vecmath.h"
 
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_A 0.044715f
-
-/* e^x for x in about [-87, 88], written so the compiler vectorizes it (the C library's
- * expf and tanhf are calls it will not): x = n ln 2 + r with |r| <= ln2/2, a degree-7
- * polynomial for e^r (Cephes' coefficients, relative error about 1e-7), and 2^n built in
- * the exponent bits. Inputs outside the range are clamped. */
-static inline float exp_vec(float x)
-{
-    x = x < -87.0f ? -87.0f : x;
-    x = x > 88.0f ? 88.0f : x;
-    const float t = x * 1.44269504088896341f;
-    const int32_t n = (int32_t)(t + copysignf(0.5f, t)); /* round to nearest */
-    const float nf = (float)n;
-    const float r = x - nf * 0.693359375f + nf * 2.12194440e-4f; /* ln 2 in two parts */
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    const float y = p * r * r + r + 1.0f;
-    const int32_t bits = (n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, sizeof scale);
-    return y * scale;
-}
 
 /* GELU in its sigmoid form: 0.5 x (1 + tanh(u)) = x sigmoid(2u), which has no
  * cancellation for negative x. Both passes are compiled for AVX-512, AVX2 and the

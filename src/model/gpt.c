@@ -4,6 +4,7 @@
  * gradients, activations, activation gradients) is allocated once, aligned, and named
  * views point into it. */
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -283,7 +284,8 @@ slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_stor
     const size_t N = (size_t)max_batch * cfg->seq_len, C = (size_t)cfg->d_model;
     const size_t T = (size_t)cfg->seq_len;
     const size_t wide = 4 * C / (size_t)tp_size; /* this rank's MLP width, also >= its QKV width */
-    m->dacts_floats = 2 * N * C + 2 * N * wide + slm_attention_scratch_floats((int)T);
+    m->datt_floats = slm_attention_scratch_floats((int)T, omp_get_max_threads());
+    m->dacts_floats = 2 * N * C + 2 * N * wide + m->datt_floats;
     m->dacts = alloc_floats(m->dacts_floats);
     m->inputs_all = calloc(N * (size_t)st->slots, sizeof(int32_t));
     m->targets_all = calloc(N * (size_t)st->slots, sizeof(int32_t));

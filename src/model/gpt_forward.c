@@ -38,7 +38,7 @@ static void block_forward(slm_gpt_t m, int l, const float *x, int B, int T, int 
     slm_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1w, w->ln1b, N, C);
     slm_matmul_forward(a->qkv, a->ln1, w->qkvw, w->qkvb, N, C, 3 * CL);
     gpt_poll(m);
-    slm_attention_forward(a->atty, m->datt, a->qkv, B, T, CL, NH);
+    slm_attention_forward(a->atty, m->datt, m->datt_floats, a->qkv, B, T, CL, NH);
     gpt_poll(m);
     row_parallel_forward(m, a->res2, a->atty, w->attprojw, w->attprojb, N, CL, C);
     slm_residual_forward(a->res2, a->res2, x, (size_t)N * C);
@@ -160,7 +160,7 @@ void slm_gpt_backward_slot(slm_gpt_t m, int slot, float loss_scale)
         float *dqkv = m->dwide1;
         memset(dqkv, 0, 3 * NCL * sizeof(float));
         gpt_poll(m);
-        slm_attention_backward(dqkv, m->datt, m->dnarrow, a->qkv, B, T, CL, NH);
+        slm_attention_backward(dqkv, m->datt, m->datt_floats, m->dnarrow, a->qkv, B, T, CL, NH);
         gpt_poll(m);
         memset(m->dnarrow, 0, NC * sizeof(float));
         slm_matmul_backward(m->dnarrow, g->qkvw, g->qkvb, dqkv, a->ln1, w->qkvw, N, C, 3 * CL);

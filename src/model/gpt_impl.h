@@ -66,7 +66,8 @@ struct slm_gpt {
     float *dnarrow; /* (N,C) */
     float *dwide1;  /* (N,4C/tp), also holds dqkv (N,3C/tp) */
     float *dwide2;  /* (N,4C/tp) */
-    float *datt;    /* attention scratch, forward and backward (slm_attention_scratch_floats) */
+    float *datt;    /* attention scratch, forward and backward, for the threads there were */
+    size_t datt_floats;
     slm_gpt_hooks hooks;
     int32_t *inputs_all, *targets_all; /* (slots,N) copies of each slot's batch */
     int *slot_B, *slot_T;              /* (slots) their shapes */

@@ -539,11 +539,11 @@ static double att_loss(void *p) {
 }
 
 /* Forward out vs reference, whatever garbage the scratch held; backward dqkv vs FD,
- * accumulating. scratch is exactly slm_attention_scratch_floats(T) floats, as documented.
+ * accumulating. scratch is exactly slm_attention_scratch_floats(T, 2) floats, as documented.
  * T past SLM_ATTN_TILE exercises several query tiles, the last one partial. */
 static void attention_case(int B, int T, int C, int NH, size_t nsamp, uint64_t seed) {
     rng_seed(seed);
-    size_t NQ = (size_t)B * T * 3 * C, NO = (size_t)B * T * C, NS = slm_attention_scratch_floats(T);
+    size_t NQ = (size_t)B * T * 3 * C, NO = (size_t)B * T * C, NS = slm_attention_scratch_floats(T, 2);
     float *qkv = FALLOC(NQ), *out = FALLOC(NO), *scratch = FALLOC(NS), *r = FALLOC(NO);
     fill_uniform(qkv, NQ, 1.5f, 0.0f); /* non-trivial softmax */
     fill_uniform(r, NO, 1.0f, 0.0f);
@@ -551,7 +551,7 @@ static void attention_case(int B, int T, int C, int NH, size_t nsamp, uint64_t s
     fill_const(scratch, NS, OUT_GARBAGE);
 
     printf("\n    attention B=%d T=%d C=%d NH=%d", B, T, C, NH);
-    slm_attention_forward(out, scratch, qkv, B, T, C, NH);
+    slm_attention_forward(out, scratch, NS, qkv, B, T, C, NH);
 
     att_ctx c = {B, T, C, NH, to_double(qkv, NQ), to_double(r, NO), DALLOC(NO)};
     ref_attention(c.out, c.qkv, B, T, C, NH);
@@ -560,7 +560,7 @@ static void attention_case(int B, int T, int C, int NH, size_t nsamp, uint64_t s
     float *dqkv = FALLOC(NQ);
     fill_const(dqkv, NQ, GRAD_PREFILL);
     fill_const(scratch, NS, OUT_GARBAGE);
-    slm_attention_backward(dqkv, scratch, r, qkv, B, T, C, NH);
+    slm_attention_backward(dqkv, scratch, NS, r, qkv, B, T, C, NH);
     CHECK_GRAD("attention dqkv (accumulated)", att_loss, &c, c.qkv, NQ, dqkv, nsamp);
 
     free(qkv); free(out); free(scratch); free(r); free(dqkv);
@@ -574,6 +574,7 @@ static void test_attention(void) {
     attention_case(1, 7, 12, 3, 0, 404);
     attention_case(1, SLM_ATTN_TILE, 8, 2, 400, 406);          /* exactly one full tile */
     attention_case(2, 2 * SLM_ATTN_TILE + 22, 8, 2, 400, 407); /* three tiles, the last partial */
+    attention_case(3, SLM_ATTN_TILE + 5, 12, 3, 400, 408);     /* 9 (batch, head) pairs over the threads */
 }
 
 /* Causality: perturbing qkv (q, k and v of every head) at times t' > t must leave the
@@ -585,9 +586,10 @@ static void test_attention_causal(void) {
     rng_seed(405);
     size_t NQ = (size_t)B * T * 3 * C, NO = (size_t)B * T * C;
     float *qkv = FALLOC(NQ), *qkv2 = FALLOC(NQ), *out = FALLOC(NO), *out2 = FALLOC(NO);
-    float *scratch = FALLOC(slm_attention_scratch_floats(T));
+    const size_t NS = slm_attention_scratch_floats(T, 2);
+    float *scratch = FALLOC(NS);
     fill_uniform(qkv, NQ, 1.0f, 0.0f);
-    slm_attention_forward(out, scratch, qkv, B, T, C, NH);
+    slm_attention_forward(out, scratch, NS, qkv, B, T, C, NH);
     double worst = 0.0;
     int changed_future = 1;
     for (int t = 0; t < T - 1; t++) {
@@ -596,7 +598,7 @@ static void test_attention_causal(void) {
             for (int t2 = t + 1; t2 < T; t2++)
                 for (int j = 0; j < 3 * C; j++)
                     qkv2[((size_t)b * T + t2) * 3 * C + j] += 3.0f * rng_uniform();
-        slm_attention_forward(out2, scratch, qkv2, B, T, C, NH);
+        slm_attention_forward(out2, scratch, NS, qkv2, B, T, C, NH);
         for (int b = 0; b < B; b++) {
             for (int t1 = 0; t1 <= t; t1++)
                 for (int j = 0; j < C; j++) {
