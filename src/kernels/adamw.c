@@ -1,8 +1,9 @@
 /* adamw.c - the AdamW update on one contiguous range of parameters. */
 #include <math.h>
 #include "shardlm/kernels.h"
+#include "vecmath.h"
 
-void slm_adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr,
+SLM_VECTOR_CLONES void slm_adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr,
                       float beta1, float beta2, float eps, float weight_decay, int t)
 {
     /* Bias corrections in double: beta^t for large t loses precision in float. */
