@@ -1,17 +1,40 @@
-/* bench_cmd.c - `shardlm bench gemm`: the machine's sgemm rate, the peak MFU uses. */
+/* bench_cmd.c - `shardlm bench gemm`: the machine's sgemm rate, the peak MFU uses;
+ * `shardlm bench step`: training steps of a configuration with nothing but the steps
+ * (no checkpoints, no sample), ending in the per-step profile by kind of work. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cli.h"
 #include "shardlm/runtime.h"
 
+/* `bench step [CONFIG.ini] [key=value ...]` is `train` with checkpoints, the sample and
+ * the evaluation switched off ahead of the user's own overrides. */
+static int bench_step(int argc, char **argv, MPI_Comm comm)
+{
+    char *fixed[] = {"sample.tokens=0", "ckpt.dir=", "eval.every=0", "log.every=1000000"};
+    const int nfixed = (int)(sizeof fixed / sizeof fixed[0]);
+    char **args = malloc((size_t)(argc + nfixed + 1) * sizeof *args);
+    if (!args) return SLM_EXIT_FAILURE;
+    int n = 0, i = 2;
+    args[n++] = "train";
+    if (i < argc && !strchr(argv[i], '=') && argv[i][0] != '-') args[n++] = argv[i++]; /* the config file */
+    for (int k = 0; k < nfixed; k++) args[n++] = fixed[k];
+    while (i < argc) args[n++] = argv[i++];
+    args[n] = NULL;
+    int rc = slm_cmd_train(n, args, comm);
+    free(args);
+    return rc;
+}
+
 int slm_cmd_bench(int argc, char **argv, MPI_Comm comm)
 {
     int rank;
     MPI_Comm_rank(comm, &rank);
+    if (argc >= 2 && !strcmp(argv[1], "step")) return bench_step(argc, argv, comm);
     if (argc < 2 || strcmp(argv[1], "gemm")) {
         if (rank == 0)
-            fprintf(stderr, "usage: shardlm bench gemm [--size N] [--threads N] [--seconds S] [--json]\n");
+            fprintf(stderr, "usage: shardlm bench gemm [--size N] [--threads N] [--seconds S] [--json]\n"
+                            "       shardlm bench step [CONFIG.ini] [section.key=value ...]\n");
         return argc > 1 && !strcmp(argv[1], "--help") ? SLM_EXIT_OK : SLM_EXIT_USAGE;
     }
     int size = 2048, threads = 0, json = 0;

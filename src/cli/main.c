@@ -18,6 +18,8 @@ static void usage(FILE *f)
             "  train [CONFIG.ini] [section.key=value ...]   train a GPT model (see train --help)\n"
             "  bench gemm [--size N] [--threads N] [--seconds S] [--json]\n"
             "                                               measure the sgemm peak used for MFU\n"
+            "  bench step [CONFIG.ini] [section.key=value ...]\n"
+            "                                               training steps and their profile by kind\n"
             "  ckpt list DIR | inspect FILE | verify FILE|DIR\n"
             "                                               checkpoint tools\n"
             "  sample CHECKPOINT|DIR [--tokens N] [--temperature T] [--top-k K] [--prompt TEXT]\n"
