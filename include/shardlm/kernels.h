@@ -106,6 +106,9 @@ void slm_crossentropy_backward_part(float *logits, const float *lse, const int32
  * p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps). t counts from 1. */
 void slm_adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr,
                       float beta1, float beta2, float eps, float weight_decay, int t);
+/* The same with each gradient multiplied by gscale as it is read. */
+void slm_adamw_update_scaled(float *p, const float *g, float gscale, float *m, float *v, size_t n, float lr,
+                             float beta1, float beta2, float eps, float weight_decay, int t);
 
 /* bfloat16 (the top 16 bits of an IEEE float) conversion. To bf16 rounds to nearest,
  * ties to even; NaN stays NaN. Exact in the other direction. */

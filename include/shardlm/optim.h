@@ -18,6 +18,8 @@ double slm_lr_at(long step, long steps, long warmup, double lr, double min_lr);
  * as torch.nn.utils.clip_grad_norm_: factor max_norm / (norm + 1e-6) when below 1.
  * norm is the norm before clipping. */
 void slm_clip_grads(float *grads, size_t n, double norm, double max_norm);
+/* The factor slm_clip_grads multiplies by (1 when it leaves the gradients alone). */
+float slm_clip_factor(double norm, double max_norm);
 
 typedef struct slm_adamw *slm_adamw_t;
 
@@ -31,6 +33,10 @@ void slm_adamw_step(slm_adamw_t opt, float *params, const float *grads,
                     const slm_tensor_info *tensors, int ntensors, double lr);
 /* For sharded state: count the step once, then update each owned range. */
 void slm_adamw_begin_step(slm_adamw_t opt);
+/* Multiply the gradients by scale as this step's updates read them (begin_step resets it
+ * to 1): clipping folded into the update, which saves a pass over the gradients. The
+ * result is bitwise that of scaling the gradients first. */
+void slm_adamw_set_grad_scale(slm_adamw_t opt, float scale);
 /* Update count parameters whose first element is global_offset in the model's
  * parameter index space (which tensor, hence whether to decay) and state_offset in this
  * optimizer's moments. */

@@ -130,7 +130,9 @@ double slm_fsdp_grad_norm(slm_fsdp_t f);
  * both copies of the tied embedding take the same step; returns the bytes sent (ring
  * volume). Collective over the tied group. */
 double slm_fsdp_sum_tied(slm_fsdp_t f);
-/* Clip as slm_clip_grads does, on what this rank holds. Local. */
+/* Clip as slm_clip_grads does, on what this rank holds: the factor is applied as the next
+ * optimizer step reads the gradients (no pass of its own; the gradients themselves stay
+ * unscaled). Local. */
 void slm_fsdp_clip(slm_fsdp_t f, double norm, double max_norm);
 /* AdamW on the owned shards, then make parameters whole again where the stage keeps them
  * replicated (stages 1-2: the all-gathers are started here and waited for by the next

@@ -8,6 +8,7 @@ struct slm_adamw {
     float *m, *v; /* first and second moments, (n) each, one allocation */
     double beta1, beta2, eps, weight_decay;
     long t;
+    float grad_scale; /* this step's */
 };
 
 slm_status slm_adamw_create(size_t n, double beta1, double beta2, double eps,
@@ -40,7 +41,13 @@ void slm_adamw_destroy(slm_adamw_t *opt)
     *opt = NULL;
 }
 
-void slm_adamw_begin_step(slm_adamw_t o) { o->t++; }
+void slm_adamw_begin_step(slm_adamw_t o)
+{
+    o->t++;
+    o->grad_scale = 1.0f;
+}
+
+void slm_adamw_set_grad_scale(slm_adamw_t o, float scale) { o->grad_scale = scale; }
 
 void slm_adamw_update_range(slm_adamw_t o, float *params, const float *grads, size_t state_offset,
                             size_t global_offset, size_t count, const slm_tensor_info *tensors,
@@ -53,9 +60,9 @@ void slm_adamw_update_range(slm_adamw_t o, float *params, const float *grads, si
         size_t hi = t->offset + t->count < end ? t->offset + t->count : end;
         if (lo >= hi) continue;
         size_t k = lo - global_offset;
-        slm_adamw_update(params + k, grads + k, o->m + state_offset + k, o->v + state_offset + k,
-                         hi - lo, (float)lr, (float)o->beta1, (float)o->beta2, (float)o->eps,
-                         t->decay ? (float)o->weight_decay : 0.0f, (int)o->t);
+        slm_adamw_update_scaled(params + k, grads + k, o->grad_scale, o->m + state_offset + k,
+                                o->v + state_offset + k, hi - lo, (float)lr, (float)o->beta1, (float)o->beta2,
+                                (float)o->eps, t->decay ? (float)o->weight_decay : 0.0f, (int)o->t);
     }
 }
 

@@ -399,17 +399,15 @@ double slm_fsdp_grad_norm(slm_fsdp_t f)
     return sqrt(total);
 }
 
-void slm_fsdp_clip(slm_fsdp_t f, double norm, double max_norm)
-{
-    if (f->o.zero_stage == 0) slm_clip_grads(f->full_grads, f->nparams, norm, max_norm);
-    else slm_clip_grads(f->shard_grads, f->shard_total, norm, max_norm);
-}
+void slm_fsdp_clip(slm_fsdp_t f, double norm, double max_norm) { f->clip_scale = slm_clip_factor(norm, max_norm); }
 
 slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr)
 {
     const slm_tensor_info *t = slm_gpt_tensor(f->model, 0);
     const int nt = slm_gpt_num_tensors(f->model);
     slm_adamw_begin_step(f->opt);
+    slm_adamw_set_grad_scale(f->opt, f->clip_scale ? f->clip_scale : 1.0f);
+    f->clip_scale = 1.0f;
     if (f->o.zero_stage == 0) {
         float *p = f->bf16 ? f->master : f->full_params;
         slm_adamw_update_range(f->opt, p, f->full_grads, 0, 0, f->nparams, t, nt, lr);

@@ -64,6 +64,7 @@ struct slm_fsdp {
     MPI_Op bf16_sum;
     fsdp_pool ppool, gpool;
     slm_adamw_t opt;
+    float clip_scale;       /* the clip factor the next optimizer step applies as it reads */
     MPI_Request req[FSDP_MAX_OPS];
     fsdp_op ops[FSDP_MAX_OPS];
     int last_micro;
