@@ -101,14 +101,12 @@ void slm_crossentropy_part(float *part, const float *logits, const float *rowmax
 void slm_crossentropy_backward_part(float *logits, const float *lse, const int32_t *targets, int v0,
                                     float scale, int N, int V);
 
-/* One AdamW step (torch.optim.AdamW semantics, decoupled weight decay) on n elements:
+/* One AdamW step (torch.optim.AdamW semantics, decoupled weight decay) on n elements,
+ * each gradient multiplied by gscale as it is read (g = gscale * g[i]; 1 for none):
  * p -= lr*wd*p; m = b1*m + (1-b1)*g; v = b2*v + (1-b2)*g^2;
  * p -= lr * (m/(1-b1^t)) / (sqrt(v/(1-b2^t)) + eps). t counts from 1. */
-void slm_adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr,
+void slm_adamw_update(float *p, const float *g, float gscale, float *m, float *v, size_t n, float lr,
                       float beta1, float beta2, float eps, float weight_decay, int t);
-/* The same with each gradient multiplied by gscale as it is read. */
-void slm_adamw_update_scaled(float *p, const float *g, float gscale, float *m, float *v, size_t n, float lr,
-                             float beta1, float beta2, float eps, float weight_decay, int t);
 
 /* bfloat16 (the top 16 bits of an IEEE float) conversion. To bf16 rounds to nearest,
  * ties to even; NaN stays NaN. Exact in the other direction. */

@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "data_impl.h"
 #include "shardlm/bpe.h"
 #include "shardlm/data.h"
 #include "shardlm/rng.h"
@@ -51,8 +52,7 @@ static void unmap_segment(segment *s)
     s->map = s->map2 = NULL;
 }
 
-/* Map a whole file read-only; *len its size. */
-static slm_status map_file(const char *path, void **map, size_t *len)
+slm_status slm_map_file(const char *path, void **map, size_t *len)
 {
     int fd = open(path, O_RDONLY);
     SLM_CHECK(fd >= 0, SLM_ERR_IO, "cannot open %s: %s", path, strerror(errno));
@@ -88,7 +88,7 @@ struct slm_dataset {
 static slm_status map_shard(const char *path, int vocab_size, segment *s)
 {
     memset(s, 0, sizeof *s);
-    SLM_CALL(map_file(path, &s->map, &s->map_len));
+    SLM_CALL(slm_map_file(path, &s->map, &s->map_len));
     const size_t len = s->map_len;
     const int32_t *h = s->map;
     slm_status st = SLM_OK;
@@ -125,7 +125,7 @@ static slm_status map_shard(const char *path, int vocab_size, segment *s)
 static slm_status map_indexed(const char *idx_path, int vocab_size, segment *s)
 {
     memset(s, 0, sizeof *s);
-    SLM_CALL(map_file(idx_path, &s->map2, &s->map2_len));
+    SLM_CALL(slm_map_file(idx_path, &s->map2, &s->map2_len));
     const unsigned char *p = s->map2;
     const size_t ilen = s->map2_len, head = 9 + 8 + 1 + 8 + 8;
     uint64_t version = 0, nseq = 0, ndoc = 0;
@@ -150,7 +150,7 @@ static slm_status map_indexed(const char *idx_path, int vocab_size, segment *s)
     char bin_path[4096];
     const size_t plen = strlen(idx_path) - 4; /* without ".idx" */
     snprintf(bin_path, sizeof bin_path, "%.*s.bin", (int)plen, idx_path);
-    if (st == SLM_OK) st = map_file(bin_path, &s->map, &s->map_len);
+    if (st == SLM_OK) st = slm_map_file(bin_path, &s->map, &s->map_len);
     if (st == SLM_OK) {
         s->width = code == 8 ? 2 : 4;
         const unsigned char *sizes = p + head, *ptrs = p + head + 4 * nseq;

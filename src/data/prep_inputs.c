@@ -3,13 +3,12 @@
  * the list; files are mapped on first use. */
 #include <dirent.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <glob.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
+#include "data_impl.h"
 #include "prep_impl.h"
 #include "shardlm/parallel.h"
 
@@ -84,14 +83,16 @@ static slm_status share(MPI_Comm comm, slm_prep_inputs *in)
     if (!all_ok) free(names);
     SLM_CHECK(all_ok, SLM_ERR_NOMEM, "prep: out of memory sharing the list of inputs");
     if (rank == 0)
-        for (int i = 0, at = 0; i < in->n; i++) at += sprintf(names + at, "%s", in->path[i]) + 1;
+        for (int i = 0, at = 0; i < in->n; i++) {
+            at += sprintf(names + at, "%s", in->path[i]) + 1;
+            free(in->path[i]); /* from here on every rank's paths point into names */
+        }
     MPI_Bcast(in->start, (int)head[0] + 1, MPI_UINT64_T, 0, comm);
     MPI_Bcast(names, (int)head[1], MPI_CHAR, 0, comm); /* lists past 2 GB of names are not expected */
-    if (rank != 0)
-        for (int i = 0, at = 0; i < in->n; i++) {
-            in->path[i] = names + at;
-            at += (int)strlen(names + at) + 1;
-        }
+    for (int i = 0, at = 0; i < in->n; i++) {
+        in->path[i] = names + at;
+        at += (int)strlen(names + at) + 1;
+    }
     in->names = names;
     return SLM_OK;
 }
@@ -110,19 +111,16 @@ slm_status slm_prep_inputs_open(MPI_Comm comm, char *const *args, int nargs, slm
             s = SLM_ERROR(SLM_ERR_ARG, "prep: the inputs hold no text (%d file%s, all empty: %s%s)", in->n,
                           in->n == 1 ? "" : "s", in->path[0], in->n > 1 ? " ..." : "");
     }
-    SLM_CALL(slm_agree(comm, s));
-    if (rank == 0) { /* rank 0's strings become the shared block's */
-        SLM_CALL(share(comm, in));
-        for (int i = 0; i < in->n; i++) free(in->path[i]);
-        for (int i = 0, at = 0; i < in->n; i++) {
-            in->path[i] = in->names + at;
-            at += (int)strlen(in->names + at) + 1;
-        }
-    } else {
-        SLM_CALL(share(comm, in));
+    s = slm_agree(comm, s);
+    if (s == SLM_OK) s = share(comm, in);
+    if (s == SLM_OK && !(in->map = calloc((size_t)in->n, sizeof *in->map)))
+        s = SLM_ERROR(SLM_ERR_NOMEM, "prep: out of memory");
+    if (s != SLM_OK) {
+        if (!in->names) /* rank 0's own copies of the paths, not yet in the shared block */
+            for (int i = 0; in->path && i < in->n; i++) free(in->path[i]);
+        slm_prep_inputs_close(in);
+        return slm_error_push(s, __FILE__, __LINE__, __func__);
     }
-    in->map = calloc((size_t)in->n, sizeof *in->map);
-    SLM_CHECK(in->map || in->n == 0, SLM_ERR_NOMEM, "prep: out of memory");
     return SLM_OK;
 }
 
@@ -150,17 +148,15 @@ int slm_prep_file_of(const slm_prep_inputs *in, uint64_t pos)
 
 slm_status slm_prep_map(slm_prep_inputs *in, int f, const unsigned char **data)
 {
-    uint64_t size = slm_prep_file_size(in, f);
+    const uint64_t size = slm_prep_file_size(in, f);
     if (!in->map[f] && size) {
-        int fd = open(in->path[f], O_RDONLY);
-        SLM_CHECK(fd >= 0, SLM_ERR_IO, "prep: cannot open %s: %s", in->path[f], strerror(errno));
-        struct stat st;
-        int same = fstat(fd, &st) == 0 && (uint64_t)st.st_size == size;
-        void *p = same ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
-        int err = errno;
-        close(fd);
-        SLM_CHECK(same, SLM_ERR_IO, "prep: %s changed size while being read", in->path[f]);
-        SLM_CHECK(p != MAP_FAILED, SLM_ERR_IO, "prep: cannot map %s: %s", in->path[f], strerror(err));
+        void *p;
+        size_t len;
+        SLM_CALL(slm_map_file(in->path[f], &p, &len));
+        if (len != size) {
+            if (p) munmap(p, len);
+            return SLM_ERROR(SLM_ERR_IO, "prep: %s changed size while being read", in->path[f]);
+        }
         madvise(p, size, MADV_SEQUENTIAL);
         in->map[f] = p;
     }

@@ -3,7 +3,7 @@
 #include "shardlm/kernels.h"
 #include "vecmath.h"
 
-SLM_VECTOR_CLONES void slm_adamw_update_scaled(float *p, const float *g, float gscale, float *m, float *v, size_t n,
+SLM_VECTOR_CLONES void slm_adamw_update(float *p, const float *g, float gscale, float *m, float *v, size_t n,
                                                float lr, float beta1, float beta2, float eps, float weight_decay, int t)
 {
     /* Bias corrections in double: beta^t for large t loses precision in float. */
@@ -21,8 +21,3 @@ SLM_VECTOR_CLONES void slm_adamw_update_scaled(float *p, const float *g, float g
     }
 }
 
-void slm_adamw_update(float *p, const float *g, float *m, float *v, size_t n, float lr, float beta1, float beta2,
-                      float eps, float weight_decay, int t)
-{
-    slm_adamw_update_scaled(p, g, 1.0f, m, v, n, lr, beta1, beta2, eps, weight_decay, t);
-}

@@ -127,8 +127,10 @@ static double tile_flop(int T, int hs, int products)
     return f;
 }
 
-void slm_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv, int B, int T, int C,
-                           int NH)
+/* One pass over every (batch, head) pair: forward writes y (out), backward accumulates
+ * dqkv (out) from dy. The pairs are dealt to the threads, each with its part of the scratch. */
+static void attention_pass(int backward, float *out, float *scratch, size_t scratch_floats, const float *dy,
+                           const float *qkv, int B, int T, int C, int NH)
 {
     KCLOCK_START;
     const int hs = C / NH, pairs = B * NH, workers = worker_count(scratch_floats, T, pairs);
@@ -139,32 +141,24 @@ void slm_attention_forward(float *out, float *scratch, size_t scratch_floats, co
 #pragma omp parallel for num_threads(workers) schedule(static) if (workers > 1)
     for (int bh = 0; bh < pairs; bh++) {
         const int b = bh / NH, h = bh % NH;
-        head_forward(out + (size_t)b * T * C + (size_t)h * hs, scratch + (size_t)omp_get_thread_num() * per,
-                     qkv + (size_t)b * T * 3 * C + (size_t)h * hs, T, C, hs, scale);
+        const size_t in_off = (size_t)b * T * 3 * C + (size_t)h * hs, y_off = (size_t)b * T * C + (size_t)h * hs;
+        float *own = scratch + (size_t)omp_get_thread_num() * per;
+        if (backward) head_backward(out + in_off, own, own + per / 2, dy + y_off, qkv + in_off, T, C, hs, scale);
+        else head_forward(out + y_off, own, qkv + in_off, T, C, hs, scale);
     }
     if (workers > 1) openblas_set_num_threads(blas_threads);
-    slm_kernel_clock.attention_flop += pairs * tile_flop(T, hs, 2);
+    slm_kernel_clock.attention_flop += pairs * tile_flop(T, hs, backward ? 5 : 2);
     KCLOCK_STOP(attention_s);
+}
+
+void slm_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv, int B, int T, int C,
+                           int NH)
+{
+    attention_pass(0, out, scratch, scratch_floats, NULL, qkv, B, T, C, NH);
 }
 
 void slm_attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *qkv,
                             int B, int T, int C, int NH)
 {
-    KCLOCK_START;
-    const int hs = C / NH, pairs = B * NH, workers = worker_count(scratch_floats, T, pairs);
-    const float scale = 1.0f / sqrtf((float)hs);
-    const size_t per = slm_attention_scratch_floats(T, 1);
-    const int blas_threads = openblas_get_num_threads();
-    if (workers > 1) openblas_set_num_threads(1);
-#pragma omp parallel for num_threads(workers) schedule(static) if (workers > 1)
-    for (int bh = 0; bh < pairs; bh++) {
-        const int b = bh / NH, h = bh % NH;
-        const size_t off = (size_t)b * T * 3 * C + (size_t)h * hs;
-        float *p = scratch + (size_t)omp_get_thread_num() * per;
-        head_backward(dqkv + off, p, p + per / 2, dout + (size_t)b * T * C + (size_t)h * hs, qkv + off, T, C, hs,
-                      scale);
-    }
-    if (workers > 1) openblas_set_num_threads(blas_threads);
-    slm_kernel_clock.attention_flop += pairs * tile_flop(T, hs, 5);
-    KCLOCK_STOP(attention_s);
+    attention_pass(1, dqkv, scratch, scratch_floats, dout, qkv, B, T, C, NH);
 }

@@ -272,18 +272,17 @@ slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_stor
         m->grads = alloc_floats(m->nparams);
         if (!m->params || !m->grads) goto nomem;
     }
-    if (cfg->recompute) {
-        const size_t Nw = (size_t)max_batch * (size_t)cfg->seq_len, Cw = (size_t)cfg->d_model;
-        layout_block(NULL, &m->work_floats, &m->work, Nw, Cw, Cw / (size_t)tp_size, 0);
-        if (!(m->work_mem = alloc_floats(m->work_floats))) goto nomem;
-        size_t off = 0;
-        layout_block(m->work_mem, &off, &m->work, Nw, Cw, Cw / (size_t)tp_size, 0);
-    }
-    m->acts_floats = layout_acts(m, NULL);
-    m->acts = alloc_floats(m->acts_floats * (size_t)st->slots);
     const size_t N = (size_t)max_batch * cfg->seq_len, C = (size_t)cfg->d_model;
     const size_t T = (size_t)cfg->seq_len;
     const size_t wide = 4 * C / (size_t)tp_size; /* this rank's MLP width, also >= its QKV width */
+    if (cfg->recompute) { /* count, allocate, then lay out the shared inner activations */
+        layout_block(NULL, &m->work_floats, &m->work, N, C, C / (size_t)tp_size, 0);
+        if (!(m->work_mem = alloc_floats(m->work_floats))) goto nomem;
+        size_t off = 0;
+        layout_block(m->work_mem, &off, &m->work, N, C, C / (size_t)tp_size, 0);
+    }
+    m->acts_floats = layout_acts(m, NULL);
+    m->acts = alloc_floats(m->acts_floats * (size_t)st->slots);
     m->datt_floats = slm_attention_scratch_floats((int)T, omp_get_max_threads());
     m->dacts_floats = 2 * N * C + 2 * N * wide + m->datt_floats;
     m->dacts = alloc_floats(m->dacts_floats);

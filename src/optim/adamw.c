@@ -60,7 +60,7 @@ void slm_adamw_update_range(slm_adamw_t o, float *params, const float *grads, si
         size_t hi = t->offset + t->count < end ? t->offset + t->count : end;
         if (lo >= hi) continue;
         size_t k = lo - global_offset;
-        slm_adamw_update_scaled(params + k, grads + k, o->grad_scale, o->m + state_offset + k,
+        slm_adamw_update(params + k, grads + k, o->grad_scale, o->m + state_offset + k,
                                 o->v + state_offset + k, hi - lo, (float)lr, (float)o->beta1, (float)o->beta2,
                                 (float)o->eps, t->decay ? (float)o->weight_decay : 0.0f, (int)o->t);
     }

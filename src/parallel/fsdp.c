@@ -160,6 +160,7 @@ slm_status slm_fsdp_create(slm_gpt_t model, MPI_Comm dp, const slm_fsdp_options 
     f->o = *opt;
     f->bf16 = opt->bf16;
     f->bf16_sum = MPI_OP_NULL;
+    f->clip_scale = 1.0f;
     MPI_Comm_rank(dp, &f->rank);
     MPI_Comm_size(dp, &f->size);
     const int nmu = slm_gpt_num_units(model);
@@ -406,7 +407,7 @@ slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr)
     const slm_tensor_info *t = slm_gpt_tensor(f->model, 0);
     const int nt = slm_gpt_num_tensors(f->model);
     slm_adamw_begin_step(f->opt);
-    slm_adamw_set_grad_scale(f->opt, f->clip_scale ? f->clip_scale : 1.0f);
+    slm_adamw_set_grad_scale(f->opt, f->clip_scale);
     f->clip_scale = 1.0f;
     if (f->o.zero_stage == 0) {
         float *p = f->bf16 ? f->master : f->full_params;

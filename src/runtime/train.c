@@ -214,20 +214,26 @@ static void print_summary(const trainer *tr)
     fflush(stdout);
 }
 
+/* Fill inputs/targets with this rank's part of micro-batch `micro` (counted over the
+ * data-parallel ranks) of the samples of ds from index `first` on. */
+static void fill_batch(trainer *tr, slm_dataset_t ds, uint64_t first, uint64_t micro)
+{
+    const int T = tr->T;
+    const uint64_t g0 = first + (micro * (uint64_t)tr->dp + (uint64_t)tr->dp_rank) * (uint64_t)tr->B;
+    for (int b = 0; b < tr->B; b++) {
+        int32_t *w = tr->windows + (size_t)b * (T + 1);
+        slm_dataset_sample(ds, g0 + (uint64_t)b, w);
+        memcpy(tr->inputs + (size_t)b * T, w, (size_t)T * sizeof(int32_t));
+        memcpy(tr->targets + (size_t)b * T, w + 1, (size_t)T * sizeof(int32_t));
+    }
+}
+
 /* Fill inputs/targets for micro-step `micro` of `step` on this rank. Sample indices
  * count through the global batch, so every rank count sees the same samples. */
 slm_status slm_trainer_load_batch(trainer *tr, long step, int micro)
 {
-    const int T = tr->T;
     const double t0 = slm_now();
-    for (int b = 0; b < tr->B; b++) {
-        uint64_t g = (uint64_t)tr->samples + (uint64_t)micro * (uint64_t)tr->B * tr->dp +
-                     (uint64_t)tr->dp_rank * tr->B + (uint64_t)b;
-        int32_t *w = tr->windows + (size_t)b * (T + 1);
-        slm_dataset_sample(tr->data, g, w);
-        memcpy(tr->inputs + (size_t)b * T, w, (size_t)T * sizeof(int32_t));
-        memcpy(tr->targets + (size_t)b * T, w + 1, (size_t)T * sizeof(int32_t));
-    }
+    fill_batch(tr, tr->data, (uint64_t)tr->samples, (uint64_t)micro);
     tr->data_s += slm_now() - t0;
     if (tr->dump && tr->dp == 1) SLM_CALL(slm_dump_tokens(tr->dump, step, micro, tr->windows));
     return SLM_OK;
@@ -326,17 +332,12 @@ static void next_logits(void *ctx, const int32_t *tok, int T, float *out) { forw
  * way a training step splits its batch, averaged. Collective. */
 static double evaluate(trainer *tr)
 {
-    const int B = tr->B, T = tr->T, nb = tr->conf->eval.batches * tr->accum;
+    const int nb = tr->conf->eval.batches * tr->accum;
     double sum = 0.0;
     slm_activity_set("evaluation", -1);
     for (int k = 0; k < nb; k++) { /* micro-batch k of this rank: as micro-step k of a step */
-        for (int b = 0; b < B; b++) {
-            int32_t *w = tr->windows + (size_t)b * (T + 1);
-            slm_dataset_sample(tr->val, ((uint64_t)k * tr->dp + (uint64_t)tr->dp_rank) * (uint64_t)B + (uint64_t)b, w);
-            memcpy(tr->inputs + (size_t)b * T, w, (size_t)T * sizeof(int32_t));
-            memcpy(tr->targets + (size_t)b * T, w + 1, (size_t)T * sizeof(int32_t));
-        }
-        sum += forward_whole(tr, tr->inputs, tr->targets, B, T, NULL);
+        fill_batch(tr, tr->val, 0, (uint64_t)k);
+        sum += forward_whole(tr, tr->inputs, tr->targets, tr->B, tr->T, NULL);
     }
     MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, tr->dp_comm);
     return sum / ((double)nb * tr->dp);

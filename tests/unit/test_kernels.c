@@ -806,7 +806,7 @@ static void adamw_check(float wd, const double expect_p[2][3]) {
     const float g[2][3] = {{0.5f, -1.0f, 0.0f}, {0.25f, 1.0f, 0.0f}};
     float p[3] = {1.0f, -2.0f, 0.5f}, m[3] = {0}, v[3] = {0};
     for (int t = 1; t <= 2; t++) {
-        slm_adamw_update(p, g[t - 1], m, v, 3, 0.1f, 0.9f, 0.999f, 1e-8f, wd, t);
+        slm_adamw_update(p, g[t - 1], 1.0f, m, v, 3, 0.1f, 0.9f, 0.999f, 1e-8f, wd, t);
         for (int i = 0; i < 3; i++) {
             printf("\n      adamw wd=%.1f t=%d p[%d]=%.9f (expect %.9f)", wd, t, i, p[i],
                    expect_p[t - 1][i]);
@@ -837,7 +837,7 @@ static void test_adamw(void) {
      * so p = -0.0990099. (eps inside the sqrt would give 0.1 * 1e-6 / 1.00005e-4 = 0.001.)
      * The relative 3e-8 rounding of 1e-6f changes the ratio by < 1e-9. */
     float p = 0.0f, g = 1e-6f, m = 0.0f, v = 0.0f;
-    slm_adamw_update(&p, &g, &m, &v, 1, 0.1f, 0.9f, 0.999f, 1e-8f, 0.0f, 1);
+    slm_adamw_update(&p, &g, 1.0f, &m, &v, 1, 0.1f, 0.9f, 0.999f, 1e-8f, 0.0f, 1);
     printf("\n      adamw eps placement p=%.9f (expect %.9f)", p, -0.1 / 1.01);
     CHECK_TRUE(fabs(p - (-0.1 / 1.01)) <= 1e-6, "adamw eps placement: got %.9f expected %.9f",
                p, -0.1 / 1.01);
@@ -854,7 +854,7 @@ static void adamw_vector_case(size_t n, uint64_t seed) {
     const double lr = 3e-3, b1 = 0.9, b2 = 0.95, eps = 1e-8, wd = 0.1;
     for (int t = 1; t <= 5; t++) {
         fill_uniform(g, n, 1.0f, 0.0f);
-        slm_adamw_update(p, g, m, v, n, (float)lr, (float)b1, (float)b2, (float)eps,
+        slm_adamw_update(p, g, 1.0f, m, v, n, (float)lr, (float)b1, (float)b2, (float)eps,
                          (float)wd, t);
         for (size_t i = 0; i < n; i++) {
             pd[i] -= (double)(float)lr * (double)(float)wd * pd[i];
