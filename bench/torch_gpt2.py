@@ -5,7 +5,8 @@ The same GPT-2 and training step as `shardlm train`, written in PyTorch for the 
 learned position embeddings, pre-LN blocks, causal multi-head attention, GELU (tanh),
 final LayerNorm, LM head tied to the token embedding, mean cross-entropy, global-norm
 gradient clipping, AdamW (weight decay on the 2-D tensors only: wte, wpe and the four
-matrices of each block) with linear warmup and cosine decay, all in fp32. The data are
+matrices of each block) with linear warmup and cosine decay, all in fp32 (with --bf16,
+the forward runs under CPU autocast to bfloat16, PyTorch's own mixed precision). The data are
 uniformly random tokens of the given vocabulary, drawn each step.
 
 It times whole steps (zero_grad, batch, forward, backward, clip, AdamW), skips the first
@@ -77,6 +78,9 @@ def parse_args():
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=1337)
     p.add_argument("--foreach", action="store_true", help="AdamW with foreach=True")
+    p.add_argument("--bf16", action="store_true",
+                   help="forward and loss under torch.autocast('cpu', dtype=torch.bfloat16): the "
+                        "matrix products in bf16 through oneDNN, fp32 weights and optimizer")
     p.add_argument("--no-malloc-tuning", action="store_true",
                    help="leave glibc malloc at its defaults")
     p.add_argument("--verbose", action="store_true", help="print each step's time to stderr")
@@ -225,7 +229,8 @@ def main(a):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
         batch = torch.randint(V, (B, T + 1), generator=gen)
-        loss = model(batch[:, :-1].contiguous(), batch[:, 1:].contiguous())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+            loss = model(batch[:, :-1].contiguous(), batch[:, 1:].contiguous())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, a.grad_clip)
         lr = lr_at(step, a.steps, a.lr_warmup, a.lr, a.min_lr)
@@ -247,7 +252,7 @@ def main(a):
     mfu = tps * fpt / (a.peak_gflops * 1e9) if a.peak_gflops > 0 and times else None
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     out = {"impl": "torch", "torch": torch.__version__, "params": nparams,
-           "n_layer": L, "n_head": NH, "d_model": C, "vocab": V, "seq_len": T, "batch": B,
+           "precision": "bf16 autocast" if a.bf16 else "fp32", "n_layer": L, "n_head": NH, "d_model": C, "vocab": V, "seq_len": T, "batch": B,
            "threads": torch.get_num_threads(), "steps": a.steps, "timed_steps": len(times),
            "step_ms": step_s * 1e3, "tokens_per_s": tps, "mfu": mfu,
            "peak_rss_mib": rss, "last_loss": loss_v,

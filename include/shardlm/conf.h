@@ -24,6 +24,7 @@ typedef struct slm_conf {
         long warmup_steps;
         uint64_t seed;
         char precision[8];
+        char matmul[16];
         int recompute;
         int threads;
         double watchdog_s;

@@ -39,7 +39,23 @@ void slm_layernorm_backward(float *dinp, float *dw, float *db, const float *dout
                             const float *inp, const float *w, const float *mean,
                             const float *rstd, int N, int C);
 
-/* Linear layer through OpenBLAS sgemm, weights laid out as torch.nn.Linear:
+/* The backend of every matrix product: OpenBLAS (the default), or oneDNN when the
+ * library was configured --with-dnnl. With oneDNN the linear layers can also multiply in
+ * bf16: operands rounded to bfloat16 (nearest, ties to even), products accumulated and
+ * written in fp32; attention's products stay fp32. */
+typedef enum slm_gemm_backend { SLM_GEMM_OPENBLAS, SLM_GEMM_DNNL } slm_gemm_backend;
+/* 1 when the backend is built in. */
+int slm_gemm_available(slm_gemm_backend backend);
+/* Use `backend` from now on, with bf16 linear layers if `bf16` (oneDNN only). Returns 0,
+ * or -1 (nothing changed) when that is not built in. Not for use while kernels run. */
+int slm_gemm_select(slm_gemm_backend backend, int bf16);
+/* "openblas sgemm", "onednn sgemm" or "onednn bf16 matmul": what the linear layers use. */
+const char *slm_gemm_name(void);
+/* The best rate of an n x n x n product with the selected backend and precision over
+ * about `seconds`, in GFLOP/s (the peak MFU is measured against); 0 out of memory. */
+double slm_gemm_peak_gflops(int n, double seconds);
+
+/* Linear layer through the selected GEMM backend, weights laid out as torch.nn.Linear:
  * out (N,OC) = inp (N,IC) @ w(OC,IC)^T + bias (OC, may be NULL). out is written. */
 void slm_matmul_forward(float *out, const float *inp, const float *w, const float *bias,
                         int N, int IC, int OC);
@@ -51,7 +67,7 @@ void slm_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout
  * operations of the matrix products. Every kernel adds its own wall time when it returns;
  * the model calls kernels from one thread. */
 typedef struct slm_kernel_time {
-    double matmul_s, matmul_flop;       /* linear layers (sgemm, bias) */
+    double matmul_s, matmul_flop;       /* linear layers (GEMM, bias) */
     double attention_s, attention_flop; /* causal attention (its sgemms and softmax) */
     double elementwise_s;               /* LayerNorm, GELU, residual, embedding, cross-entropy */
 } slm_kernel_time;

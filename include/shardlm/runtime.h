@@ -35,9 +35,6 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm);
  * (`shardlm train --dry-run`). Collective. */
 slm_status slm_train_dry_run(const slm_conf *conf, MPI_Comm comm);
 
-/* Measured sgemm rate in GFLOP/s on n x n x n products, repeated for about `seconds`,
- * with the BLAS thread count currently set. Local. */
-double slm_sgemm_gflops(int n, double seconds);
 /* Set the compute threads (OpenBLAS and OpenMP); 0 leaves the defaults. */
 void slm_set_threads(int threads);
 /* Threads compute will use. */

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 #include <ini.h>
+#include "shardlm/kernels.h"
 #include "shardlm/conf.h"
 
 typedef enum { K_INT, K_LONG, K_U64, K_DOUBLE, K_BOOL, K_STR } key_type;
@@ -49,6 +50,7 @@ static const key_spec keys[] = {
     NUM("train", "eps", K_DOUBLE, train.eps, 0, 1, "AdamW epsilon"),
     NUM("train", "seed", K_U64, train.seed, 0, 18446744073709551615.0, "seed of init, data and sampling"),
     STR("train", "precision", train.precision, "fp32 | bf16"),
+    STR("train", "matmul", train.matmul, "openblas | dnnl: the GEMM backend (dnnl if built --with-dnnl)"),
     NUM("train", "recompute", K_BOOL, train.recompute, 0, 1, "activation recompute per block"),
     NUM("train", "threads", K_INT, train.threads, 0, 4096, "compute threads per rank (0 = auto)"),
     NUM("train", "watchdog_s", K_DOUBLE, train.watchdog_s, 0, 1e9, "abort when no step completes for this long (0 = off)"),
@@ -106,6 +108,7 @@ void slm_conf_defaults(slm_conf *c)
     c->train.eps = 1e-8;
     c->train.seed = 1337;
     strcpy(c->train.precision, "fp32");
+    strcpy(c->train.matmul, "openblas");
     c->parallel.tp = 1;
     c->parallel.pp = 1;
     c->parallel.microbatches = 1;
@@ -282,6 +285,11 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
               c->model.d_model);
     SLM_CHECK(!strcmp(c->train.precision, "fp32") || !strcmp(c->train.precision, "bf16"),
               SLM_ERR_CONFIG, "train.precision = '%s': expected fp32 or bf16", c->train.precision);
+    SLM_CHECK(!strcmp(c->train.matmul, "openblas") || !strcmp(c->train.matmul, "dnnl"), SLM_ERR_CONFIG,
+              "train.matmul = '%s': expected openblas or dnnl", c->train.matmul);
+    SLM_CHECK(strcmp(c->train.matmul, "dnnl") || slm_gemm_available(SLM_GEMM_DNNL), SLM_ERR_CONFIG,
+              "train.matmul = dnnl: this shardlm was built without oneDNN (install libdnnl-dev and "
+              "configure --with-dnnl)");
     SLM_CHECK(c->train.min_lr <= c->train.lr, SLM_ERR_CONFIG,
               "train.min_lr = %g is larger than train.lr = %g", c->train.min_lr, c->train.lr);
     SLM_CHECK(!strcmp(c->parallel.bind, "auto") || !strcmp(c->parallel.bind, "cores") ||

@@ -10,11 +10,13 @@
  * instead of keeping them: the forward keeps no (B, NH, T, T) tensor at all.
  *
  * The (batch, head) pairs are dealt out to the OpenMP threads, each with its own part of
- * the scratch, and OpenBLAS runs single-threaded meanwhile: the products are too small
- * (K = head size) for OpenBLAS to split well, and the softmax runs in the same threads. */
+ * the scratch, and each product runs single-threaded meanwhile (OpenBLAS is told so;
+ * oneDNN sees it is inside a parallel region): the products are too small (K = head size)
+ * to split well, and the softmax runs in the same threads. */
 #include <math.h>
 #include <omp.h>
 #include <cblas.h>
+#include "gemm_impl.h"
 #include "kclock.h"
 #include "vecmath.h"
 
@@ -42,8 +44,7 @@ SLM_VECTOR_CLONES static void tile_probabilities(float *s, const float *q, const
                                                  int hs, float scale)
 {
     const int rows = i1 - i0, L = i1;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, L, hs, scale, q + (size_t)i0 * ld, ld, k, ld, 0.0f,
-                s, L);
+    slm_gemm_f32(0, 1, rows, L, hs, scale, q + (size_t)i0 * ld, ld, k, ld, 0.0f, s, L);
     for (int r = 0; r < rows; r++) {
         float *row = s + (size_t)r * L;
         const int n = i0 + r + 1; /* the query sees keys 0 .. its own position */
@@ -88,8 +89,7 @@ static void head_forward(float *y, float *scratch, const float *q, int T, int C,
         const int i1 = i0 + SLM_ATTN_TILE < T ? i0 + SLM_ATTN_TILE : T;
         tile_probabilities(scratch, q, k, C3, i0, i1, hs, scale);
         /* y rows [i0, i1) (rows, hs) = p (rows, i1) @ v[0:i1] (i1, hs) */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, i1 - i0, hs, i1, 1.0f, scratch, i1, v, C3, 0.0f,
-                    y + (size_t)i0 * C, C);
+        slm_gemm_f32(0, 0, i1 - i0, hs, i1, 1.0f, scratch, i1, v, C3, 0.0f, y + (size_t)i0 * C, C);
     }
 }
 
@@ -104,14 +104,12 @@ static void head_backward(float *dq, float *p, float *dp, const float *dy, const
         const float *dyt = dy + (size_t)i0 * C;
         tile_probabilities(p, q, k, C3, i0, i1, hs, scale);
         /* dp (rows, L) = dy_t (rows, hs) @ v[0:L]^T ; dv[0:L] += p^T @ dy_t */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, L, hs, 1.0f, dyt, C, v, C3, 0.0f, dp, L);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, hs, rows, 1.0f, p, L, dyt, C, 1.0f, dv, C3);
+        slm_gemm_f32(0, 1, rows, L, hs, 1.0f, dyt, C, v, C3, 0.0f, dp, L);
+        slm_gemm_f32(1, 0, L, hs, rows, 1.0f, p, L, dyt, C, 1.0f, dv, C3);
         tile_softmax_backward(dp, p, i0, rows, L, scale);
         /* dq_t += ds @ k[0:L] ; dk[0:L] += ds^T @ q_t */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, hs, L, 1.0f, dp, L, k, C3, 1.0f,
-                    dq + (size_t)i0 * C3, C3);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, L, hs, rows, 1.0f, dp, L, q + (size_t)i0 * C3, C3, 1.0f,
-                    dk, C3);
+        slm_gemm_f32(0, 0, rows, hs, L, 1.0f, dp, L, k, C3, 1.0f, dq + (size_t)i0 * C3, C3);
+        slm_gemm_f32(1, 0, L, hs, rows, 1.0f, dp, L, q + (size_t)i0 * C3, C3, 1.0f, dk, C3);
     }
 }
 

@@ -97,7 +97,7 @@ static slm_status setup_shared(trainer *tr)
                  local, slm_get_threads(), cores);
     tr->flops_per_token = slm_gpt_flops_per_token(&mc);
     tr->peak_gflops = c->log.peak_gflops;
-    if (tr->peak_gflops <= 0) tr->peak_gflops = slm_sgemm_gflops(1024, 0.3);
+    if (tr->peak_gflops <= 0) tr->peak_gflops = slm_gemm_peak_gflops(1024, 0.3);
     /* MFU is per rank against one rank's peak: every rank measures, all agree on the mean */
     MPI_Allreduce(MPI_IN_PLACE, &tr->peak_gflops, 1, MPI_DOUBLE, MPI_SUM, slm_mesh_world(tr->mesh));
     tr->peak_gflops /= tr->world;
@@ -208,9 +208,10 @@ static void print_summary(const trainer *tr)
                100.0 * (P - 1) / (tr->accum + P - 1));
     }
     printf("data      %s\n", slm_dataset_describe(tr->data));
-    printf("compute   %.3g GFLOP per token (6*(12*L*C^2 + V*C) + 12*L*C*T), peak %.1f GFLOP/s per rank (%s)\n",
-           tr->flops_per_token / 1e9, tr->peak_gflops,
-           c->log.peak_gflops > 0 ? "log.peak_gflops" : "sgemm 1024^3 measured at start-up");
+    printf("compute   %.3g GFLOP per token (6*(12*L*C^2 + V*C) + 12*L*C*T), linear layers by %s, peak %.1f "
+           "GFLOP/s per rank (%s)\n",
+           tr->flops_per_token / 1e9, slm_gemm_name(), tr->peak_gflops,
+           c->log.peak_gflops > 0 ? "log.peak_gflops" : "its 1024^3 product measured at start-up");
     fflush(stdout);
 }
 
@@ -503,6 +504,9 @@ static slm_status place_rank(const slm_conf *c, slm_mesh_t mesh, slm_placement *
     int from_env = getenv("OMP_NUM_THREADS") || getenv("OPENBLAS_NUM_THREADS");
     slm_set_threads(c->train.threads > 0 ? c->train.threads : from_env ? 0 : pl->cores);
     *threads = slm_get_threads();
+    /* the configuration was validated: the backend is built in */
+    const int dnnl = !strcmp(c->train.matmul, "dnnl");
+    slm_gemm_select(dnnl ? SLM_GEMM_DNNL : SLM_GEMM_OPENBLAS, dnnl && uses_bf16(c));
     return SLM_OK;
 }
 

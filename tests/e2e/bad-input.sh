@@ -11,6 +11,10 @@ expect_error 2 "cannot open config file $WORK/missing.ini" -- "$S" train "$WORK/
 printf '[model]\nn_layer = 2\n[train]\nwarmup = 3\n' >"$WORK/bad.ini"
 expect_error 2 "unknown key train.warmup" "bad.ini:4" -- "$S" train "$WORK/bad.ini"
 expect_error 2 "train.precision = 'fp16': expected fp32 or bf16" -- "$S" train train.precision=fp16
+expect_error 2 "train.matmul = 'mkl': expected openblas or dnnl" -- "$S" train train.matmul=mkl
+if [ "$SLM_HAVE_DNNL" != yes ]; then
+    expect_error 2 "train.matmul = dnnl: this shardlm was built without oneDNN" -- "$S" train train.matmul=dnnl
+fi
 # data errors are found when the data is opened, still before the first step
 expect_error 1 "no token shard matches '$WORK/none*.bin'" -- "$S" train "data.train=$WORK/none*.bin"
 "$PYTHON3" - "$WORK/v.bin" <<'PY'

@@ -570,6 +570,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--shardlm", help="shardlm binary (default: build/shardlm or ./shardlm of the repo)")
     ap.add_argument("--config", help="optional CONFIG file passed before the overrides")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a further shardlm setting, after the model's (repeatable)")
     ap.add_argument("--n-layer", type=int)
     ap.add_argument("--n-head", type=int)
     ap.add_argument("--d-model", type=int)
@@ -641,7 +643,7 @@ def main():
         "train.weight_decay=%r" % a.weight_decay, "train.grad_clip=%r" % a.grad_clip,
         "train.seed=%d" % a.seed, "train.beta1=%r" % a.beta1, "train.beta2=%r" % a.beta2,
         "train.eps=%r" % a.eps,
-        "data.train=synthetic", "log.every=1", "log.metrics=" + metrics, "log.dump=" + dump]
+        "data.train=synthetic", "log.every=1", "log.metrics=" + metrics, "log.dump=" + dump] + a.set
     if not tmp:
         print("files are kept in " + workdir)
     print("running: " + " ".join(cmd))

@@ -979,6 +979,97 @@ static void test_bf16(void)
     CU_ASSERT_EQUAL(x[2], -7.0f);
 }
 
+/* ==================================================================================== */
+/* oneDNN backend                                                                       */
+
+/* The linear layers and attention again, every product through oneDNN's sgemm: the same
+ * double references and finite differences, the same tolerance. */
+static void test_dnnl_f32(void) {
+    CU_ASSERT_FATAL(slm_gemm_select(SLM_GEMM_DNNL, 0) == 0);
+    CU_ASSERT_STRING_EQUAL(slm_gemm_name(), "onednn sgemm");
+    test_matmul();
+    test_matmul_null_bias();
+    test_matmul_null_dinp();
+    matmul_case(509, 5, 131, 1, 1, 1, LARGE_SAMPLES, 1003);
+    test_attention();
+    attention_case(1, 263, 6, 2, LARGE_SAMPLES, 1004);
+    slm_gemm_select(SLM_GEMM_OPENBLAS, 0);
+}
+
+/* x rounded to the nearest bfloat16 (8 significant bits), ties to even: written from the
+ * definition with frexp and rint (the default rounding mode rounds ties to even), not with
+ * the bit arithmetic the library uses. */
+static double bf16_nearest(float x) {
+    int e;
+    double m = frexp((double)x, &e); /* x = m 2^e, 0.5 <= |m| < 1 */
+    return ldexp(rint(ldexp(m, 8)), e - 8);
+}
+
+static double *bf16_rounded(const float *x, size_t n) {
+    double *r = DALLOC(n);
+    for (size_t i = 0; i < n; i++) r[i] = bf16_nearest(x[i]);
+    return r;
+}
+
+/* With bf16 linear layers, each product must be the double product of its operands
+ * rounded to bf16, to fp32 accumulation error (NMSE_TOL), and must differ from the
+ * unrounded product by about bf16's error (proof the rounding happens at all). The bias
+ * and its gradient stay fp32: dbias is the plain sum of dout. */
+static void bf16_matmul_case(int N, int IC, int OC, int use_bias, uint64_t seed) {
+    rng_seed(seed);
+    size_t NI = (size_t)N * IC, NO = (size_t)N * OC, WI = (size_t)OC * IC;
+    float *inp = FALLOC(NI), *w = FALLOC(WI), *bias = use_bias ? FALLOC(OC) : NULL, *out = FALLOC(NO);
+    float *r = FALLOC(NO), *dinp = FALLOC(NI), *dw = FALLOC(WI), *dbias = FALLOC(OC);
+    fill_uniform(inp, NI, 1.0f, 0.0f);
+    fill_uniform(w, WI, 1.0f, 0.0f);
+    if (bias) fill_uniform(bias, OC, 1.0f, 0.0f);
+    fill_uniform(r, NO, 1.0f, 0.0f);
+    fill_const(out, NO, OUT_GARBAGE);
+    fill_const(dinp, NI, GRAD_PREFILL);
+    fill_const(dw, WI, GRAD_PREFILL);
+    fill_const(dbias, OC, GRAD_PREFILL);
+    printf("\n    bf16 matmul N=%d IC=%d OC=%d bias=%s", N, IC, OC, use_bias ? "yes" : "NULL");
+    slm_matmul_forward(out, inp, w, bias, N, IC, OC);
+    slm_matmul_backward(dinp, dw, dbias, r, inp, w, N, IC, OC);
+
+    double *xi = bf16_rounded(inp, NI), *xw = bf16_rounded(w, WI), *xr = bf16_rounded(r, NO);
+    double *xb = bias ? to_double(bias, OC) : NULL, *ref = DALLOC(NO), *exact = DALLOC(NO);
+    double *ref_dinp = DALLOC(NI), *ref_dw = DALLOC(WI), *ref_dbias = DALLOC(OC);
+    ref_matmul(ref, xi, xw, xb, N, IC, OC);
+    CHECK_FWD("bf16 matmul out vs bf16-rounded operands", out, ref, NO);
+    double *di = to_double(inp, NI), *dwd = to_double(w, WI);
+    ref_matmul(exact, di, dwd, xb, N, IC, OC);
+    double *got = to_double(out, NO);
+    const double off = nmse(got, exact, NO);
+    CHECK_TRUE(off > 1e-7 && off < 1e-4, "bf16 matmul out vs unrounded operands: NMSE %.2e, want bf16's ~1e-6", off);
+    for (int i = 0; i < N; i++)
+        for (int o = 0; o < OC; o++) {
+            const double d = xr[(size_t)i * OC + o], g = r[(size_t)i * OC + o];
+            for (int k = 0; k < IC; k++) {
+                ref_dinp[(size_t)i * IC + k] += d * xw[(size_t)o * IC + k];
+                ref_dw[(size_t)o * IC + k] += d * xi[(size_t)i * IC + k];
+            }
+            ref_dbias[o] += g;
+        }
+    check_nmse_impl("bf16 matmul dinp (accumulated)", dinp, GRAD_PREFILL, ref_dinp, NI, __LINE__);
+    check_nmse_impl("bf16 matmul dw (accumulated)", dw, GRAD_PREFILL, ref_dw, WI, __LINE__);
+    check_nmse_impl("bf16 matmul dbias, unrounded (accumulated)", dbias, GRAD_PREFILL, ref_dbias, OC, __LINE__);
+    free(inp); free(w); free(bias); free(out); free(r); free(dinp); free(dw); free(dbias);
+    free(xi); free(xw); free(xr); free(xb); free(ref); free(exact); free(ref_dinp); free(ref_dw); free(ref_dbias);
+    free(di); free(dwd); free(got);
+}
+
+static void test_dnnl_bf16(void) {
+    CU_ASSERT_EQUAL(slm_gemm_select(SLM_GEMM_OPENBLAS, 1), -1); /* bf16 products are oneDNN's */
+    CU_ASSERT_FATAL(slm_gemm_select(SLM_GEMM_DNNL, 1) == 0);
+    CU_ASSERT_STRING_EQUAL(slm_gemm_name(), "onednn bf16 matmul");
+    bf16_matmul_case(7, 5, 7, 1, 1101);
+    bf16_matmul_case(37, 70, 131, 0, 1102);
+    bf16_matmul_case(37, 70, 131, 1, 1103); /* the same shape again: a kept primitive */
+    bf16_matmul_case(300, 96, 250, 1, 1104);
+    slm_gemm_select(SLM_GEMM_OPENBLAS, 0);
+}
+
 /* The vocabulary-split kernels against the whole-vocabulary ones (checked above by FD):
  * over a partition of the vocabulary into uneven parts, the embeddings sum to the whole
  * embedding, the gradients land in the right rows, the cross-entropy parts combine to the
@@ -1075,6 +1166,16 @@ int main(void) {
             CU_cleanup_registry();
             return (int)CU_get_error();
         }
+    }
+    /* the oneDNN backend's tests exist only in a build that has it (say so) */
+    if (slm_gemm_available(SLM_GEMM_DNNL)) {
+        if (!CU_add_test(s, "oneDNN sgemm: matmul and attention vs double FD", test_dnnl_f32) ||
+            !CU_add_test(s, "oneDNN bf16 matmul vs bf16-rounded double products", test_dnnl_bf16)) {
+            CU_cleanup_registry();
+            return (int)CU_get_error();
+        }
+    } else {
+        printf("built without oneDNN: its backend has no tests in this build\n");
     }
     printf("NMSE tolerance %.0e, FD step %.0e (double), gradient prefill %g\n", NMSE_TOL,
            FD_STEP, (double)GRAD_PREFILL);
