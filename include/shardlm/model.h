@@ -117,6 +117,18 @@ slm_status slm_gpt_config_check(const slm_gpt_config *cfg);
  * whole model (tp->size must divide n_head). Local. */
 slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_storage, const slm_gpt_tp *tp,
                           const slm_gpt_stage *stage, slm_gpt_t *model);
+/* What slm_gpt_create would hold on one rank, without allocating it: this rank's
+ * parameters (under tensor parallelism of tp_size ranks and the stage), the sizes of its
+ * units (unit 0, the embeddings, and the largest other one), and the bytes
+ * slm_gpt_activation_bytes would report with `threads` OpenMP threads. Local. */
+typedef struct slm_gpt_footprint {
+    size_t params, unit0, max_unit;
+    int nunits;
+    size_t activation_bytes;
+} slm_gpt_footprint;
+slm_status slm_gpt_measure(const slm_gpt_config *cfg, int max_batch, int tp_size, const slm_gpt_stage *stage,
+                           int threads, slm_gpt_footprint *out);
+
 /* Free everything; sets *model to NULL; NULL is a no-op. */
 void slm_gpt_destroy(slm_gpt_t *model);
 

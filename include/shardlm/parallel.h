@@ -163,5 +163,12 @@ slm_fsdp_memory slm_fsdp_memory_of(slm_fsdp_t f);
  * apart when bf16), gradients and AdamW state: the figure the log prints next to the
  * measured one. */
 double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16);
+/* What slm_fsdp_create allocates, by kind, for a model of nparams parameters on this
+ * rank in nunits units (the embeddings unit0 elements, the largest other one max_unit),
+ * one bucket per unit, without creating it: for planning. The shards are counted as
+ * nparams/dp + nunits (each unit's shard is rounded up), so this is at most a few
+ * elements per unit above what is allocated. */
+slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t unit0, size_t max_unit, int nunits, int dp,
+                                    int zero_stage, int bf16);
 
 #endif

@@ -17,7 +17,7 @@ static void usage(FILE *f)
             "commands:\n"
             "  train [CONFIG.ini] [section.key=value ...]   train a GPT model (see train --help)\n"
             "  bench gemm [--size N] [--threads N] [--seconds S] [--json]\n"
-            "                                               measure the sgemm peak used for MFU\n"
+            "                                               measure the GEMM peak used for MFU\n"
             "  bench step [CONFIG.ini] [section.key=value ...]\n"
             "                                               training steps and their profile by kind\n"
             "  ckpt list DIR | inspect FILE | verify FILE|DIR\n"
@@ -28,6 +28,8 @@ static void usage(FILE *f)
             "                                               text files to token shards\n"
             "  tokenize --tokenizer DIR [--decode|--bench] [FILE|-]\n"
             "                                               GPT-2 BPE: text to token ids and back\n"
+            "  plan [CONFIG.ini] [--flops C | --params N] [--ranks N] [--json] ...\n"
+            "                                               compute-optimal size, shape and memory per rank\n"
             "  --version                                    print the version\n"
             "  --help                                       print this help\n"
             "\n"
@@ -96,6 +98,7 @@ int main(int argc, char **argv)
     else if (!strcmp(argv[1], "tokenize")) rc = slm_cmd_tokenize(argc - 1, argv + 1, comm);
     else if (!strcmp(argv[1], "sample")) rc = slm_cmd_sample(argc - 1, argv + 1, comm);
     else if (!strcmp(argv[1], "prep")) rc = slm_cmd_prep(argc - 1, argv + 1, comm);
+    else if (!strcmp(argv[1], "plan")) rc = slm_cmd_plan(argc - 1, argv + 1, comm);
     else {
         int rank;
         MPI_Comm_rank(comm, &rank);

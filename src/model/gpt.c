@@ -235,8 +235,11 @@ static size_t layout_acts(slm_gpt_t m, float *base)
     return off;
 }
 
-slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_storage, const slm_gpt_tp *tp,
-                          const slm_gpt_stage *stage, slm_gpt_t *out)
+/* The model object with its tensor table and every region's size worked out, nothing big
+ * allocated yet: what slm_gpt_create fills in and slm_gpt_measure reports. threads sizes
+ * attention's scratch. */
+static slm_status model_shell(const slm_gpt_config *cfg, int max_batch, const slm_gpt_tp *tp,
+                              const slm_gpt_stage *stage, int threads, slm_gpt_t *out)
 {
     *out = NULL;
     SLM_CALL(slm_gpt_config_check(cfg));
@@ -248,8 +251,6 @@ slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_stor
                   st->slots >= 1, SLM_ERR_ARG, "a pipeline stage needs at least one of the model's layers");
     SLM_CHECK(tp_size >= 1 && cfg->n_head % tp_size == 0, SLM_ERR_CONFIG,
               "parallel.tp = %d does not divide model.n_head = %d", tp_size, cfg->n_head);
-    SLM_CHECK(tp_size == 1 || (tp->allreduce && tp->allreduce_max), SLM_ERR_ARG,
-              "tensor parallelism without its all-reduces");
     SLM_CHECK(cfg->vocab_size >= tp_size, SLM_ERR_CONFIG, "model.vocab_size = %d is smaller than parallel.tp = %d",
               cfg->vocab_size, tp_size);
     slm_gpt_t m = calloc(1, sizeof *m);
@@ -265,26 +266,60 @@ slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_stor
     m->blocks = calloc((size_t)cfg->n_layer, sizeof *m->blocks);
     m->unit_first = calloc((size_t)cfg->n_layer + 2, sizeof(int));
     m->unit_count = calloc((size_t)cfg->n_layer + 2, sizeof(int));
-    if (!m->tensors || !m->p.blocks || !m->g.blocks || !m->blocks || !m->unit_first || !m->unit_count) goto nomem;
+    if (!m->tensors || !m->p.blocks || !m->g.blocks || !m->blocks || !m->unit_first || !m->unit_count) {
+        slm_gpt_destroy(&m);
+        return SLM_ERROR(SLM_ERR_NOMEM, "cannot allocate the model's tables");
+    }
     build_table(m);
+    const size_t N = (size_t)max_batch * cfg->seq_len, C = (size_t)cfg->d_model;
+    const size_t wide = 4 * C / (size_t)tp_size; /* this rank's MLP width, also >= its QKV width */
+    if (cfg->recompute) layout_block(NULL, &m->work_floats, &m->work, N, C, C / (size_t)tp_size, 0);
+    m->acts_floats = layout_acts(m, NULL);
+    m->datt_floats = slm_attention_scratch_floats(cfg->seq_len, threads);
+    m->dacts_floats = 2 * N * C + 2 * N * wide + m->datt_floats;
+    *out = m;
+    return SLM_OK;
+}
+
+slm_status slm_gpt_measure(const slm_gpt_config *cfg, int max_batch, int tp_size, const slm_gpt_stage *stage,
+                           int threads, slm_gpt_footprint *out)
+{
+    const slm_gpt_tp tp = {0, tp_size, NULL, NULL, NULL};
+    slm_gpt_t m;
+    SLM_CALL(model_shell(cfg, max_batch, &tp, stage, threads, &m));
+    *out = (slm_gpt_footprint){m->nparams, 0, 0, m->nunits, slm_gpt_activation_bytes(m)};
+    for (int u = 0; u < m->nunits; u++) {
+        size_t off, n;
+        slm_gpt_unit_range(m, u, &off, &n);
+        if (u == 0) out->unit0 = n;
+        else if (n > out->max_unit) out->max_unit = n;
+    }
+    slm_gpt_destroy(&m);
+    return SLM_OK;
+}
+
+slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_storage, const slm_gpt_tp *tp,
+                          const slm_gpt_stage *stage, slm_gpt_t *out)
+{
+    *out = NULL;
+    SLM_CHECK(!tp || tp->size == 1 || (tp->allreduce && tp->allreduce_max), SLM_ERR_ARG,
+              "tensor parallelism without its all-reduces");
+    slm_gpt_t m;
+    SLM_CALL(model_shell(cfg, max_batch, tp, stage, omp_get_max_threads(), &m));
+    const slm_gpt_stage *st = &m->stage;
     if (own_storage) {
         m->params = alloc_floats(m->nparams);
         m->grads = alloc_floats(m->nparams);
         if (!m->params || !m->grads) goto nomem;
     }
     const size_t N = (size_t)max_batch * cfg->seq_len, C = (size_t)cfg->d_model;
-    const size_t T = (size_t)cfg->seq_len;
-    const size_t wide = 4 * C / (size_t)tp_size; /* this rank's MLP width, also >= its QKV width */
-    if (cfg->recompute) { /* count, allocate, then lay out the shared inner activations */
-        layout_block(NULL, &m->work_floats, &m->work, N, C, C / (size_t)tp_size, 0);
+    const size_t wide = 4 * C / (size_t)m->tp.size;
+    if (cfg->recompute) { /* allocate, then lay out the shared inner activations */
         if (!(m->work_mem = alloc_floats(m->work_floats))) goto nomem;
         size_t off = 0;
-        layout_block(m->work_mem, &off, &m->work, N, C, C / (size_t)tp_size, 0);
+        layout_block(m->work_mem, &off, &m->work, N, C, C / (size_t)m->tp.size, 0);
     }
-    m->acts_floats = layout_acts(m, NULL);
     m->acts = alloc_floats(m->acts_floats * (size_t)st->slots);
-    m->datt_floats = slm_attention_scratch_floats((int)T, omp_get_max_threads());
-    m->dacts_floats = 2 * N * C + 2 * N * wide + m->datt_floats;
     m->dacts = alloc_floats(m->dacts_floats);
     m->inputs_all = calloc(N * (size_t)st->slots, sizeof(int32_t));
     m->targets_all = calloc(N * (size_t)st->slots, sizeof(int32_t));

@@ -537,3 +537,26 @@ double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16)
     default: return 16.0 * n / dp;
     }
 }
+
+slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t unit0, size_t max_unit, int nunits, int dp,
+                                    int zero_stage, int bf16)
+{
+    /* the allocations of slm_fsdp_create, one line each, with a shard of ceil(n/p) per unit */
+    const double n = (double)nparams, p = dp, f = 4.0, h = 2.0, slots = FSDP_SLOTS;
+    const double shard = ceil(n / p) + nunits, chunk0 = ceil((double)unit0 / p), mx = (double)max_unit;
+    slm_fsdp_memory m = {0, 0, 0, 0, 0};
+    m.params = f * (zero_stage < 3 ? n : shard);
+    m.grads = (zero_stage < 2 ? f * n : 0) + (zero_stage >= 1 ? f * shard : 0);
+    if (zero_stage >= 2) m.grad_buckets = f * (unit0 + chunk0 + slots * (mx + floor(mx / p) + 1));
+    if (zero_stage == 3) m.gathered = f * (unit0 + slots * mx);
+    if (bf16) {
+        if (zero_stage == 0) m.params += f * n;
+        if (zero_stage == 1 || zero_stage == 2) m.params += f * shard;
+        if (zero_stage < 3) m.grad_buckets += h * n;
+        if (zero_stage == 1 || zero_stage == 3) m.grad_buckets += h * shard;
+        if (zero_stage >= 2) m.grad_buckets += h * (unit0 + chunk0 + slots * (mx + floor(mx / p) + 1));
+        if (zero_stage == 3) m.gathered += h * (unit0 + slots * mx);
+    }
+    m.optimizer = 8.0 * (zero_stage == 0 ? n : shard);
+    return m;
+}

@@ -1,0 +1,69 @@
+/* shardlm/plan.h - compute-optimal planning: loss laws L(N, D), the compute-optimal split
+ * of a budget, GPT-2 shapes of a given size, and the memory a layout needs per rank.
+ * Pure arithmetic: no MPI, no allocation of a model. docs/scaling.md gives the formulas. */
+#ifndef SHARDLM_PLAN_H
+#define SHARDLM_PLAN_H
+
+#include <stddef.h>
+#include "shardlm/model.h"
+#include "shardlm/status.h"
+
+/* L(N, D) = E + A / N^alpha + B / D^beta: the loss after D training tokens of a model of
+ * N parameters (all of them, embeddings included). */
+typedef struct slm_loss_law {
+    char name[64];
+    double E, A, B, alpha, beta;
+} slm_loss_law;
+
+/* "hoffmann" (Hoffmann et al. 2022, the Chinchilla fit: E 1.69, A 406.4, B 410.7,
+ * alpha 0.34, beta 0.28) or "besiroglu" (Besiroglu et al. 2024's replication: E 1.8172,
+ * A 482.01, B 2085.43, alpha 0.3478, beta 0.3658); NULL for another name. */
+const slm_loss_law *slm_law_builtin(const char *name);
+/* Read a law from a JSON file with the keys E, A, B, alpha and beta (what `launch/scale`
+ * writes after a fit; further keys are ignored). The name becomes the file name. */
+slm_status slm_law_load(const char *path, slm_loss_law *law);
+double slm_law_loss(const slm_loss_law *law, double N, double D);
+/* The N and D that minimize L under C = 6 N D:
+ *   N = G (C/6)^(beta/(alpha+beta)),  D = (C/6) / N,  G = (alpha A / (beta B))^(1/(alpha+beta)). */
+void slm_law_optimum(const slm_loss_law *law, double C, double *N, double *D);
+/* The budget C for which N parameters are compute-optimal (the inverse of the above). */
+double slm_law_budget_for(const slm_loss_law *law, double N);
+
+/* Parameters of a GPT-2 (tied LM head, learned positions):
+ *   V*C + T*C + L*(12*C^2 + 13*C) + 2*C. */
+double slm_plan_gpt2_params(int n_layer, int d_model, int vocab, int seq_len);
+
+/* A GPT-2 shape near `params` parameters: d_model a multiple of head_size, n_head =
+ * d_model / head_size, and among the shapes within 10% of the target, the one whose
+ * d_model / n_layer is nearest `aspect` (by ratio); if none is within 10%, the nearest in
+ * size. Fails (SLM_ERR_ARG, with the reason) when even one layer of the smallest width
+ * is larger than the target. */
+typedef struct slm_plan_shape {
+    int n_layer, n_head, d_model;
+    double params;
+} slm_plan_shape;
+slm_status slm_plan_shape_for(double params, int vocab, int seq_len, int head_size, double aspect,
+                              slm_plan_shape *out);
+
+/* A layout to plan memory for: world = dp * tp * pp ranks. */
+typedef struct slm_plan_layout {
+    int dp, tp, pp, zero_stage, bf16;
+    int micro_batch, global_batch; /* sequences: per rank per micro-step, per optimizer step */
+    int threads;                   /* OpenMP threads per rank (attention's scratch) */
+} slm_plan_layout;
+
+/* Bytes per rank by kind, as `shardlm train` allocates them and its `memory` line prints,
+ * for the pipeline stage that needs the most (stage 0: the embeddings and the most
+ * micro-batches in flight). */
+typedef struct slm_plan_memory {
+    double params, grads, optimizer, gathered, grad_buffers, activations, total;
+    int stage;
+} slm_plan_memory;
+
+/* The memory per rank of model `cfg` (cfg->recompute included) under `layout`. Fails
+ * with the reason when the layout does not divide the model or the batch (tp must divide
+ * n_head, pp must not exceed n_layer, micro_batch * dp must divide global_batch). */
+slm_status slm_plan_memory_for(const slm_gpt_config *cfg, const slm_plan_layout *layout,
+                               slm_plan_memory *out);
+
+#endif

@@ -1,0 +1,33 @@
+/* memory.c - the memory a layout needs per rank, from the model's and the sharded
+ * training state's own accounting (slm_gpt_measure, slm_fsdp_memory_for). */
+#include "shardlm/parallel.h"
+#include "shardlm/plan.h"
+
+slm_status slm_plan_memory_for(const slm_gpt_config *cfg, const slm_plan_layout *lay, slm_plan_memory *out)
+{
+    SLM_CHECK(lay->dp >= 1 && lay->tp >= 1 && lay->pp >= 1, SLM_ERR_ARG, "dp %d, tp %d, pp %d: each must be >= 1",
+              lay->dp, lay->tp, lay->pp);
+    SLM_CHECK(lay->zero_stage >= 0 && lay->zero_stage <= 3, SLM_ERR_ARG, "zero stage %d: expected 0-3",
+              lay->zero_stage);
+    SLM_CHECK(lay->pp <= cfg->n_layer, SLM_ERR_ARG, "pp %d is more stages than the model's %d layers", lay->pp,
+              cfg->n_layer);
+    SLM_CHECK(lay->micro_batch >= 1 && lay->global_batch % (lay->micro_batch * lay->dp) == 0, SLM_ERR_ARG,
+              "global batch %d is not a multiple of micro_batch %d x dp %d", lay->global_batch, lay->micro_batch,
+              lay->dp);
+    const int P = lay->pp, L = cfg->n_layer, accum = lay->global_batch / (lay->micro_batch * lay->dp);
+    *out = (slm_plan_memory){0, 0, 0, 0, 0, 0, 0, 0};
+    for (int s = 0; s < P; s++) { /* the layer split and micro-batches in flight of `shardlm train` */
+        const int slots = P - s < accum ? P - s : accum;
+        const slm_gpt_stage st = {s * L / P, (s + 1) * L / P - s * L / P, s == 0, s == P - 1, slots};
+        slm_gpt_footprint fp;
+        SLM_CALL(slm_gpt_measure(cfg, lay->micro_batch, lay->tp, &st, lay->threads, &fp));
+        const slm_fsdp_memory m =
+            slm_fsdp_memory_for(fp.params, fp.unit0, fp.max_unit, fp.nunits, lay->dp, lay->zero_stage, lay->bf16);
+        const double total =
+            m.params + m.grads + m.optimizer + m.gathered + m.grad_buckets + (double)fp.activation_bytes;
+        if (total > out->total)
+            *out = (slm_plan_memory){m.params,       m.grads, m.optimizer, m.gathered, m.grad_buckets,
+                                     (double)fp.activation_bytes, total,       s};
+    }
+    return SLM_OK;
+}

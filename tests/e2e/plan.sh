@@ -1,0 +1,73 @@
+#!/bin/bash
+# shardlm plan: the memory it predicts per rank equals what `shardlm train` allocates (its
+# `memory` line) on 1-4 ranks, at every ZeRO stage, in fp32 and bf16, with tensor and
+# pipeline parallelism and with recompute; the compute-optimal answers and the JSON fields;
+# bad input refused with a message naming the option.
+. "$(dirname "$0")/common.sh"
+S=$SHARDLM
+model=(model.n_layer=4 model.n_head=4 model.d_model=192 model.vocab_size=2003 model.seq_len=40
+       train.micro_batch=2 train.global_batch=8 train.threads=1)
+
+# plan_vs_train NP [key=value ...]: the plan's bytes by kind against the train log's MiB
+plan_vs_train() {
+    local np=$1; shift
+    "$S" plan "${model[@]}" "$@" --ranks "$np" --json >"$WORK/plan.json" || fail "plan $np $*"
+    timeout 300 "$MPIEXEC" -n "$np" "$S" train "${model[@]}" "$@" train.steps=1 sample.tokens=0 \
+        log.peak_gflops=1 >"$WORK/train.out" 2>&1 || { cat "$WORK/train.out"; fail "train $np $*"; }
+    "$PYTHON3" - "$WORK/plan.json" "$WORK/train.out" "$np $*" <<'EOF' || fail "plan and train differ: $np $*"
+import json, re, sys
+plan = json.load(open(sys.argv[1]))["memory"]
+line = next(l for l in open(sys.argv[2]) if l.startswith("memory"))
+pat = (r"params ([\d.]+) \+ grads ([\d.]+) \+ adamw ([\d.]+) = .*gathered units ([\d.]+) MiB, "
+       r"gradient buffers ([\d.]+) MiB, activations ([\d.]+) MiB")
+got = [float(x) for x in re.search(pat, line).groups()]
+keys = ["params", "grads", "optimizer", "gathered", "grad_buffers", "activations"]
+want = [plan[k + "_bytes"] / 2**20 for k in keys]
+# the log prints 0.1 MiB; the plan counts each unit's shard rounded up (a few floats)
+bad = [(k, g, w) for k, g, w in zip(keys, got, want) if abs(g - w) > 0.051 + 1e-4 * w]
+print("%-40s plan %s" % (sys.argv[3], " ".join("%s %.2f/%.1f" % (k, w, g) for k, g, w in zip(keys, got, want))))
+sys.exit(1 if bad else 0)
+EOF
+}
+plan_vs_train 1
+plan_vs_train 1 train.recompute=true
+for z in 0 1 2 3; do plan_vs_train 2 parallel.zero_stage=$z; done
+plan_vs_train 2 parallel.zero_stage=3 train.precision=bf16
+plan_vs_train 4 parallel.zero_stage=1 train.precision=bf16
+plan_vs_train 2 parallel.tp=2
+plan_vs_train 4 parallel.pp=2 parallel.zero_stage=1 parallel.microbatches=2
+plan_vs_train 4 parallel.tp=2 parallel.pp=2 parallel.microbatches=4 train.recompute=true
+
+# a budget: the closed-form optimum (values worked separately), a shape and the JSON fields
+"$S" plan --flops 6e20 --json >"$WORK/b.json" || fail "plan --flops"
+"$PYTHON3" - "$WORK/b.json" <<'EOF' || fail "plan --flops 6e20: $(cat "$WORK/b.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+o, m = r["optimum"], r["model"]
+assert r["law"]["name"] == "hoffmann" and r["budget_flops"] == 6e20, r
+assert abs(o["params"] / 1448394632.2367449 - 1) < 1e-9 and abs(o["tokens"] / 69041957056.66953 - 1) < 1e-9, o
+assert abs(o["loss"] - 2.381012349799401) < 1e-9, o
+assert abs(m["params"] / o["params"] - 1) <= 0.10 and m["d_model"] == 64 * m["n_head"], m
+for k in ("optimal_tokens", "optimal_budget_flops", "tokens", "loss", "layout", "memory"):
+    assert k in r, k
+print("6e20 FLOPs -> N %.4g, D %.4g, shape L=%d C=%d (%.4g)" % (o["params"], o["tokens"], m["n_layer"], m["d_model"], m["params"]))
+EOF
+"$S" plan model.vocab_size=50257 model.seq_len=1024 --params 124439808 --law besiroglu >"$WORK/p.txt" || fail "plan --params"
+grep -q "^model     n_layer 12, n_head 12, d_model 768 " "$WORK/p.txt" || { cat "$WORK/p.txt"; fail "GPT-2 small's shape"; }
+# a fitted law from a file, and the layouts that fit a node
+printf '{"E": 2.0, "A": 300, "B": 500, "alpha": 0.3, "beta": 0.3, "note": "fit"}\n' >"$WORK/law.json"
+"$S" plan "${model[@]}" --law "$WORK/law.json" --ranks 4 --ranks-per-node 2 --memory-per-node 0.1 >"$WORK/l.txt" \
+    || fail "plan --law FILE --memory-per-node"
+grep -q "^law       law.json: L(N, D) = 2 + 300 / N^0.3" "$WORK/l.txt" || { cat "$WORK/l.txt"; fail "law from a file"; }
+grep -q "dp 4 x tp 1 x pp 1, zero stage 3" "$WORK/l.txt" || { cat "$WORK/l.txt"; fail "fitting layouts"; }
+
+expect_error 2 "--flops '-1': expected a positive number" -- "$S" plan --flops -1
+expect_error 2 "--flops, --node-hours or --params" -- "$S" plan --flops 1e20 --params 1e9
+expect_error 2 "--tokens goes with --params" -- "$S" plan --tokens 1e9
+expect_error 2 "--node-hours and --node-gflops go together" -- "$S" plan --node-hours 10
+expect_error 2 "unknown option '--bogus'" -- "$S" plan --bogus 1
+expect_error 2 "$WORK/nosuch.json" -- "$S" plan --law "$WORK/nosuch.json"
+printf '{"E": 2.0, "A": 300}\n' >"$WORK/half.json"
+expect_error 2 "half.json: no number \"B\"" -- "$S" plan --law "$WORK/half.json"
+expect_error 2 "less than the smallest GPT-2" -- "$S" plan --params 1000
+expect_error 2 "train.global_batch" -- "$S" plan "${model[@]}" --ranks 3
