@@ -168,6 +168,18 @@ double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16)
  * one bucket per unit, without creating it: for planning. The shards are counted as
  * nparams/dp + nunits (each unit's shard is rounded up), so this is at most a few
  * elements per unit above what is allocated. */
+/* The network between the ranks of comm: one-way latency of an 8-byte message and
+ * bandwidth of a `bytes` message between the first and the last rank (ping-pong, best of
+ * `reps`), and the bus bandwidth of an all-reduce of `bytes` over all ranks (2 (p-1)/p
+ * of the buffer per rank over the slowest rank's time, best of `reps`); nodes counts the
+ * shared-memory domains. With one rank only ranks and nodes are set. Collective. */
+typedef struct slm_net_measurement {
+    int ranks, nodes;
+    size_t bytes;
+    double latency_s, bandwidth_Bps, allreduce_bus_Bps;
+} slm_net_measurement;
+slm_status slm_net_measure(MPI_Comm comm, size_t bytes, int reps, slm_net_measurement *out);
+
 slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t unit0, size_t max_unit, int nunits, int dp,
                                     int zero_stage, int bf16);
 

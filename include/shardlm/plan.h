@@ -29,6 +29,17 @@ void slm_law_optimum(const slm_loss_law *law, double C, double *N, double *D);
 /* The budget C for which N parameters are compute-optimal (the inverse of the above). */
 double slm_law_budget_for(const slm_loss_law *law, double N);
 
+/* One training run's outcome: N parameters trained on D tokens reached `loss`. */
+typedef struct slm_loss_point {
+    double N, D, loss;
+} slm_loss_point;
+/* Fit a law to n >= 5 runs as Hoffmann et al. 2022 did: minimise the Huber loss (delta;
+ * they used 1e-3) of log L(N, D) - log loss over the runs, from a grid of 768 starts
+ * (log A, log B in 0..24, log E in -1..1, alpha, beta in 0.2..1.4), each run by BFGS to
+ * a small gradient; the best minimum wins. *objective (may be NULL) gets its value. The
+ * law's name is "fit". */
+slm_status slm_law_fit(const slm_loss_point *pts, int n, double delta, slm_loss_law *law, double *objective);
+
 /* Parameters of a GPT-2 (tied LM head, learned positions):
  *   V*C + T*C + L*(12*C^2 + 13*C) + 2*C. */
 double slm_plan_gpt2_params(int n_layer, int d_model, int vocab, int seq_len);
@@ -58,6 +69,7 @@ typedef struct slm_plan_layout {
 typedef struct slm_plan_memory {
     double params, grads, optimizer, gathered, grad_buffers, activations, total;
     int stage;
+    double nparams; /* the parameters this rank's stage holds (its tensor-parallel share) */
 } slm_plan_memory;
 
 /* The memory per rank of model `cfg` (cfg->recompute included) under `layout`. Fails
@@ -65,5 +77,32 @@ typedef struct slm_plan_memory {
  * n_head, pp must not exceed n_layer, micro_batch * dp must divide global_batch). */
 slm_status slm_plan_memory_for(const slm_gpt_config *cfg, const slm_plan_layout *layout,
                                slm_plan_memory *out);
+
+/* The machine as `shardlm bench calibrate` measured it (a JSON file). */
+typedef struct slm_calibration {
+    double gflops_per_rank; /* model FLOP/s of one rank training (its MFU times the GEMM peak) */
+    double gemm_gflops;     /* the GEMM peak of one rank */
+    double latency_s, bandwidth_Bps, allreduce_bus_Bps;
+    int ranks, nodes, threads;
+} slm_calibration;
+slm_status slm_calibration_load(const char *path, slm_calibration *cal);
+
+/* Predicted time of one optimizer step, in seconds, by part:
+ *   compute  = flops_per_token * global_batch * T / (dp * tp * pp) / gflops_per_rank
+ *   bubble   = compute * (pp - 1) / m                 (1F1B, m micro-batches per step)
+ *   dp_comm  = k * (2 (dp-1)/dp * S / bus + 2 (dp-1) * latency), S = this rank's parameters
+ *              in bytes (2 per parameter in bf16), k = 1 at stages 0-2 (all-reduce, or
+ *              reduce-scatter + all-gather), 1.5 at stage 3 (gathers in forward and backward)
+ *   tp_comm  = 4 all-reduces of B*T*C floats over tp ranks per layer of the stage per
+ *              micro-batch (two in forward, two in backward)
+ *   pp_comm  = 2 messages of B*T*C floats per micro-batch (activations out, gradients back)
+ *   step     = compute + bubble + dp_comm + tp_comm + pp_comm   (nothing overlapped)
+ *   overlapped = the same with the gradient reduction hidden behind the backward (two
+ *              thirds of compute) as far as it fits. */
+typedef struct slm_plan_time {
+    double compute_s, bubble_s, dp_comm_s, tp_comm_s, pp_comm_s, step_s, overlapped_s;
+} slm_plan_time;
+void slm_plan_step_time(const slm_gpt_config *cfg, const slm_plan_layout *layout, const slm_plan_memory *mem,
+                        const slm_calibration *cal, slm_plan_time *out);
 
 #endif

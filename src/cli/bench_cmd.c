@@ -32,11 +32,13 @@ int slm_cmd_bench(int argc, char **argv, MPI_Comm comm)
     int rank;
     MPI_Comm_rank(comm, &rank);
     if (argc >= 2 && !strcmp(argv[1], "step")) return bench_step(argc, argv, comm);
+    if (argc >= 2 && !strcmp(argv[1], "calibrate")) return slm_cmd_calibrate(argc, argv, comm);
     if (argc < 2 || strcmp(argv[1], "gemm")) {
         if (rank == 0)
             fprintf(stderr, "usage: shardlm bench gemm [--size N] [--threads N] [--seconds S] [--matmul openblas|dnnl]\n"
                             "                          [--precision fp32|bf16] [--json]\n"
-                            "       shardlm bench step [CONFIG.ini] [section.key=value ...]\n");
+                            "       shardlm bench step [CONFIG.ini] [section.key=value ...]\n"
+                            "       shardlm bench calibrate [CONFIG.ini] [section.key=value ...] --out FILE\n");
         return argc > 1 && !strcmp(argv[1], "--help") ? SLM_EXIT_OK : SLM_EXIT_USAGE;
     }
     int size = 2048, threads = 0, json = 0;

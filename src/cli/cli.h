@@ -18,6 +18,8 @@ int slm_cmd_tokenize(int argc, char **argv, MPI_Comm comm);
 int slm_cmd_sample(int argc, char **argv, MPI_Comm comm);
 int slm_cmd_prep(int argc, char **argv, MPI_Comm comm);
 int slm_cmd_plan(int argc, char **argv, MPI_Comm comm);
+/* `bench calibrate` (argv[1] is "calibrate") */
+int slm_cmd_calibrate(int argc, char **argv, MPI_Comm comm);
 
 /* Print the current error with its trace. Not collective: rank 0 prints (for errors every
  * rank reaches alike, such as a bad configuration). Collective (every rank failed): rank 0

@@ -19,11 +19,14 @@ static const char usage[] =
     "  --head-size K --aspect A  shape search: d_model a multiple of K (64), d_model/n_layer near A (64)\n"
     "  --ranks N                 ranks of the layout (1); the config's parallel.* and train.* give the rest\n"
     "  --ranks-per-node R --memory-per-node GIB   list every layout of the ranks that fits a node\n"
+    "  --calibration FILE        predict step and wall time from `shardlm bench calibrate`'s FILE\n"
     "  --json                    one JSON object instead of text (docs/scaling.md lists the fields)\n"
-    "Without --flops/--node-hours/--params, the model is the configuration's.\n";
+    "Without --flops/--node-hours/--params, the model is the configuration's.\n"
+    "       shardlm plan fit RUNS.csv [--delta D] [--out LAW.json] [--json]\n"
+    "  fit L(N, D) to runs (CSV columns params, tokens, loss); the JSON it writes is a --law\n";
 
 typedef struct plan_args {
-    const char *law;
+    const char *law, *calibration;
     double flops, node_hours, node_gflops, params, tokens, aspect, memory_per_node_gib;
     int head_size, ranks, ranks_per_node, json;
 } plan_args;
@@ -50,7 +53,7 @@ static slm_status whole(const char *opt, const char *text, int *out)
 
 static slm_status parse(int argc, char **argv, plan_args *a, slm_conf *c)
 {
-    *a = (plan_args){"hoffmann", 0, 0, 0, 0, 0, 64, 0, 64, 1, 0, 0};
+    *a = (plan_args){"hoffmann", NULL, 0, 0, 0, 0, 0, 64, 0, 64, 1, 0, 0};
     slm_conf_defaults(c);
     int i = 1;
     if (i < argc && argv[i][0] != '-' && !strchr(argv[i], '=')) SLM_CALL(slm_conf_load_file(c, argv[i++]));
@@ -66,6 +69,7 @@ static slm_status parse(int argc, char **argv, plan_args *a, slm_conf *c)
         }
         SLM_CHECK(v, SLM_ERR_ARG, "%s needs a value", o);
         if (!strcmp(o, "--law")) a->law = v;
+        else if (!strcmp(o, "--calibration")) a->calibration = v;
         else if (!strcmp(o, "--flops")) SLM_CALL(number(o, v, &a->flops));
         else if (!strcmp(o, "--node-hours")) SLM_CALL(number(o, v, &a->node_hours));
         else if (!strcmp(o, "--node-gflops")) SLM_CALL(number(o, v, &a->node_gflops));
@@ -153,6 +157,10 @@ typedef struct plan_result {
     double D;                  /* the tokens the loss is predicted for */
     slm_plan_layout lay;
     slm_plan_memory mem;
+    int timed;                 /* with a calibration: */
+    slm_calibration cal;
+    slm_plan_time time;
+    double steps;              /* optimizer steps to train D tokens */
 } plan_result;
 
 static slm_status compute(const plan_args *a, const slm_conf *c, plan_result *r)
@@ -182,7 +190,14 @@ static slm_status compute(const plan_args *a, const slm_conf *c, plan_result *r)
            : a->params    ? r->D_for_N
                           : (double)c->train.steps * c->train.global_batch * c->model.seq_len;
     r->lay = layout_of(c, a->ranks, c->parallel.tp, c->parallel.pp, c->parallel.zero_stage);
-    return slm_plan_memory_for(mc, &r->lay, &r->mem);
+    SLM_CALL(slm_plan_memory_for(mc, &r->lay, &r->mem));
+    r->timed = a->calibration != NULL;
+    if (r->timed) {
+        SLM_CALL(slm_calibration_load(a->calibration, &r->cal));
+        slm_plan_step_time(mc, &r->lay, &r->mem, &r->cal, &r->time);
+        r->steps = ceil(r->D / ((double)c->train.global_batch * mc->seq_len));
+    }
+    return SLM_OK;
 }
 
 static void print_json(const plan_args *a, const slm_conf *c, const plan_result *r)
@@ -208,6 +223,14 @@ static void print_json(const plan_args *a, const slm_conf *c, const plan_result 
     printf("\"memory\":{\"params_bytes\":%.0f,\"grads_bytes\":%.0f,\"optimizer_bytes\":%.0f,\"gathered_bytes\":%.0f,"
            "\"grad_buffers_bytes\":%.0f,\"activations_bytes\":%.0f,\"total_bytes\":%.0f,\"pipeline_stage\":%d}",
            m->params, m->grads, m->optimizer, m->gathered, m->grad_buffers, m->activations, m->total, m->stage);
+    if (r->timed) {
+        const slm_plan_time *t = &r->time;
+        printf(",\"time\":{\"compute_s\":%.17g,\"bubble_s\":%.17g,\"dp_comm_s\":%.17g,\"tp_comm_s\":%.17g,"
+               "\"pp_comm_s\":%.17g,\"step_s\":%.17g,\"overlapped_step_s\":%.17g,\"steps\":%.17g,\"wall_s\":%.17g,"
+               "\"overlapped_wall_s\":%.17g}",
+               t->compute_s, t->bubble_s, t->dp_comm_s, t->tp_comm_s, t->pp_comm_s, t->step_s, t->overlapped_s,
+               r->steps, r->steps * t->step_s, r->steps * t->overlapped_s);
+    }
     if (a->memory_per_node_gib) {
         printf(",\"layouts\":[");
         fitting_layouts(c, mc, a, 1);
@@ -235,11 +258,126 @@ static void print_text(const plan_args *a, const slm_conf *c, const plan_result 
            "predicts loss %.4f\n",
            r->N, r->D_for_N, r->C_for_N, r->D, slm_law_loss(l, r->N, r->D));
     print_memory_text(&r->mem, &r->lay, mc);
+    if (r->timed) {
+        const slm_plan_time *t = &r->time;
+        printf("time      per step %.4g s (compute %.4g + pipeline bubble %.4g + data-parallel %.4g + tensor-parallel "
+               "%.4g + pipeline %.4g s of communication), %.4g s with the gradient reduction hidden behind backward; "
+               "%.4g tokens = %.0f steps = %.3g to %.3g h (calibration: %.1f GFLOP/s per rank, all-reduce %.2f GB/s, "
+               "latency %.1f us)\n",
+               t->step_s, t->compute_s, t->bubble_s, t->dp_comm_s, t->tp_comm_s, t->pp_comm_s, t->overlapped_s, r->D,
+               r->steps, r->steps * t->overlapped_s / 3600, r->steps * t->step_s / 3600, r->cal.gflops_per_rank,
+               r->cal.allreduce_bus_Bps / 1e9, r->cal.latency_s * 1e6);
+    }
     if (a->memory_per_node_gib) {
         printf("layouts   of %d ranks, %d per node, that fit %.1f GiB per node:\n", a->ranks, a->ranks_per_node,
                a->memory_per_node_gib);
         if (!fitting_layouts(c, mc, a, 0)) printf("          none\n");
     }
+}
+
+/* The runs of a CSV file with a header naming the columns params, tokens and loss (in any
+ * order; other columns are ignored). */
+static slm_status read_runs(const char *path, slm_loss_point **pts, int *n)
+{
+    FILE *fp = fopen(path, "r");
+    SLM_CHECK(fp, SLM_ERR_IO, "cannot open %s", path);
+    char line[4096];
+    int col[3] = {-1, -1, -1}, cap = 0, lineno = 1;
+    static const char *names[3] = {"params", "tokens", "loss"};
+    *pts = NULL, *n = 0;
+    slm_status st = SLM_OK;
+    if (!fgets(line, sizeof line, fp)) st = SLM_ERROR(SLM_ERR_FORMAT, "%s is empty", path);
+    for (int c = 0, k = 0; st == SLM_OK && line[k];) { /* the header's columns */
+        size_t len = strcspn(line + k, ",\r\n");
+        for (int j = 0; j < 3; j++)
+            if (len == strlen(names[j]) && !strncmp(line + k, names[j], len)) col[j] = c;
+        k += (int)len;
+        if (line[k] != ',') break;
+        k++, c++;
+    }
+    for (int j = 0; j < 3 && st == SLM_OK; j++)
+        if (col[j] < 0) st = SLM_ERROR(SLM_ERR_FORMAT, "%s:1: no column \"%s\" (need params, tokens, loss)", path, names[j]);
+    while (st == SLM_OK && fgets(line, sizeof line, fp)) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == strlen(line)) continue;
+        double v[3] = {NAN, NAN, NAN};
+        char *q = line;
+        for (int c = 0; q; c++) {
+            for (int j = 0; j < 3; j++)
+                if (c == col[j]) {
+                    char *end;
+                    v[j] = strtod(q, &end);
+                    if (end == q || (*end != ',' && *end != '\n' && *end != '\r' && *end)) v[j] = NAN;
+                }
+            q = strchr(q, ',');
+            if (q) q++;
+        }
+        if (!(v[0] > 0 && v[1] > 0 && v[2] > 0)) {
+            st = SLM_ERROR(SLM_ERR_FORMAT, "%s:%d: params, tokens and loss must be positive numbers", path, lineno);
+            break;
+        }
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 64;
+            slm_loss_point *grown = realloc(*pts, (size_t)cap * sizeof **pts);
+            if (!grown) {
+                st = SLM_ERROR(SLM_ERR_NOMEM, "out of memory");
+                break;
+            }
+            *pts = grown;
+        }
+        (*pts)[(*n)++] = (slm_loss_point){v[0], v[1], v[2]};
+    }
+    fclose(fp);
+    if (st != SLM_OK) free(*pts), *pts = NULL;
+    return st;
+}
+
+/* `shardlm plan fit RUNS.csv [--delta D] [--out LAW.json] [--json]` */
+static int cmd_fit(int argc, char **argv, int rank, MPI_Comm comm)
+{
+    const char *csv = NULL, *out = NULL;
+    double delta = 1e-3;
+    int json = 0;
+    slm_status st = SLM_OK;
+    for (int i = 2; i < argc && st == SLM_OK; i++) {
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--delta") && i + 1 < argc) st = number("--delta", argv[++i], &delta);
+        else if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
+        else if (argv[i][0] != '-' && !csv) csv = argv[i];
+        else st = SLM_ERROR(SLM_ERR_ARG, "plan fit: unexpected '%s' (usage: shardlm plan fit RUNS.csv [--delta D] "
+                            "[--out LAW.json] [--json])", argv[i]);
+    }
+    if (st == SLM_OK && !csv) st = SLM_ERROR(SLM_ERR_ARG, "plan fit: no RUNS.csv given");
+    slm_loss_point *pts = NULL;
+    int n = 0;
+    slm_loss_law law;
+    double obj = 0;
+    if (st == SLM_OK) st = read_runs(csv, &pts, &n);
+    if (st == SLM_OK) st = slm_law_fit(pts, n, delta, &law, &obj);
+    free(pts);
+    if (st != SLM_OK) {
+        slm_cli_report_error(comm, 0);
+        return SLM_EXIT_USAGE;
+    }
+    if (rank != 0) return SLM_EXIT_OK;
+    char obj_text[256];
+    snprintf(obj_text, sizeof obj_text,
+             "{\"E\":%.17g,\"A\":%.17g,\"B\":%.17g,\"alpha\":%.17g,\"beta\":%.17g,\"runs\":%d,\"huber_delta\":%g,"
+             "\"objective\":%.17g}",
+             law.E, law.A, law.B, law.alpha, law.beta, n, delta, obj);
+    if (out) {
+        FILE *fp = fopen(out, "w");
+        if (!fp || fprintf(fp, "%s\n", obj_text) < 0 || fclose(fp)) {
+            fprintf(stderr, "shardlm: error: plan fit: cannot write %s\n", out);
+            return SLM_EXIT_FAILURE;
+        }
+    }
+    if (json) printf("%s\n", obj_text);
+    else
+        printf("fit       %d runs of %s, Huber delta %g: L(N, D) = %.4f + %.5g / N^%.4f + %.5g / D^%.4f "
+               "(objective %.3g)%s%s\n",
+               n, csv, delta, law.E, law.A, law.alpha, law.B, law.beta, obj, out ? "; written to " : "", out ? out : "");
+    return SLM_EXIT_OK;
 }
 
 int slm_cmd_plan(int argc, char **argv, MPI_Comm comm)
@@ -250,6 +388,7 @@ int slm_cmd_plan(int argc, char **argv, MPI_Comm comm)
         if (rank == 0) fputs(usage, stdout);
         return SLM_EXIT_OK;
     }
+    if (argc > 1 && !strcmp(argv[1], "fit")) return cmd_fit(argc, argv, rank, comm);
     plan_args a;
     slm_conf c;
     plan_result r;

@@ -15,7 +15,7 @@ slm_status slm_plan_memory_for(const slm_gpt_config *cfg, const slm_plan_layout 
               "global batch %d is not a multiple of micro_batch %d x dp %d", lay->global_batch, lay->micro_batch,
               lay->dp);
     const int P = lay->pp, L = cfg->n_layer, accum = lay->global_batch / (lay->micro_batch * lay->dp);
-    *out = (slm_plan_memory){0, 0, 0, 0, 0, 0, 0, 0};
+    *out = (slm_plan_memory){0, 0, 0, 0, 0, 0, 0, 0, 0};
     for (int s = 0; s < P; s++) { /* the layer split and micro-batches in flight of `shardlm train` */
         const int slots = P - s < accum ? P - s : accum;
         const slm_gpt_stage st = {s * L / P, (s + 1) * L / P - s * L / P, s == 0, s == P - 1, slots};
@@ -26,8 +26,8 @@ slm_status slm_plan_memory_for(const slm_gpt_config *cfg, const slm_plan_layout 
         const double total =
             m.params + m.grads + m.optimizer + m.gathered + m.grad_buckets + (double)fp.activation_bytes;
         if (total > out->total)
-            *out = (slm_plan_memory){m.params,       m.grads, m.optimizer, m.gathered, m.grad_buckets,
-                                     (double)fp.activation_bytes, total,       s};
+            *out = (slm_plan_memory){m.params, m.grads, m.optimizer, m.gathered, m.grad_buckets,
+                                     (double)fp.activation_bytes, total, s, (double)fp.params};
     }
     return SLM_OK;
 }

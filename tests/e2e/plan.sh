@@ -71,3 +71,60 @@ printf '{"E": 2.0, "A": 300}\n' >"$WORK/half.json"
 expect_error 2 "half.json: no number \"B\"" -- "$S" plan --law "$WORK/half.json"
 expect_error 2 "less than the smallest GPT-2" -- "$S" plan --params 1000
 expect_error 2 "train.global_batch" -- "$S" plan "${model[@]}" --ranks 3
+
+# plan fit: runs generated (in Python) from the Besiroglu law with 0.2% noise give back its
+# constants, and the law it writes answers --law
+"$PYTHON3" - >"$WORK/runs.csv" <<'EOF2'
+import math, random
+random.seed(7)
+E, A, B, a, b = 1.8172, 482.01, 2085.43, 0.3478, 0.3658
+print("run,params,tokens,loss,note")
+for i in range(6):
+    for j in range(6):
+        N, D = 1e6 * 10 ** (i * 0.5), 1e7 * 10 ** (j * 0.7)
+        print("r%d,%.9g,%.9g,%.9f,x" % (6 * i + j, N, D, (E + A / N ** a + B / D ** b) * math.exp(random.gauss(0, 0.002))))
+EOF2
+"$S" plan fit "$WORK/runs.csv" --out "$WORK/fit.json" >"$WORK/fit.txt" || fail "plan fit"
+cat "$WORK/fit.txt"
+"$PYTHON3" - "$WORK/fit.json" <<'EOF2' || fail "plan fit did not recover the law: $(cat "$WORK/fit.json")"
+import json, sys
+f = json.load(open(sys.argv[1]))
+assert abs(f["alpha"] - 0.3478) < 0.02 and abs(f["beta"] - 0.3658) < 0.02, f
+assert abs(f["E"] - 1.8172) < 0.05 and f["runs"] == 36, f
+EOF2
+"$S" plan --law "$WORK/fit.json" --flops 5.76e23 | grep -q "^budget .* (1[6-9]\.[0-9] tokens per parameter)" \
+    || fail "the fitted law's optimum is not Besiroglu's ~18 tokens per parameter"
+printf 'params,loss\n1e6,3\n' >"$WORK/nocol.csv"
+expect_error 2 "nocol.csv:1: no column \"tokens\"" -- "$S" plan fit "$WORK/nocol.csv"
+printf 'params,tokens,loss\n1e6,1e7,3\n1e6,-5,3\n' >"$WORK/neg.csv"
+expect_error 2 "neg.csv:3: params, tokens and loss must be positive" -- "$S" plan fit "$WORK/neg.csv"
+head -n 4 "$WORK/runs.csv" >"$WORK/three.csv"
+expect_error 2 "at least 5 runs, not 3" -- "$S" plan fit "$WORK/three.csv"
+
+# bench calibrate on 2 ranks writes what plan --calibration reads, and plan predicts a time
+small=(model.n_layer=2 model.n_head=4 model.d_model=64 model.vocab_size=256 model.seq_len=32 train.micro_batch=2
+       train.global_batch=4 train.threads=1)
+timeout 300 "$MPIEXEC" -n 2 "$S" bench calibrate "${small[@]}" --steps 3 --bytes 65536 --out "$WORK/cal.json" \
+    >"$WORK/cal.out" 2>&1 || { cat "$WORK/cal.out"; fail "bench calibrate"; }
+cat "$WORK/cal.out"
+"$PYTHON3" - "$WORK/cal.json" <<'EOF2' || fail "calibration file: $(cat "$WORK/cal.json")"
+import json, sys
+c = json.load(open(sys.argv[1]))
+assert c["ranks"] == 2 and c["nodes"] == 1 and c["threads"] == 1 and c["message_bytes"] == 65536, c
+assert 0 < c["gflops_per_rank"] <= 1.5 * c["gemm_gflops"] and abs(c["mfu"] - c["gflops_per_rank"] / c["gemm_gflops"]) < 1e-3, c
+assert c["latency_s"] > 0 and c["bandwidth_bytes_per_s"] > 0 and c["allreduce_bus_bytes_per_s"] > 0, c
+EOF2
+"$S" plan "${small[@]}" train.steps=100 --ranks 2 --calibration "$WORK/cal.json" --json >"$WORK/t.json" \
+    || fail "plan --calibration"
+"$PYTHON3" - "$WORK/t.json" "$WORK/cal.json" <<'EOF2' || fail "plan --calibration: $(cat "$WORK/t.json")"
+import json, sys
+r, c = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+t, fpt = r["time"], r["model"]["flops_per_token"]
+# compute: the step's 4 sequences of 32 tokens over 2 ranks at the calibrated rate
+assert abs(t["compute_s"] - fpt * 4 * 32 / 2 / (c["gflops_per_rank"] * 1e9)) < 1e-9 * t["compute_s"] + 1e-15, t
+assert t["dp_comm_s"] > 0 and t["step_s"] >= t["overlapped_step_s"] >= t["compute_s"], t
+assert t["steps"] == 100 and abs(t["wall_s"] - 100 * t["step_s"]) < 1e-9 * t["wall_s"], t
+EOF2
+printf '{"gflops_per_rank": 10}\n' >"$WORK/badcal.json"
+expect_error 2 "badcal.json: no number \"gemm_gflops\"" -- "$S" plan --calibration "$WORK/badcal.json"
+expect_error 2 "--out FILE is required" -- "$S" bench calibrate

@@ -7,6 +7,7 @@
  * small's published 124,439,808 and against a model actually laid out by the model
  * module; memory per ZeRO stage against the per-parameter byte counts worked by hand. */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <omp.h>
@@ -136,6 +137,92 @@ static void test_memory_stages(void)
     CU_ASSERT(slm_plan_memory_for(&cfg, &bad, &x) != SLM_OK);
 }
 
+/* The step-time model on cases worked by hand: GPT-2 of 4 layers, d_model 64, vocab 256,
+ * seq_len 32 has 218,496 parameters and 1,376,256 FLOPs per token; a step of 8 sequences
+ * is 256 tokens. */
+static void test_step_time(void)
+{
+    const slm_gpt_config cfg = {4, 4, 64, 256, 32, 0};
+    const slm_calibration cal = {10.0, 20.0, 1e-5, 2e9, 1e9, 4, 1, 1};
+    /* dp 4: compute 1376256 * 256 / 4 / 1e10 s; the gradient all-reduce moves 2 * 3/4 of
+     * 218496 * 4 bytes at 1 GB/s plus 2 * 3 latencies */
+    slm_plan_layout lay = {4, 1, 1, 0, 0, 2, 8, 1};
+    slm_plan_memory mem;
+    slm_plan_time t;
+    CU_ASSERT_FATAL(slm_plan_memory_for(&cfg, &lay, &mem) == SLM_OK);
+    CU_ASSERT_EQUAL(mem.nparams, 218496.0);
+    slm_plan_step_time(&cfg, &lay, &mem, &cal, &t);
+    CU_ASSERT(REL(t.compute_s, 8.8080384e-3) < 1e-12);
+    CU_ASSERT(REL(t.dp_comm_s, 1.310976e-3 + 6e-5) < 1e-12);
+    CU_ASSERT(t.bubble_s == 0 && t.tp_comm_s == 0 && t.pp_comm_s == 0);
+    CU_ASSERT(REL(t.step_s, 8.8080384e-3 + 1.370976e-3) < 1e-12);
+    CU_ASSERT(REL(t.overlapped_s, 8.8080384e-3) < 1e-12); /* hidden behind the backward */
+    /* bf16 halves the bytes on the wire; stage 3 gathers too: 1.5 times the volume */
+    lay.bf16 = 1, lay.zero_stage = 3;
+    CU_ASSERT_FATAL(slm_plan_memory_for(&cfg, &lay, &mem) == SLM_OK);
+    slm_plan_step_time(&cfg, &lay, &mem, &cal, &t);
+    CU_ASSERT(REL(t.dp_comm_s, 1.5 * (1.310976e-3 / 2 + 6e-5)) < 1e-12);
+    /* pp 2 x dp 2: 2 micro-batches per step, bubble half the compute; 2 messages of
+     * 2 * 32 * 64 floats per micro-batch at 2 GB/s plus a latency each */
+    slm_plan_layout pp = {2, 1, 2, 0, 0, 2, 8, 1};
+    CU_ASSERT_FATAL(slm_plan_memory_for(&cfg, &pp, &mem) == SLM_OK);
+    slm_plan_step_time(&cfg, &pp, &mem, &cal, &t);
+    CU_ASSERT(REL(t.compute_s, 8.8080384e-3) < 1e-12);
+    CU_ASSERT(REL(t.bubble_s, 8.8080384e-3 / 2) < 1e-12);
+    CU_ASSERT(REL(t.pp_comm_s, 2 * 2 * (1e-5 + 16384 / 2e9)) < 1e-12);
+    /* tp 2 x dp 2: 4 all-reduces of 2 * 32 * 64 floats per layer per micro-batch (2 of them) */
+    slm_plan_layout tp = {2, 2, 1, 0, 0, 2, 8, 1};
+    CU_ASSERT_FATAL(slm_plan_memory_for(&cfg, &tp, &mem) == SLM_OK);
+    slm_plan_step_time(&cfg, &tp, &mem, &cal, &t);
+    CU_ASSERT(REL(t.tp_comm_s, 4 * 4 * 2 * (2.0 * 1 / 2 * 16384 / 1e9 + 2 * 1e-5)) < 1e-12);
+}
+
+/* Standard normal deviates from a fixed-seed xorshift64* and Box-Muller. */
+static uint64_t rng_state = 88172645463325252ull;
+static double uniform01(void)
+{
+    rng_state ^= rng_state >> 12, rng_state ^= rng_state << 25, rng_state ^= rng_state >> 27;
+    return ((rng_state * 2685821657736338717ull) >> 11) * 0x1p-53;
+}
+static double gauss(void) { return sqrt(-2 * log(1 - uniform01())) * cos(2 * M_PI * uniform01()); }
+
+/* Losses generated from a known law on a grid of 8 model sizes (1e6-1e9) x 8 token
+ * counts (1e7-1e11): the fit recovers the law exactly without noise, and closely with
+ * 0.3% multiplicative noise and a few wild runs (which the Huber loss must shrug off). */
+static void fit_case(double sigma, int outliers, double tol_exp, double tol_e, double tol_opt)
+{
+    const slm_loss_law k = {"known", 1.8, 480.0, 2000.0, 0.35, 0.37};
+    slm_loss_point pts[64];
+    for (int i = 0; i < 8; i++)
+        for (int j = 0; j < 8; j++) {
+            const double N = 1e6 * pow(1e3, i / 7.0), D = 1e7 * pow(1e4, j / 7.0);
+            pts[i * 8 + j] = (slm_loss_point){N, D, slm_law_loss(&k, N, D) * exp(sigma * gauss())};
+        }
+    for (int o = 0; o < outliers; o++) pts[o * 13 % 64].loss *= 1.5; /* diverged runs */
+    slm_loss_law fit;
+    double obj;
+    CU_ASSERT_FATAL(slm_law_fit(pts, 64, 1e-3, &fit, &obj) == SLM_OK);
+    double Nk, Dk, Nf, Df;
+    slm_law_optimum(&k, 1e21, &Nk, &Dk);
+    slm_law_optimum(&fit, 1e21, &Nf, &Df);
+    printf("\n    noise %.3f, %d outliers: E %.4f A %.1f B %.1f alpha %.4f beta %.4f (objective %.3g); "
+           "N_opt(1e21) %.4g vs %.4g",
+           sigma, outliers, fit.E, fit.A, fit.B, fit.alpha, fit.beta, obj, Nf, Nk);
+    CU_ASSERT(fabs(fit.alpha - k.alpha) <= tol_exp && fabs(fit.beta - k.beta) <= tol_exp);
+    CU_ASSERT(fabs(fit.E - k.E) <= tol_e);
+    CU_ASSERT(REL(Nf, Nk) <= tol_opt);
+}
+
+static void test_fit(void)
+{
+    fit_case(0, 0, 1e-4, 1e-4, 1e-3);
+    fit_case(0.003, 0, 0.03, 0.05, 0.3);
+    fit_case(0.003, 3, 0.03, 0.05, 0.3);
+    slm_loss_law l;
+    const slm_loss_point few[3] = {{1e6, 1e7, 5}, {1e7, 1e8, 4}, {1e8, 1e9, 3}};
+    CU_ASSERT(slm_law_fit(few, 3, 1e-3, &l, NULL) != SLM_OK); /* 5 constants need 5 runs */
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS) return (int)CU_get_error();
@@ -143,7 +230,9 @@ int main(void)
     if (!s || !CU_add_test(s, "compute-optimal split vs golden-section search", test_optimum) ||
         !CU_add_test(s, "compute-optimal split vs values worked separately", test_worked_values) ||
         !CU_add_test(s, "GPT-2 parameter count", test_params) || !CU_add_test(s, "shape search", test_shape) ||
-        !CU_add_test(s, "memory per ZeRO stage", test_memory_stages)) {
+        !CU_add_test(s, "memory per ZeRO stage", test_memory_stages) ||
+        !CU_add_test(s, "step time on cases worked by hand", test_step_time) ||
+        !CU_add_test(s, "law fit recovers known constants", test_fit)) {
         CU_cleanup_registry();
         return (int)CU_get_error();
     }

@@ -1,0 +1,59 @@
+/* time.c - predicted step time of a layout from a calibration of the machine. */
+#include <jansson.h>
+#include <math.h>
+#include <string.h>
+#include "shardlm/plan.h"
+
+slm_status slm_calibration_load(const char *path, slm_calibration *cal)
+{
+    json_error_t err;
+    json_t *root = json_load_file(path, 0, &err);
+    SLM_CHECK(root, SLM_ERR_FORMAT, "%s:%d:%d: %s", path, err.line, err.column, err.text);
+    static const char *keys[] = {"gflops_per_rank", "gemm_gflops", "latency_s", "bandwidth_bytes_per_s",
+                                 "allreduce_bus_bytes_per_s", "ranks", "nodes", "threads"};
+    double v[8];
+    for (int i = 0; i < 8; i++) {
+        json_t *x = json_object_get(root, keys[i]);
+        if (!json_is_number(x)) {
+            json_decref(root);
+            return SLM_ERROR(SLM_ERR_FORMAT, "%s: no number \"%s\" (write the file with shardlm bench calibrate)",
+                             path, keys[i]);
+        }
+        v[i] = json_number_value(x);
+    }
+    json_decref(root);
+    SLM_CHECK(v[0] > 0 && v[1] > 0 && v[5] >= 1, SLM_ERR_FORMAT,
+              "%s: gflops_per_rank, gemm_gflops and ranks must be positive", path);
+    SLM_CHECK(v[5] < 2 || (v[2] > 0 && v[3] > 0 && v[4] > 0), SLM_ERR_FORMAT,
+              "%s: a calibration of several ranks needs positive latency and bandwidths", path);
+    *cal = (slm_calibration){v[0], v[1], v[2], v[3], v[4], (int)v[5], (int)v[6], (int)v[7]};
+    return SLM_OK;
+}
+
+/* A ring all-reduce of `bytes` over p ranks: 2 (p-1)/p of the buffer through the bus,
+ * and 2 (p-1) message latencies. */
+static double allreduce_s(double bytes, int p, const slm_calibration *cal)
+{
+    if (p < 2) return 0;
+    return 2.0 * (p - 1) / p * bytes / cal->allreduce_bus_Bps + 2.0 * (p - 1) * cal->latency_s;
+}
+
+void slm_plan_step_time(const slm_gpt_config *cfg, const slm_plan_layout *l, const slm_plan_memory *mem,
+                        const slm_calibration *cal, slm_plan_time *out)
+{
+    const double T = cfg->seq_len, C = cfg->d_model;
+    const int m = l->global_batch / (l->micro_batch * l->dp); /* micro-batches per step */
+    const double tokens = (double)l->global_batch * T;
+    out->compute_s = slm_gpt_flops_per_token(cfg) * tokens / ((double)l->dp * l->tp * l->pp) /
+                     (cal->gflops_per_rank * 1e9);
+    out->bubble_s = out->compute_s * (l->pp - 1) / m;
+    const double wire = mem->nparams * (l->bf16 ? 2.0 : 4.0); /* the gradient (and gathered) bytes */
+    out->dp_comm_s = (l->zero_stage == 3 ? 1.5 : 1.0) * allreduce_s(wire, l->dp, cal);
+    const double act = (double)l->micro_batch * T * C * 4.0;
+    const int layers = (cfg->n_layer + l->pp - 1) / l->pp;
+    out->tp_comm_s = 4.0 * layers * m * allreduce_s(act, l->tp, cal);
+    out->pp_comm_s = l->pp > 1 ? 2.0 * m * (cal->latency_s + act / cal->bandwidth_Bps) : 0;
+    const double rest = out->compute_s + out->bubble_s + out->tp_comm_s + out->pp_comm_s;
+    out->step_s = rest + out->dp_comm_s;
+    out->overlapped_s = rest + fmax(0.0, out->dp_comm_s - 2.0 / 3.0 * out->compute_s);
+}
