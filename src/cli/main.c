@@ -20,6 +20,8 @@ static void usage(FILE *f)
             "                                               measure the GEMM peak used for MFU\n"
             "  bench step [CONFIG.ini] [section.key=value ...]\n"
             "                                               training steps and their profile by kind\n"
+            "  bench calibrate [CONFIG.ini] [section.key=value ...] --out FILE\n"
+            "                                               compute rate and network, for plan --calibration\n"
             "  ckpt list DIR | inspect FILE | verify FILE|DIR\n"
             "                                               checkpoint tools\n"
             "  sample CHECKPOINT|DIR [--tokens N] [--temperature T] [--top-k K] [--prompt TEXT]\n"
