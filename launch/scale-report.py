@@ -89,12 +89,23 @@ plot %s
                "Strong scaling keeps the global batch; weak scaling keeps the batch per rank. Efficiency is "
                "tokens/s over the first count's, divided by the ratio of rank counts. Ranks that share "
                "cores with each other (more ranks x threads than cores) say nothing about speed.", "",
-               "| kind | ranks | global batch | tokens/s | efficiency | step ms | exposed comm ms | MB sent per step | MFU |",
-               "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+               "| kind | ranks | global batch | tokens/s | efficiency | step ms | predicted ms (hidden) | "
+               "measured / predicted | exposed comm ms | MB sent per step | MFU |",
+               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in tp:
-        report.append("| %s | %s | %s | %s | %.2f | %s | %s | %s | %.1f%% |" % (
+        report.append("| %s | %s | %s | %s | %.2f | %s | %s (%s) | %.2f | %s | %s | %.1f%% |" % (
             r["kind"], r["ranks"], r["global_batch"], r["tokens_per_s"], r.get("efficiency", float("nan")),
-            r["step_ms"], r["exposed_comm_ms"], r["comm_mb_per_step"], 100 * float(r["mfu"])))
+            r["step_ms"], r["predicted_step_ms"], r["predicted_hidden_ms"],
+            float(r["step_ms"]) / float(r["predicted_step_ms"]), r["exposed_comm_ms"], r["comm_mb_per_step"],
+            100 * float(r["mfu"])))
+    cal = os.path.join(out, "calibration.json")
+    if os.path.exists(cal):
+        c = json.load(open(cal))
+        report += ["", "Predicted by `shardlm plan --calibration calibration.json` from `shardlm bench calibrate` on "
+                   "%d rank(s): %.1f GFLOP/s per rank training (%.0f%% of the GEMM peak), all-reduce bus %.2f GB/s, "
+                   "latency %.1f us. The prediction counts compute and communication; the optimizer step and "
+                   "the rest are not in it." % (c["ranks"], c["gflops_per_rank"], 100 * c["mfu"],
+                                                  c["allreduce_bus_bytes_per_s"] / 1e9, c["latency_s"] * 1e6)]
     report += ["", "![throughput](throughput.png)", "", "![communication](comm.png)", ""]
 
 # --- IsoFLOP sweep and the fitted law --------------------------------------------------

@@ -20,29 +20,36 @@
 
 static const char usage[] =
     "usage: shardlm bench calibrate [CONFIG.ini] [section.key=value ...] --out FILE [--steps N] [--bytes B]\n"
-    "  trains CONFIG for N steps (5) on every rank at once, each alone, then measures the GEMM peak,\n"
+    "  trains CONFIG for N steps (12) on every rank at once, each alone (the median tokens/s from step 2\n"
+    "  on counts), then measures the GEMM peak,\n"
     "  the latency and bandwidth between the first and last rank and all-reduce bandwidth (B bytes,\n"
     "  16 MiB); writes FILE for `shardlm plan --calibration FILE`\n";
 
-/* Mean tokens/s of a metrics file's steps after the first (step 0 pays the page faults). */
+/* Median tokens/s of a metrics file's steps from step 2 on (the first steps pay for page
+ * faults and warm caches). */
+static int by_value(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 static double steady_tokens_per_s(const char *path)
 {
     FILE *fp = fopen(path, "r");
     if (!fp) return 0;
     char line[8192];
-    double sum = 0;
+    double v[1000];
     int n = 0;
-    while (fgets(line, sizeof line, fp)) {
+    while (n < 1000 && fgets(line, sizeof line, fp)) {
         json_t *r = json_loads(line, 0, NULL);
         if (!r) continue;
-        if (json_integer_value(json_object_get(r, "step")) >= 1) {
-            sum += json_number_value(json_object_get(r, "tokens_per_s"));
-            n++;
-        }
+        if (json_integer_value(json_object_get(r, "step")) >= 2) v[n++] = json_number_value(json_object_get(r, "tokens_per_s"));
         json_decref(r);
     }
     fclose(fp);
-    return n ? sum / n : 0;
+    if (!n) return 0;
+    qsort(v, (size_t)n, sizeof *v, by_value);
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /* Train conf on this rank alone with its output silenced; its model GFLOP/s, or 0. */
@@ -78,7 +85,7 @@ int slm_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
     slm_conf conf;
     slm_conf_defaults(&conf);
     const char *out = NULL;
-    long steps = 5, bytes = 16L << 20;
+    long steps = 12, bytes = 16L << 20;
     slm_status st = SLM_OK;
     int i = 2;
     if (i < argc && argv[i][0] != '-' && !strchr(argv[i], '=')) st = slm_conf_load_file(&conf, argv[i++]);
@@ -92,8 +99,8 @@ int slm_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
         if (st == SLM_OK && end && *end) st = SLM_ERROR(SLM_ERR_ARG, "bench calibrate: '%s' is not a number", argv[i]);
     }
     if (st == SLM_OK && !out) st = SLM_ERROR(SLM_ERR_ARG, "bench calibrate: --out FILE is required");
-    if (st == SLM_OK && (steps < 2 || steps > 1000))
-        st = SLM_ERROR(SLM_ERR_ARG, "bench calibrate: --steps %ld: expected 2 to 1000", steps);
+    if (st == SLM_OK && (steps < 3 || steps > 1000))
+        st = SLM_ERROR(SLM_ERR_ARG, "bench calibrate: --steps %ld: expected 3 to 1000", steps);
     if (st == SLM_OK && (bytes < 8 || bytes > 1L << 30))
         st = SLM_ERROR(SLM_ERR_ARG, "bench calibrate: --bytes %ld: expected 8 to 2^30", bytes);
     /* the run each rank makes alone: the steps, no checkpoint, sample or evaluation; the

@@ -1,5 +1,6 @@
 #!/bin/bash
-# launch/scale end to end at the smallest scale: throughput sweeps on 1 and 2 ranks, an
+# launch/scale end to end at the smallest scale: throughput sweeps on 1 and 2 ranks with the
+# planner's predicted step times, an
 # IsoFLOP sweep of 6 runs, the fit, the report and its plots (real PNG files); and
 # launch/plot on a run's metrics, with bad input refused.
 . "$(dirname "$0")/common.sh"
@@ -16,6 +17,12 @@ tp = list(csv.DictReader(open(out + "/throughput.csv")))
 assert [(r["kind"], r["ranks"], r["global_batch"]) for r in tp] == \
     [("strong", "1", "4"), ("strong", "2", "4"), ("weak", "1", "4"), ("weak", "2", "8")], tp
 assert all(float(r["tokens_per_s"]) > 0 for r in tp) and float(tp[1]["comm_mb_per_step"]) > 0, tp
+cal = json.load(open(out + "/calibration.json"))
+assert cal["ranks"] == 2 and cal["gflops_per_rank"] > 0, cal
+# the planner's prediction of each run: compute only on 1 rank, compute + reduction on 2
+for r in tp:
+    p, h = float(r["predicted_step_ms"]), float(r["predicted_hidden_ms"])
+    assert p >= h > 0 and (r["ranks"] != "1" or p == h), r
 iso = list(csv.DictReader(open(out + "/isoflop.csv")))
 assert len(iso) == 6, iso
 for r in iso:  # each run trained its budget's tokens: 6 N D within one step of C
@@ -28,7 +35,8 @@ report = open(out + "/report.md").read()
 for img in ("throughput.png", "comm.png", "isoflop.png", "frontier.png"):
     assert "(%s)" % img in report, img
     assert open(os.path.join(out, img), "rb").read(8) == b"\x89PNG\r\n\x1a\n", img
-for part in ("## Throughput against ranks", "## IsoFLOP sweep", "## Fitted law", "best at this budget"):
+for part in ("## Throughput against ranks", "measured / predicted", "## IsoFLOP sweep", "## Fitted law",
+             "best at this budget"):
     assert part in report, part
 print("report: %d throughput rows, %d IsoFLOP runs, law alpha %.3f beta %.3f" % (len(tp), len(iso), law["alpha"], law["beta"]))
 PY
