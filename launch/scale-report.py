@@ -6,7 +6,6 @@ study directory's throughput.csv, isoflop.csv, law.json and plan.txt (each optio
 """
 import csv
 import json
-import math
 import os
 import subprocess
 import sys
@@ -28,10 +27,13 @@ def law_loss(law, n, d):
 
 
 def law_optimum(law, c):
+    """docs/scaling.md's closed form (slm_law_optimum). Not asked of `shardlm plan`: it also
+    fits a model shape to the answer and refuses budgets below the smallest GPT-2 of the
+    vocabulary, where toy studies live."""
     a, b = law["alpha"], law["beta"]
     g = (a * law["A"] / (b * law["B"])) ** (1 / (a + b))
     n = g * (c / 6) ** (b / (a + b))
-    return n, c / 6 / n
+    return n, c / 6 / n, law_loss(law, n, c / 6 / n)
 
 
 data = open(os.path.join(out, "data.txt")).read().strip() if os.path.exists(os.path.join(out, "data.txt")) else "?"
@@ -39,7 +41,13 @@ corpus = {"brown-bytes": "the Brown corpus as bytes (vocabulary 256), 5% of its 
           "synthetic": "the built-in synthetic corpus (a small grammar: even the smallest models reach its entropy, "
                        "so model size hardly matters)",
           "config": "the data the configuration names"}.get(data, data)
-report = ["# Scaling study", "", "Made by `launch/scale` in `%s`, on %s." % (out, corpus), ""]
+net = os.path.join(out, "network.txt")
+cal = os.path.join(out, "calibration.json")
+nodes = json.load(open(cal))["nodes"] if os.path.exists(cal) else None
+net = open(net).read().strip() if os.path.exists(net) else "ranks launched by `%s`%s" % (
+    os.environ.get("SLM_MPIRUN", "mpirun"), ", on %d node(s) in the calibration" % nodes if nodes else "")
+report = ["# Scaling study", "", "Made by `launch/scale` in `%s`, on %s." % (out, corpus), "",
+          "Network: %s." % net, ""]
 
 # --- throughput against ranks -------------------------------------------------------
 tp = rows("throughput.csv")
@@ -143,8 +151,7 @@ plot %s
         cs = [float(budgets[0]) / 3 * (30 * float(budgets[-1]) / float(budgets[0])) ** (i / 60) for i in range(61)]
         with open(os.path.join(out, "frontier.dat"), "w") as f:
             for c in cs:
-                n, d = law_optimum(law, c)
-                f.write("%.6g %.6g\n" % (c, law_loss(law, n, d)))
+                f.write("%.6g %.6g\n" % (c, law_optimum(law, c)[2]))
         extra = ', "%s/frontier.dat" using 1:2 with lines lw 2 title "fitted law: compute-optimal loss"' % out
     gnuplot("""set terminal pngcairo size 900,500 font ",10" noenhanced
 set output "%s/frontier.png"
@@ -177,8 +184,8 @@ plot "%s/runs.dat" using 1:2 with points pt 6 ps 1.2 title "runs", "%s/best.dat"
                    "", "| budget (FLOPs) | fitted optimum N | fitted optimum D | predicted loss | best run's N | its loss |",
                    "|---:|---:|---:|---:|---:|---:|"]
         for b in budgets:
-            n, d = law_optimum(law, float(b))
-            report.append("| %s | %.3g | %.3g | %.4f | %s | %.4f |" % (b, n, d, law_loss(law, n, d), best[b]["params"],
+            n, d, loss = law_optimum(law, float(b))
+            report.append("| %s | %.3g | %.3g | %.4f | %s | %.4f |" % (b, n, d, loss, best[b]["params"],
                                                                     float(best[b]["val_loss"])))
         ref = subprocess.run([shardlm, "plan", "--law", law_start, "--flops", budgets[-1], "--json"],
                              capture_output=True, text=True)

@@ -68,6 +68,9 @@ typedef struct slm_conf {
 void slm_conf_defaults(slm_conf *conf);
 /* Read an INI file over conf. Unknown sections/keys and bad values are errors. Local. */
 slm_status slm_conf_load_file(slm_conf *conf, const char *path);
+/* The defaults, then the configuration file argv[*i] names, if it names one: a word that
+ * is neither an option nor a "key=value". Leaves *i at the next argument. Local. */
+slm_status slm_conf_from_args(slm_conf *conf, int argc, char **argv, int *i);
 /* The same from INI text (a checkpoint's recorded configuration); name is for messages. */
 slm_status slm_conf_load_text(slm_conf *conf, const char *text, const char *name);
 /* Apply one "section.key=value" override. Local. */

@@ -122,7 +122,7 @@ slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_stor
  * units (unit 0, the embeddings, and the largest other one), and the bytes
  * slm_gpt_activation_bytes would report with `threads` OpenMP threads. Local. */
 typedef struct slm_gpt_footprint {
-    size_t params, unit0, max_unit;
+    size_t params, unit0, max_unit, unit_last; /* units: the first, the largest after it, the last */
     int nunits;
     size_t activation_bytes;
 } slm_gpt_footprint;

@@ -180,6 +180,11 @@ typedef struct slm_net_measurement {
 } slm_net_measurement;
 slm_status slm_net_measure(MPI_Comm comm, size_t bytes, int reps, slm_net_measurement *out);
 
+/* The buckets of n model units of size[u] parameters: the first unit (the embeddings) alone,
+ * then consecutive units until a bucket reaches bucket_mb MiB of fp32 (0: every unit its
+ * own). Fills bucket_of[u] unless it is NULL; returns the number of buckets. */
+int slm_fsdp_group_units(const size_t *size, int n, double bucket_mb, int *bucket_of);
+
 slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t unit0, size_t max_unit, int nunits, int dp,
                                     int zero_stage, int bf16);
 

@@ -61,6 +61,7 @@ typedef struct slm_plan_layout {
     int dp, tp, pp, zero_stage, bf16;
     int micro_batch, global_batch; /* sequences: per rank per micro-step, per optimizer step */
     int threads;                   /* OpenMP threads per rank (attention's scratch) */
+    double bucket_mb;              /* parallel.bucket_mb: how the gradient reduction is split */
 } slm_plan_layout;
 
 /* Bytes per rank by kind, as `shardlm train` allocates them and its `memory` line prints,
@@ -70,6 +71,7 @@ typedef struct slm_plan_memory {
     double params, grads, optimizer, gathered, grad_buffers, activations, total;
     int stage;
     double nparams; /* the parameters this rank's stage holds (its tensor-parallel share) */
+    int buckets;    /* the collectives one gradient reduction of that stage takes */
 } slm_plan_memory;
 
 /* The memory per rank of model `cfg` (cfg->recompute included) under `layout`. Fails
@@ -90,9 +92,10 @@ slm_status slm_calibration_load(const char *path, slm_calibration *cal);
 /* Predicted time of one optimizer step, in seconds, by part:
  *   compute  = flops_per_token * global_batch * T / (dp * tp * pp) / gflops_per_rank
  *   bubble   = compute * (pp - 1) / m                 (1F1B, m micro-batches per step)
- *   dp_comm  = k * (2 (dp-1)/dp * S / bus + 2 (dp-1) * latency), S = this rank's parameters
- *              in bytes (2 per parameter in bf16), k = 1 at stages 0-2 (all-reduce, or
- *              reduce-scatter + all-gather), 1.5 at stage 3 (gathers in forward and backward)
+ *   dp_comm  = k * (2 (dp-1)/dp * S / bus + 2 (dp-1) * latency * buckets), S = this rank's
+ *              parameters in bytes (2 per parameter in bf16), one collective per bucket,
+ *              k = 1 at stages 0-2 (all-reduce, or reduce-scatter + all-gather), 1.5 at
+ *              stage 3 (gathers in forward and backward)
  *   tp_comm  = 4 all-reduces of B*T*C floats over tp ranks per layer of the stage per
  *              micro-batch (two in forward, two in backward)
  *   pp_comm  = 2 messages of B*T*C floats per micro-batch (activations out, gradients back)

@@ -83,12 +83,10 @@ int slm_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
         return SLM_EXIT_OK;
     }
     slm_conf conf;
-    slm_conf_defaults(&conf);
     const char *out = NULL;
     long steps = 12, bytes = 16L << 20;
-    slm_status st = SLM_OK;
     int i = 2;
-    if (i < argc && argv[i][0] != '-' && !strchr(argv[i], '=')) st = slm_conf_load_file(&conf, argv[i++]);
+    slm_status st = slm_conf_from_args(&conf, argc, argv, &i);
     for (; i < argc && st == SLM_OK; i++) {
         char *end = NULL;
         if (!strcmp(argv[i], "--out") && i + 1 < argc) out = argv[++i];
@@ -144,7 +142,7 @@ int slm_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
     MPI_Allreduce(MPI_IN_PLACE, &peak, 1, MPI_DOUBLE, MPI_SUM, comm);
     peak /= world;
     slm_net_measurement net;
-    if (slm_net_measure(comm, (size_t)bytes, 5, &net) != SLM_OK) {
+    if (slm_net_measure(comm, (size_t)bytes, 7, &net) != SLM_OK) {
         slm_cli_report_error(comm, 1);
         return SLM_EXIT_FAILURE;
     }

@@ -54,9 +54,8 @@ static slm_status whole(const char *opt, const char *text, int *out)
 static slm_status parse(int argc, char **argv, plan_args *a, slm_conf *c)
 {
     *a = (plan_args){"hoffmann", NULL, 0, 0, 0, 0, 0, 64, 0, 64, 1, 0, 0};
-    slm_conf_defaults(c);
     int i = 1;
-    if (i < argc && argv[i][0] != '-' && !strchr(argv[i], '=')) SLM_CALL(slm_conf_load_file(c, argv[i++]));
+    SLM_CALL(slm_conf_from_args(c, argc, argv, &i));
     for (; i < argc; i++) {
         const char *o = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(o, "--json")) {
@@ -97,7 +96,8 @@ static slm_status parse(int argc, char **argv, plan_args *a, slm_conf *c)
 static slm_plan_layout layout_of(const slm_conf *c, int ranks, int tp, int pp, int zero_stage)
 {
     return (slm_plan_layout){ranks / (tp * pp),      tp, pp, zero_stage, !strcmp(c->train.precision, "bf16"),
-                             c->train.micro_batch, c->train.global_batch, c->train.threads > 0 ? c->train.threads : 1};
+                             c->train.micro_batch, c->train.global_batch, c->train.threads > 0 ? c->train.threads : 1,
+                             c->parallel.bucket_mb};
 }
 
 static void print_memory_text(const slm_plan_memory *m, const slm_plan_layout *l, const slm_gpt_config *mc)
@@ -217,9 +217,9 @@ static void print_json(const plan_args *a, const slm_conf *c, const plan_result 
     printf("\"params\":%.17g,\"optimal_tokens\":%.17g,\"optimal_budget_flops\":%.17g,\"tokens\":%.17g,\"loss\":%.17g,",
            r->N, r->D_for_N, r->C_for_N, r->D, slm_law_loss(l, r->N, r->D));
     printf("\"layout\":{\"ranks\":%d,\"dp\":%d,\"tp\":%d,\"pp\":%d,\"zero_stage\":%d,\"precision\":\"%s\","
-           "\"micro_batch\":%d,\"recompute\":%s},",
+           "\"micro_batch\":%d,\"recompute\":%s,\"buckets\":%d},",
            a->ranks, r->lay.dp, r->lay.tp, r->lay.pp, r->lay.zero_stage, r->lay.bf16 ? "bf16" : "fp32",
-           r->lay.micro_batch, mc->recompute ? "true" : "false");
+           r->lay.micro_batch, mc->recompute ? "true" : "false", r->mem.buckets);
     printf("\"memory\":{\"params_bytes\":%.0f,\"grads_bytes\":%.0f,\"optimizer_bytes\":%.0f,\"gathered_bytes\":%.0f,"
            "\"grad_buffers_bytes\":%.0f,\"activations_bytes\":%.0f,\"total_bytes\":%.0f,\"pipeline_stage\":%d}",
            m->params, m->grads, m->optimizer, m->gathered, m->grad_buffers, m->activations, m->total, m->stage);
@@ -261,10 +261,11 @@ static void print_text(const plan_args *a, const slm_conf *c, const plan_result 
     if (r->timed) {
         const slm_plan_time *t = &r->time;
         printf("time      per step %.4g s (compute %.4g + pipeline bubble %.4g + data-parallel %.4g + tensor-parallel "
-               "%.4g + pipeline %.4g s of communication), %.4g s with the gradient reduction hidden behind backward; "
+               "%.4g + pipeline %.4g s of communication; %d gradient buckets), %.4g s with the gradient reduction hidden behind backward; "
                "%.4g tokens = %.0f steps = %.3g to %.3g h (calibration: %.1f GFLOP/s per rank, all-reduce %.2f GB/s, "
                "latency %.1f us)\n",
-               t->step_s, t->compute_s, t->bubble_s, t->dp_comm_s, t->tp_comm_s, t->pp_comm_s, t->overlapped_s, r->D,
+               t->step_s, t->compute_s, t->bubble_s, t->dp_comm_s, t->tp_comm_s, t->pp_comm_s, r->mem.buckets,
+               t->overlapped_s, r->D,
                r->steps, r->steps * t->overlapped_s / 3600, r->steps * t->step_s / 3600, r->cal.gflops_per_rank,
                r->cal.allreduce_bus_Bps / 1e9, r->cal.latency_s * 1e6);
     }

@@ -22,9 +22,8 @@ static void train_help(void)
  * every rank reaches the same verdict without communicating. */
 static slm_status parse(int argc, char **argv, slm_conf *conf, int world)
 {
-    slm_conf_defaults(conf);
     int i = 1;
-    if (i < argc && !strchr(argv[i], '=')) SLM_CALL(slm_conf_load_file(conf, argv[i++]));
+    SLM_CALL(slm_conf_from_args(conf, argc, argv, &i));
     for (; i < argc; i++) SLM_CALL(slm_conf_set(conf, argv[i]));
     SLM_CALL(slm_conf_validate(conf, world));
     return SLM_OK;

@@ -245,6 +245,13 @@ slm_status slm_conf_load_file(slm_conf *conf, const char *path)
     return load_stream(conf, f, path);
 }
 
+slm_status slm_conf_from_args(slm_conf *conf, int argc, char **argv, int *i)
+{
+    slm_conf_defaults(conf);
+    if (*i < argc && argv[*i][0] != '-' && !strchr(argv[*i], '=')) return slm_conf_load_file(conf, argv[(*i)++]);
+    return SLM_OK;
+}
+
 slm_status slm_conf_load_text(slm_conf *conf, const char *text, const char *name)
 {
     FILE *f = fmemopen((void *)text, strlen(text), "r");

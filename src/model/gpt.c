@@ -287,12 +287,13 @@ slm_status slm_gpt_measure(const slm_gpt_config *cfg, int max_batch, int tp_size
     const slm_gpt_tp tp = {0, tp_size, NULL, NULL, NULL};
     slm_gpt_t m;
     SLM_CALL(model_shell(cfg, max_batch, &tp, stage, threads, &m));
-    *out = (slm_gpt_footprint){m->nparams, 0, 0, m->nunits, slm_gpt_activation_bytes(m)};
+    *out = (slm_gpt_footprint){m->nparams, 0, 0, 0, m->nunits, slm_gpt_activation_bytes(m)};
     for (int u = 0; u < m->nunits; u++) {
         size_t off, n;
         slm_gpt_unit_range(m, u, &off, &n);
         if (u == 0) out->unit0 = n;
         else if (n > out->max_unit) out->max_unit = n;
+        out->unit_last = n;
     }
     slm_gpt_destroy(&m);
     return SLM_OK;

@@ -168,22 +168,21 @@ slm_status slm_fsdp_create(slm_gpt_t model, MPI_Comm dp, const slm_fsdp_options 
     f->u = calloc((size_t)nmu, sizeof *f->u);
     f->bucket_of = calloc((size_t)nmu, sizeof *f->bucket_of);
     SLM_CHECK(f->u && f->bucket_of, SLM_ERR_NOMEM, "out of memory");
-    /* Buckets: the embeddings alone (they finish last in backward and the head needs them
-     * first), then consecutive units until a bucket reaches bucket_mb. */
-    const double cap = opt->bucket_mb * (1 << 20) / sizeof(float);
+    size_t *sizes = calloc((size_t)nmu, sizeof *sizes);
+    SLM_CHECK(sizes, SLM_ERR_NOMEM, "out of memory");
+    for (int mu = 0; mu < nmu; mu++) {
+        size_t off;
+        slm_gpt_unit_range(model, mu, &off, &sizes[mu]);
+    }
+    f->nunits = slm_fsdp_group_units(sizes, nmu, opt->bucket_mb, f->bucket_of);
+    free(sizes);
     for (int mu = 0; mu < nmu; mu++) {
         size_t off, n;
         slm_gpt_unit_range(model, mu, &off, &n);
-        fsdp_unit *open = f->nunits ? &f->u[f->nunits - 1] : NULL;
-        if (!open || mu == 1 || (double)open->n >= cap) {
-            open = &f->u[f->nunits++];
-            open->first = mu;
-            open->off = off;
-            open->n = 0;
-        }
-        open->last = mu;
-        open->n += n;
-        f->bucket_of[mu] = f->nunits - 1;
+        fsdp_unit *un = &f->u[f->bucket_of[mu]];
+        if (!un->n) un->first = mu, un->off = off;
+        un->last = mu;
+        un->n += n;
     }
     for (int i = 0; i < FSDP_MAX_OPS; i++) f->req[i] = MPI_REQUEST_NULL;
     const int stage = opt->zero_stage, p = f->size;
@@ -538,24 +537,42 @@ double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16)
     }
 }
 
+int slm_fsdp_group_units(const size_t *size, int n, double bucket_mb, int *bucket_of)
+{
+    /* the embeddings alone: they finish last in backward and the head needs them first */
+    const double cap = bucket_mb * (1 << 20) / sizeof(float);
+    int buckets = 0;
+    double open = 0;
+    for (int u = 0; u < n; u++) {
+        if (u <= 1 || open >= cap) buckets++, open = 0;
+        open += (double)size[u];
+        if (bucket_of) bucket_of[u] = buckets - 1;
+    }
+    return buckets;
+}
+
 slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t unit0, size_t max_unit, int nunits, int dp,
                                     int zero_stage, int bf16)
 {
     /* the allocations of slm_fsdp_create, one line each, with a shard of ceil(n/p) per unit */
     const double n = (double)nparams, p = dp, f = 4.0, h = 2.0, slots = FSDP_SLOTS;
     const double shard = ceil(n / p) + nunits, chunk0 = ceil((double)unit0 / p), mx = (double)max_unit;
+    /* elements of the stage-2/3 gradient pool and of the stage-3 gathered units; bf16 keeps a
+     * second pool of each in 2-byte elements */
+    const double pool = zero_stage >= 2 ? unit0 + chunk0 + slots * (mx + floor(mx / p) + 1) : 0;
+    const double gathered = zero_stage == 3 ? unit0 + slots * mx : 0;
     slm_fsdp_memory m = {0, 0, 0, 0, 0};
     m.params = f * (zero_stage < 3 ? n : shard);
     m.grads = (zero_stage < 2 ? f * n : 0) + (zero_stage >= 1 ? f * shard : 0);
-    if (zero_stage >= 2) m.grad_buckets = f * (unit0 + chunk0 + slots * (mx + floor(mx / p) + 1));
-    if (zero_stage == 3) m.gathered = f * (unit0 + slots * mx);
+    m.grad_buckets = f * pool;
+    m.gathered = f * gathered;
     if (bf16) {
         if (zero_stage == 0) m.params += f * n;
         if (zero_stage == 1 || zero_stage == 2) m.params += f * shard;
         if (zero_stage < 3) m.grad_buckets += h * n;
         if (zero_stage == 1 || zero_stage == 3) m.grad_buckets += h * shard;
-        if (zero_stage >= 2) m.grad_buckets += h * (unit0 + chunk0 + slots * (mx + floor(mx / p) + 1));
-        if (zero_stage == 3) m.gathered += h * (unit0 + slots * mx);
+        m.grad_buckets += h * pool;
+        m.gathered += h * gathered;
     }
     m.optimizer = 8.0 * (zero_stage == 0 ? n : shard);
     return m;

@@ -6,13 +6,28 @@
 #include "shardlm/parallel.h"
 #include "shardlm/timer.h"
 
-/* Best (smallest) one-way time of a `bytes` message between ranks a and b over `reps`
- * round trips; every rank of comm takes part in the agreement on the result. */
+static int by_value(const void *x, const void *y)
+{
+    const double a = *(const double *)x, b = *(const double *)y;
+    return (a > b) - (a < b);
+}
+
+/* The median of n times (n <= 64). The median, not the best: the planner wants what a
+ * training step meets, and a shaped or shared link varies from one message to the next. */
+static double median(double *t, int n)
+{
+    qsort(t, (size_t)n, sizeof *t, by_value);
+    return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
+}
+
+/* The median one-way time of a `bytes` message between ranks a and b over `reps` round
+ * trips; every rank of comm takes part in the agreement on the result. */
 static double ping_pong(MPI_Comm comm, int a, int b, char *buf, int bytes, int reps)
 {
     int rank;
     MPI_Comm_rank(comm, &rank);
-    double best = 1e30;
+    double times[64];
+    if (reps > 64) reps = 64;
     for (int r = 0; r < reps; r++) {
         MPI_Barrier(comm);
         const double t0 = slm_now();
@@ -23,11 +38,11 @@ static double ping_pong(MPI_Comm comm, int a, int b, char *buf, int bytes, int r
             MPI_Recv(buf, bytes, MPI_BYTE, a, 7, comm, MPI_STATUS_IGNORE);
             MPI_Send(buf, bytes, MPI_BYTE, a, 7, comm);
         }
-        const double dt = (slm_now() - t0) / 2;
-        if (dt < best) best = dt;
+        times[r] = (slm_now() - t0) / 2;
     }
-    MPI_Bcast(&best, 1, MPI_DOUBLE, a, comm);
-    return best;
+    double t = median(times, reps);
+    MPI_Bcast(&t, 1, MPI_DOUBLE, a, comm);
+    return t;
 }
 
 slm_status slm_net_measure(MPI_Comm comm, size_t bytes, int reps, slm_net_measurement *out)
@@ -60,17 +75,18 @@ slm_status slm_net_measure(MPI_Comm comm, size_t bytes, int reps, slm_net_measur
     out->latency_s = ping_pong(comm, 0, world - 1, buf, 8, 4 * reps);
     const double t = ping_pong(comm, 0, world - 1, buf, (int)(floats * sizeof(float)), reps);
     out->bandwidth_Bps = (double)(floats * sizeof(float)) / t;
-    double best = 1e30;
+    double times[64];
+    if (reps > 64) reps = 64;
     for (int r = 0; r < reps; r++) {
         MPI_Barrier(comm);
         const double t0 = slm_now();
         MPI_Allreduce(buf, sum, (int)floats, MPI_FLOAT, MPI_SUM, comm);
-        double dt = slm_now() - t0;
-        MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, comm);
-        if (dt < best) best = dt;
+        times[r] = slm_now() - t0;
+        MPI_Allreduce(MPI_IN_PLACE, &times[r], 1, MPI_DOUBLE, MPI_MAX, comm);
     }
+    const double mid = median(times, reps);
     /* bus bandwidth: the bytes a ring all-reduce moves per rank, 2 (p-1)/p of the buffer */
-    out->allreduce_bus_Bps = 2.0 * (world - 1) / world * (double)(floats * sizeof(float)) / best;
+    out->allreduce_bus_Bps = 2.0 * (world - 1) / world * (double)(floats * sizeof(float)) / mid;
     out->bytes = floats * sizeof(float);
     free(buf);
     free(sum);

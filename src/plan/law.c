@@ -2,8 +2,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
-#include <jansson.h>
 #include "shardlm/plan.h"
+#include "plan_impl.h"
 
 static const slm_loss_law builtin[] = {
     {"hoffmann", 1.69, 406.4, 410.7, 0.34, 0.28},
@@ -19,21 +19,9 @@ const slm_loss_law *slm_law_builtin(const char *name)
 
 slm_status slm_law_load(const char *path, slm_loss_law *law)
 {
-    json_error_t err;
-    json_t *root = json_load_file(path, 0, &err);
-    SLM_CHECK(root, SLM_ERR_FORMAT, "%s:%d:%d: %s", path, err.line, err.column, err.text);
-    static const char *keys[] = {"E", "A", "B", "alpha", "beta"};
+    static const char *const keys[] = {"E", "A", "B", "alpha", "beta"};
     double v[5];
-    for (int i = 0; i < 5; i++) {
-        json_t *x = json_object_get(root, keys[i]);
-        if (!json_is_number(x)) {
-            json_decref(root);
-            return SLM_ERROR(SLM_ERR_FORMAT, "%s: no number \"%s\" (a law needs E, A, B, alpha and beta)", path,
-                             keys[i]);
-        }
-        v[i] = json_number_value(x);
-    }
-    json_decref(root);
+    SLM_CALL(slm_plan_json_numbers(path, keys, 5, v, "a law needs E, A, B, alpha and beta"));
     SLM_CHECK(v[1] > 0 && v[2] > 0 && v[3] > 0 && v[4] > 0 && isfinite(v[0]), SLM_ERR_FORMAT,
               "%s: A, B, alpha and beta must be positive (A %g, B %g, alpha %g, beta %g)", path, v[1], v[2], v[3],
               v[4]);

@@ -3,6 +3,15 @@
 #include "shardlm/parallel.h"
 #include "shardlm/plan.h"
 
+/* The stage's units are the first, blocks of max_unit and the last (the final norm on the
+ * last stage); the fsdp layer's own rule groups them into buckets. */
+static int stage_buckets(const slm_gpt_footprint *fp, double bucket_mb)
+{
+    size_t sizes[fp->nunits];
+    for (int u = 0; u < fp->nunits; u++) sizes[u] = u == 0 ? fp->unit0 : u == fp->nunits - 1 ? fp->unit_last : fp->max_unit;
+    return slm_fsdp_group_units(sizes, fp->nunits, bucket_mb, NULL);
+}
+
 slm_status slm_plan_memory_for(const slm_gpt_config *cfg, const slm_plan_layout *lay, slm_plan_memory *out)
 {
     SLM_CHECK(lay->dp >= 1 && lay->tp >= 1 && lay->pp >= 1, SLM_ERR_ARG, "dp %d, tp %d, pp %d: each must be >= 1",
@@ -15,7 +24,7 @@ slm_status slm_plan_memory_for(const slm_gpt_config *cfg, const slm_plan_layout 
               "global batch %d is not a multiple of micro_batch %d x dp %d", lay->global_batch, lay->micro_batch,
               lay->dp);
     const int P = lay->pp, L = cfg->n_layer, accum = lay->global_batch / (lay->micro_batch * lay->dp);
-    *out = (slm_plan_memory){0, 0, 0, 0, 0, 0, 0, 0, 0};
+    *out = (slm_plan_memory){0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     for (int s = 0; s < P; s++) { /* the layer split and micro-batches in flight of `shardlm train` */
         const int slots = P - s < accum ? P - s : accum;
         const slm_gpt_stage st = {s * L / P, (s + 1) * L / P - s * L / P, s == 0, s == P - 1, slots};
@@ -26,8 +35,9 @@ slm_status slm_plan_memory_for(const slm_gpt_config *cfg, const slm_plan_layout 
         const double total =
             m.params + m.grads + m.optimizer + m.gathered + m.grad_buckets + (double)fp.activation_bytes;
         if (total > out->total)
-            *out = (slm_plan_memory){m.params, m.grads, m.optimizer, m.gathered, m.grad_buckets,
-                                     (double)fp.activation_bytes, total, s, (double)fp.params};
+            *out = (slm_plan_memory){m.params,  m.grads, m.optimizer, m.gathered, m.grad_buckets,
+                                     (double)fp.activation_bytes, total, s, (double)fp.params,
+                                     stage_buckets(&fp, lay->bucket_mb)};
     }
     return SLM_OK;
 }

@@ -1,27 +1,15 @@
 /* time.c - predicted step time of a layout from a calibration of the machine. */
-#include <jansson.h>
 #include <math.h>
 #include <string.h>
 #include "shardlm/plan.h"
+#include "plan_impl.h"
 
 slm_status slm_calibration_load(const char *path, slm_calibration *cal)
 {
-    json_error_t err;
-    json_t *root = json_load_file(path, 0, &err);
-    SLM_CHECK(root, SLM_ERR_FORMAT, "%s:%d:%d: %s", path, err.line, err.column, err.text);
-    static const char *keys[] = {"gflops_per_rank", "gemm_gflops", "latency_s", "bandwidth_bytes_per_s",
-                                 "allreduce_bus_bytes_per_s", "ranks", "nodes", "threads"};
+    static const char *const keys[] = {"gflops_per_rank", "gemm_gflops", "latency_s", "bandwidth_bytes_per_s",
+                                       "allreduce_bus_bytes_per_s", "ranks", "nodes", "threads"};
     double v[8];
-    for (int i = 0; i < 8; i++) {
-        json_t *x = json_object_get(root, keys[i]);
-        if (!json_is_number(x)) {
-            json_decref(root);
-            return SLM_ERROR(SLM_ERR_FORMAT, "%s: no number \"%s\" (write the file with shardlm bench calibrate)",
-                             path, keys[i]);
-        }
-        v[i] = json_number_value(x);
-    }
-    json_decref(root);
+    SLM_CALL(slm_plan_json_numbers(path, keys, 8, v, "write the file with shardlm bench calibrate"));
     SLM_CHECK(v[0] > 0 && v[1] > 0 && v[5] >= 1, SLM_ERR_FORMAT,
               "%s: gflops_per_rank, gemm_gflops and ranks must be positive", path);
     SLM_CHECK(v[5] < 2 || (v[2] > 0 && v[3] > 0 && v[4] > 0), SLM_ERR_FORMAT,
@@ -30,12 +18,12 @@ slm_status slm_calibration_load(const char *path, slm_calibration *cal)
     return SLM_OK;
 }
 
-/* A ring all-reduce of `bytes` over p ranks: 2 (p-1)/p of the buffer through the bus,
- * and 2 (p-1) message latencies. */
-static double allreduce_s(double bytes, int p, const slm_calibration *cal)
+/* Ring all-reduces of `bytes` in all over p ranks, in `n` collectives: 2 (p-1)/p of the
+ * bytes through the bus, and 2 (p-1) message latencies each. */
+static double allreduce_s(double bytes, int n, int p, const slm_calibration *cal)
 {
     if (p < 2) return 0;
-    return 2.0 * (p - 1) / p * bytes / cal->allreduce_bus_Bps + 2.0 * (p - 1) * cal->latency_s;
+    return 2.0 * (p - 1) / p * bytes / cal->allreduce_bus_Bps + 2.0 * (p - 1) * n * cal->latency_s;
 }
 
 void slm_plan_step_time(const slm_gpt_config *cfg, const slm_plan_layout *l, const slm_plan_memory *mem,
@@ -48,10 +36,10 @@ void slm_plan_step_time(const slm_gpt_config *cfg, const slm_plan_layout *l, con
                      (cal->gflops_per_rank * 1e9);
     out->bubble_s = out->compute_s * (l->pp - 1) / m;
     const double wire = mem->nparams * (l->bf16 ? 2.0 : 4.0); /* the gradient (and gathered) bytes */
-    out->dp_comm_s = (l->zero_stage == 3 ? 1.5 : 1.0) * allreduce_s(wire, l->dp, cal);
+    out->dp_comm_s = (l->zero_stage == 3 ? 1.5 : 1.0) * allreduce_s(wire, mem->buckets, l->dp, cal);
     const double act = (double)l->micro_batch * T * C * 4.0;
     const int layers = (cfg->n_layer + l->pp - 1) / l->pp;
-    out->tp_comm_s = 4.0 * layers * m * allreduce_s(act, l->tp, cal);
+    out->tp_comm_s = 4.0 * layers * m * allreduce_s(act, 1, l->tp, cal);
     out->pp_comm_s = l->pp > 1 ? 2.0 * m * (cal->latency_s + act / cal->bandwidth_Bps) : 0;
     const double rest = out->compute_s + out->bubble_s + out->tp_comm_s + out->pp_comm_s;
     out->step_s = rest + out->dp_comm_s;

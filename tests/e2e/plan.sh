@@ -1,6 +1,6 @@
 #!/bin/bash
 # shardlm plan: the memory it predicts per rank equals what `shardlm train` allocates (its
-# `memory` line) on 1-4 ranks, at every ZeRO stage, in fp32 and bf16, with tensor and
+# `memory` line), and its count of gradient buckets the train's `layout` line, on 1-4 ranks, at every ZeRO stage, in fp32 and bf16, with tensor and
 # pipeline parallelism and with recompute; the compute-optimal answers and the JSON fields;
 # bad input refused with a message naming the option.
 . "$(dirname "$0")/common.sh"
@@ -16,8 +16,10 @@ plan_vs_train() {
         log.peak_gflops=1 >"$WORK/train.out" 2>&1 || { cat "$WORK/train.out"; fail "train $np $*"; }
     "$PYTHON3" - "$WORK/plan.json" "$WORK/train.out" "$np $*" <<'EOF' || fail "plan and train differ: $np $*"
 import json, re, sys
-plan = json.load(open(sys.argv[1]))["memory"]
+full = json.load(open(sys.argv[1]))
+plan = full["memory"]
 line = next(l for l in open(sys.argv[2]) if l.startswith("memory"))
+buckets = int(re.search(r"(\d+) buckets", next(l for l in open(sys.argv[2]) if l.startswith("layout"))).group(1))
 pat = (r"params ([\d.]+) \+ grads ([\d.]+) \+ adamw ([\d.]+) = .*gathered units ([\d.]+) MiB, "
        r"gradient buffers ([\d.]+) MiB, activations ([\d.]+) MiB")
 got = [float(x) for x in re.search(pat, line).groups()]
@@ -25,12 +27,17 @@ keys = ["params", "grads", "optimizer", "gathered", "grad_buffers", "activations
 want = [plan[k + "_bytes"] / 2**20 for k in keys]
 # the log prints 0.1 MiB; the plan counts each unit's shard rounded up (a few floats)
 bad = [(k, g, w) for k, g, w in zip(keys, got, want) if abs(g - w) > 0.051 + 1e-4 * w]
-print("%-40s plan %s" % (sys.argv[3], " ".join("%s %.2f/%.1f" % (k, w, g) for k, g, w in zip(keys, got, want))))
+print("%-40s %d buckets, plan %s" % (sys.argv[3], buckets, " ".join("%s %.2f/%.1f" % (k, w, g) for k, g, w in zip(keys, got, want))))
+if buckets != full["layout"]["buckets"]:
+    print("buckets: train %d, plan %d" % (buckets, full["layout"]["buckets"]))
+    bad.append("buckets")
 sys.exit(1 if bad else 0)
 EOF
 }
 plan_vs_train 1
 plan_vs_train 1 train.recompute=true
+plan_vs_train 2 parallel.bucket_mb=0.3
+plan_vs_train 2 parallel.bucket_mb=2
 for z in 0 1 2 3; do plan_vs_train 2 parallel.zero_stage=$z; done
 plan_vs_train 2 parallel.zero_stage=3 train.precision=bf16
 plan_vs_train 4 parallel.zero_stage=1 train.precision=bf16

@@ -106,4 +106,23 @@ check_job full "$j3"
 how=$(sed -n 's/^preempted signal \([0-9]*\): checkpoint of step \([0-9]*\).*/signal \1, checkpoint of step \2/p' "$WORK/full.out" | head -n 1)
 grep -q 'second signal' "$WORK/full.out" && how="${how:+$how; }a second signal ended it at once"
 echo "full: first run stopped (${how:-no preemption line}), rerun resumed from step $resume_step"
+
+# 4. slurm/scale-study.sbatch: launch/scale's throughput sweeps as job steps (srun -n 1 and -n 2)
+j4=$(cd "$WORK" && SLM_TOP=$SLM_SRCDIR SHARDLM=$SHARDLM OUT=$WORK/study ARGS="--data synthetic --no-isoflop --steps 4 --batch 4" \
+    sbatch --parsable -t 10 -n 2 -o "$WORK/study.out" -J slm-study "$SLM_SRCDIR/slurm/scale-study.sbatch") \
+    || fail "sbatch scale-study failed"
+jobs_submitted+=("$j4")
+state=$(wait_done "$j4")
+[ "$state" = COMPLETED ] || { cat "$WORK/study.out"; fail "scale-study: job $j4 ended $state"; }
+"$PYTHON3" - "$WORK/study" <<'PY' || { cat "$WORK/study.out"; fail "scale-study: its outputs"; }
+import csv, json, sys
+d = sys.argv[1]
+tp = list(csv.DictReader(open(d + "/throughput.csv")))
+assert [(r["kind"], r["ranks"]) for r in tp] == [("strong", "1"), ("strong", "2"), ("weak", "1"), ("weak", "2")], tp
+assert all(float(r["tokens_per_s"]) > 0 and float(r["predicted_step_ms"]) > 0 for r in tp), tp
+assert json.load(open(d + "/calibration.json"))["ranks"] == 2
+assert "## Throughput against ranks" in open(d + "/report.md").read()
+print("scale-study: %d throughput rows from job steps, report written" % len(tp))
+PY
+grep -q "srun --mpi=pmix" "$WORK/study/report.md" || fail "scale-study: the report does not name srun as the launcher"
 echo "slurm test passed in $(( $(date +%s) - T0 )) s"

@@ -114,7 +114,7 @@ static void test_memory_stages(void)
     const double N = slm_plan_gpt2_params(4, 64, 256, 32), dp = 4;
     slm_plan_memory m[4];
     for (int z = 0; z < 4; z++) {
-        const slm_plan_layout lay = {4, 1, 1, z, 0, 2, 8, 1};
+        const slm_plan_layout lay = {4, 1, 1, z, 0, 2, 8, 1, 0};
         CU_ASSERT_FATAL(slm_plan_memory_for(&cfg, &lay, &m[z]) == SLM_OK);
     }
     const double slack = 4.0 * 16 * 6; /* each unit's shard is rounded up: at most a few floats per unit */
@@ -132,7 +132,7 @@ static void test_memory_stages(void)
     CU_ASSERT(m[0].gathered == 0 && m[1].gathered == 0 && m[2].gathered == 0);
     CU_ASSERT(m[0].grad_buffers == 0 && m[1].grad_buffers == 0);
     /* layouts that do not divide are refused */
-    const slm_plan_layout bad = {3, 1, 1, 0, 0, 2, 8, 1}; /* 8 sequences over 3 ranks of 2 */
+    const slm_plan_layout bad = {3, 1, 1, 0, 0, 2, 8, 1, 0}; /* 8 sequences over 3 ranks of 2 */
     slm_plan_memory x;
     CU_ASSERT(slm_plan_memory_for(&cfg, &bad, &x) != SLM_OK);
 }
@@ -145,33 +145,45 @@ static void test_step_time(void)
     const slm_gpt_config cfg = {4, 4, 64, 256, 32, 0};
     const slm_calibration cal = {10.0, 20.0, 1e-5, 2e9, 1e9, 4, 1, 1};
     /* dp 4: compute 1376256 * 256 / 4 / 1e10 s; the gradient all-reduce moves 2 * 3/4 of
-     * 218496 * 4 bytes at 1 GB/s plus 2 * 3 latencies */
-    slm_plan_layout lay = {4, 1, 1, 0, 0, 2, 8, 1};
+     * 218496 * 4 bytes at 1 GB/s, in 6 buckets (the embeddings, 4 blocks, the final norm)
+     * of 2 * 3 latencies each */
+    slm_plan_layout lay = {4, 1, 1, 0, 0, 2, 8, 1, 0};
     slm_plan_memory mem;
     slm_plan_time t;
     CU_ASSERT_FATAL(slm_plan_memory_for(&cfg, &lay, &mem) == SLM_OK);
     CU_ASSERT_EQUAL(mem.nparams, 218496.0);
+    CU_ASSERT_EQUAL(mem.buckets, 6);
     slm_plan_step_time(&cfg, &lay, &mem, &cal, &t);
     CU_ASSERT(REL(t.compute_s, 8.8080384e-3) < 1e-12);
-    CU_ASSERT(REL(t.dp_comm_s, 1.310976e-3 + 6e-5) < 1e-12);
+    CU_ASSERT(REL(t.dp_comm_s, 1.310976e-3 + 3.6e-4) < 1e-12);
     CU_ASSERT(t.bubble_s == 0 && t.tp_comm_s == 0 && t.pp_comm_s == 0);
-    CU_ASSERT(REL(t.step_s, 8.8080384e-3 + 1.370976e-3) < 1e-12);
+    CU_ASSERT(REL(t.step_s, 8.8080384e-3 + 1.670976e-3) < 1e-12);
     CU_ASSERT(REL(t.overlapped_s, 8.8080384e-3) < 1e-12); /* hidden behind the backward */
     /* bf16 halves the bytes on the wire; stage 3 gathers too: 1.5 times the volume */
     lay.bf16 = 1, lay.zero_stage = 3;
     CU_ASSERT_FATAL(slm_plan_memory_for(&cfg, &lay, &mem) == SLM_OK);
     slm_plan_step_time(&cfg, &lay, &mem, &cal, &t);
-    CU_ASSERT(REL(t.dp_comm_s, 1.5 * (1.310976e-3 / 2 + 6e-5)) < 1e-12);
+    CU_ASSERT(REL(t.dp_comm_s, 1.5 * (1.310976e-3 / 2 + 3.6e-4)) < 1e-12);
+    /* buckets of 0.3 MiB (78643 floats): the embeddings alone, then blocks of 49984 floats
+     * join a bucket until it holds 0.3 MiB, so two by two, and the final norm finds the last
+     * pair's bucket full: 1 + 2 + 1. At 0.4 MiB (104858 floats) three blocks fit before a
+     * bucket is full, and the norm joins the fourth block: 1 + 1 + 1. */
+    lay.bucket_mb = 0.3;
+    CU_ASSERT_FATAL(slm_plan_memory_for(&cfg, &lay, &mem) == SLM_OK);
+    CU_ASSERT_EQUAL(mem.buckets, 4);
+    lay.bucket_mb = 0.4;
+    CU_ASSERT_FATAL(slm_plan_memory_for(&cfg, &lay, &mem) == SLM_OK);
+    CU_ASSERT_EQUAL(mem.buckets, 3);
     /* pp 2 x dp 2: 2 micro-batches per step, bubble half the compute; 2 messages of
      * 2 * 32 * 64 floats per micro-batch at 2 GB/s plus a latency each */
-    slm_plan_layout pp = {2, 1, 2, 0, 0, 2, 8, 1};
+    slm_plan_layout pp = {2, 1, 2, 0, 0, 2, 8, 1, 0};
     CU_ASSERT_FATAL(slm_plan_memory_for(&cfg, &pp, &mem) == SLM_OK);
     slm_plan_step_time(&cfg, &pp, &mem, &cal, &t);
     CU_ASSERT(REL(t.compute_s, 8.8080384e-3) < 1e-12);
     CU_ASSERT(REL(t.bubble_s, 8.8080384e-3 / 2) < 1e-12);
     CU_ASSERT(REL(t.pp_comm_s, 2 * 2 * (1e-5 + 16384 / 2e9)) < 1e-12);
     /* tp 2 x dp 2: 4 all-reduces of 2 * 32 * 64 floats per layer per micro-batch (2 of them) */
-    slm_plan_layout tp = {2, 2, 1, 0, 0, 2, 8, 1};
+    slm_plan_layout tp = {2, 2, 1, 0, 0, 2, 8, 1, 0};
     CU_ASSERT_FATAL(slm_plan_memory_for(&cfg, &tp, &mem) == SLM_OK);
     slm_plan_step_time(&cfg, &tp, &mem, &cal, &t);
     CU_ASSERT(REL(t.tp_comm_s, 4 * 4 * 2 * (2.0 * 1 / 2 * 16384 / 1e9 + 2 * 1e-5)) < 1e-12);
