@@ -163,16 +163,21 @@ set ylabel "validation loss"
 set title "loss against compute"
 plot "%s/runs.dat" using 1:2 with points pt 6 ps 1.2 title "runs", "%s/best.dat" using 1:2 with points pt 7 ps 1.6 title "best run of each budget"%s
 """ % (out, out, out, extra))
+    swept = any(r.get("lr", "-") != "-" for r in iso)
+    lrs = sorted({float(r["lr"]) for r in rows("isoflop-all.csv") if r["lr"] != "-"})
     report += ["## IsoFLOP sweep", "",
                "At each budget C every size trains D = C / (6 N) tokens; the loss is the validation loss "
-               "after the last step.", "",
-               "| budget (FLOPs) | n_layer | d_model | parameters | tokens | steps | validation loss | |",
-               "|---:|---:|---:|---:|---:|---:|---:|---|"]
+               "after the last step." + (" Every point trained at each peak learning rate of %s (min_lr a tenth "
+                                         "of it); the table keeps the best (`isoflop-all.csv` has them all)."
+                                         % ", ".join("%g" % x for x in lrs) if swept else ""), "",
+               "| budget (FLOPs) | n_layer | d_model | parameters | tokens | steps | %svalidation loss | |" %
+               ("best lr | " if swept else ""),
+               "|---:|---:|---:|---:|---:|---:|%s---:|---|" % ("---:|" if swept else "")]
     for b in budgets:
         for r in sorted((r for r in iso if r["budget"] == b), key=lambda r: float(r["params"])):
-            report.append("| %s | %s | %s | %s | %s | %s | %.4f | %s |" % (
-                b, r["n_layer"], r["d_model"], r["params"], r["tokens"], r["steps"], float(r["val_loss"]),
-                "best at this budget" if r is best[b] else ""))
+            report.append("| %s | %s | %s | %s | %s | %s | %s%.4f | %s |" % (
+                b, r["n_layer"], r["d_model"], r["params"], r["tokens"], r["steps"],
+                r["lr"] + " | " if swept else "", float(r["val_loss"]), "best at this budget" if r is best[b] else ""))
     report += ["", "![IsoFLOP](isoflop.png)", ""]
     if law:
         report += ["## Fitted law", "",

@@ -26,8 +26,8 @@ static double ping_pong(MPI_Comm comm, int a, int b, char *buf, int bytes, int r
 {
     int rank;
     MPI_Comm_rank(comm, &rank);
-    double times[64];
-    if (reps > 64) reps = 64;
+    double times[64] = {0};
+    reps = reps < 1 ? 1 : reps > 64 ? 64 : reps;
     for (int r = 0; r < reps; r++) {
         MPI_Barrier(comm);
         const double t0 = slm_now();
@@ -75,8 +75,8 @@ slm_status slm_net_measure(MPI_Comm comm, size_t bytes, int reps, slm_net_measur
     out->latency_s = ping_pong(comm, 0, world - 1, buf, 8, 4 * reps);
     const double t = ping_pong(comm, 0, world - 1, buf, (int)(floats * sizeof(float)), reps);
     out->bandwidth_Bps = (double)(floats * sizeof(float)) / t;
-    double times[64];
-    if (reps > 64) reps = 64;
+    double times[64] = {0};
+    reps = reps < 1 ? 1 : reps > 64 ? 64 : reps;
     for (int r = 0; r < reps; r++) {
         MPI_Barrier(comm);
         const double t0 = slm_now();
