@@ -13,7 +13,8 @@ static const char usage[] =
     "usage: shardlm plan [CONFIG.ini] [section.key=value ...] [options]\n"
     "  --law NAME|FILE.json      loss law: hoffmann (default), besiroglu, or a fitted one\n"
     "  --flops C                 compute budget in FLOPs: the compute-optimal N and D, and a shape\n"
-    "  --node-hours H --node-gflops R   the budget as H node-hours at R GFLOP/s per node\n"
+    "  --node-hours H --node-gflops R   the budget as H node-hours at R GFLOP/s per node (model FLOPs);\n"
+    "                            without --node-gflops, the rate a --calibration measured per node\n"
     "  --params N                a model size: its compute-optimal tokens and budget, and a shape\n"
     "  --tokens D                with --params: the loss the law predicts for N and D\n"
     "  --head-size K --aspect A  shape search: d_model a multiple of K (64), d_model/n_layer near A (64)\n"
@@ -82,14 +83,16 @@ static slm_status parse(int argc, char **argv, plan_args *a, slm_conf *c)
         else return SLM_ERROR(SLM_ERR_ARG, "unknown option '%s' (shardlm plan --help)", o);
         i++;
     }
-    SLM_CHECK(!a->node_hours == !a->node_gflops, SLM_ERR_ARG, "--node-hours and --node-gflops go together");
+    SLM_CHECK(!a->node_gflops || a->node_hours, SLM_ERR_ARG, "--node-gflops goes with --node-hours");
+    SLM_CHECK(!a->node_hours || a->node_gflops || a->calibration, SLM_ERR_ARG,
+              "--node-hours needs --node-gflops or a --calibration to take the rate per node from");
     SLM_CHECK((a->flops > 0) + (a->node_hours > 0) + (a->params > 0) <= 1, SLM_ERR_ARG,
               "give one of --flops, --node-hours or --params");
     SLM_CHECK(!a->tokens || a->params, SLM_ERR_ARG, "--tokens goes with --params");
     SLM_CHECK(!a->memory_per_node_gib || a->ranks_per_node, SLM_ERR_ARG, "--memory-per-node needs --ranks-per-node");
     SLM_CHECK(!a->ranks_per_node || a->ranks % a->ranks_per_node == 0, SLM_ERR_ARG,
               "--ranks %d is not a multiple of --ranks-per-node %d", a->ranks, a->ranks_per_node);
-    if (a->node_hours) a->flops = a->node_hours * 3600.0 * a->node_gflops * 1e9;
+    if (a->node_hours && a->node_gflops) a->flops = a->node_hours * 3600.0 * a->node_gflops * 1e9;
     return slm_conf_validate(c, a->ranks);
 }
 
@@ -161,6 +164,7 @@ typedef struct plan_result {
     slm_calibration cal;
     slm_plan_time time;
     double steps;              /* optimizer steps to train D tokens */
+    double node_gflops;        /* --node-hours without --node-gflops: the calibration's rate per node */
 } plan_result;
 
 static slm_status compute(const plan_args *a, const slm_conf *c, plan_result *r)
@@ -171,8 +175,14 @@ static slm_status compute(const plan_args *a, const slm_conf *c, plan_result *r)
     r->mc = (slm_gpt_config){c->model.n_layer, c->model.n_head, c->model.d_model, c->model.vocab_size,
                              c->model.seq_len, c->train.recompute};
     slm_gpt_config *mc = &r->mc;
+    r->timed = a->calibration != NULL;
+    if (r->timed) SLM_CALL(slm_calibration_load(a->calibration, &r->cal));
     /* the sizes: from the budget, from --params, or the configuration's model */
     r->C = a->flops, r->N_opt = r->D_opt = 0;
+    if (a->node_hours && !a->node_gflops) { /* the training rate the calibration measured, per node */
+        r->node_gflops = r->cal.gflops_per_rank * r->cal.ranks / (r->cal.nodes > 0 ? r->cal.nodes : 1);
+        r->C = a->node_hours * 3600.0 * r->node_gflops * 1e9;
+    }
     if (r->C > 0) slm_law_optimum(&r->law, r->C, &r->N_opt, &r->D_opt);
     const double target = a->params ? a->params : r->N_opt;
     r->shape = (slm_plan_shape){mc->n_layer, mc->n_head, mc->d_model,
@@ -191,9 +201,7 @@ static slm_status compute(const plan_args *a, const slm_conf *c, plan_result *r)
                           : (double)c->train.steps * c->train.global_batch * c->model.seq_len;
     r->lay = layout_of(c, a->ranks, c->parallel.tp, c->parallel.pp, c->parallel.zero_stage);
     SLM_CALL(slm_plan_memory_for(mc, &r->lay, &r->mem));
-    r->timed = a->calibration != NULL;
     if (r->timed) {
-        SLM_CALL(slm_calibration_load(a->calibration, &r->cal));
         slm_plan_step_time(mc, &r->lay, &r->mem, &r->cal, &r->time);
         r->steps = ceil(r->D / ((double)c->train.global_batch * mc->seq_len));
     }
@@ -207,6 +215,9 @@ static void print_json(const plan_args *a, const slm_conf *c, const plan_result 
     const slm_plan_memory *m = &r->mem;
     printf("{\"law\":{\"name\":\"%s\",\"E\":%.17g,\"A\":%.17g,\"B\":%.17g,\"alpha\":%.17g,\"beta\":%.17g},", l->name,
            l->E, l->A, l->B, l->alpha, l->beta);
+    if (a->node_hours)
+        printf("\"node_hours\":%.17g,\"node_gflops\":%.17g,", a->node_hours,
+               a->node_gflops ? a->node_gflops : r->node_gflops);
     if (r->C > 0)
         printf("\"budget_flops\":%.17g,\"optimum\":{\"params\":%.17g,\"tokens\":%.17g,\"loss\":%.17g},", r->C, r->N_opt,
                r->D_opt, slm_law_loss(l, r->N_opt, r->D_opt));
@@ -245,11 +256,14 @@ static void print_text(const plan_args *a, const slm_conf *c, const plan_result 
     const slm_gpt_config *mc = &r->mc;
     printf("law       %s: L(N, D) = %g + %g / N^%g + %g / D^%g  (N parameters, D training tokens)\n", l->name, l->E,
            l->A, l->alpha, l->B, l->beta);
+    char hours[128] = "";
+    if (a->node_hours)
+        snprintf(hours, sizeof hours, " (%g node-hours at %.1f GFLOP/s per node%s)", a->node_hours,
+                 a->node_gflops ? a->node_gflops : r->node_gflops, a->node_gflops ? "" : ", calibrated");
     if (r->C > 0)
         printf("budget    %.3g FLOPs%s; compute-optimal (C = 6 N D): N = %.3g parameters, D = %.3g tokens "
                "(%.1f tokens per parameter), loss %.4f\n",
-               r->C, a->node_hours ? " (node-hours x GFLOP/s per node)" : "", r->N_opt, r->D_opt, r->D_opt / r->N_opt,
-               slm_law_loss(l, r->N_opt, r->D_opt));
+               r->C, hours, r->N_opt, r->D_opt, r->D_opt / r->N_opt, slm_law_loss(l, r->N_opt, r->D_opt));
     printf("model     n_layer %d, n_head %d, d_model %d (vocab %d, seq_len %d): %.4g parameters, %.4g FLOPs per "
            "trained token\n",
            mc->n_layer, mc->n_head, mc->d_model, mc->vocab_size, mc->seq_len, r->shape.params,

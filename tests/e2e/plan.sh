@@ -71,7 +71,6 @@ grep -q "dp 4 x tp 1 x pp 1, zero stage 3" "$WORK/l.txt" || { cat "$WORK/l.txt";
 expect_error 2 "--flops '-1': expected a positive number" -- "$S" plan --flops -1
 expect_error 2 "--flops, --node-hours or --params" -- "$S" plan --flops 1e20 --params 1e9
 expect_error 2 "--tokens goes with --params" -- "$S" plan --tokens 1e9
-expect_error 2 "--node-hours and --node-gflops go together" -- "$S" plan --node-hours 10
 expect_error 2 "unknown option '--bogus'" -- "$S" plan --bogus 1
 expect_error 2 "$WORK/nosuch.json" -- "$S" plan --law "$WORK/nosuch.json"
 printf '{"E": 2.0, "A": 300}\n' >"$WORK/half.json"
@@ -132,6 +131,16 @@ assert abs(t["compute_s"] - fpt * 4 * 32 / 2 / (c["gflops_per_rank"] * 1e9)) < 1
 assert t["dp_comm_s"] > 0 and t["step_s"] >= t["overlapped_step_s"] >= t["compute_s"], t
 assert t["steps"] == 100 and abs(t["wall_s"] - 100 * t["step_s"]) < 1e-9 * t["wall_s"], t
 EOF2
+# node-hours at the calibrated rate: 2 ranks on 1 node train at 2 x gflops_per_rank
+"$S" plan "${small[@]}" --node-hours 0.5 --calibration "$WORK/cal.json" --json >"$WORK/nh.json" || fail "plan --node-hours --calibration"
+"$PYTHON3" - "$WORK/nh.json" "$WORK/cal.json" <<'EOF2' || fail "plan --node-hours --calibration: $(cat "$WORK/nh.json")"
+import json, sys
+r, c = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+assert abs(r["node_gflops"] - 2 * c["gflops_per_rank"]) < 1e-9 * r["node_gflops"], r
+assert abs(r["budget_flops"] - 0.5 * 3600 * 2 * c["gflops_per_rank"] * 1e9) < 1e-9 * r["budget_flops"], r
+EOF2
+expect_error 2 "--node-hours needs --node-gflops or a --calibration" -- "$S" plan --node-hours 3
+expect_error 2 "--node-gflops goes with --node-hours" -- "$S" plan --node-gflops 300
 printf '{"gflops_per_rank": 10}\n' >"$WORK/badcal.json"
 expect_error 2 "badcal.json: no number \"gemm_gflops\"" -- "$S" plan --calibration "$WORK/badcal.json"
 expect_error 2 "--out FILE is required" -- "$S" bench calibrate
