@@ -17,7 +17,9 @@ int slm_cmd_ckpt(int argc, char **argv, MPI_Comm comm);
 int slm_cmd_tokenize(int argc, char **argv, MPI_Comm comm);
 int slm_cmd_sample(int argc, char **argv, MPI_Comm comm);
 int slm_cmd_prep(int argc, char **argv, MPI_Comm comm);
-int slm_cmd_plan(int argc, char **argv, MPI_Comm comm);
+/* Arithmetic only: runs without MPI, so it answers at once on a login node; under a
+ * launcher, the rank it names (slm_cli_launcher_rank) prints. */
+int slm_cmd_plan(int argc, char **argv);
 /* `bench calibrate` (argv[1] is "calibrate") */
 int slm_cmd_calibrate(int argc, char **argv, MPI_Comm comm);
 
@@ -25,5 +27,9 @@ int slm_cmd_calibrate(int argc, char **argv, MPI_Comm comm);
  * rank reaches alike, such as a bad configuration). Collective (every rank failed): rank 0
  * prints, and any rank whose error differs from rank 0's prints its own too. */
 void slm_cli_report_error(MPI_Comm comm, int collective);
+/* Without MPI: the current error, printed by the launcher's rank 0 only. */
+void slm_cli_report_error_local(void);
+/* The rank mpirun or srun gave this process in its environment (0 when started alone). */
+int slm_cli_launcher_rank(void);
 
 #endif

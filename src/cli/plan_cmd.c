@@ -348,7 +348,7 @@ static slm_status read_runs(const char *path, slm_loss_point **pts, int *n)
 }
 
 /* `shardlm plan fit RUNS.csv [--delta D] [--out LAW.json] [--json]` */
-static int cmd_fit(int argc, char **argv, int rank, MPI_Comm comm)
+static int cmd_fit(int argc, char **argv, int rank)
 {
     const char *csv = NULL, *out = NULL;
     double delta = 1e-3;
@@ -371,7 +371,7 @@ static int cmd_fit(int argc, char **argv, int rank, MPI_Comm comm)
     if (st == SLM_OK) st = slm_law_fit(pts, n, delta, &law, &obj);
     free(pts);
     if (st != SLM_OK) {
-        slm_cli_report_error(comm, 0);
+        slm_cli_report_error_local();
         return SLM_EXIT_USAGE;
     }
     if (rank != 0) return SLM_EXIT_OK;
@@ -395,21 +395,20 @@ static int cmd_fit(int argc, char **argv, int rank, MPI_Comm comm)
     return SLM_EXIT_OK;
 }
 
-int slm_cmd_plan(int argc, char **argv, MPI_Comm comm)
+int slm_cmd_plan(int argc, char **argv)
 {
-    int rank;
-    MPI_Comm_rank(comm, &rank);
+    const int rank = slm_cli_launcher_rank();
     if (argc > 1 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
         if (rank == 0) fputs(usage, stdout);
         return SLM_EXIT_OK;
     }
-    if (argc > 1 && !strcmp(argv[1], "fit")) return cmd_fit(argc, argv, rank, comm);
+    if (argc > 1 && !strcmp(argv[1], "fit")) return cmd_fit(argc, argv, rank);
     plan_args a;
     slm_conf c;
     plan_result r;
     /* every rank works it out alike, so a bad input fails everywhere; rank 0 prints */
     if (parse(argc, argv, &a, &c) != SLM_OK || compute(&a, &c, &r) != SLM_OK) {
-        slm_cli_report_error(comm, 0);
+        slm_cli_report_error_local();
         return SLM_EXIT_USAGE;
     }
     if (rank == 0) {

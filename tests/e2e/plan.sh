@@ -45,6 +45,13 @@ plan_vs_train 2 parallel.tp=2
 plan_vs_train 4 parallel.pp=2 parallel.zero_stage=1 parallel.microbatches=2
 plan_vs_train 4 parallel.tp=2 parallel.pp=2 parallel.microbatches=4 train.recompute=true
 
+# plan starts no MPI: under a launcher, the launcher's rank 0 alone answers, and alone
+# reports a bad option
+n=$(timeout 60 "$MPIEXEC" -n 2 "$S" plan --flops 1e20 | grep -c '^law') || true
+[ "$n" = 1 ] || fail "plan under mpirun -n 2 printed its answer $n times"
+n=$(timeout 60 "$MPIEXEC" -n 2 "$S" plan --bogus 1 2>&1 | grep -c "unknown option '--bogus'") || true
+[ "$n" = 1 ] || fail "plan under mpirun -n 2 reported a bad option $n times"
+
 # a budget: the closed-form optimum (values worked separately), a shape and the JSON fields
 "$S" plan --flops 6e20 --json >"$WORK/b.json" || fail "plan --flops"
 "$PYTHON3" - "$WORK/b.json" <<'EOF' || fail "plan --flops 6e20: $(cat "$WORK/b.json")"
