@@ -72,6 +72,7 @@ typedef struct slm_plan_memory {
     int stage;
     double nparams; /* the parameters this rank's stage holds (its tensor-parallel share) */
     int buckets;    /* the collectives one gradient reduction of that stage takes */
+    double embed_params; /* of those, the (tied) embeddings' (0 on a stage without them) */
 } slm_plan_memory;
 
 /* The memory per rank of model `cfg` (cfg->recompute included) under `layout`. Fails
@@ -92,10 +93,14 @@ slm_status slm_calibration_load(const char *path, slm_calibration *cal);
 /* Predicted time of one optimizer step, in seconds, by part:
  *   compute  = flops_per_token * global_batch * T / (dp * tp * pp) / gflops_per_rank
  *   bubble   = compute * (pp - 1) / m                 (1F1B, m micro-batches per step)
- *   dp_comm  = k * (2 (dp-1)/dp * S / bus + 2 (dp-1) * latency * buckets), S = this rank's
- *              parameters in bytes (2 per parameter in bf16), one collective per bucket,
- *              k = 1 at stages 0-2 (all-reduce, or reduce-scatter + all-gather), 1.5 at
- *              stage 3 (gathers in forward and backward)
+ *   dp_comm  = h (dp-1)/dp * S / bus + c (dp-1) * latency * buckets, in units of one
+ *              reduce-scatter or all-gather of S = this rank's parameters in bytes (2 per
+ *              parameter in bf16), over M micro-steps per step (docs/parallelism.md):
+ *                stages 0-1: h = c = 2 (an all-reduce, or reduce-scatter + all-gather, once)
+ *                stage 2:    h = c = M + 1 (a reduce-scatter per micro-step, one all-gather)
+ *                stage 3:    h = M (3 - embeddings / S's parameters), c = 3 M (per micro-step
+ *                            gathers for forward and backward, the embeddings kept, and a
+ *                            reduce-scatter)
  *   tp_comm  = 4 all-reduces of B*T*C floats over tp ranks per layer of the stage per
  *              micro-batch (two in forward, two in backward)
  *   pp_comm  = 2 messages of B*T*C floats per micro-batch (activations out, gradients back)

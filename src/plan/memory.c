@@ -3,13 +3,26 @@
 #include "shardlm/parallel.h"
 #include "shardlm/plan.h"
 
-/* The stage's units are the first, blocks of max_unit and the last (the final norm on the
- * last stage); the fsdp layer's own rule groups them into buckets. */
-static int stage_buckets(const slm_gpt_footprint *fp, double bucket_mb)
+/* The stage's gradient buckets as the fsdp layer forms them: its units are the first (the
+ * embeddings where the stage has them), blocks of max_unit and the last (the final norm on
+ * the last stage), grouped by the layer's own rule. */
+typedef struct stage_buckets {
+    int n;
+    size_t first, largest_rest; /* parameters of bucket 0 and of the largest after it */
+} stage_buckets;
+
+static stage_buckets buckets_of(const slm_gpt_footprint *fp, double bucket_mb)
 {
-    size_t sizes[fp->nunits];
+    size_t sizes[fp->nunits], sum[fp->nunits];
+    int of[fp->nunits];
     for (int u = 0; u < fp->nunits; u++) sizes[u] = u == 0 ? fp->unit0 : u == fp->nunits - 1 ? fp->unit_last : fp->max_unit;
-    return slm_fsdp_group_units(sizes, fp->nunits, bucket_mb, NULL);
+    stage_buckets b = {slm_fsdp_group_units(sizes, fp->nunits, bucket_mb, of), 0, 0};
+    for (int i = 0; i < b.n; i++) sum[i] = 0;
+    for (int u = 0; u < fp->nunits; u++) sum[of[u]] += sizes[u];
+    b.first = sum[0];
+    for (int i = 1; i < b.n; i++)
+        if (sum[i] > b.largest_rest) b.largest_rest = sum[i];
+    return b;
 }
 
 slm_status slm_plan_memory_for(const slm_gpt_config *cfg, const slm_plan_layout *lay, slm_plan_memory *out)
@@ -24,20 +37,21 @@ slm_status slm_plan_memory_for(const slm_gpt_config *cfg, const slm_plan_layout 
               "global batch %d is not a multiple of micro_batch %d x dp %d", lay->global_batch, lay->micro_batch,
               lay->dp);
     const int P = lay->pp, L = cfg->n_layer, accum = lay->global_batch / (lay->micro_batch * lay->dp);
-    *out = (slm_plan_memory){0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    *out = (slm_plan_memory){0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     for (int s = 0; s < P; s++) { /* the layer split and micro-batches in flight of `shardlm train` */
         const int slots = P - s < accum ? P - s : accum;
         const slm_gpt_stage st = {s * L / P, (s + 1) * L / P - s * L / P, s == 0, s == P - 1, slots};
         slm_gpt_footprint fp;
         SLM_CALL(slm_gpt_measure(cfg, lay->micro_batch, lay->tp, &st, lay->threads, &fp));
+        const stage_buckets b = buckets_of(&fp, lay->bucket_mb);
         const slm_fsdp_memory m =
-            slm_fsdp_memory_for(fp.params, fp.unit0, fp.max_unit, fp.nunits, lay->dp, lay->zero_stage, lay->bf16);
+            slm_fsdp_memory_for(fp.params, b.first, b.largest_rest, b.n, lay->dp, lay->zero_stage, lay->bf16);
         const double total =
             m.params + m.grads + m.optimizer + m.gathered + m.grad_buckets + (double)fp.activation_bytes;
         if (total > out->total)
             *out = (slm_plan_memory){m.params,  m.grads, m.optimizer, m.gathered, m.grad_buckets,
-                                     (double)fp.activation_bytes, total, s, (double)fp.params,
-                                     stage_buckets(&fp, lay->bucket_mb)};
+                                     (double)fp.activation_bytes, total, s, (double)fp.params, b.n,
+                                     st.first || st.last ? (double)fp.unit0 : 0};
     }
     return SLM_OK;
 }

@@ -26,6 +26,23 @@ static double allreduce_s(double bytes, int n, int p, const slm_calibration *cal
     return 2.0 * (p - 1) / p * bytes / cal->allreduce_bus_Bps + 2.0 * (p - 1) * n * cal->latency_s;
 }
 
+/* The data-parallel traffic of one step, in halves of an all-reduce of the rank's
+ * parameters (one reduce-scatter or all-gather each): `volume` of them through the bus,
+ * `messages` collectives per bucket. */
+static void dp_halves(const slm_plan_layout *l, const slm_plan_memory *mem, int micro_steps, double *volume,
+                      double *messages)
+{
+    const double M = micro_steps;
+    switch (l->zero_stage) {
+    case 2: *volume = *messages = M + 1; break;
+    case 3:
+        *volume = M * (3.0 - mem->embed_params / mem->nparams);
+        *messages = 3.0 * M;
+        break;
+    default: *volume = *messages = 2; break;
+    }
+}
+
 void slm_plan_step_time(const slm_gpt_config *cfg, const slm_plan_layout *l, const slm_plan_memory *mem,
                         const slm_calibration *cal, slm_plan_time *out)
 {
@@ -36,7 +53,12 @@ void slm_plan_step_time(const slm_gpt_config *cfg, const slm_plan_layout *l, con
                      (cal->gflops_per_rank * 1e9);
     out->bubble_s = out->compute_s * (l->pp - 1) / m;
     const double wire = mem->nparams * (l->bf16 ? 2.0 : 4.0); /* the gradient (and gathered) bytes */
-    out->dp_comm_s = (l->zero_stage == 3 ? 1.5 : 1.0) * allreduce_s(wire, mem->buckets, l->dp, cal);
+    double volume, messages;
+    dp_halves(l, mem, m, &volume, &messages);
+    const int p = l->dp;
+    out->dp_comm_s = p < 2 ? 0
+                           : volume * (p - 1) / p * wire / cal->allreduce_bus_Bps +
+                                 messages * (p - 1) * mem->buckets * cal->latency_s;
     const double act = (double)l->micro_batch * T * C * 4.0;
     const int layers = (cfg->n_layer + l->pp - 1) / l->pp;
     out->tp_comm_s = 4.0 * layers * m * allreduce_s(act, 1, l->tp, cal);

@@ -36,8 +36,8 @@ EOF
 }
 plan_vs_train 1
 plan_vs_train 1 train.recompute=true
-plan_vs_train 2 parallel.bucket_mb=0.3
-plan_vs_train 2 parallel.bucket_mb=2
+plan_vs_train 2 parallel.zero_stage=2 parallel.bucket_mb=2   # blocks of 1.7 MiB fused two by two
+plan_vs_train 2 parallel.zero_stage=3 parallel.bucket_mb=2
 for z in 0 1 2 3; do plan_vs_train 2 parallel.zero_stage=$z; done
 plan_vs_train 2 parallel.zero_stage=3 train.precision=bf16
 plan_vs_train 4 parallel.zero_stage=1 train.precision=bf16
@@ -45,8 +45,13 @@ plan_vs_train 2 parallel.tp=2
 plan_vs_train 4 parallel.pp=2 parallel.zero_stage=1 parallel.microbatches=2
 plan_vs_train 4 parallel.tp=2 parallel.pp=2 parallel.microbatches=4 train.recompute=true
 
-# plan starts no MPI: under a launcher, the launcher's rank 0 alone answers, and alone
-# reports a bad option
+# plan starts no MPI: it answers where MPI cannot start (a PML that does not exist makes
+# MPI_Init fail, as `bench gemm` shows); under a launcher, the launcher's rank 0 alone
+# answers, and alone reports a bad option
+OMPI_MCA_pml=nonexistent "$S" plan --flops 1e20 >/dev/null || fail "plan needed MPI"
+if OMPI_MCA_pml=nonexistent "$S" bench gemm --size 64 --seconds 0.1 >/dev/null 2>&1; then
+    fail "MPI started with a PML that does not exist: the check above proves nothing"
+fi
 n=$(timeout 60 "$MPIEXEC" -n 2 "$S" plan --flops 1e20 | grep -c '^law') || true
 [ "$n" = 1 ] || fail "plan under mpirun -n 2 printed its answer $n times"
 n=$(timeout 60 "$MPIEXEC" -n 2 "$S" plan --bogus 1 2>&1 | grep -c "unknown option '--bogus'") || true

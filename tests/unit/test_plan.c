@@ -159,11 +159,20 @@ static void test_step_time(void)
     CU_ASSERT(t.bubble_s == 0 && t.tp_comm_s == 0 && t.pp_comm_s == 0);
     CU_ASSERT(REL(t.step_s, 8.8080384e-3 + 1.670976e-3) < 1e-12);
     CU_ASSERT(REL(t.overlapped_s, 8.8080384e-3) < 1e-12); /* hidden behind the backward */
-    /* bf16 halves the bytes on the wire; stage 3 gathers too: 1.5 times the volume */
+    /* bf16 halves the bytes on the wire. Stage 3 gathers for forward and for backward (not
+     * the 18432 embedding parameters again) and reduce-scatters: 3 - 18432/218496 halves of
+     * an all-reduce of 218496 * 2 bytes, and 3 collectives of 3 latencies per bucket */
     lay.bf16 = 1, lay.zero_stage = 3;
     CU_ASSERT_FATAL(slm_plan_memory_for(&cfg, &lay, &mem) == SLM_OK);
+    CU_ASSERT_EQUAL(mem.embed_params, 18432.0);
     slm_plan_step_time(&cfg, &lay, &mem, &cal, &t);
-    CU_ASSERT(REL(t.dp_comm_s, 1.5 * (1.310976e-3 / 2 + 3.6e-4)) < 1e-12);
+    CU_ASSERT(REL(t.dp_comm_s, (3.0 - 18432.0 / 218496) * 3 / 4 * 436992 / 1e9 + 3 * 3 * 6 * 1e-5) < 1e-12);
+    /* stage 2 on dp 2 with 2 micro-steps: a reduce-scatter each, then one all-gather:
+     * 3 halves of 218496 * 4 bytes, 3 collectives of 1 latency per bucket */
+    slm_plan_layout z2 = {2, 1, 1, 2, 0, 2, 8, 1, 0};
+    CU_ASSERT_FATAL(slm_plan_memory_for(&cfg, &z2, &mem) == SLM_OK);
+    slm_plan_step_time(&cfg, &z2, &mem, &cal, &t);
+    CU_ASSERT(REL(t.dp_comm_s, 3.0 / 2 * 873984 / 1e9 + 3 * 6 * 1e-5) < 1e-12);
     /* buckets of 0.3 MiB (78643 floats): the embeddings alone, then blocks of 49984 floats
      * join a bucket until it holds 0.3 MiB, so two by two, and the final norm finds the last
      * pair's bucket full: 1 + 2 + 1. At 0.4 MiB (104858 floats) three blocks fit before a
