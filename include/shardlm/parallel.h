@@ -163,15 +163,10 @@ slm_fsdp_memory slm_fsdp_memory_of(slm_fsdp_t f);
  * apart when bf16), gradients and AdamW state: the figure the log prints next to the
  * measured one. */
 double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16);
-/* What slm_fsdp_create allocates, by kind, for a model of nparams parameters on this
- * rank in nunits units (the embeddings unit0 elements, the largest other one max_unit),
- * one bucket per unit, without creating it: for planning. The shards are counted as
- * nparams/dp + nunits (each unit's shard is rounded up), so this is at most a few
- * elements per unit above what is allocated. */
 /* The network between the ranks of comm: one-way latency of an 8-byte message and
- * bandwidth of a `bytes` message between the first and the last rank (ping-pong, best of
- * `reps`), and the bus bandwidth of an all-reduce of `bytes` over all ranks (2 (p-1)/p
- * of the buffer per rank over the slowest rank's time, best of `reps`); nodes counts the
+ * bandwidth of a `bytes` message between the first and the last rank (ping-pong, median
+ * of `reps`), and the bus bandwidth of an all-reduce of `bytes` over all ranks (2 (p-1)/p
+ * of the buffer per rank over the slowest rank's time, median of `reps`); nodes counts the
  * shared-memory domains. With one rank only ranks and nodes are set. Collective. */
 typedef struct slm_net_measurement {
     int ranks, nodes;
@@ -185,7 +180,12 @@ slm_status slm_net_measure(MPI_Comm comm, size_t bytes, int reps, slm_net_measur
  * own). Fills bucket_of[u] unless it is NULL; returns the number of buckets. */
 int slm_fsdp_group_units(const size_t *size, int n, double bucket_mb, int *bucket_of);
 
-slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t unit0, size_t max_unit, int nunits, int dp,
+/* What slm_fsdp_create allocates, by kind, for a model of nparams parameters on this
+ * rank in nbuckets buckets (slm_fsdp_group_units: bucket 0, the embeddings, of bucket0
+ * elements, the largest other one max_bucket), without creating it: for planning. The
+ * shards are counted as nparams/dp + nbuckets (each bucket's shard is rounded up), so this
+ * is at most a few elements per bucket above what is allocated. */
+slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t bucket0, size_t max_bucket, int nbuckets, int dp,
                                     int zero_stage, int bf16);
 
 #endif

@@ -31,6 +31,8 @@ void slm_watchdog_stop(slm_watchdog_t *watchdog);
 /* Train as conf says on the ranks of comm (collective). Errors that every rank sees
  * alike (configuration, data) are raised before any communication. */
 slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm);
+/* The model a configuration trains: its [model] shape and train.recompute. */
+slm_gpt_config slm_conf_model(const slm_conf *conf);
 /* Build the mesh, bind the ranks and print both, without allocating or training anything
  * (`shardlm train --dry-run`). Collective. */
 slm_status slm_train_dry_run(const slm_conf *conf, MPI_Comm comm);

@@ -17,6 +17,7 @@
 #include "shardlm/model.h"
 #include "shardlm/parallel.h"
 #include "shardlm/runtime.h"
+#include "shardlm/timer.h"
 
 static const char usage[] =
     "usage: shardlm bench calibrate [CONFIG.ini] [section.key=value ...] --out FILE [--steps N] [--bytes B]\n"
@@ -27,12 +28,6 @@ static const char usage[] =
 
 /* Median tokens/s of a metrics file's steps from step 2 on (the first steps pay for page
  * faults and warm caches). */
-static int by_value(const void *a, const void *b)
-{
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 static double steady_tokens_per_s(const char *path)
 {
     FILE *fp = fopen(path, "r");
@@ -47,9 +42,7 @@ static double steady_tokens_per_s(const char *path)
         json_decref(r);
     }
     fclose(fp);
-    if (!n) return 0;
-    qsort(v, (size_t)n, sizeof *v, by_value);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+    return n ? slm_median(v, n) : 0;
 }
 
 /* Train conf on this rank alone with its output silenced; its model GFLOP/s, or 0. */
@@ -68,8 +61,7 @@ static double train_alone(slm_conf *conf, int rank)
     if (null >= 0) close(null);
     const double tps = st == SLM_OK ? steady_tokens_per_s(metrics) : 0;
     remove(metrics);
-    const slm_gpt_config mc = {conf->model.n_layer, conf->model.n_head, conf->model.d_model,
-                               conf->model.vocab_size, conf->model.seq_len, conf->train.recompute};
+    const slm_gpt_config mc = slm_conf_model(conf);
     return tps * slm_gpt_flops_per_token(&mc) / 1e9;
 }
 

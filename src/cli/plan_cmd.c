@@ -8,6 +8,7 @@
 #include "cli.h"
 #include "shardlm/conf.h"
 #include "shardlm/plan.h"
+#include "shardlm/runtime.h"
 
 static const char usage[] =
     "usage: shardlm plan [CONFIG.ini] [section.key=value ...] [options]\n"
@@ -92,7 +93,6 @@ static slm_status parse(int argc, char **argv, plan_args *a, slm_conf *c)
     SLM_CHECK(!a->memory_per_node_gib || a->ranks_per_node, SLM_ERR_ARG, "--memory-per-node needs --ranks-per-node");
     SLM_CHECK(!a->ranks_per_node || a->ranks % a->ranks_per_node == 0, SLM_ERR_ARG,
               "--ranks %d is not a multiple of --ranks-per-node %d", a->ranks, a->ranks_per_node);
-    if (a->node_hours && a->node_gflops) a->flops = a->node_hours * 3600.0 * a->node_gflops * 1e9;
     return slm_conf_validate(c, a->ranks);
 }
 
@@ -164,7 +164,7 @@ typedef struct plan_result {
     slm_calibration cal;
     slm_plan_time time;
     double steps;              /* optimizer steps to train D tokens */
-    double node_gflops;        /* --node-hours without --node-gflops: the calibration's rate per node */
+    double node_gflops;        /* with --node-hours: the rate per node, given or calibrated */
 } plan_result;
 
 static slm_status compute(const plan_args *a, const slm_conf *c, plan_result *r)
@@ -172,15 +172,15 @@ static slm_status compute(const plan_args *a, const slm_conf *c, plan_result *r)
     const slm_loss_law *b = slm_law_builtin(a->law);
     if (b) r->law = *b;
     else SLM_CALL(slm_law_load(a->law, &r->law));
-    r->mc = (slm_gpt_config){c->model.n_layer, c->model.n_head, c->model.d_model, c->model.vocab_size,
-                             c->model.seq_len, c->train.recompute};
+    r->mc = slm_conf_model(c);
     slm_gpt_config *mc = &r->mc;
     r->timed = a->calibration != NULL;
     if (r->timed) SLM_CALL(slm_calibration_load(a->calibration, &r->cal));
     /* the sizes: from the budget, from --params, or the configuration's model */
     r->C = a->flops, r->N_opt = r->D_opt = 0;
-    if (a->node_hours && !a->node_gflops) { /* the training rate the calibration measured, per node */
-        r->node_gflops = r->cal.gflops_per_rank * r->cal.ranks / (r->cal.nodes > 0 ? r->cal.nodes : 1);
+    if (a->node_hours) { /* given, or the training rate the calibration measured per node */
+        r->node_gflops = a->node_gflops ? a->node_gflops
+                                        : r->cal.gflops_per_rank * r->cal.ranks / (r->cal.nodes > 0 ? r->cal.nodes : 1);
         r->C = a->node_hours * 3600.0 * r->node_gflops * 1e9;
     }
     if (r->C > 0) slm_law_optimum(&r->law, r->C, &r->N_opt, &r->D_opt);
@@ -216,8 +216,7 @@ static void print_json(const plan_args *a, const slm_conf *c, const plan_result 
     printf("{\"law\":{\"name\":\"%s\",\"E\":%.17g,\"A\":%.17g,\"B\":%.17g,\"alpha\":%.17g,\"beta\":%.17g},", l->name,
            l->E, l->A, l->B, l->alpha, l->beta);
     if (a->node_hours)
-        printf("\"node_hours\":%.17g,\"node_gflops\":%.17g,", a->node_hours,
-               a->node_gflops ? a->node_gflops : r->node_gflops);
+        printf("\"node_hours\":%.17g,\"node_gflops\":%.17g,", a->node_hours, r->node_gflops);
     if (r->C > 0)
         printf("\"budget_flops\":%.17g,\"optimum\":{\"params\":%.17g,\"tokens\":%.17g,\"loss\":%.17g},", r->C, r->N_opt,
                r->D_opt, slm_law_loss(l, r->N_opt, r->D_opt));
@@ -258,8 +257,8 @@ static void print_text(const plan_args *a, const slm_conf *c, const plan_result 
            l->A, l->alpha, l->B, l->beta);
     char hours[128] = "";
     if (a->node_hours)
-        snprintf(hours, sizeof hours, " (%g node-hours at %.1f GFLOP/s per node%s)", a->node_hours,
-                 a->node_gflops ? a->node_gflops : r->node_gflops, a->node_gflops ? "" : ", calibrated");
+        snprintf(hours, sizeof hours, " (%g node-hours at %.1f GFLOP/s per node%s)", a->node_hours, r->node_gflops,
+                 a->node_gflops ? "" : ", calibrated");
     if (r->C > 0)
         printf("budget    %.3g FLOPs%s; compute-optimal (C = 6 N D): N = %.3g parameters, D = %.3g tokens "
                "(%.1f tokens per parameter), loss %.4f\n",

@@ -551,16 +551,16 @@ int slm_fsdp_group_units(const size_t *size, int n, double bucket_mb, int *bucke
     return buckets;
 }
 
-slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t unit0, size_t max_unit, int nunits, int dp,
+slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t bucket0, size_t max_bucket, int nbuckets, int dp,
                                     int zero_stage, int bf16)
 {
-    /* the allocations of slm_fsdp_create, one line each, with a shard of ceil(n/p) per unit */
+    /* the allocations of slm_fsdp_create, one line each, with a shard of ceil(n/p) per bucket */
     const double n = (double)nparams, p = dp, f = 4.0, h = 2.0, slots = FSDP_SLOTS;
-    const double shard = ceil(n / p) + nunits, chunk0 = ceil((double)unit0 / p), mx = (double)max_unit;
+    const double shard = ceil(n / p) + nbuckets, chunk0 = ceil((double)bucket0 / p), mx = (double)max_bucket;
     /* elements of the stage-2/3 gradient pool and of the stage-3 gathered units; bf16 keeps a
      * second pool of each in 2-byte elements */
-    const double pool = zero_stage >= 2 ? unit0 + chunk0 + slots * (mx + floor(mx / p) + 1) : 0;
-    const double gathered = zero_stage == 3 ? unit0 + slots * mx : 0;
+    const double pool = zero_stage >= 2 ? bucket0 + chunk0 + slots * (mx + floor(mx / p) + 1) : 0;
+    const double gathered = zero_stage == 3 ? bucket0 + slots * mx : 0;
     slm_fsdp_memory m = {0, 0, 0, 0, 0};
     m.params = f * (zero_stage < 3 ? n : shard);
     m.grads = (zero_stage < 2 ? f * n : 0) + (zero_stage >= 1 ? f * shard : 0);

@@ -1,24 +1,12 @@
 /* netbench.c - what the network between the ranks does: point-to-point latency and
  * bandwidth (ping-pong between the first and the last rank) and all-reduce bus bandwidth
- * over all of them, for the planner's step-time prediction. */
+ * over all of them, for the planner's step-time prediction. Each is a median, not the
+ * best time: the planner wants what a training step meets, and a shaped or shared link
+ * varies from one message to the next. */
 #include <stdlib.h>
 #include <string.h>
 #include "shardlm/parallel.h"
 #include "shardlm/timer.h"
-
-static int by_value(const void *x, const void *y)
-{
-    const double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
-}
-
-/* The median of n times (n <= 64). The median, not the best: the planner wants what a
- * training step meets, and a shaped or shared link varies from one message to the next. */
-static double median(double *t, int n)
-{
-    qsort(t, (size_t)n, sizeof *t, by_value);
-    return n % 2 ? t[n / 2] : (t[n / 2 - 1] + t[n / 2]) / 2;
-}
 
 /* The median one-way time of a `bytes` message between ranks a and b over `reps` round
  * trips; every rank of comm takes part in the agreement on the result. */
@@ -40,7 +28,7 @@ static double ping_pong(MPI_Comm comm, int a, int b, char *buf, int bytes, int r
         }
         times[r] = (slm_now() - t0) / 2;
     }
-    double t = median(times, reps);
+    double t = slm_median(times, reps);
     MPI_Bcast(&t, 1, MPI_DOUBLE, a, comm);
     return t;
 }
@@ -84,7 +72,7 @@ slm_status slm_net_measure(MPI_Comm comm, size_t bytes, int reps, slm_net_measur
         times[r] = slm_now() - t0;
         MPI_Allreduce(MPI_IN_PLACE, &times[r], 1, MPI_DOUBLE, MPI_MAX, comm);
     }
-    const double mid = median(times, reps);
+    const double mid = slm_median(times, reps);
     /* bus bandwidth: the bytes a ring all-reduce moves per rank, 2 (p-1)/p of the buffer */
     out->allreduce_bus_Bps = 2.0 * (world - 1) / world * (double)(floats * sizeof(float)) / mid;
     out->bytes = floats * sizeof(float);

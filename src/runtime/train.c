@@ -32,12 +32,17 @@ static void format_eta(double s, char *buf, size_t len)
     else snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
 }
 
+slm_gpt_config slm_conf_model(const slm_conf *c)
+{
+    return (slm_gpt_config){c->model.n_layer, c->model.n_head,  c->model.d_model,
+                            c->model.vocab_size, c->model.seq_len, c->train.recompute};
+}
+
 /* Set-up that touches nothing shared: data, model, sharded state. */
 static slm_status setup_local(trainer *tr)
 {
     const slm_conf *c = tr->conf;
-    slm_gpt_config mc = {c->model.n_layer, c->model.n_head, c->model.d_model, c->model.vocab_size,
-                         c->model.seq_len, c->train.recompute};
+    slm_gpt_config mc = slm_conf_model(c);
     tr->B = c->train.micro_batch;
     tr->T = c->model.seq_len;
     size_t need = (size_t)c->train.steps * (size_t)c->train.global_batch * (size_t)tr->T + (size_t)tr->T + 1;
@@ -87,8 +92,7 @@ static slm_status setup_local(trainer *tr)
 static slm_status setup_shared(trainer *tr)
 {
     const slm_conf *c = tr->conf;
-    slm_gpt_config mc = {c->model.n_layer, c->model.n_head, c->model.d_model, c->model.vocab_size,
-                         c->model.seq_len, c->train.recompute};
+    slm_gpt_config mc = slm_conf_model(c);
     /* MFU and timings mean nothing when ranks and threads outnumber the cores */
     const int local = slm_mesh_local_size(tr->mesh);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
