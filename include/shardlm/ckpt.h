@@ -35,6 +35,7 @@ typedef struct slm_ckpt_meta {
     uint64_t seed;         /* init, data and sampling keys derive from it */
     int n_layer, n_head, d_model, vocab_size, seq_len;
     char layout[160];      /* "dp=2 tp=1 pp=1 zero_stage=3 precision=bf16" */
+    char matmul[32];       /* the GEMM backend the run used ("onednn sgemm"; "" before version 2) */
     char config[16384];    /* the resolved configuration, INI text */
 } slm_ckpt_meta;
 
@@ -85,5 +86,9 @@ void slm_llmc_fill(slm_llmc_t llmc, const slm_tensor_info *tensors, int ntensors
 /* List the checkpoints of dir (newest first) with step, size and which one `latest`
  * names. Local. */
 slm_status slm_ckpt_list(const char *dir, FILE *out);
+
+/* HDF5 reports through shardlm's errors, which name the file and the operation: its
+ * automatic printing of error stacks is switched off. Called once at start-up. */
+void slm_hdf5_errors_off(void);
 
 #endif

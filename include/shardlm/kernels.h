@@ -13,6 +13,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "shardlm/cpu.h"
+#include "shardlm/status.h"
 
 /* Token + learned position embedding.
  * out (B,T,C) = wte[tok[b,t]] + wpe[t]; tok (B,T); wte (V,C); wpe (>=T,C). */
@@ -51,9 +53,49 @@ int slm_gemm_available(slm_gemm_backend backend);
 int slm_gemm_select(slm_gemm_backend backend, int bf16);
 /* "openblas sgemm", "onednn sgemm" or "onednn bf16 matmul": what the linear layers use. */
 const char *slm_gemm_name(void);
+/* The backend selected now. */
+slm_gemm_backend slm_gemm_selected(void);
 /* The best rate of an n x n x n product with the selected backend and precision over
  * about `seconds`, in GFLOP/s (the peak MFU is measured against); 0 out of memory. */
 double slm_gemm_peak_gflops(int n, double seconds);
+
+/* One matrix product a model runs, C (M,N) = op(A) (M,K) op(B) (K,N), ta / tb: A / B stored
+ * transposed; `count` times per micro-batch. linear: a linear layer's product (in bf16 when
+ * the linear layers multiply in bf16), else attention's (always fp32). */
+typedef struct slm_gemm_shape {
+    int ta, tb, M, N, K, linear;
+    double count;
+} slm_gemm_shape;
+
+/* Check that backend b (with bf16: its bf16 linear products, and its fp32 ones) computes
+ * correct products with the current thread count: a few odd shapes, transposed and
+ * strided operands, alpha and beta as the kernels use them, against a double-precision
+ * reference, with nothing written outside C. Returns 0, or -1 with what was wrong in
+ * `why` (old OpenBLAS kernels compute wrong results on some CPUs). Leaves the selected
+ * backend as it was. Local. */
+int slm_gemm_check(slm_gemm_backend b, int bf16, char *why, size_t len);
+/* The seconds backend b (bf16: linear products in bf16) takes for one micro-batch's
+ * products, n shapes: each shape is timed at a size cut down to about 0.1 GFLOP (the best
+ * of two runs after a warm-up) and its time scaled up by its FLOPs. *gflops: the shapes'
+ * FLOPs over that time. Leaves the selected backend as it was. Local. */
+double slm_gemm_time_shapes(slm_gemm_backend b, int bf16, const slm_gemm_shape *shapes, int n, double *gflops);
+
+/* The OpenBLAS kernels in use ("Haswell", "SkylakeX", "Prescott", ...: openblas_get_corename),
+ * or "unknown" for a BLAS that does not say. */
+const char *slm_blas_core(void);
+/* When OpenBLAS fell back to kernels older than the CPU (a generic core on a CPU with
+ * AVX2 or AVX-512, as an OpenBLAS older than the CPU model does), the OPENBLAS_CORETYPE
+ * that matches the CPU's flags ("SkylakeX", "Haswell", "Zen"); NULL when the kernels in
+ * use fit the CPU. */
+const char *slm_blas_core_suggested(void);
+/* The same for OpenBLAS core `core` on the CPU `cpu` (the rule, apart from this machine). */
+const char *slm_blas_core_for(const char *core, const slm_cpu_info *cpu);
+
+/* A kernel that cannot go on (an allocation, a oneDNN primitive that fails to build)
+ * records the first such failure and skips its work instead of aborting; the caller
+ * checks at the step boundary, where every rank can agree on it. SLM_OK, or the recorded
+ * failure raised as an error (it stays recorded). */
+slm_status slm_kernels_status(void);
 
 /* Linear layer through the selected GEMM backend, weights laid out as torch.nn.Linear:
  * out (N,OC) = inp (N,IC) @ w(OC,IC)^T + bias (OC, may be NULL). out is written. */

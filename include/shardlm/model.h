@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "shardlm/kernels.h"
 #include "shardlm/status.h"
 
 typedef struct slm_gpt_config {
@@ -164,6 +165,11 @@ size_t slm_gpt_activation_bytes(slm_gpt_t m);
 /* Model FLOPs per trained token (forward + backward), the formula MFU uses:
  * 6 * (12*L*C^2 + V*C) + 12 * L * C * T  (matmul weights, plus attention scores). */
 double slm_gpt_flops_per_token(const slm_gpt_config *cfg);
+
+/* The matrix products one micro-batch of B sequences runs on this rank (its stage, its
+ * tensor-parallel part), forward and backward, at most max: what a GEMM backend is timed
+ * on. Returns how many were written. Local. */
+int slm_gpt_gemm_shapes(slm_gpt_t m, int B, slm_gemm_shape *out, int max);
 
 /* Forward over inputs (B,T) with T <= seq_len and B <= max_batch. With targets (B,T),
  * returns the mean cross-entropy and keeps what backward needs; without (NULL), only

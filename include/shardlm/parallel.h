@@ -11,16 +11,12 @@
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
+#include "shardlm/agree.h"
 #include "shardlm/model.h"
 #include "shardlm/status.h"
 
 /* The thread support MPI_Init_thread provided (set by the program that initialized MPI). */
 extern int slm_mpi_thread_level;
-
-/* Every rank of comm learns whether any rank's local step failed, before anything
- * collective follows; all then return the first failing rank's error ("rank R: ...").
- * Collective. */
-slm_status slm_agree(MPI_Comm comm, slm_status local);
 
 typedef struct slm_mesh *slm_mesh_t;
 

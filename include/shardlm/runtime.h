@@ -37,6 +37,27 @@ slm_gpt_config slm_conf_model(const slm_conf *conf);
  * (`shardlm train --dry-run`). Collective. */
 slm_status slm_train_dry_run(const slm_conf *conf, MPI_Comm comm);
 
+/* The GEMM backend of a run (train.matmul = auto | openblas | dnnl): every candidate is
+ * checked for correct products on this CPU (one that fails on any rank is never used);
+ * under auto they are then timed on the model's products for micro-batches of B and the
+ * fastest is selected, the one named `prefer` (a resumed run's, or NULL) unless another
+ * is faster by 5 % and 1 ms. All ranks select the same one. Collective. */
+typedef struct slm_matmul_choice {
+    int ncand, chosen, timed;
+    char name[3][32];     /* each candidate, as slm_gemm_name() says it */
+    int measured[3], ok[3], failed_rank[3];
+    char why[3][160];     /* why a candidate failed its check (on failed_rank) */
+    double gflops[3];     /* rate on the model's products, mean over ranks (when timed) */
+    double fp32_gflops, bf16_gflops; /* the fastest fp32 and bf16 rates */
+    char choice[32];      /* the one selected */
+    double probe_s;       /* time the checks and timings took */
+} slm_matmul_choice;
+slm_status slm_matmul_choose(MPI_Comm comm, const char *matmul, int bf16, slm_gpt_t model, int B,
+                             const char *prefer, slm_matmul_choice *choice);
+/* The choice as a log line, then warnings: OpenBLAS on generic kernels (with the
+ * OPENBLAS_CORETYPE that fixes it), bf16 products slower than fp32. Call on one rank. */
+void slm_matmul_report(const slm_matmul_choice *choice, const char *matmul, int bf16, FILE *out);
+
 /* Set the compute threads (OpenBLAS and OpenMP); 0 leaves the defaults. */
 void slm_set_threads(int threads);
 /* Threads compute will use. */
@@ -67,6 +88,7 @@ typedef struct slm_step_metrics {
      * kernels, gradient norm + clipping + optimizer update (with their collectives), and
      * loading batches */
     double matmul_ms, attention_ms, elementwise_ms, optimizer_ms, data_ms;
+    const char *matmul;      /* the GEMM backend in use (slm_gemm_name) */
 } slm_step_metrics;
 void slm_metrics_write(FILE *f, const slm_step_metrics *m);
 

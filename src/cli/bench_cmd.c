@@ -37,6 +37,7 @@ int slm_cmd_bench(int argc, char **argv, MPI_Comm comm)
         if (rank == 0)
             fprintf(stderr, "usage: shardlm bench gemm [--size N] [--threads N] [--seconds S] [--matmul openblas|dnnl]\n"
                             "                          [--precision fp32|bf16] [--json]\n"
+                            "       shardlm bench blas [--threads N] [--json] | --coretype\n"
                             "       shardlm bench step [CONFIG.ini] [section.key=value ...]\n"
                             "       shardlm bench calibrate [CONFIG.ini] [section.key=value ...] --out FILE\n");
         return argc > 1 && !strcmp(argv[1], "--help") ? SLM_EXIT_OK : SLM_EXIT_USAGE;

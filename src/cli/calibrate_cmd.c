@@ -127,8 +127,7 @@ int slm_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
         return SLM_EXIT_FAILURE;
     }
     rate /= world;
-    const int dnnl = !strcmp(conf.train.matmul, "dnnl");
-    slm_gemm_select(dnnl ? SLM_GEMM_DNNL : SLM_GEMM_OPENBLAS, dnnl && !strcmp(conf.train.precision, "bf16"));
+    /* the peak of the backend the training run selected (train.matmul) */
     slm_set_threads(conf.train.threads);
     double peak = slm_gemm_peak_gflops(1024, 1.0);
     MPI_Allreduce(MPI_IN_PLACE, &peak, 1, MPI_DOUBLE, MPI_SUM, comm);
@@ -156,7 +155,7 @@ int slm_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
             "\"model\":{\"n_layer\":%d,\"n_head\":%d,\"d_model\":%d,\"vocab_size\":%d,\"seq_len\":%d,"
             "\"micro_batch\":%d},\"host\":\"%s\",\"date\":\"%s\"}\n",
             rate, peak, rate / peak, net.latency_s, net.bandwidth_Bps, net.allreduce_bus_Bps, net.bytes, world,
-            net.nodes, conf.train.threads, conf.train.matmul, conf.train.precision, conf.model.n_layer,
+            net.nodes, conf.train.threads, slm_gemm_name(), conf.train.precision, conf.model.n_layer,
             conf.model.n_head, conf.model.d_model, conf.model.vocab_size, conf.model.seq_len, conf.train.micro_batch,
             host, date);
     if (fclose(fp)) {

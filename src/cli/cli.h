@@ -20,6 +20,8 @@ int slm_cmd_prep(int argc, char **argv, MPI_Comm comm);
 /* Arithmetic only: runs without MPI, so it answers at once on a login node; under a
  * launcher, the rank it names (slm_cli_launcher_rank) prints. */
 int slm_cmd_plan(int argc, char **argv);
+/* `bench blas` (argv[1] is "blas"): without MPI, like plan */
+int slm_cmd_bench_blas(int argc, char **argv);
 /* `bench calibrate` (argv[1] is "calibrate") */
 int slm_cmd_calibrate(int argc, char **argv, MPI_Comm comm);
 

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <mpi.h>
 #include "cli.h"
+#include "shardlm/ckpt.h"
 #include "shardlm/parallel.h"
 #include "shardlm/status.h"
 
@@ -20,6 +21,8 @@ static void usage(FILE *f)
             "                                               measure the GEMM peak used for MFU\n"
             "  bench step [CONFIG.ini] [section.key=value ...]\n"
             "                                               training steps and their profile by kind\n"
+            "  bench blas [--threads N] [--json] | --coretype\n"
+            "                                               this CPU, OpenBLAS's kernels, every GEMM backend's check\n"
             "  bench calibrate [CONFIG.ini] [section.key=value ...] --out FILE\n"
             "                                               compute rate and network, for plan --calibration\n"
             "  ckpt list DIR | inspect FILE | verify FILE|DIR\n"
@@ -107,10 +110,13 @@ int main(int argc, char **argv)
     }
     /* planning is arithmetic: no MPI start-up (0.4 s, and refused on some login nodes) */
     if (!strcmp(argv[1], "plan")) return slm_cmd_plan(argc - 1, argv + 1);
+    /* launch/run asks it for the OpenBLAS core before every rank starts: no MPI either */
+    if (!strcmp(argv[1], "bench") && argc > 2 && !strcmp(argv[2], "blas")) return slm_cmd_bench_blas(argc - 1, argv + 1);
     int provided = 0;
     /* MULTIPLE: an asynchronous checkpoint writes collectively from its own thread */
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
     slm_mpi_thread_level = provided;
+    slm_hdf5_errors_off();
     MPI_Comm comm;
     MPI_Comm_dup(MPI_COMM_WORLD, &comm); /* no module touches MPI_COMM_WORLD */
     int rc;

@@ -50,14 +50,14 @@ static const key_spec keys[] = {
     NUM("train", "eps", K_DOUBLE, train.eps, 0, 1, "AdamW epsilon"),
     NUM("train", "seed", K_U64, train.seed, 0, 18446744073709551615.0, "seed of init, data and sampling"),
     STR("train", "precision", train.precision, "fp32 | bf16"),
-    STR("train", "matmul", train.matmul, "openblas | dnnl: the GEMM backend (dnnl if built --with-dnnl)"),
+    STR("train", "matmul", train.matmul, "auto | openblas | dnnl: the GEMM backend (auto: the fastest that computes correctly here)"),
     NUM("train", "recompute", K_BOOL, train.recompute, 0, 1, "activation recompute per block"),
     NUM("train", "threads", K_INT, train.threads, 0, 4096, "compute threads per rank (0 = auto)"),
     NUM("train", "watchdog_s", K_DOUBLE, train.watchdog_s, 0, 1e9, "abort when no step completes for this long (0 = off)"),
     NUM("parallel", "tp", K_INT, parallel.tp, 1, 4096, "tensor-parallel ranks"),
     NUM("parallel", "pp", K_INT, parallel.pp, 1, 4096, "pipeline stages"),
     NUM("parallel", "zero_stage", K_INT, parallel.zero_stage, 0, 3, "ZeRO stage 0-3"),
-    NUM("parallel", "microbatches", K_INT, parallel.microbatches, 1, 1 << 20, "pipeline microbatches"),
+    NUM("parallel", "microbatches", K_INT, parallel.microbatches, 0, 1 << 20, "micro-batches per step (0 = derived from the batch sizes)"),
     NUM("parallel", "overlap", K_BOOL, parallel.overlap, 0, 1, "reduce gradients while backward runs"),
     STR("parallel", "bind", parallel.bind, "auto | cores | none: binding of ranks to cores"),
     NUM("parallel", "bucket_mb", K_DOUBLE, parallel.bucket_mb, 0, 1 << 20, "MiB fused per collective (0 = per block)"),
@@ -108,10 +108,9 @@ void slm_conf_defaults(slm_conf *c)
     c->train.eps = 1e-8;
     c->train.seed = 1337;
     strcpy(c->train.precision, "fp32");
-    strcpy(c->train.matmul, "openblas");
+    strcpy(c->train.matmul, "auto");
     c->parallel.tp = 1;
     c->parallel.pp = 1;
-    c->parallel.microbatches = 1;
     c->parallel.overlap = 1;
     strcpy(c->parallel.bind, "auto");
     strcpy(c->data.train, "synthetic");
@@ -292,8 +291,9 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
               c->model.d_model);
     SLM_CHECK(!strcmp(c->train.precision, "fp32") || !strcmp(c->train.precision, "bf16"),
               SLM_ERR_CONFIG, "train.precision = '%s': expected fp32 or bf16", c->train.precision);
-    SLM_CHECK(!strcmp(c->train.matmul, "openblas") || !strcmp(c->train.matmul, "dnnl"), SLM_ERR_CONFIG,
-              "train.matmul = '%s': expected openblas or dnnl", c->train.matmul);
+    SLM_CHECK(!strcmp(c->train.matmul, "auto") || !strcmp(c->train.matmul, "openblas") ||
+                  !strcmp(c->train.matmul, "dnnl"),
+              SLM_ERR_CONFIG, "train.matmul = '%s': expected auto, openblas or dnnl", c->train.matmul);
     SLM_CHECK(strcmp(c->train.matmul, "dnnl") || slm_gemm_available(SLM_GEMM_DNNL), SLM_ERR_CONFIG,
               "train.matmul = dnnl: this shardlm was built without oneDNN (install libdnnl-dev and "
               "configure --with-dnnl)");
@@ -322,11 +322,11 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
               "train.global_batch = %d is not a multiple of train.micro_batch = %d x %d data-parallel "
               "ranks", c->train.global_batch, c->train.micro_batch, dp);
     const int per_step = c->train.global_batch / (c->train.micro_batch * dp);
-    SLM_CHECK(c->parallel.pp == 1 || c->parallel.microbatches == per_step, SLM_ERR_CONFIG,
-              "parallel.microbatches = %d: with parallel.pp = %d each step runs train.global_batch / "
-              "(train.micro_batch x %d data-parallel ranks) = %d micro-batches through the pipeline; "
-              "set parallel.microbatches = %d or change the batch sizes", c->parallel.microbatches,
-              c->parallel.pp, dp, per_step, per_step);
+    /* 0 means derived; a value given must agree with the batch sizes */
+    SLM_CHECK(c->parallel.microbatches == 0 || c->parallel.microbatches == per_step, SLM_ERR_CONFIG,
+              "parallel.microbatches = %d: each step runs train.global_batch / (train.micro_batch x %d "
+              "data-parallel ranks) = %d micro-batches; set parallel.microbatches = %d, or 0 to derive it, or "
+              "change the batch sizes", c->parallel.microbatches, dp, per_step, per_step);
     SLM_CHECK(c->ckpt.every == 0 || c->ckpt.dir[0], SLM_ERR_CONFIG,
               "ckpt.every = %ld needs ckpt.dir (where to write)", c->ckpt.every);
     SLM_CHECK(c->data.train[0], SLM_ERR_CONFIG, "data.train is empty (use `synthetic` or a glob of shards)");

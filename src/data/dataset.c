@@ -1,8 +1,9 @@
 /* dataset.c - token sources (mapped llm.c shards or the synthetic corpus) and the
  * mapping from a global sample index to a window of T+1 tokens.
  *
- * Windows do not overlap and never cross a shard boundary: window w of a shard starts at
- * token w*T. Sample g falls in epoch g / windows; within an epoch the windows come in a
+ * Window w of a shard starts at token w*T, so consecutive windows share one token (the last
+ * target of one is the first input of the next, as in llm.c); windows never cross a shard
+ * boundary. Sample g falls in epoch g / windows; within an epoch the windows come in a
  * pseudorandom order keyed by the seed and the epoch (or in file order), so the stream
  * of samples is a function of g alone: the same for any rank count, and a resumed run
  * continues with the next sample it has not seen. */

@@ -12,7 +12,7 @@
 #include <unistd.h>
 #include "prep_impl.h"
 #include "shardlm/data.h"
-#include "shardlm/parallel.h"
+#include "shardlm/agree.h"
 
 #define CHUNK_BYTES (1u << 20) /* encode at most about this much at once (progress, scratch) */
 #define WRITE_TOKENS (1u << 20)

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include "data_impl.h"
 #include "prep_impl.h"
-#include "shardlm/parallel.h"
+#include "shardlm/agree.h"
 
 static slm_status push(slm_prep_inputs *in, const char *path, uint64_t size)
 {

@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "shardlm/status.h"
 
 /* fp32 product: cblas_sgemm or dnnl_sgemm. Safe to call from several OpenMP threads at
  * once (attention does); inside a parallel region each call runs on its own thread. */
@@ -23,9 +24,17 @@ void slm_gemm_bf16(int ta, int tb, int M, int N, int K, const uint16_t *A, int l
                    float beta, float *C, int ldc);
 
 /* x (n floats) rounded to bf16 into operand buffer `slot` (0..2), which grows to the
- * largest n asked for and is then reused: the first step sizes them once. */
+ * largest n asked for and is then reused: the first step sizes them once. NULL (with the
+ * failure recorded) out of memory; slm_gemm_bf16 skips a NULL operand. */
 enum { SLM_GEMM_SLOTS = 3 };
 const uint16_t *slm_gemm_bf16_operand(int slot, const float *x, size_t n);
+
+/* Record a failure a kernel cannot report (slm_kernels_status); the first one is kept.
+ * Thread-safe. */
+void slm_kernel_fail(slm_status code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Take back a recorded failure (a backend's check or timing provoked it: it belongs to
+ * that backend, not to the run): 1 and its message, or 0 when there is none. */
+int slm_kernel_failure_take(char *msg, size_t len);
 
 #ifdef SLM_HAVE_DNNL
 /* gemm_dnnl.c: the oneDNN side. */

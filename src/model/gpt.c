@@ -40,6 +40,40 @@ double slm_gpt_flops_per_token(const slm_gpt_config *c)
     return 6.0 * (12.0 * L * C * C + V * C) + 12.0 * L * C * T;
 }
 
+/* A linear layer (N,IC) -> (N,OC), `times` per micro-batch: forward, input gradient,
+ * weight gradient (slm_matmul_forward / _backward). */
+static int add_linear(slm_gemm_shape *out, int n, int max, int N, int IC, int OC, double times)
+{
+    const slm_gemm_shape three[3] = {{0, 1, N, OC, IC, 1, times}, {0, 0, N, IC, OC, 1, times},
+                                     {1, 0, OC, IC, N, 1, times}};
+    for (int k = 0; k < 3 && n < max; k++) out[n++] = three[k];
+    return n;
+}
+
+int slm_gpt_gemm_shapes(slm_gpt_t m, int B, slm_gemm_shape *out, int max)
+{
+    const int T = m->cfg.seq_len, N = B * T, C = m->cfg.d_model, CL = C / m->tp.size;
+    const int NH = m->cfg.n_head / m->tp.size, hs = C / m->cfg.n_head, L = m->stage.n_layers;
+    int n = 0;
+    if (L > 0) {
+        n = add_linear(out, n, max, N, C, 3 * CL, L);
+        n = add_linear(out, n, max, N, CL, C, L);
+        n = add_linear(out, n, max, N, C, 4 * CL, L);
+        n = add_linear(out, n, max, N, 4 * CL, C, L);
+        /* attention, per (sequence, head) and query tile of up to 128 rows against the keys
+         * before it (on average about half of them): scores, then the values' product;
+         * backward recomputes the scores and runs four more */
+        const int rows = T < 128 ? T : 128, keys = (T + rows) / 2;
+        const double tiles = (double)B * NH * L * ((T + rows - 1) / rows);
+        const slm_gemm_shape att[6] = {{0, 1, rows, keys, hs, 0, 2 * tiles}, {0, 0, rows, hs, keys, 0, tiles},
+                                       {0, 1, rows, keys, hs, 0, tiles},     {1, 0, keys, hs, rows, 0, tiles},
+                                       {0, 0, rows, hs, keys, 0, tiles},     {1, 0, keys, hs, rows, 0, tiles}};
+        for (int k = 0; k < 6 && n < max; k++) out[n++] = att[k];
+    }
+    if (m->stage.last) n = add_linear(out, n, max, N, C, m->vl, 1); /* the LM head, this rank's vocabulary */
+    return n;
+}
+
 /* How a tensor is split across the tensor-parallel ranks. */
 typedef enum {
     WHOLE,    /* replicated */

@@ -104,21 +104,3 @@ void slm_mesh_print(slm_mesh_t m, FILE *out)
     fprintf(out, "mesh      %d rank%s = pp %d x dp %d x tp %d (tp innermost: rank = (pp_i * %d + dp_i) * %d + tp_i)\n",
             m->size, m->size == 1 ? "" : "s", m->pp_size, m->dp_size, m->tp_size, m->dp_size, m->tp_size);
 }
-
-/* Make every rank agree on a local outcome; the first failing rank's message wins. */
-slm_status slm_agree(MPI_Comm comm, slm_status local)
-{
-    int rank, size;
-    MPI_Comm_rank(comm, &rank);
-    MPI_Comm_size(comm, &size);
-    int mine = local != SLM_OK ? rank : size, first = size;
-    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, comm);
-    if (first == size) return SLM_OK;
-    char msg[1024];
-    int code = (int)local;
-    snprintf(msg, sizeof msg, "rank %d: %s", rank, slm_error_message());
-    MPI_Bcast(msg, sizeof msg, MPI_CHAR, first, comm);
-    MPI_Bcast(&code, 1, MPI_INT, first, comm);
-    if (local != SLM_OK && rank == first && size == 1) return local;
-    return SLM_ERROR((slm_status)code, "%s", size > 1 ? msg : msg + strlen("rank 0: "));
-}

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "shardlm/agree.h"
 #include "shardlm/ckpt.h"
 #include "shardlm/log.h"
 #include "trainer_impl.h"
@@ -62,6 +63,7 @@ static void meta_of(trainer *tr, long step, slm_ckpt_meta *m)
     m->seq_len = c->model.seq_len;
     snprintf(m->layout, sizeof m->layout, "dp=%d tp=%d pp=%d zero_stage=%d precision=%s", tr->dp,
              c->parallel.tp, c->parallel.pp, c->parallel.zero_stage, c->train.precision);
+    snprintf(m->matmul, sizeof m->matmul, "%s", tr->matmul.choice);
     slm_conf_to_ini(c, m->config, sizeof m->config);
 }
 
@@ -76,10 +78,9 @@ static slm_status init_from_llmc(trainer *tr)
     SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), s));
     int n = 0;
     slm_ckpt_piece *pieces = pieces_of(tr, 1, &n);
-    if (!pieces) {
-        slm_llmc_close(&llmc);
-        return SLM_ERROR(SLM_ERR_NOMEM, "out of memory");
-    }
+    if (!pieces) slm_llmc_close(&llmc);
+    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh),
+                       pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "model.init_from: out of memory for the list of pieces")));
     for (int i = 0; i < n; i++)
         if (pieces[i].params)
             slm_llmc_fill(llmc, slm_gpt_tensor(tr->model, 0), slm_gpt_num_tensors(tr->model), pieces[i].offset,
@@ -101,7 +102,7 @@ slm_status slm_trainer_restore(trainer *tr)
         return c->model.init_from[0] ? init_from_llmc(tr) : SLM_OK;
     int n = 0;
     slm_ckpt_piece *pieces = pieces_of(tr, 1, &n);
-    SLM_CHECK(pieces, SLM_ERR_NOMEM, "out of memory");
+    SLM_CALL(slm_agree(comm, pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "resume: out of memory for the list of pieces")));
     slm_ckpt_meta meta, want;
     meta_of(tr, 0, &want);
     slm_ckpt_stats st;
@@ -116,6 +117,7 @@ slm_status slm_trainer_restore(trainer *tr)
     slm_fsdp_after_load(tr->fsdp, meta.adam_t);
     tr->start_step = meta.step;
     tr->samples = meta.samples;
+    snprintf(tr->resumed_matmul, sizeof tr->resumed_matmul, "%s", meta.matmul);
     if (tr->rank == 0)
         printf("resume    %s: step %ld, %lld tokens, written by %s; read in %.2f s\n", path, meta.step,
                meta.tokens, meta.layout, st.seconds);
@@ -129,7 +131,7 @@ slm_status slm_trainer_restore(trainer *tr)
 struct slm_async_save {
     MPI_Comm comm;
     pthread_t thread;
-    int running;
+    int running, threaded; /* threaded: written by its own thread (else it was written in the foreground) */
     float *buf;
     size_t cap;
     slm_ckpt_piece *pieces;
@@ -161,7 +163,7 @@ static slm_status join_async(trainer *tr)
     struct slm_async_save *a = tr->async;
     if (!a || !a->running) return SLM_OK;
     double t0 = MPI_Wtime();
-    pthread_join(a->thread, NULL);
+    if (a->threaded) pthread_join(a->thread, NULL);
     a->running = 0;
     double waited = MPI_Wtime() - t0;
     SLM_CHECK(a->result == SLM_OK, a->result, "%s", a->error);
@@ -178,7 +180,7 @@ slm_status slm_trainer_finish_saves(trainer *tr)
     slm_status s = join_async(tr);
     struct slm_async_save *a = tr->async;
     if (a) {
-        MPI_Comm_free(&a->comm);
+        if (a->comm != MPI_COMM_NULL) MPI_Comm_free(&a->comm);
         free(a->buf);
         free(a->pieces);
         free(a);
@@ -187,29 +189,40 @@ slm_status slm_trainer_finish_saves(trainer *tr)
     return s;
 }
 
-/* Copy what this rank saves into the snapshot buffer and start the writer thread. */
-static slm_status save_async(trainer *tr, slm_ckpt_piece *pieces, int n, const slm_ckpt_meta *meta)
+/* The snapshot's buffer for `need` floats (it grows, and is then reused). Local. */
+static slm_status snapshot_buffer(trainer *tr, size_t need)
 {
-    const slm_conf *c = tr->conf;
-    SLM_CHECK(slm_mpi_thread_level >= MPI_THREAD_MULTIPLE, SLM_ERR_UNSUPPORTED,
-              "ckpt.async = true needs an MPI with MPI_THREAD_MULTIPLE; this one provides level %d",
-              slm_mpi_thread_level);
-    SLM_CALL(join_async(tr)); /* one in flight at a time */
-    double t0 = MPI_Wtime();
     struct slm_async_save *a = tr->async;
     if (!a) {
         a = tr->async = calloc(1, sizeof *a);
-        SLM_CHECK(a, SLM_ERR_NOMEM, "out of memory");
-        MPI_Comm_dup(slm_mesh_world(tr->mesh), &a->comm);
+        SLM_CHECK(a, SLM_ERR_NOMEM, "ckpt.async: out of memory");
+        a->comm = MPI_COMM_NULL;
     }
-    size_t need = 0;
-    for (int i = 0; i < n; i++) need += 3 * pieces[i].count;
     if (need > a->cap) {
         free(a->buf);
         a->buf = malloc((need ? need : 1) * sizeof(float));
         a->cap = a->buf ? need : 0;
         SLM_CHECK(a->buf, SLM_ERR_NOMEM, "ckpt.async: cannot allocate a %.1f MB snapshot", 4.0 * (double)need / 1e6);
     }
+    return SLM_OK;
+}
+
+/* Copy what this rank saves into the snapshot buffer and start the writer thread; it
+ * keeps pieces. Collective. */
+static slm_status save_async(trainer *tr, slm_ckpt_piece *pieces, int n, const slm_ckpt_meta *meta)
+{
+    const slm_conf *c = tr->conf;
+    slm_status s = join_async(tr); /* one in flight at a time; its outcome was agreed */
+    double t0 = MPI_Wtime();
+    size_t need = 0;
+    for (int i = 0; i < n; i++) need += 3 * pieces[i].count;
+    if (s == SLM_OK) s = slm_agree(slm_mesh_world(tr->mesh), snapshot_buffer(tr, need));
+    if (s != SLM_OK) {
+        free(pieces);
+        return slm_error_push(s, __FILE__, __LINE__, __func__);
+    }
+    struct slm_async_save *a = tr->async;
+    if (a->comm == MPI_COMM_NULL) MPI_Comm_dup(slm_mesh_world(tr->mesh), &a->comm);
     free(a->pieces);
     a->pieces = pieces;
     a->n = n;
@@ -229,9 +242,11 @@ static slm_status save_async(trainer *tr, slm_ckpt_piece *pieces, int n, const s
     a->keep_every = c->ckpt.keep_every;
     snprintf(a->dir, sizeof a->dir, "%s", c->ckpt.dir);
     a->stall = MPI_Wtime() - t0;
-    SLM_CHECK(pthread_create(&a->thread, NULL, write_in_background, a) == 0, SLM_ERR_INTERNAL,
-              "ckpt.async: cannot start the writer thread");
     a->running = 1;
+    a->threaded = pthread_create(&a->thread, NULL, write_in_background, a) == 0;
+    /* No thread here while the other ranks' writers start: write this rank's part now, in
+     * the foreground, so the collective write completes all the same. */
+    if (!a->threaded) write_in_background(a);
     return SLM_OK;
 }
 
@@ -246,7 +261,8 @@ slm_status slm_trainer_save(trainer *tr, long step, int force)
     tr->saved_step = done;
     int n = 0;
     slm_ckpt_piece *pieces = pieces_of(tr, 0, &n);
-    SLM_CHECK(pieces, SLM_ERR_NOMEM, "out of memory");
+    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh),
+                       pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "checkpoint: out of memory for the list of pieces")));
     slm_ckpt_meta meta;
     meta_of(tr, done, &meta);
     if (c->ckpt.async && !force) return save_async(tr, pieces, n, &meta); /* it keeps pieces */

@@ -2,10 +2,12 @@
  * to recompute a short run, in an HDF5 file that h5py and h5dump read directly.
  * Written by one rank with the default (serial) file driver. Layout in docs/testing.md. */
 #include <hdf5.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include "shardlm/runtime.h"
 
 struct slm_dump {
+    char path[4096]; /* for messages */
     hid_t file;
     slm_gpt_t model;
     hid_t tokens; /* dataset (steps, accum, B, T+1) */
@@ -13,9 +15,10 @@ struct slm_dump {
     int accum, B, T;
 };
 
-static slm_status write_array(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
+static slm_status write_array(slm_dump_t d, const char *name, hid_t type, int rank, const hsize_t *dims,
                               const void *data)
 {
+    const hid_t loc = d->file;
     hid_t space = rank ? H5Screate_simple(rank, dims, NULL) : H5Screate(H5S_SCALAR);
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
@@ -24,7 +27,7 @@ static slm_status write_array(hid_t loc, const char *name, hid_t type, int rank,
     if (ds >= 0) H5Dclose(ds);
     H5Pclose(lcpl);
     H5Sclose(space);
-    SLM_CHECK(rc >= 0, SLM_ERR_IO, "dump: cannot write dataset %s", name);
+    SLM_CHECK(rc >= 0, SLM_ERR_IO, "log.dump = %s: cannot write the dataset /%s (disk full?)", d->path, name);
     return SLM_OK;
 }
 
@@ -35,7 +38,7 @@ static slm_status write_params(slm_dump_t d, const char *group, const float *bas
         char path[128];
         snprintf(path, sizeof path, "%s/%s", group, t->name);
         hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
-        SLM_CALL(write_array(d->file, path, H5T_NATIVE_FLOAT, t->ndim, dims, base + t->goffset));
+        SLM_CALL(write_array(d, path, H5T_NATIVE_FLOAT, t->ndim, dims, base + t->goffset));
     }
     return SLM_OK;
 }
@@ -64,10 +67,11 @@ slm_status slm_dump_create(const char *path, const slm_conf *c, slm_gpt_t model,
     *out = NULL;
     slm_dump_t d = calloc(1, sizeof *d);
     SLM_CHECK(d, SLM_ERR_NOMEM, "out of memory");
+    snprintf(d->path, sizeof d->path, "%s", path);
     d->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (d->file < 0) {
         free(d);
-        return SLM_ERROR(SLM_ERR_IO, "log.dump: cannot create HDF5 file %s", path);
+        return SLM_ERROR(SLM_ERR_IO, "log.dump = %s: cannot create the HDF5 file", path);
     }
     d->model = model;
     d->steps = c->train.steps;
@@ -100,7 +104,7 @@ slm_status slm_dump_create(const char *path, const slm_conf *c, slm_gpt_t model,
     d->tokens = H5Dcreate2(d->file, "tokens", H5T_NATIVE_INT32, space, H5P_DEFAULT, H5P_DEFAULT,
                            H5P_DEFAULT);
     H5Sclose(space);
-    SLM_CHECK(d->tokens >= 0, SLM_ERR_IO, "dump: cannot create /tokens in %s", path);
+    SLM_CHECK(d->tokens >= 0, SLM_ERR_IO, "log.dump = %s: cannot create the dataset /tokens", path);
     return SLM_OK;
 }
 
@@ -114,7 +118,7 @@ slm_status slm_dump_tokens(slm_dump_t d, long step, int micro, const int32_t *wi
     herr_t rc = H5Dwrite(d->tokens, H5T_NATIVE_INT32, ms, fs, H5P_DEFAULT, windows);
     H5Sclose(ms);
     H5Sclose(fs);
-    SLM_CHECK(rc >= 0, SLM_ERR_IO, "dump: cannot write the tokens of step %ld", step);
+    SLM_CHECK(rc >= 0, SLM_ERR_IO, "log.dump = %s: cannot write the tokens of step %ld", d->path, step);
     return SLM_OK;
 }
 
@@ -122,13 +126,13 @@ slm_status slm_dump_logits(slm_dump_t d, const float *logits)
 {
     const slm_gpt_config *c = slm_gpt_config_of(d->model);
     hsize_t dims[3] = {(hsize_t)d->B, (hsize_t)d->T, (hsize_t)c->vocab_size};
-    SLM_CALL(write_array(d->file, "step0/logits", H5T_NATIVE_FLOAT, 3, dims, logits));
+    SLM_CALL(write_array(d, "step0/logits", H5T_NATIVE_FLOAT, 3, dims, logits));
     return SLM_OK;
 }
 
 slm_status slm_dump_step0(slm_dump_t d, double loss, const float *grads)
 {
-    SLM_CALL(write_array(d->file, "step0/loss", H5T_NATIVE_DOUBLE, 0, NULL, &loss));
+    SLM_CALL(write_array(d, "step0/loss", H5T_NATIVE_DOUBLE, 0, NULL, &loss));
     SLM_CALL(write_params(d, "step0/grads", grads));
     return SLM_OK;
 }
@@ -137,9 +141,9 @@ slm_status slm_dump_finish(slm_dump_t d, const float *losses, const double *lrs,
                            const float *final_params)
 {
     hsize_t n = (hsize_t)d->steps;
-    SLM_CALL(write_array(d->file, "losses", H5T_NATIVE_FLOAT, 1, &n, losses));
-    SLM_CALL(write_array(d->file, "lr", H5T_NATIVE_DOUBLE, 1, &n, lrs));
-    SLM_CALL(write_array(d->file, "grad_norm", H5T_NATIVE_DOUBLE, 1, &n, norms));
+    SLM_CALL(write_array(d, "losses", H5T_NATIVE_FLOAT, 1, &n, losses));
+    SLM_CALL(write_array(d, "lr", H5T_NATIVE_DOUBLE, 1, &n, lrs));
+    SLM_CALL(write_array(d, "grad_norm", H5T_NATIVE_DOUBLE, 1, &n, norms));
     SLM_CALL(write_params(d, "final", final_params));
     return SLM_OK;
 }

@@ -14,7 +14,8 @@ static void num(FILE *f, const char *key, double v, int last)
 
 void slm_metrics_write(FILE *f, const slm_step_metrics *m)
 {
-    fprintf(f, "{\"step\":%ld,\"steps\":%ld,\"tokens\":%lld,", m->step, m->steps, m->tokens_seen);
+    fprintf(f, "{\"step\":%ld,\"steps\":%ld,\"tokens\":%lld,\"matmul\":\"%s\",", m->step, m->steps, m->tokens_seen,
+            m->matmul ? m->matmul : "");
     num(f, "loss", m->loss, 0);
     num(f, "lr", m->lr, 0);
     num(f, "grad_norm", m->grad_norm, 0);

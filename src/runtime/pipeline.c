@@ -32,11 +32,11 @@ static void wait_for(pipe_state *p, MPI_Request *r, const char *what)
     p->wait_s += slm_now() - t0;
 }
 
-static slm_status forward(pipe_state *p, int k)
+static void forward(pipe_state *p, int k)
 {
     trainer *tr = p->tr;
     const int slot = k % p->slots;
-    SLM_CALL(slm_trainer_load_batch(tr, p->step, k));
+    slm_trainer_load_batch(tr, p->step, k);
     if (!p->first) { /* the previous stage's output for micro-batch k */
         MPI_Request r;
         MPI_Irecv(slm_gpt_stage_input(tr->model, slot), (int)p->n, MPI_FLOAT, p->stage - 1, k, p->comm, &r);
@@ -50,7 +50,6 @@ static slm_status forward(pipe_state *p, int k)
                   &p->act_sent[slot]);
         p->bytes += (double)p->n * sizeof(float);
     }
-    return SLM_OK;
 }
 
 static void backward(pipe_state *p, int k, int M)
@@ -74,7 +73,7 @@ static void backward(pipe_state *p, int k, int M)
     }
 }
 
-slm_status slm_trainer_pipeline_step(trainer *tr, long step, double *loss, double *wait_s, double *bytes)
+void slm_trainer_pipeline_step(trainer *tr, long step, double *loss, double *wait_s, double *bytes)
 {
     const int M = tr->accum;
     pipe_state p = {.tr = tr, .comm = slm_mesh_pp_comm(tr->mesh), .stage = slm_mesh_pp_rank(tr->mesh),
@@ -83,28 +82,22 @@ slm_status slm_trainer_pipeline_step(trainer *tr, long step, double *loss, doubl
     p.last = p.stage == p.stages - 1;
     p.slots = tr->pipe_slots;
     p.n = (size_t)tr->B * tr->T * (size_t)tr->conf->model.d_model;
-    p.act_sent = malloc((size_t)p.slots * sizeof *p.act_sent);
-    p.grad_sent = malloc((size_t)p.slots * sizeof *p.grad_sent);
-    p.grad_buf = malloc((size_t)p.slots * p.n * sizeof(float));
-    SLM_CHECK(p.act_sent && p.grad_sent && p.grad_buf, SLM_ERR_NOMEM, "out of memory for the pipeline buffers");
+    p.act_sent = tr->pipe_act_sent; /* allocated at set-up: nothing here can fail on one rank */
+    p.grad_sent = tr->pipe_grad_sent;
+    p.grad_buf = tr->pipe_grad_buf;
     for (int i = 0; i < p.slots; i++) p.act_sent[i] = p.grad_sent[i] = MPI_REQUEST_NULL;
     const int warm = p.stages - 1 - p.stage < M ? p.stages - 1 - p.stage : M;
-    slm_status s = SLM_OK;
-    for (int k = 0; k < warm && s == SLM_OK; k++) s = forward(&p, k);
-    for (int k = warm; k < M && s == SLM_OK; k++) {
-        s = forward(&p, k);
+    for (int k = 0; k < warm; k++) forward(&p, k);
+    for (int k = warm; k < M; k++) {
+        forward(&p, k);
         backward(&p, k - warm, M);
     }
-    for (int k = M - warm; k < M && s == SLM_OK; k++) backward(&p, k, M);
+    for (int k = M - warm; k < M; k++) backward(&p, k, M);
     for (int i = 0; i < p.slots; i++) {
         wait_for(&p, &p.act_sent[i], "MPI_Wait: pipeline activations to the next stage");
         wait_for(&p, &p.grad_sent[i], "MPI_Wait: pipeline gradients to the previous stage");
     }
-    free(p.act_sent);
-    free(p.grad_sent);
-    free(p.grad_buf);
     *loss = p.loss;
     *wait_s = p.wait_s;
     *bytes = p.bytes;
-    return s;
 }

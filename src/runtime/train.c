@@ -2,6 +2,7 @@
  * the sharded layer as each unit finishes) -> clip -> AdamW on the shards -> metrics,
  * with the configuration table, model and memory summary, and a text sample around it. */
 #include "config.h"
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -9,12 +10,14 @@
 #include <string.h>
 #include <unistd.h>
 #include "shardlm/activity.h"
+#include "shardlm/agree.h"
 #include "shardlm/kernels.h"
 #include "shardlm/log.h"
 #include "shardlm/optim.h"
 #include "shardlm/parallel.h"
 #include "shardlm/runtime.h"
 #include "shardlm/timer.h"
+#include "shardlm/writable.h"
 #include "trainer_impl.h"
 
 /* Synthetic text is generated for the whole run up front, up to this many tokens;
@@ -36,6 +39,18 @@ slm_gpt_config slm_conf_model(const slm_conf *c)
 {
     return (slm_gpt_config){c->model.n_layer, c->model.n_head,  c->model.d_model,
                             c->model.vocab_size, c->model.seq_len, c->train.recompute};
+}
+
+/* Everything the run will write to can be written, on every rank that writes it: the
+ * checkpoint directory (all ranks write checkpoints together), the metrics file and the
+ * dump (rank 0). Found now, not at the first save hours later. */
+static slm_status check_outputs(const trainer *tr)
+{
+    const slm_conf *c = tr->conf;
+    if (c->ckpt.dir[0]) SLM_CALL(slm_check_writable_dir("ckpt.dir", c->ckpt.dir, tr->rank));
+    if (tr->rank == 0 && c->log.metrics[0]) SLM_CALL(slm_check_writable_file("log.metrics", c->log.metrics));
+    if (tr->rank == 0 && c->log.dump[0]) SLM_CALL(slm_check_writable_file("log.dump", c->log.dump));
+    return SLM_OK;
 }
 
 /* Set-up that touches nothing shared: data, model, sharded state. */
@@ -81,9 +96,21 @@ static slm_status setup_local(trainer *tr)
     tr->norms = calloc(ns, sizeof(double));
     SLM_CHECK(tr->windows && tr->inputs && tr->targets && tr->losses && tr->lrs && tr->norms,
               SLM_ERR_NOMEM, "cannot allocate the batch buffers");
+    if (P > 1) { /* the 1F1B schedule's buffers, allocated once here rather than every step */
+        const size_t n = (size_t)tr->B * tr->T * (size_t)c->model.d_model;
+        tr->pipe_act_sent = malloc((size_t)tr->pipe_slots * sizeof *tr->pipe_act_sent);
+        tr->pipe_grad_sent = malloc((size_t)tr->pipe_slots * sizeof *tr->pipe_grad_sent);
+        tr->pipe_grad_buf = malloc((size_t)tr->pipe_slots * n * sizeof(float));
+        SLM_CHECK(tr->pipe_act_sent && tr->pipe_grad_sent && tr->pipe_grad_buf, SLM_ERR_NOMEM,
+                  "cannot allocate the pipeline's buffers (%.1f MB)", 4.0 * (double)tr->pipe_slots * (double)n / 1e6);
+    }
+    SLM_CHECK(!c->ckpt.async || slm_mpi_thread_level >= MPI_THREAD_MULTIPLE, SLM_ERR_UNSUPPORTED,
+              "ckpt.async = true needs an MPI with MPI_THREAD_MULTIPLE; this one provides level %d",
+              slm_mpi_thread_level);
+    SLM_CALL(check_outputs(tr));
     if (tr->rank == 0 && c->log.metrics[0]) {
         tr->metrics = fopen(c->log.metrics, "w");
-        SLM_CHECK(tr->metrics, SLM_ERR_IO, "log.metrics: cannot create %s", c->log.metrics);
+        SLM_CHECK(tr->metrics, SLM_ERR_IO, "log.metrics = %s: cannot create it: %s", c->log.metrics, strerror(errno));
     }
     return SLM_OK;
 }
@@ -100,6 +127,8 @@ static slm_status setup_shared(trainer *tr)
         slm_warn("%d ranks x %d threads share %ld cores on this node: timings and MFU are not meaningful",
                  local, slm_get_threads(), cores);
     tr->flops_per_token = slm_gpt_flops_per_token(&mc);
+    SLM_CALL(slm_matmul_choose(slm_mesh_world(tr->mesh), c->train.matmul, uses_bf16(c), tr->model, tr->B,
+                               tr->resumed_matmul[0] ? tr->resumed_matmul : NULL, &tr->matmul));
     tr->peak_gflops = c->log.peak_gflops;
     if (tr->peak_gflops <= 0) tr->peak_gflops = slm_gemm_peak_gflops(1024, 0.3);
     /* MFU is per rank against one rank's peak: every rank measures, all agree on the mean */
@@ -156,7 +185,9 @@ static slm_status setup_dump(trainer *tr)
                        ok ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "log.dump: cannot allocate a parameter vector")));
     float *v;
     SLM_CALL(gather_whole(tr, 0, &v));
-    if (tr->rank == 0) SLM_CALL(slm_dump_create(c->log.dump, c, tr->model, v, tr->accum, tr->dp, &tr->dump));
+    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), tr->rank == 0 ? slm_dump_create(c->log.dump, c, tr->model, v,
+                                                                                  tr->accum, tr->dp, &tr->dump)
+                                                                : SLM_OK));
     return SLM_OK;
 }
 
@@ -176,6 +207,9 @@ static void teardown(trainer *tr)
     free(tr->losses);
     free(tr->lrs);
     free(tr->norms);
+    free(tr->pipe_act_sent);
+    free(tr->pipe_grad_sent);
+    free(tr->pipe_grad_buf);
 }
 
 static void print_summary(const trainer *tr)
@@ -187,6 +221,7 @@ static void print_summary(const trainer *tr)
     slm_fsdp_memory m = slm_fsdp_memory_of(tr->fsdp);
     printf("shardlm %s: training configuration\n", PACKAGE_VERSION);
     slm_conf_print(c, stdout);
+    slm_matmul_report(&tr->matmul, c->train.matmul, uses_bf16(c), stdout);
     printf("model     gpt2 L=%d H=%d C=%d V=%d T=%d: %.3fM parameters\n", c->model.n_layer,
            c->model.n_head, c->model.d_model, c->model.vocab_size, c->model.seq_len, (double)n / 1e6);
     printf("layout    %d rank%s = dp %d x tp %d x pp %d, zero stage %d, %s, %d buckets, overlap %s; micro_batch %d x "
@@ -235,13 +270,30 @@ static void fill_batch(trainer *tr, slm_dataset_t ds, uint64_t first, uint64_t m
 
 /* Fill inputs/targets for micro-step `micro` of `step` on this rank. Sample indices
  * count through the global batch, so every rank count sees the same samples. */
-slm_status slm_trainer_load_batch(trainer *tr, long step, int micro)
+void slm_trainer_load_batch(trainer *tr, long step, int micro)
 {
     const double t0 = slm_now();
     fill_batch(tr, tr->data, (uint64_t)tr->samples, (uint64_t)micro);
     tr->data_s += slm_now() - t0;
-    if (tr->dump && tr->dp == 1) SLM_CALL(slm_dump_tokens(tr->dump, step, micro, tr->windows));
-    return SLM_OK;
+    if (tr->dump && tr->dp == 1) slm_trainer_defer(tr, slm_dump_tokens(tr->dump, step, micro, tr->windows));
+}
+
+void slm_trainer_defer(trainer *tr, slm_status s)
+{
+    if (s == SLM_OK || tr->deferred != SLM_OK) return;
+    tr->deferred = s;
+    snprintf(tr->deferred_msg, sizeof tr->deferred_msg, "%s", slm_error_message());
+    slm_error_clear();
+}
+
+/* What went wrong on this rank during the step without stopping it (a kernel's recorded
+ * failure, a deferred write), agreed by all ranks: the step boundary is where a rank-local
+ * failure becomes everyone's error instead of a hang in the next collective. */
+static slm_status step_outcome(trainer *tr)
+{
+    slm_status s = slm_kernels_status();
+    if (s == SLM_OK && tr->deferred != SLM_OK) s = SLM_ERROR(tr->deferred, "%s", tr->deferred_msg);
+    return slm_agree(slm_mesh_world(tr->mesh), s);
 }
 
 /* One optimizer step; returns the mean loss of the global batch. */
@@ -252,20 +304,20 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
     slm_fsdp_begin_step(tr->fsdp);
     const int pipelined = slm_mesh_pp_size(tr->mesh) > 1;
     if (pipelined) {
-        SLM_CALL(slm_trainer_pipeline_step(tr, step, &loss, &tr->pipe_wait_s, &tr->pipe_bytes));
+        slm_trainer_pipeline_step(tr, step, &loss, &tr->pipe_wait_s, &tr->pipe_bytes);
         SLM_CALL(slm_fsdp_finish_backward(tr->fsdp));
         slm_activity_set("MPI_Allreduce: tied embedding gradient", -1);
         tr->pipe_bytes += slm_fsdp_sum_tied(tr->fsdp);
     }
     for (int micro = 0; !pipelined && micro < tr->accum; micro++) {
         slm_activity_set("forward and backward", -1);
-        SLM_CALL(slm_trainer_load_batch(tr, step, micro));
+        slm_trainer_load_batch(tr, step, micro);
         slm_fsdp_set_last_micro(tr->fsdp, micro == tr->accum - 1);
         loss += slm_gpt_forward(tr->model, tr->inputs, tr->targets, tr->B, tr->T);
         if (tr->dump && tr->dp == 1 && slm_mesh_tp_size(tr->mesh) == 1 && step == 0 && micro == 0)
             /* before backward overwrites them; with tensor parallelism rank 0 holds only its
              * columns, with pipeline parallelism none (this loop does not run then) */
-            SLM_CALL(slm_dump_logits(tr->dump, slm_gpt_logits(tr->model)));
+            slm_trainer_defer(tr, slm_dump_logits(tr->dump, slm_gpt_logits(tr->model)));
         slm_gpt_backward(tr->model, 1.0f / ((float)tr->B * tr->T * tr->accum * tr->dp));
         SLM_CALL(slm_fsdp_finish_backward(tr->fsdp));
     }
@@ -282,7 +334,7 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
     if (c->log.dump[0] && step == 0) { /* the gather is collective: every rank takes part */
         float *v;
         SLM_CALL(gather_whole(tr, 1, &v));
-        if (tr->rank == 0) SLM_CALL(slm_dump_step0(tr->dump, loss, v));
+        if (tr->rank == 0) slm_trainer_defer(tr, slm_dump_step0(tr->dump, loss, v));
     }
     slm_fsdp_clip(tr->fsdp, norm, c->train.grad_clip);
     double lr = slm_lr_at(step, c->train.steps, c->train.warmup_steps, c->train.lr, c->train.min_lr);
@@ -379,6 +431,7 @@ static slm_status train_steps(trainer *tr)
         const slm_kernel_time k0 = slm_kernel_clock;
         tr->data_s = 0;
         SLM_CALL(one_step(tr, step, &loss, &norm, &lr));
+        SLM_CALL(step_outcome(tr));
         tr->samples += c->train.global_batch;
         double dt = slm_now() - t0;
         const slm_kernel_time k1 = slm_kernel_clock; /* before evaluation runs kernels too */
@@ -413,7 +466,8 @@ static slm_status train_steps(trainer *tr)
                               tps * tr->flops_per_token / (tr->peak_gflops * 1e9 * tr->world), dt * 1e3,
                               cs.exposed_ms, slm_peak_rss_mib(), (long long)((step + 1) * tokens_per_step),
                               cs.bytes_sent, overlap, tp_bytes, tr->pipe_bytes, tr->pipe_wait_s * 1e3, val,
-                              kind_s[0] * 1e3, kind_s[1] * 1e3, kind_s[2] * 1e3, kind_s[3] * 1e3, kind_s[4] * 1e3};
+                              kind_s[0] * 1e3, kind_s[1] * 1e3, kind_s[2] * 1e3, kind_s[3] * 1e3, kind_s[4] * 1e3,
+                              tr->matmul.choice};
         if (tr->metrics) slm_metrics_write(tr->metrics, &m);
         if (tr->rank == 0 && ((step + 1) % c->log.every == 0 || step == 0 || step == steps - 1)) {
             char eta[32], comm[160] = "";
@@ -468,7 +522,8 @@ static slm_status train_steps(trainer *tr)
     if (c->log.dump[0]) { /* collective, as above */
         float *v;
         SLM_CALL(gather_whole(tr, 0, &v));
-        if (tr->rank == 0) SLM_CALL(slm_dump_finish(tr->dump, tr->losses, tr->lrs, tr->norms, v));
+        SLM_CALL(slm_agree(slm_mesh_world(tr->mesh),
+                           tr->rank == 0 ? slm_dump_finish(tr->dump, tr->losses, tr->lrs, tr->norms, v) : SLM_OK));
     }
     return SLM_OK;
 }
@@ -508,9 +563,6 @@ static slm_status place_rank(const slm_conf *c, slm_mesh_t mesh, slm_placement *
     int from_env = getenv("OMP_NUM_THREADS") || getenv("OPENBLAS_NUM_THREADS");
     slm_set_threads(c->train.threads > 0 ? c->train.threads : from_env ? 0 : pl->cores);
     *threads = slm_get_threads();
-    /* the configuration was validated: the backend is built in */
-    const int dnnl = !strcmp(c->train.matmul, "dnnl");
-    slm_gemm_select(dnnl ? SLM_GEMM_DNNL : SLM_GEMM_OPENBLAS, dnnl && uses_bf16(c));
     return SLM_OK;
 }
 
@@ -554,8 +606,8 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     slm_signals_install(tr.rank, conf->ckpt.grace_s);
     /* a rank that cannot open its data must not leave the others waiting */
     slm_status s = slm_agree(slm_mesh_world(tr.mesh), setup_local(&tr));
+    if (s == SLM_OK) s = slm_trainer_restore(&tr); /* first: a resumed run prefers the backend it used */
     if (s == SLM_OK) s = setup_shared(&tr);
-    if (s == SLM_OK) s = slm_trainer_restore(&tr);
     if (s == SLM_OK) s = setup_dump(&tr);
     slm_watchdog_t watchdog = NULL;
     if (s == SLM_OK) s = slm_watchdog_start(slm_mesh_world(tr.mesh), conf->train.watchdog_s, &watchdog);

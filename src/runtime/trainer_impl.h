@@ -41,6 +41,12 @@ typedef struct {
     double data_s, optim_s;    /* time in the last step loading batches, and in norm, clip and update */
     double prof[8];            /* sums over the timed steps, see report_profile() */
     double pipe_bytes;         /* ... and the bytes it sent to them (with the tied sum) */
+    MPI_Request *pipe_act_sent, *pipe_grad_sent; /* (pipe_slots) messages in flight, see pipeline.c */
+    float *pipe_grad_buf;      /* (pipe_slots, B*T*C) gradients being sent to the previous stage */
+    slm_matmul_choice matmul;  /* the GEMM backend in use and how it was chosen */
+    char resumed_matmul[32];   /* the backend the resumed checkpoint was trained with, or "" */
+    slm_status deferred;       /* the first failure of this step that could not stop it, see */
+    char deferred_msg[1024];   /* slm_trainer_defer */
 } trainer;
 
 /* Whether this rank writes tensor t into checkpoints and dumps: whole tensors are written
@@ -48,11 +54,15 @@ typedef struct {
  * stage, so every element has one writer. */
 int slm_trainer_writes(const trainer *tr, const slm_tensor_info *t);
 /* train.c: the inputs and targets of micro-batch `micro` of `step` on this rank. */
-slm_status slm_trainer_load_batch(trainer *tr, long step, int micro);
+void slm_trainer_load_batch(trainer *tr, long step, int micro);
+/* A rank-local failure in the middle of a step (a dump write) must not stop this rank
+ * while the others go on into the step's collectives: it is recorded (the first one) and
+ * becomes every rank's error at the step boundary. */
+void slm_trainer_defer(trainer *tr, slm_status s);
 /* pipeline.c: forward and backward of every micro-batch of `step` on this pipeline stage
  * (1F1B); *loss: the sum of their mean losses on the last stage, 0 elsewhere; *wait_s:
  * the time this stage waited for the others. Collective over the pipeline group. */
-slm_status slm_trainer_pipeline_step(trainer *tr, long step, double *loss, double *wait_s, double *bytes);
+void slm_trainer_pipeline_step(trainer *tr, long step, double *loss, double *wait_s, double *bytes);
 
 /* checkpoint.c: resume from ckpt.resume or the newest good checkpoint in ckpt.dir (if
  * any); save after `step` when ckpt.every says so, the run ends, or (force) a preemption

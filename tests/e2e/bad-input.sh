@@ -11,7 +11,7 @@ expect_error 2 "cannot open config file $WORK/missing.ini" -- "$S" train "$WORK/
 printf '[model]\nn_layer = 2\n[train]\nwarmup = 3\n' >"$WORK/bad.ini"
 expect_error 2 "unknown key train.warmup" "bad.ini:4" -- "$S" train "$WORK/bad.ini"
 expect_error 2 "train.precision = 'fp16': expected fp32 or bf16" -- "$S" train train.precision=fp16
-expect_error 2 "train.matmul = 'mkl': expected openblas or dnnl" -- "$S" train train.matmul=mkl
+expect_error 2 "train.matmul = 'mkl': expected auto, openblas or dnnl" -- "$S" train train.matmul=mkl
 if [ "$SLM_HAVE_DNNL" != yes ]; then
     expect_error 2 "train.matmul = dnnl: this shardlm was built without oneDNN" -- "$S" train train.matmul=dnnl
 fi

@@ -29,8 +29,14 @@ expect_error 2 "parallel.pp = 2 is more than model.n_layer = 1" -- \
     run -n 2 "$SHARDLM" train "${small[@]}" train.global_batch=1 parallel.pp=2
 expect_error 2 "parallel.zero_stage = 2 with parallel.pp = 2" -- \
     run -n 2 "$SHARDLM" train "${small[@]}" model.n_layer=2 train.global_batch=1 parallel.pp=2 parallel.zero_stage=2
-expect_error 2 "parallel.microbatches = 1" "= 4 micro-batches" "set parallel.microbatches = 4" -- \
-    run -n 2 "$SHARDLM" train "${small[@]}" model.n_layer=2 train.global_batch=4 parallel.pp=2
+expect_error 2 "parallel.microbatches = 1" "= 4 micro-batches" "set parallel.microbatches = 4, or 0 to derive it" -- \
+    run -n 2 "$SHARDLM" train "${small[@]}" model.n_layer=2 train.global_batch=4 parallel.pp=2 parallel.microbatches=1
+expect_error 2 "parallel.microbatches = 3" "= 2 micro-batches" -- \
+    run -n 2 "$SHARDLM" train "${small[@]}" train.global_batch=4 parallel.microbatches=3
+# left at 0 (the default) it is derived: 4 micro-batches through the 2 stages
+run -n 2 "$SHARDLM" train "${small[@]}" model.n_layer=2 train.global_batch=4 parallel.pp=2 >"$WORK/out" 2>&1 \
+    || { cat "$WORK/out"; fail "a pipeline run without parallel.microbatches"; }
+grep -q '4 micro-batches per step (1F1B)' "$WORK/out" || { cat "$WORK/out"; fail "the derived micro-batches are not 4"; }
 expect_error 2 "parallel.tp = 2 does not divide model.n_head = 3" -- \
     run -n 2 "$SHARDLM" train "${small[@]}" model.n_head=3 model.d_model=15 train.global_batch=1 parallel.tp=2
 

@@ -10,7 +10,7 @@ acts() { sed -n 's/^memory .* activations \([0-9.]*\) MiB.*/\1/p' "$1"; }
 "$SHARDLM" train "${args[@]}" "log.dump=$WORK/rc.h5" train.recompute=true >"$WORK/rc.out" || fail "1 rank with recompute"
 printf '1 rank, recompute against none: '
 same "$WORK/ref.h5" "$WORK/rc.h5" || fail "recompute changed the one-rank run"
-for layout in "2 1 1 2 3 1" "2 2 1 2 0 1" "2 1 2 6 0 4"; do # np tp pp micro_batch zero microbatches
+for layout in "2 1 1 2 3 0" "2 2 1 2 0 0" "2 1 2 6 0 4"; do # np tp pp micro_batch zero microbatches (0: derived)
     set -- $layout
     set_args=(parallel.tp=$2 parallel.pp=$3 train.micro_batch=$4 parallel.zero_stage=$5 parallel.microbatches=$6)
     run_layout "$1" "$WORK/plain.h5" "${set_args[@]}"
