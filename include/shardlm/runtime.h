@@ -68,10 +68,11 @@ typedef void (*slm_next_logits_fn)(void *ctx, const int32_t *tok, int T, float *
 /* Append ntokens tokens to tok[0..n) (room for n + ntokens + 1), each drawn from the logits
  * next_logits gives for the last seq_len tokens: greedy at temperature 0, else from the
  * softmax at that temperature over the top_k largest logits (0: all). Returns the new
- * length, or -1 out of memory. Every rank that runs it with the same logits draws the
- * same tokens. */
-long slm_sample_tokens(slm_next_logits_fn next_logits, void *ctx, int32_t *tok, long n, int ntokens, int seq_len,
-                       int vocab_size, double temperature, int top_k, uint64_t seed);
+ * length, or -1 out of memory (on every rank of comm alike, before next_logits runs).
+ * Every rank that runs it with the same logits draws the same tokens. Collective over
+ * comm, the ranks next_logits runs on together (MPI_COMM_NULL: this rank alone). */
+long slm_sample_tokens(slm_next_logits_fn next_logits, void *ctx, MPI_Comm comm, int32_t *tok, long n, int ntokens,
+                       int seq_len, int vocab_size, double temperature, int top_k, uint64_t seed);
 
 /* Per-step record written to the JSON-lines metrics file. */
 typedef struct slm_step_metrics {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cli.h"
+#include "shardlm/agree.h"
 #include "shardlm/bpe.h"
 #include "shardlm/ckpt.h"
 #include "shardlm/conf.h"
@@ -132,15 +133,15 @@ static slm_status run(const sample_args *a, MPI_Comm comm, slm_gpt_t *model, cod
                                   &cd->synth));
     size_t room = strlen(a->prompt) + (size_t)a->tokens + 2;
     int32_t *tok = malloc(room * sizeof *tok);
-    SLM_CHECK(tok, SLM_ERR_NOMEM, "sample: out of memory");
+    SLM_CALL(slm_agree(comm, tok ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "sample: out of memory")));
     long n = encode(cd, a->prompt, tok, room);
     if (n < 0) {
         free(tok);
         return SLM_ERROR(SLM_ERR_ARG, "sample: the prompt cannot be encoded (%s)",
                          cd->synth ? "the synthetic corpus has only lowercase letters, spaces and '.'" : "bad bytes");
     }
-    n = slm_sample_tokens(next_logits, *model, tok, n, a->tokens, mc.seq_len, mc.vocab_size, a->temperature, a->top_k,
-                          a->seed >= 0 ? (uint64_t)a->seed : run.train.seed);
+    n = slm_sample_tokens(next_logits, *model, comm, tok, n, a->tokens, mc.seq_len, mc.vocab_size, a->temperature,
+                          a->top_k, a->seed >= 0 ? (uint64_t)a->seed : run.train.seed);
     int rank;
     MPI_Comm_rank(comm, &rank);
     if (n >= 0 && rank == 0) {

@@ -22,7 +22,12 @@ static int launcher_bound(slm_mesh_t m, hwloc_const_bitmap_t mine)
     char buf[SET_CHARS] = "";
     if (hwloc_bitmap_list_asprintf(&text, mine) >= 0 && text) snprintf(buf, sizeof buf, "%s", text);
     free(text);
-    if (!all) return 0;
+    int ok = all != NULL; /* the gather below needs every rank: all go on, or none */
+    MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, m->node);
+    if (!ok) {
+        free(all);
+        return 0;
+    }
     MPI_Allgather(buf, SET_CHARS, MPI_CHAR, all, SET_CHARS, MPI_CHAR, m->node);
     int disjoint = 1;
     hwloc_bitmap_t a = hwloc_bitmap_alloc(), b = hwloc_bitmap_alloc();
@@ -131,7 +136,9 @@ void slm_mesh_print_binding(slm_mesh_t m, const slm_placement *p, int threads, F
              m->tp_rank, p->where, threads, threads == 1 ? "" : "s");
     int flags[2] = {p->tp_spans_nodes, p->tp_spans_numa}, any[2];
     MPI_Reduce(flags, any, 2, MPI_INT, MPI_MAX, 0, m->world);
-    MPI_Gather(line, LINE, MPI_CHAR, all, LINE, MPI_CHAR, 0, m->world);
+    int room = m->rank != 0 || all; /* rank 0 gathers only where it has room: all ranks learn which */
+    MPI_Bcast(&room, 1, MPI_INT, 0, m->world);
+    if (room) MPI_Gather(line, LINE, MPI_CHAR, all, LINE, MPI_CHAR, 0, m->world);
     if (m->rank != 0) return;
     for (int r = 0; all && r < m->size && r < SHOWN; r++) fprintf(out, "binding   %s\n", all + (size_t)r * LINE);
     if (m->size > SHOWN) fprintf(out, "binding   ... and %d more ranks\n", m->size - SHOWN);

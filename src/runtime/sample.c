@@ -34,13 +34,15 @@ static int draw(const float *z, int V, double temperature, int top_k, double u, 
     return next;
 }
 
-long slm_sample_tokens(slm_next_logits_fn next_logits, void *ctx, int32_t *tok, long n, int ntokens, int seq_len,
-                       int vocab_size, double temperature, int top_k, uint64_t seed)
+long slm_sample_tokens(slm_next_logits_fn next_logits, void *ctx, MPI_Comm comm, int32_t *tok, long n, int ntokens,
+                       int seq_len, int vocab_size, double temperature, int top_k, uint64_t seed)
 {
     const int V = vocab_size;
     double *prob = malloc((size_t)V * sizeof *prob);
     float *z = malloc((size_t)V * sizeof *z), *sorted = malloc((size_t)V * sizeof *sorted);
-    if (!prob || !z || !sorted) {
+    int ok = prob && z && sorted; /* next_logits is collective: all ranks go on, or none */
+    if (comm != MPI_COMM_NULL) MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm);
+    if (!ok) {
         free(prob);
         free(z);
         free(sorted);

@@ -539,11 +539,14 @@ static slm_status sample(trainer *tr)
     size_t cap = (size_t)c->sample.tokens * 8 + strlen(c->sample.prompt) + 64;
     char *text = malloc(cap);
     int32_t *tok = malloc(room * sizeof *tok);
-    long n = text && tok ? slm_dataset_encode(tr->data, c->sample.prompt, tok, room) : 0;
-    if (text && tok)
-        n = slm_sample_tokens(next_logits, tr, tok, n < 0 ? 0 : n, c->sample.tokens, c->model.seq_len,
-                              c->model.vocab_size, c->sample.temperature, c->sample.top_k, c->train.seed);
-    slm_status s = text && tok && n >= 0 ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "cannot allocate the sampling buffers");
+    slm_status s = slm_agree(slm_mesh_world(tr->mesh), text && tok ? SLM_OK
+                                                                  : SLM_ERROR(SLM_ERR_NOMEM, "cannot allocate the sampling buffers"));
+    long n = s == SLM_OK ? slm_dataset_encode(tr->data, c->sample.prompt, tok, room) : 0;
+    if (s == SLM_OK)
+        n = slm_sample_tokens(next_logits, tr, slm_mesh_world(tr->mesh), tok, n < 0 ? 0 : n, c->sample.tokens,
+                              c->model.seq_len, c->model.vocab_size, c->sample.temperature, c->sample.top_k,
+                              c->train.seed);
+    if (s == SLM_OK && n < 0) s = SLM_ERROR(SLM_ERR_NOMEM, "cannot allocate the sampling buffers");
     if (s == SLM_OK) slm_dataset_decode(tr->data, tok, (size_t)n, text, cap);
     if (s == SLM_OK && tr->rank == 0) printf("sample    (temperature %.2f)\n%s\n", c->sample.temperature, text);
     free(text);
