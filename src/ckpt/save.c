@@ -8,7 +8,9 @@
  *      the directory; only now does a restart see the new checkpoint;
  *   4. rank 0 applies retention.
  * Every tensor is stored chunked with HDF5's Fletcher32 filter, so each chunk carries a
- * checksum that every reader (shardlm, h5py, h5dump) checks. */
+ * checksum that every reader (shardlm, h5py, h5dump) checks; the file is written in the
+ * HDF5 1.10 format, whose superblock, object headers, link and attribute storage carry
+ * checksums too; and meta_digest covers the attributes and the list of tensors. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -112,8 +114,8 @@ static void retain(const char *dir, int keep, long keep_every, long current)
         }
     }
     if (d) closedir(d);
-    long steps[CKPT_MAX_LISTED];
-    int n = ckpt_list_steps(dir, steps, CKPT_MAX_LISTED);
+    long steps[SLM_CKPT_MAX_LISTED];
+    int n = slm_ckpt_list_steps(dir, steps, SLM_CKPT_MAX_LISTED);
     for (int i = keep > 0 ? keep : 1; i < n; i++) {
         if (keep_every > 0 && steps[i] % keep_every == 0) continue;
         snprintf(path, sizeof path, "%s/step_%09ld.h5", dir, steps[i]);
@@ -197,7 +199,7 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
     snprintf(final, sizeof final, "%s/%s", dir, name);
 
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* failures become our messages below */
-    hid_t fapl = ckpt_fapl(comm);
+    hid_t fapl = ckpt_fapl_create(comm);
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     int ok = all_ok(comm, file >= 0);
@@ -223,7 +225,10 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
         if (grp >= 0) H5Gclose(grp);
     }
     H5Pclose(dxpl);
-    if (ok) ok = all_ok(comm, ckpt_meta_write(file, meta) >= 0);
+    ckpt_manifest man = {NULL, 0};
+    if (ok) ok = all_ok(comm, ckpt_manifest_of(tensors, ntensors, &man) == SLM_OK);
+    if (ok) ok = all_ok(comm, ckpt_meta_write(file, meta, &man) >= 0);
+    ckpt_manifest_free(&man);
     int complete = 1;
     if (ok) ok = all_ok(comm, ckpt_attr_write(file, "complete", H5T_NATIVE_INT, &complete) >= 0);
     if (ok) ok = all_ok(comm, H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0);

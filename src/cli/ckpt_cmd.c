@@ -43,7 +43,7 @@ int slm_cmd_ckpt(int argc, char **argv, MPI_Comm comm)
         slm_ckpt_meta meta;
         if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) { /* the newest good one, skipping bad ones */
             char found[4096];
-            st = slm_ckpt_find(comm, path, NULL, found, sizeof found);
+            st = slm_ckpt_find(comm, path, NULL, NULL, found, sizeof found);
             if (st == SLM_OK && rank == 0)
                 printf(found[0] ? "ok: %s is the newest good checkpoint\n" : "no good checkpoint in %s\n",
                        found[0] ? found : path);
