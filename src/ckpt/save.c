@@ -41,6 +41,28 @@ static hid_t dataset_plist(const slm_tensor_info *t)
     return dcpl;
 }
 
+/* Links and attributes stay in their object's header (compact storage) at any count: the
+ * header is one checksummed block, read whole. Past 8 entries HDF5 would otherwise move
+ * them to dense storage (a fractal heap and a B-tree), and HDF5 1.10.8 aborts the process
+ * on a damaged dense link store (it frees a half-built table while listing a group)
+ * where a damaged header is a clean error. 65535 is the most the format allows. */
+#define CKPT_MAX_COMPACT 65535u
+
+static hid_t file_plist(void)
+{
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    H5Pset_attr_phase_change(fcpl, CKPT_MAX_COMPACT, CKPT_MAX_COMPACT);
+    H5Pset_link_phase_change(fcpl, CKPT_MAX_COMPACT, CKPT_MAX_COMPACT);
+    return fcpl;
+}
+
+static hid_t group_plist(void)
+{
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    H5Pset_link_phase_change(gcpl, CKPT_MAX_COMPACT, CKPT_MAX_COMPACT);
+    return gcpl;
+}
+
 static int write_tensor(hid_t group, const slm_tensor_info *t, const slm_ckpt_piece *pieces,
                         int npieces, int which, hid_t dxpl)
 {
@@ -199,8 +221,9 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
     snprintf(final, sizeof final, "%s/%s", dir, name);
 
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* failures become our messages below */
-    hid_t fapl = ckpt_fapl_create(comm);
-    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    hid_t fapl = ckpt_fapl_create(comm), fcpl = file_plist();
+    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
+    H5Pclose(fcpl);
     H5Pclose(fapl);
     int ok = all_ok(comm, file >= 0);
     if (!ok) {
@@ -216,7 +239,9 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
     hid_t dxpl = ckpt_dxpl_collective();
     double bytes = 0.0;
     for (int g = 0; g < CK_NGROUPS && ok; g++) {
-        hid_t grp = H5Gcreate2(file, ckpt_group_names[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t gcpl = group_plist();
+        hid_t grp = H5Gcreate2(file, ckpt_group_names[g], H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        H5Pclose(gcpl);
         ok = all_ok(comm, grp >= 0);
         for (int i = 0; i < ntensors && ok; i++) {
             ok = all_ok(comm, write_tensor(grp, &tensors[i], pieces, npieces, g, dxpl));
