@@ -218,6 +218,37 @@ static int cmp_tensor_name(const void *a, const void *b)
     return strcmp((*(const slm_tensor_info *const *)a)->name, (*(const slm_tensor_info *const *)b)->name);
 }
 
+/* One group's entries against the sorted table: the first tensor missing, the first
+ * entry the table lacks, and the first present with another shape or type. */
+typedef struct {
+    const slm_tensor_info *missing, *wrong;
+    const ckpt_entry *extra, *wrong_entry;
+} group_diff;
+
+static group_diff diff_group(const ckpt_entry *e, int ne, const slm_tensor_info *const *want, int nw)
+{
+    group_diff d = {NULL, NULL, NULL, NULL};
+    int i = 0, k = 0;
+    while (i < nw || k < ne) {
+        int c = k == ne ? 1 : i == nw ? -1 : strcmp(e[k].name, want[i]->name);
+        if (c < 0) {
+            if (!d.extra) d.extra = &e[k];
+            k++;
+        } else if (c > 0) {
+            if (!d.missing) d.missing = want[i];
+            i++;
+        } else {
+            const slm_tensor_info *t = want[i];
+            int same = e[k].ndim == t->ndim && e[k].f32;
+            for (int j = 0; same && j < t->ndim; j++) same = e[k].dims[j] == (hsize_t)t->shape[j];
+            if (!same && !d.wrong) d.wrong = t, d.wrong_entry = &e[k];
+            i++;
+            k++;
+        }
+    }
+    return d;
+}
+
 slm_status ckpt_manifest_check(const ckpt_manifest *man, const slm_tensor_info *tensors, int ntensors,
                                const char *path, slm_status code)
 {
@@ -227,34 +258,29 @@ slm_status ckpt_manifest_check(const ckpt_manifest *man, const slm_tensor_info *
     qsort(want, (size_t)ntensors, sizeof *want, cmp_tensor_name);
     slm_status st = SLM_OK;
     char shown[256], a[160], b[160];
-    int k = 0; /* the manifest, in group order */
+    int k = 0; /* the manifest is in group order */
     for (int g = 0; g < CK_NGROUPS && st == SLM_OK; g++) {
         const char *gname = ckpt_group_names[g];
-        int i = 0;
-        while (st == SLM_OK && (i < ntensors || (k < man->n && man->e[k].group == g))) {
-            const ckpt_entry *e = k < man->n && man->e[k].group == g ? &man->e[k] : NULL;
-            const slm_tensor_info *t = i < ntensors ? want[i] : NULL;
-            int c = !e ? 1 : !t ? -1 : strcmp(e->name, t->name);
-            if (c < 0) {
-                st = SLM_ERROR(code, "%s: /%s/%s is not a tensor of this model", path, gname,
-                               ckpt_printable(e->name, shown, sizeof shown));
-            } else if (c > 0) {
-                st = SLM_ERROR(code, "%s: /%s/%s is missing", path, gname, t->name);
-            } else {
-                hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
-                int same = e->ndim == t->ndim;
-                for (int d = 0; same && d < t->ndim; d++) same = e->dims[d] == dims[d];
-                if (!same) {
-                    shape_text(a, sizeof a, e->ndim, e->dims);
-                    shape_text(b, sizeof b, t->ndim, dims);
-                    st = SLM_ERROR(code, "%s: /%s/%s has shape %s, this model's is %s", path, gname, t->name, a, b);
-                } else if (!e->f32) {
-                    st = SLM_ERROR(code, "%s: /%s/%s is not stored as float32 (little-endian IEEE)", path, gname,
-                                   t->name);
-                }
-                i++;
-                k++;
-            }
+        int n = 0;
+        while (k + n < man->n && man->e[k + n].group == g) n++;
+        const group_diff d = diff_group(man->e + k, n, want, ntensors);
+        k += n;
+        if (d.missing && d.extra)
+            st = SLM_ERROR(code, "%s: /%s/%s is missing, and /%s/%s is not a tensor of this model (renamed?)", path,
+                           gname, d.missing->name, gname, ckpt_printable(d.extra->name, shown, sizeof shown));
+        else if (d.missing)
+            st = SLM_ERROR(code, "%s: /%s/%s is missing", path, gname, d.missing->name);
+        else if (d.extra)
+            st = SLM_ERROR(code, "%s: /%s/%s is not a tensor of this model", path, gname,
+                           ckpt_printable(d.extra->name, shown, sizeof shown));
+        else if (d.wrong && !d.wrong_entry->f32)
+            st = SLM_ERROR(code, "%s: /%s/%s is not stored as float32 (little-endian IEEE)", path, gname,
+                           d.wrong->name);
+        else if (d.wrong) {
+            hsize_t dims[2] = {(hsize_t)d.wrong->shape[0], (hsize_t)d.wrong->shape[1]};
+            shape_text(a, sizeof a, d.wrong_entry->ndim, d.wrong_entry->dims);
+            shape_text(b, sizeof b, d.wrong->ndim, dims);
+            st = SLM_ERROR(code, "%s: /%s/%s has shape %s, this model's is %s", path, gname, d.wrong->name, a, b);
         }
     }
     free(want);
