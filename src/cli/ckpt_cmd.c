@@ -95,8 +95,10 @@ static int verify_paths(MPI_Comm comm, int rank, int n, char **paths)
             bad += !verify_dir(comm, rank, paths[i], &meta[0], &meta[1]);
         } else if (verify_file(comm, paths[i], &meta[0], &meta[1]) == SLM_OK) {
             if (rank == 0)
-                printf("ok: %s (step %ld, %s, format version %d): every tensor, attribute and checksum verified\n",
-                       paths[i], meta[0].step, meta[0].layout, meta[0].version);
+                printf("ok: %s (step %ld, %s, format version %d): %s\n", paths[i], meta[0].step, meta[0].layout,
+                       meta[0].version, meta[0].version >= 2 ? "every tensor, attribute and checksum verified"
+                                                             : "every tensor and chunk checksum verified (version 1 "
+                                                               "has no metadata checksums or digest)");
         } else {
             bad++;
             if (rank == 0) print_bad(paths[i]);
