@@ -17,7 +17,10 @@
 #include "shardlm/status.h"
 
 #define SLM_CKPT_FORMAT "shardlm-checkpoint"
-#define SLM_CKPT_VERSION 1
+/* Version 2: HDF5 1.10 file format (checksummed metadata), the matmul attribute and the
+ * meta_digest. Version 1 files are still read. */
+#define SLM_CKPT_VERSION 2
+#define SLM_CKPT_MIN_VERSION 1
 
 /* One contiguous range [offset, offset+count) of the parameter index space and where this
  * rank keeps it. m and v may be NULL for a range that carries parameters only. */
@@ -35,9 +38,22 @@ typedef struct slm_ckpt_meta {
     uint64_t seed;         /* init, data and sampling keys derive from it */
     int n_layer, n_head, d_model, vocab_size, seq_len;
     char layout[160];      /* "dp=2 tp=1 pp=1 zero_stage=3 precision=bf16" */
-    char matmul[32];       /* the GEMM backend the run used ("onednn sgemm"; "" before version 2) */
     char config[16384];    /* the resolved configuration, INI text */
+    char matmul[32];       /* the GEMM backend of the run, e.g. "onednn sgemm" ("" in version 1) */
+    int version;           /* read: the file's format version; written: SLM_CKPT_VERSION, always */
 } slm_ckpt_meta;
+
+/* What a checkpoint is checked against, besides its own checksums and digest. */
+typedef struct slm_ckpt_expect {
+    /* The model shape (n_layer, n_head, d_model, vocab_size, seq_len) the file must hold,
+     * or NULL for any. A different shape is a configuration error (SLM_ERR_CONFIG). */
+    const slm_ckpt_meta *shape;
+    /* The tensor table: each of the groups params, adam_m and adam_v must hold exactly
+     * these names at these global shapes, as float32 - nothing missing, nothing extra.
+     * NULL: the file's tensors are checked for readability only. */
+    const slm_tensor_info *tensors;
+    int ntensors;
+} slm_ckpt_expect;
 
 typedef struct slm_ckpt_stats {
     double seconds, bytes;
@@ -52,15 +68,26 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
                          slm_ckpt_stats *stats);
 
 /* The checkpoint to resume from: `explicit_path` if given (it must verify), else the
- * newest checkpoint in dir that verifies, with each one skipped reported on rank 0.
- * path[0] = 0 when there is none. Collective. */
-slm_status slm_ckpt_find(MPI_Comm comm, const char *dir, const char *explicit_path, char *path,
-                         size_t len);
+ * newest checkpoint in dir that verifies against expect (may be NULL), with each damaged
+ * one skipped and reported on rank 0. A checkpoint that is intact but holds another model
+ * shape is not skipped: that is an error. path[0] = 0 when there is none. Collective. */
+slm_status slm_ckpt_find(MPI_Comm comm, const char *dir, const char *explicit_path,
+                         const slm_ckpt_expect *expect, char *path, size_t len);
 
-/* Check a checkpoint: format and version, completeness, the model shape (when expect is
- * not NULL), and every tensor's checksums by reading it. Collective. */
-slm_status slm_ckpt_verify(MPI_Comm comm, const char *path, const slm_ckpt_meta *expect,
+/* Check a checkpoint, reading all of it: format and version (1 or 2), completeness, every
+ * metadata attribute, the meta_digest over the attributes and the tensor list (version
+ * 2), nothing but the three groups at the root, the model shape and the tensor table
+ * (those of expect that are given), and every chunk's checksum. meta receives the
+ * attributes. Errors name the file and what is wrong; damage is SLM_ERR_FORMAT, a shape
+ * other than expect's SLM_ERR_CONFIG. Collective. */
+slm_status slm_ckpt_verify(MPI_Comm comm, const char *path, const slm_ckpt_expect *expect,
                            slm_ckpt_meta *meta);
+
+/* The metadata attributes of a checkpoint, checked as far as they can be without a tensor
+ * table (format, version, completeness, the meta_digest of a version-2 file) and without
+ * reading tensor data; *ntensors: the datasets in /params. For a tool that builds the
+ * expected tensor table from what the file says it holds. Collective. */
+slm_status slm_ckpt_read_meta(MPI_Comm comm, const char *path, slm_ckpt_meta *meta, int *ntensors);
 
 /* Read meta and this rank's pieces from path. Collective. */
 slm_status slm_ckpt_load(MPI_Comm comm, const char *path, const slm_tensor_info *tensors,
@@ -86,6 +113,10 @@ void slm_llmc_fill(slm_llmc_t llmc, const slm_tensor_info *tensors, int ntensors
 /* List the checkpoints of dir (newest first) with step, size and which one `latest`
  * names. Local. */
 slm_status slm_ckpt_list(const char *dir, FILE *out);
+/* The steps of the committed checkpoints in dir (step_N.h5), newest first, at most max;
+ * -1 if dir cannot be read. Local. */
+int slm_ckpt_list_steps(const char *dir, long *steps, int max);
+#define SLM_CKPT_MAX_LISTED 4096
 
 /* HDF5 reports through shardlm's errors, which name the file and the operation: its
  * automatic printing of error stacks is switched off. Called once at start-up. */

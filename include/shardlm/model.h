@@ -130,6 +130,12 @@ typedef struct slm_gpt_footprint {
 slm_status slm_gpt_measure(const slm_gpt_config *cfg, int max_batch, int tp_size, const slm_gpt_stage *stage,
                            int threads, slm_gpt_footprint *out);
 
+/* The whole model's tensor table alone (global names and shapes, one rank, one stage),
+ * with nothing allocated for parameters or activations: for tools that check a file
+ * against the model it claims to hold. Only the table and config queries
+ * (slm_gpt_num_tensors, slm_gpt_tensor, slm_gpt_config_of, slm_gpt_num_params) may be
+ * used on it; free it with slm_gpt_destroy. Local. */
+slm_status slm_gpt_describe(const slm_gpt_config *cfg, slm_gpt_t *model);
 /* Free everything; sets *model to NULL; NULL is a no-op. */
 void slm_gpt_destroy(slm_gpt_t *model);
 

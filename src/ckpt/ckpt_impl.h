@@ -23,13 +23,14 @@ void ckpt_select_range(hid_t space, const slm_tensor_info *t, size_t lo, size_t 
  * with empty selections, as collective transfers need every rank). */
 hid_t ckpt_select_piece(hid_t fspace, const slm_tensor_info *t, const slm_ckpt_piece *pieces, int npieces,
                         int group, float **mem, size_t *count);
-/* The steps of the committed checkpoints in dir, newest first (at most max); -1 if dir
- * cannot be read. */
-int ckpt_list_steps(const char *dir, long *steps, int max);
-#define CKPT_MAX_LISTED 4096
 
-/* File access through MPI-IO on comm; collective transfers. */
+/* File access through MPI-IO on comm; collective transfers. ckpt_fapl_create adds the
+ * file-format lower bound new checkpoints are written with (HDF5 1.10: checksummed
+ * superblock, object headers, link and attribute storage). */
 hid_t ckpt_fapl(MPI_Comm comm);
+hid_t ckpt_fapl_create(MPI_Comm comm);
+/* Open path read-only through MPI-IO on comm, HDF5's error printing off. Collective. */
+hid_t ckpt_open_collective(MPI_Comm comm, const char *path);
 hid_t ckpt_dxpl_collective(void);
 
 /* Scalar attributes. */
@@ -42,8 +43,47 @@ herr_t ckpt_attr_read_string(hid_t loc, const char *name, char *value, size_t le
 /* Step of a committed checkpoint's file name ("step_000000120.h5"), or -1. */
 long slm_ckpt_step_of(const char *name);
 
-/* Meta as root attributes. */
-herr_t ckpt_meta_write(hid_t file, const slm_ckpt_meta *meta);
+/* One dataset of a checkpoint's tensor groups as the file describes it (or as a writer
+ * is about to store it). */
+typedef struct ckpt_entry {
+    int group;                      /* CK_PARAMS, CK_M or CK_V */
+    char *name;                     /* the link name, as stored */
+    int ndim;
+    hsize_t dims[H5S_MAX_RANK];
+    int f32;                        /* stored as IEEE float32, little-endian */
+} ckpt_entry;
+
+/* The tensor list: entries ordered by group, then by name (bytewise). */
+typedef struct ckpt_manifest {
+    ckpt_entry *e;
+    int n;
+} ckpt_manifest;
+
+/* name as it can be printed in a message: bytes outside printable ASCII as \xNN. */
+const char *ckpt_printable(const char *name, char *buf, size_t len);
+
+/* What the tensor groups of file hold, from their metadata (no tensor data is read);
+ * an object that cannot be opened as a dataset, or a group that is missing, is an error
+ * naming it. Frees with ckpt_manifest_free. */
+slm_status ckpt_manifest_read(hid_t file, const char *path, ckpt_manifest *man);
+/* What a writer stores for a tensor table: every tensor, float32, in each group. */
+slm_status ckpt_manifest_of(const slm_tensor_info *tensors, int ntensors, ckpt_manifest *man);
+void ckpt_manifest_free(ckpt_manifest *man);
+/* The manifest holds exactly the tensors of the table in every group, at their global
+ * shapes, as float32. code: the status a difference is reported with. */
+slm_status ckpt_manifest_check(const ckpt_manifest *man, const slm_tensor_info *tensors, int ntensors,
+                               const char *path, slm_status code);
+/* The meta_digest: CRC-32 over the canonical text of meta's attributes (as version
+ * `version` stores them) and the manifest (docs/checkpoint-format.md). */
+uint32_t ckpt_meta_digest(const slm_ckpt_meta *meta, int version, const ckpt_manifest *man);
+
+/* Meta as root attributes (version SLM_CKPT_VERSION, with the digest over meta and man). */
+herr_t ckpt_meta_write(hid_t file, const slm_ckpt_meta *meta, const ckpt_manifest *man);
+/* Read and check the meta attributes of a version 1 or 2 file (not the digest). */
 slm_status ckpt_meta_read(hid_t file, const char *path, slm_ckpt_meta *meta);
+/* Everything a checkpoint says about itself, checked without a tensor table: meta,
+ * `complete`, nothing but the three groups at the root, the manifest and (version 2) the
+ * digest over both. Fills meta and man (free it with ckpt_manifest_free). */
+slm_status ckpt_check_file(hid_t file, const char *path, slm_ckpt_meta *meta, ckpt_manifest *man);
 
 #endif

@@ -24,7 +24,7 @@ static int cmp_name(const void *a, const void *b)
 
 slm_status slm_ckpt_export_safetensors(const char *path, const char *out)
 {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    slm_hdf5_errors_off();
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     SLM_CHECK(f >= 0, SLM_ERR_FORMAT, "%s: not a readable HDF5 file", path);
     slm_ckpt_meta meta;

@@ -94,7 +94,7 @@ static int cmp_long_desc(const void *a, const void *b)
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
-int ckpt_list_steps(const char *dir, long *steps, int max)
+int slm_ckpt_list_steps(const char *dir, long *steps, int max)
 {
     DIR *d = opendir(dir);
     if (!d) return -1;
@@ -115,6 +115,22 @@ hid_t ckpt_fapl(MPI_Comm comm)
     return fapl;
 }
 
+hid_t ckpt_open_collective(MPI_Comm comm, const char *path)
+{
+    slm_hdf5_errors_off();
+    hid_t fapl = ckpt_fapl(comm);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+    H5Pclose(fapl);
+    return f;
+}
+
+hid_t ckpt_fapl_create(MPI_Comm comm)
+{
+    hid_t fapl = ckpt_fapl(comm);
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_LATEST);
+    return fapl;
+}
+
 hid_t ckpt_dxpl_collective(void)
 {
     hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
@@ -132,11 +148,22 @@ herr_t ckpt_attr_write(hid_t loc, const char *name, hid_t type, const void *valu
     return rc;
 }
 
+/* Is attribute a one value (a scalar dataspace) of the type class we read it as? Anything
+ * else would not fit the buffer it is read into. */
+static int attr_is_scalar(hid_t a, H5T_class_t cls)
+{
+    hid_t sp = H5Aget_space(a), ft = H5Aget_type(a);
+    int ok = sp >= 0 && ft >= 0 && H5Sget_simple_extent_type(sp) == H5S_SCALAR && H5Tget_class(ft) == cls;
+    if (sp >= 0) H5Sclose(sp);
+    if (ft >= 0) H5Tclose(ft);
+    return ok;
+}
+
 herr_t ckpt_attr_read(hid_t loc, const char *name, hid_t type, void *value)
 {
     if (H5Aexists(loc, name) <= 0) return -1;
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Aread(a, type, value);
+    herr_t rc = a < 0 || !attr_is_scalar(a, H5Tget_class(type)) ? -1 : H5Aread(a, type, value);
     if (a >= 0) H5Aclose(a);
     return rc;
 }
@@ -152,30 +179,37 @@ herr_t ckpt_attr_write_string(hid_t loc, const char *name, const char *value)
 
 herr_t ckpt_attr_read_string(hid_t loc, const char *name, char *value, size_t len)
 {
+    /* As written: a fixed-length string of strlen + 1 bytes, its one NUL last. Anything
+     * else (a NUL inside, none at the end, a size that does not fit) is refused, so what
+     * is read is byte for byte what any other reader sees. */
     if (H5Aexists(loc, name) <= 0) return -1;
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    if (a < 0) return -1;
     hid_t ft = H5Aget_type(a);
-    size_t n = H5Tget_size(ft);
+    size_t n = ft >= 0 && attr_is_scalar(a, H5T_STRING) && H5Tis_variable_str(ft) == 0 ? H5Tget_size(ft) : 0;
     herr_t rc = -1;
-    if (n <= len) {
+    if (n >= 1 && n <= len) {
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, n);
         rc = H5Aread(a, mt, value);
         H5Tclose(mt);
+        if (rc >= 0 && (value[n - 1] != '\0' || strlen(value) != n - 1)) rc = -1;
         value[n - 1] = '\0';
     }
-    H5Tclose(ft);
+    if (ft >= 0) H5Tclose(ft);
     H5Aclose(a);
     return rc;
 }
 
-herr_t ckpt_meta_write(hid_t f, const slm_ckpt_meta *m)
+static const char *const shape_names[5] = {"n_layer", "n_head", "d_model", "vocab_size", "seq_len"};
+
+herr_t ckpt_meta_write(hid_t f, const slm_ckpt_meta *m, const ckpt_manifest *man)
 {
     int version = SLM_CKPT_VERSION;
     long long step = m->step, adam_t = m->adam_t;
     unsigned long long seed = m->seed;
     int shape[5] = {m->n_layer, m->n_head, m->d_model, m->vocab_size, m->seq_len};
-    static const char *shape_names[5] = {"n_layer", "n_head", "d_model", "vocab_size", "seq_len"};
+    uint32_t digest = ckpt_meta_digest(m, version, man);
     herr_t rc = ckpt_attr_write_string(f, "format", SLM_CKPT_FORMAT);
     rc |= ckpt_attr_write(f, "version", H5T_NATIVE_INT, &version);
     rc |= ckpt_attr_write(f, "step", H5T_NATIVE_LLONG, &step);
@@ -186,6 +220,8 @@ herr_t ckpt_meta_write(hid_t f, const slm_ckpt_meta *m)
     for (int i = 0; i < 5; i++) rc |= ckpt_attr_write(f, shape_names[i], H5T_NATIVE_INT, &shape[i]);
     rc |= ckpt_attr_write_string(f, "layout", m->layout);
     rc |= ckpt_attr_write_string(f, "config", m->config);
+    rc |= ckpt_attr_write_string(f, "matmul", m->matmul);
+    rc |= ckpt_attr_write(f, "meta_digest", H5T_NATIVE_UINT32, &digest);
     return rc;
 }
 
@@ -200,19 +236,34 @@ slm_status ckpt_meta_read(hid_t f, const char *path, slm_ckpt_meta *m)
               SLM_ERR_FORMAT, "%s is not a shardlm checkpoint (no format attribute '%s')", path, SLM_CKPT_FORMAT);
     SLM_CHECK(ckpt_attr_read(f, "version", H5T_NATIVE_INT, &version) >= 0, SLM_ERR_FORMAT,
               "%s: no format version", path);
-    SLM_CHECK(version == SLM_CKPT_VERSION, SLM_ERR_FORMAT,
-              "%s: checkpoint format version %d, this shardlm reads version %d", path, version, SLM_CKPT_VERSION);
+    SLM_CHECK(version >= SLM_CKPT_MIN_VERSION && version <= SLM_CKPT_VERSION, SLM_ERR_FORMAT,
+              "%s: checkpoint format version %d, this shardlm reads versions %d to %d", path, version,
+              SLM_CKPT_MIN_VERSION, SLM_CKPT_VERSION);
     int shape[5];
-    static const char *shape_names[5] = {"n_layer", "n_head", "d_model", "vocab_size", "seq_len"};
-    herr_t rc = ckpt_attr_read(f, "step", H5T_NATIVE_LLONG, &step);
-    rc |= ckpt_attr_read(f, "samples", H5T_NATIVE_LLONG, &m->samples);
-    rc |= ckpt_attr_read(f, "tokens", H5T_NATIVE_LLONG, &m->tokens);
-    rc |= ckpt_attr_read(f, "adam_t", H5T_NATIVE_LLONG, &adam_t);
-    rc |= ckpt_attr_read(f, "seed", H5T_NATIVE_ULLONG, &seed);
-    for (int i = 0; i < 5; i++) rc |= ckpt_attr_read(f, shape_names[i], H5T_NATIVE_INT, &shape[i]);
-    rc |= ckpt_attr_read_string(f, "layout", m->layout, sizeof m->layout);
-    rc |= ckpt_attr_read_string(f, "config", m->config, sizeof m->config);
-    SLM_CHECK(rc >= 0, SLM_ERR_FORMAT, "%s: missing or unreadable checkpoint attributes", path);
+    const struct {
+        const char *name;
+        herr_t rc;
+    } got[] = {
+        {"step", ckpt_attr_read(f, "step", H5T_NATIVE_LLONG, &step)},
+        {"samples", ckpt_attr_read(f, "samples", H5T_NATIVE_LLONG, &m->samples)},
+        {"tokens", ckpt_attr_read(f, "tokens", H5T_NATIVE_LLONG, &m->tokens)},
+        {"adam_t", ckpt_attr_read(f, "adam_t", H5T_NATIVE_LLONG, &adam_t)},
+        {"seed", ckpt_attr_read(f, "seed", H5T_NATIVE_ULLONG, &seed)},
+        {"n_layer", ckpt_attr_read(f, "n_layer", H5T_NATIVE_INT, &shape[0])},
+        {"n_head", ckpt_attr_read(f, "n_head", H5T_NATIVE_INT, &shape[1])},
+        {"d_model", ckpt_attr_read(f, "d_model", H5T_NATIVE_INT, &shape[2])},
+        {"vocab_size", ckpt_attr_read(f, "vocab_size", H5T_NATIVE_INT, &shape[3])},
+        {"seq_len", ckpt_attr_read(f, "seq_len", H5T_NATIVE_INT, &shape[4])},
+        {"layout", ckpt_attr_read_string(f, "layout", m->layout, sizeof m->layout)},
+        {"config", ckpt_attr_read_string(f, "config", m->config, sizeof m->config)},
+        /* version 1 has no matmul attribute */
+        {"matmul", version >= 2 || H5Aexists(f, "matmul") > 0
+                       ? ckpt_attr_read_string(f, "matmul", m->matmul, sizeof m->matmul) : 0},
+    };
+    for (size_t i = 0; i < sizeof got / sizeof got[0]; i++)
+        SLM_CHECK(got[i].rc >= 0, SLM_ERR_FORMAT, "%s: the attribute '%s' is missing or unreadable", path,
+                  got[i].name);
+    m->version = version;
     m->step = (long)step;
     m->adam_t = (long)adam_t;
     m->seed = seed;

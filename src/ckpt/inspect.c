@@ -7,7 +7,7 @@
 
 slm_status slm_ckpt_inspect(MPI_Comm comm, const char *path, FILE *out)
 {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    slm_hdf5_errors_off();
     hid_t fapl = ckpt_fapl(comm);
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
     H5Pclose(fapl);
@@ -22,12 +22,13 @@ slm_status slm_ckpt_inspect(MPI_Comm comm, const char *path, FILE *out)
     MPI_Comm_rank(comm, &rank);
     if (rank == 0) {
         fprintf(out, "checkpoint %s\n", path);
-        fprintf(out, "  format   %s version %d\n", SLM_CKPT_FORMAT, SLM_CKPT_VERSION);
+        fprintf(out, "  format   %s version %d\n", SLM_CKPT_FORMAT, m.version);
         fprintf(out, "  step     %ld (AdamW step %ld), %lld samples, %lld tokens\n", m.step, m.adam_t, m.samples,
                 m.tokens);
         fprintf(out, "  model    gpt2 n_layer=%d n_head=%d d_model=%d vocab_size=%d seq_len=%d, seed %llu\n",
                 m.n_layer, m.n_head, m.d_model, m.vocab_size, m.seq_len, (unsigned long long)m.seed);
         fprintf(out, "  layout   %s\n", m.layout);
+        if (m.matmul[0]) fprintf(out, "  matmul   %s\n", m.matmul);
     }
     double total = 0.0;
     hsize_t n = 0;
@@ -68,8 +69,8 @@ slm_status slm_ckpt_inspect(MPI_Comm comm, const char *path, FILE *out)
 
 slm_status slm_ckpt_list(const char *dir, FILE *out)
 {
-    long steps[CKPT_MAX_LISTED];
-    int n = ckpt_list_steps(dir, steps, CKPT_MAX_LISTED);
+    long steps[SLM_CKPT_MAX_LISTED];
+    int n = slm_ckpt_list_steps(dir, steps, SLM_CKPT_MAX_LISTED);
     SLM_CHECK(n >= 0, SLM_ERR_IO, "cannot open checkpoint directory %s", dir);
     char latest[256] = "", path[SLM_PATH_MAX_CKPT];
     snprintf(path, sizeof path, "%s/latest", dir);

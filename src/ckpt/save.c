@@ -8,7 +8,9 @@
  *      the directory; only now does a restart see the new checkpoint;
  *   4. rank 0 applies retention.
  * Every tensor is stored chunked with HDF5's Fletcher32 filter, so each chunk carries a
- * checksum that every reader (shardlm, h5py, h5dump) checks. */
+ * checksum that every reader (shardlm, h5py, h5dump) checks; the file is written in the
+ * HDF5 1.10 format, whose superblock, object headers, link and attribute storage carry
+ * checksums too; and meta_digest covers the attributes and the list of tensors. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -20,7 +22,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 #include "ckpt_impl.h"
-#include "shardlm/parallel.h"
+#include "shardlm/agree.h"
 #include "shardlm/timer.h"
 
 /* Chunks of about 1 MiB (2^18 floats), whole rows for matrices. */
@@ -37,6 +39,28 @@ static hid_t dataset_plist(const slm_tensor_info *t)
     H5Pset_chunk(dcpl, t->ndim, chunk);
     H5Pset_fletcher32(dcpl);
     return dcpl;
+}
+
+/* Links and attributes stay in their object's header (compact storage) at any count: the
+ * header is one checksummed block, read whole. Past 8 entries HDF5 would otherwise move
+ * them to dense storage (a fractal heap and a B-tree), and HDF5 1.10.8 aborts the process
+ * on a damaged dense link store (it frees a half-built table while listing a group)
+ * where a damaged header is a clean error. 65535 is the most the format allows. */
+#define CKPT_MAX_COMPACT 65535u
+
+static hid_t file_plist(void)
+{
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    H5Pset_attr_phase_change(fcpl, CKPT_MAX_COMPACT, CKPT_MAX_COMPACT);
+    H5Pset_link_phase_change(fcpl, CKPT_MAX_COMPACT, CKPT_MAX_COMPACT);
+    return fcpl;
+}
+
+static hid_t group_plist(void)
+{
+    hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+    H5Pset_link_phase_change(gcpl, CKPT_MAX_COMPACT, CKPT_MAX_COMPACT);
+    return gcpl;
 }
 
 static int write_tensor(hid_t group, const slm_tensor_info *t, const slm_ckpt_piece *pieces,
@@ -112,8 +136,8 @@ static void retain(const char *dir, int keep, long keep_every, long current)
         }
     }
     if (d) closedir(d);
-    long steps[CKPT_MAX_LISTED];
-    int n = ckpt_list_steps(dir, steps, CKPT_MAX_LISTED);
+    long steps[SLM_CKPT_MAX_LISTED];
+    int n = slm_ckpt_list_steps(dir, steps, SLM_CKPT_MAX_LISTED);
     for (int i = keep > 0 ? keep : 1; i < n; i++) {
         if (keep_every > 0 && steps[i] % keep_every == 0) continue;
         snprintf(path, sizeof path, "%s/step_%09ld.h5", dir, steps[i]);
@@ -196,9 +220,10 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
     snprintf(tmp, sizeof tmp, "%s/.%s.tmp", dir, name);
     snprintf(final, sizeof final, "%s/%s", dir, name);
 
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); /* failures become our messages below */
-    hid_t fapl = ckpt_fapl(comm);
-    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    slm_hdf5_errors_off(); /* failures become our messages below */
+    hid_t fapl = ckpt_fapl_create(comm), fcpl = file_plist();
+    hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
+    H5Pclose(fcpl);
     H5Pclose(fapl);
     int ok = all_ok(comm, file >= 0);
     if (!ok) {
@@ -214,7 +239,9 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
     hid_t dxpl = ckpt_dxpl_collective();
     double bytes = 0.0;
     for (int g = 0; g < CK_NGROUPS && ok; g++) {
-        hid_t grp = H5Gcreate2(file, ckpt_group_names[g], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t gcpl = group_plist();
+        hid_t grp = H5Gcreate2(file, ckpt_group_names[g], H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        H5Pclose(gcpl);
         ok = all_ok(comm, grp >= 0);
         for (int i = 0; i < ntensors && ok; i++) {
             ok = all_ok(comm, write_tensor(grp, &tensors[i], pieces, npieces, g, dxpl));
@@ -223,7 +250,10 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
         if (grp >= 0) H5Gclose(grp);
     }
     H5Pclose(dxpl);
-    if (ok) ok = all_ok(comm, ckpt_meta_write(file, meta) >= 0);
+    ckpt_manifest man = {NULL, 0};
+    if (ok) ok = all_ok(comm, ckpt_manifest_of(tensors, ntensors, &man) == SLM_OK);
+    if (ok) ok = all_ok(comm, ckpt_meta_write(file, meta, &man) >= 0);
+    ckpt_manifest_free(&man);
     int complete = 1;
     if (ok) ok = all_ok(comm, ckpt_attr_write(file, "complete", H5T_NATIVE_INT, &complete) >= 0);
     if (ok) ok = all_ok(comm, H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0);

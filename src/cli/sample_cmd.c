@@ -109,7 +109,7 @@ static slm_status run(const sample_args *a, MPI_Comm comm, slm_gpt_t *model, cod
 {
     char path[4096];
     const int is_file = strlen(a->path) > 3 && !strcmp(a->path + strlen(a->path) - 3, ".h5");
-    SLM_CALL(slm_ckpt_find(comm, is_file ? "" : a->path, is_file ? a->path : "", path, sizeof path));
+    SLM_CALL(slm_ckpt_find(comm, is_file ? "" : a->path, is_file ? a->path : "", NULL, path, sizeof path));
     SLM_CHECK(path[0], SLM_ERR_IO, "sample: no checkpoint in %s", a->path);
     static slm_ckpt_meta meta; /* 16 KiB of configuration text */
     SLM_CALL(slm_ckpt_verify(comm, path, NULL, &meta));

@@ -333,6 +333,11 @@ slm_status slm_gpt_measure(const slm_gpt_config *cfg, int max_batch, int tp_size
     return SLM_OK;
 }
 
+slm_status slm_gpt_describe(const slm_gpt_config *cfg, slm_gpt_t *model)
+{
+    return model_shell(cfg, 1, NULL, NULL, 1, model);
+}
+
 slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_storage, const slm_gpt_tp *tp,
                           const slm_gpt_stage *stage, slm_gpt_t *out)
 {

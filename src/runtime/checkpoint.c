@@ -97,19 +97,19 @@ slm_status slm_trainer_restore(trainer *tr)
     const slm_conf *c = tr->conf;
     MPI_Comm comm = slm_mesh_world(tr->mesh);
     char path[4096];
-    SLM_CALL(slm_ckpt_find(comm, c->ckpt.dir, c->ckpt.resume, path, sizeof path));
+    slm_ckpt_meta meta, want;
+    meta_of(tr, 0, &want);
+    /* the newest checkpoint that verifies and holds exactly this model's tensors */
+    const slm_ckpt_expect expect = {&want, slm_gpt_tensor(tr->model, 0), slm_gpt_num_tensors(tr->model)};
+    SLM_CALL(slm_ckpt_find(comm, c->ckpt.dir, c->ckpt.resume, &expect, path, sizeof path));
     if (!path[0]) /* nothing to resume: a fresh run */
         return c->model.init_from[0] ? init_from_llmc(tr) : SLM_OK;
     int n = 0;
     slm_ckpt_piece *pieces = pieces_of(tr, 1, &n);
     SLM_CALL(slm_agree(comm, pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "resume: out of memory for the list of pieces")));
-    slm_ckpt_meta meta, want;
-    meta_of(tr, 0, &want);
     slm_ckpt_stats st;
-    slm_status s = slm_ckpt_verify(comm, path, &want, &meta); /* the model shape must match */
-    if (s == SLM_OK)
-        s = slm_ckpt_load(comm, path, slm_gpt_tensor(tr->model, 0), slm_gpt_num_tensors(tr->model), pieces, n,
-                          &meta, &st);
+    slm_status s = slm_ckpt_load(comm, path, slm_gpt_tensor(tr->model, 0), slm_gpt_num_tensors(tr->model), pieces,
+                                 n, &meta, &st);
     free(pieces);
     SLM_CALL(s);
     SLM_CHECK(meta.step <= c->train.steps, SLM_ERR_CONFIG,

@@ -60,19 +60,42 @@ echo "ok: unfinished write ignored and removed"
 big=(model.n_layer=4 model.n_head=4 model.d_model=256 model.vocab_size=256 model.seq_len=16 train.steps=400
      train.micro_batch=1 train.global_batch=2 sample.tokens=0 log.peak_gflops=10 train.threads=1
      "ckpt.dir=$WORK/kill" ckpt.every=1 ckpt.keep=2)
+descendants() { # PID: every process below it (ranks may be children of a launcher's helper)
+    local c
+    for c in $(pgrep -P "$1"); do echo "$c"; descendants "$c"; done
+}
+# a rank of the job under launcher $1: a process below it running `shardlm train`
+find_rank() {
+    local p
+    for p in $(descendants "$1"); do
+        tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -q 'shardlm train' && { echo "$p"; return; }
+    done
+}
 for attempt in 1 2 3; do
     "$MPIEXEC" -n 2 "$S" train "${big[@]}" >"$WORK/kill.out" 2>&1 &
     launcher=$!
-    sleep "$(( 2 + attempt ))"
-    victim=$(pgrep -P "$launcher" -f 'shardlm train' | tail -1)
-    [ -n "$victim" ] && kill -9 "$victim"
-    wait "$launcher" 2>/dev/null
-    [ -s "$WORK/kill/latest" ] || continue
+    victim=
+    for _ in $(seq 200); do # up to 20 s for the ranks to start
+        victim=$(find_rank "$launcher")
+        [ -n "$victim" ] && break
+        sleep 0.1
+    done
+    [ -n "$victim" ] || { kill "$launcher"; wait "$launcher"; fail "attempt $attempt: no rank process under the launcher after 20 s"; }
+    for _ in $(seq 300); do # up to 30 s for a first committed checkpoint (attempt 1)
+        [ -s "$WORK/kill/latest" ] && break
+        sleep 0.1
+    done
+    [ -s "$WORK/kill/latest" ] || { kill "$launcher"; wait "$launcher"; fail "no checkpoint committed within 30 s"; }
+    sleep "$(( 1 + attempt ))" # into the run, while checkpoints are written every step
+    kill -9 "$victim" || { wait "$launcher"; fail "attempt $attempt: kill -9 of rank process $victim failed"; }
+    rc=0
+    wait "$launcher" || rc=$?
+    [ "$rc" != 0 ] || { cat "$WORK/kill.out"; fail "attempt $attempt: the launcher exited 0 after rank process $victim was killed"; }
     latest="$WORK/kill/$(cat "$WORK/kill/latest")"
     "$S" ckpt verify "$latest" >/dev/null || fail "after kill -9 (attempt $attempt), latest $latest does not verify"
-    ls -a "$WORK/kill" | grep -q '\.tmp$' && echo "attempt $attempt: the kill interrupted a write; latest still verifies"
+    echo "attempt $attempt: rank process $victim killed, the launcher exited $rc; latest $(basename "$latest") verifies"
+    ls -a "$WORK/kill" | grep -q '\.tmp$' && echo "attempt $attempt: the kill interrupted a write"
 done
-[ -s "$WORK/kill/latest" ] || fail "no checkpoint was ever committed before the kills"
 "$MPIEXEC" -n 2 "$S" train "${big[@]}" train.stop_after=$(( $(sed 's/step_0*//; s/\.h5//' "$WORK/kill/latest") + 1 )) \
     >"$WORK/out" || fail "restart after kill -9"
 grep -q '^resume ' "$WORK/out" || fail "the restart did not resume"
