@@ -146,7 +146,7 @@ slm_status slm_ckpt_find(MPI_Comm comm, const char *dir, const char *explicit_pa
     MPI_Comm_rank(comm, &rank);
     path[0] = '\0';
     slm_ckpt_meta *meta = malloc(sizeof *meta); /* 16 kB of configuration text */
-    SLM_CHECK(meta, SLM_ERR_NOMEM, "out of memory");
+    SLM_CALL(slm_agree(comm, meta ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "checkpoint: out of memory")));
     slm_status st = SLM_OK;
     if (explicit_path && explicit_path[0]) {
         st = slm_ckpt_verify(comm, explicit_path, expect, meta);
