@@ -61,9 +61,11 @@ double slm_gemm_peak_gflops(int n, double seconds);
 
 /* One matrix product a model runs, C (M,N) = op(A) (M,K) op(B) (K,N), ta / tb: A / B stored
  * transposed; `count` times per micro-batch. linear: a linear layer's product (in bf16 when
- * the linear layers multiply in bf16), else attention's (always fp32). */
+ * the linear layers multiply in bf16), else attention's (always fp32). token_dim: which of
+ * M (0), N (1), K (2) counts tokens; the others are the weights' (the ones a backend's
+ * blocking and packing depend on). */
 typedef struct slm_gemm_shape {
-    int ta, tb, M, N, K, linear;
+    int ta, tb, M, N, K, linear, token_dim;
     double count;
 } slm_gemm_shape;
 
@@ -74,11 +76,20 @@ typedef struct slm_gemm_shape {
  * `why` (old OpenBLAS kernels compute wrong results on some CPUs). Leaves the selected
  * backend as it was. Local. */
 int slm_gemm_check(slm_gemm_backend b, int bf16, char *why, size_t len);
-/* The seconds backend b (bf16: linear products in bf16) takes for one micro-batch's
- * products, n shapes: each shape is timed at a size cut down to about 0.1 GFLOP (the best
- * of two runs after a warm-up) and its time scaled up by its FLOPs. *gflops: the shapes'
- * FLOPs over that time. Leaves the selected backend as it was. Local. */
-double slm_gemm_time_shapes(slm_gemm_backend b, int bf16, const slm_gemm_shape *shapes, int n, double *gflops);
+/* A backend and whether the linear layers multiply in bf16 with it. */
+typedef struct slm_gemm_candidate {
+    slm_gemm_backend backend;
+    int bf16;
+} slm_gemm_candidate;
+enum { SLM_GEMM_MAX_CANDIDATES = 8 };
+/* The seconds each of nc candidates (at most SLM_GEMM_MAX_CANDIDATES) takes for one
+ * micro-batch's products, n shapes, into seconds[c], and the shapes' FLOPs over that time
+ * into gflops[c]. Each shape is timed at a size cut down to its share of about 4 GFLOP (by
+ * its FLOPs; tokens first, to no fewer than 256), the candidates taking turns: a warm-up,
+ * then the best of three; its time is scaled up by its FLOPs. A candidate that cannot run
+ * a product gets INFINITY. Leaves the selected backend as it was. Local. */
+void slm_gemm_time_shapes(const slm_gemm_candidate *cands, int nc, const slm_gemm_shape *shapes, int n,
+                          double *seconds, double *gflops);
 
 /* The OpenBLAS kernels in use ("Haswell", "SkylakeX", "Prescott", ...: openblas_get_corename),
  * or "unknown" for a BLAS that does not say. */

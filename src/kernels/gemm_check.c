@@ -185,64 +185,90 @@ int slm_gemm_check(slm_gemm_backend b, int bf16, char *why, size_t len)
     return rc;
 }
 
-/* Halve the largest dimension until the product is about 0.1 GFLOP, keeping every
- * dimension at 64 or more (or what it was). */
-static slm_gemm_shape cut_down(slm_gemm_shape s)
+/* Cut a product down to at most `flop` FLOPs: first its tokens, to no fewer than 256 (with
+ * fewer rows oneDNN's kernels ran at half their speed on a 384-wide layer, and what is
+ * timed must rank backends as training will), then by halving its largest dimension,
+ * keeping every dimension at 64 or more (or what it was). */
+static slm_gemm_shape cut_down(slm_gemm_shape s, double flop)
 {
+    int *dims[3] = {&s.M, &s.N, &s.K}, *tokens = dims[s.token_dim >= 0 && s.token_dim < 3 ? s.token_dim : 0];
+    const double per_token = 2.0 * s.M * s.N * (double)s.K / *tokens;
+    if (*tokens > 256 && per_token * *tokens > flop) {
+        const double fit = flop / per_token;
+        *tokens = fit > 256 ? (int)fit : 256;
+    }
     for (;;) {
-        const double flop = 2.0 * s.M * s.N * s.K;
         int *big = s.M >= s.N && s.M >= s.K ? &s.M : s.N >= s.K ? &s.N : &s.K;
-        if (flop <= 1e8 || *big < 128) return s;
+        if (2.0 * s.M * s.N * s.K <= flop || *big < 128) return s;
         *big /= 2;
     }
 }
 
-double slm_gemm_time_shapes(slm_gemm_backend b, int bf16, const slm_gemm_shape *shapes, int n, double *gflops)
+/* How far each shape is cut down to be timed: the products share a budget of about 4
+ * GFLOP in proportion to their FLOPs in a micro-batch, so the shapes that dominate (an LM
+ * head over a large vocabulary, say) are timed near their real size, where backends rank
+ * as they will in training, and the whole takes a fraction of a second (at least 20
+ * MFLOP each, so a small shape is not timed at a size where the call overhead decides). */
+static double timing_budget(const slm_gemm_shape *shapes, int n, int i)
 {
-    *gflops = 0.0;
+    double total = 0.0;
+    for (int k = 0; k < n; k++) total += 2.0 * shapes[k].M * shapes[k].N * (double)shapes[k].K * shapes[k].count;
+    const double mine = 2.0 * shapes[i].M * shapes[i].N * (double)shapes[i].K * shapes[i].count;
+    const double share = total > 0 ? 4e9 * mine / total / (shapes[i].count > 0 ? shapes[i].count : 1) : 0;
+    return share > 2e7 ? share : 2e7;
+}
+
+void slm_gemm_time_shapes(const slm_gemm_candidate *cands, int nc, const slm_gemm_shape *shapes, int n,
+                          double *seconds, double *gflops)
+{
     const slm_gemm_backend was_backend = slm_gemm_selected();
     const int was_bf16 = slm_gemm_linear_bf16();
-    if (slm_gemm_select(b, bf16) != 0) return INFINITY;
     size_t need_a = 1, need_b = 1, need_c = 1;
     for (int i = 0; i < n; i++) {
-        slm_gemm_shape s = cut_down(shapes[i]);
+        slm_gemm_shape s = cut_down(shapes[i], timing_budget(shapes, n, i));
         if ((size_t)s.M * s.K > need_a) need_a = (size_t)s.M * s.K;
         if ((size_t)s.K * s.N > need_b) need_b = (size_t)s.K * s.N;
         if ((size_t)s.M * s.N > need_c) need_c = (size_t)s.M * s.N;
     }
     float *A = malloc(need_a * sizeof *A), *B = malloc(need_b * sizeof *B), *C = calloc(need_c, sizeof *C);
     uint16_t *Ah = malloc(need_a * sizeof *Ah), *Bh = malloc(need_b * sizeof *Bh);
-    double total_s = INFINITY, total_flop = 0.0;
-    if (A && B && C && Ah && Bh) {
+    const int ok = A && B && C && Ah && Bh;
+    double total_flop = 0.0;
+    for (int c = 0; c < nc; c++) seconds[c] = ok ? 0.0 : INFINITY, gflops[c] = 0.0;
+    if (ok) {
         fill(A, need_a, 3);
         fill(B, need_b, 5);
         slm_bf16_from_f32(Ah, A, need_a);
         slm_bf16_from_f32(Bh, B, need_b);
-        total_s = 0.0;
-        for (int i = 0; i < n; i++) {
-            const slm_gemm_shape full = shapes[i], s = cut_down(full);
-            const int lda = s.ta ? s.M : s.K, ldb = s.tb ? s.K : s.N;
-            double best = INFINITY;
-            for (int rep = 0; rep < 3; rep++) { /* a warm-up (oneDNN builds its kernel), then the best of two */
+    }
+    enum { REPS = 4 }; /* a warm-up (oneDNN builds its kernel), then the best of three */
+    for (int i = 0; i < n && ok; i++) {
+        const slm_gemm_shape full = shapes[i], s = cut_down(full, timing_budget(shapes, n, i));
+        const int lda = s.ta ? s.M : s.K, ldb = s.tb ? s.K : s.N;
+        double best[SLM_GEMM_MAX_CANDIDATES];
+        for (int c = 0; c < nc; c++) best[c] = INFINITY;
+        /* the candidates take turns, so a machine that is busier for a moment slows them alike */
+        for (int rep = 0; rep < REPS; rep++) {
+            for (int c = 0; c < nc; c++) {
+                if (slm_gemm_select(cands[c].backend, cands[c].bf16) != 0) continue;
                 double t0 = slm_now();
-                if (bf16 && s.linear) slm_gemm_bf16(s.ta, s.tb, s.M, s.N, s.K, Ah, lda, Bh, ldb, 0.0f, C, s.N);
+                if (cands[c].bf16 && s.linear) slm_gemm_bf16(s.ta, s.tb, s.M, s.N, s.K, Ah, lda, Bh, ldb, 0.0f, C, s.N);
                 else slm_gemm_f32(s.ta, s.tb, s.M, s.N, s.K, 1.0f, A, lda, B, ldb, 0.0f, C, s.N);
                 double dt = slm_now() - t0;
-                if (rep > 0 && dt < best) best = dt;
+                char failure[256];
+                if (slm_kernel_failure_take(failure, sizeof failure)) best[c] = NAN; /* it cannot run this product */
+                else if (rep > 0 && dt < best[c]) best[c] = dt;
             }
-            const double flop = 2.0 * full.M * full.N * (double)full.K * full.count;
-            total_s += best * flop / (2.0 * s.M * s.N * (double)s.K);
-            total_flop += flop;
         }
-        *gflops = total_s > 0 ? total_flop / total_s / 1e9 : 0.0;
-        char failure[256];
-        if (slm_kernel_failure_take(failure, sizeof failure)) total_s = INFINITY, *gflops = 0.0;
+        const double flop = 2.0 * full.M * full.N * (double)full.K * full.count;
+        for (int c = 0; c < nc; c++) seconds[c] += isnan(best[c]) ? INFINITY : best[c] * flop / (2.0 * s.M * s.N * (double)s.K);
+        total_flop += flop;
     }
+    for (int c = 0; c < nc; c++) gflops[c] = seconds[c] > 0 && isfinite(seconds[c]) ? total_flop / seconds[c] / 1e9 : 0.0;
     free(A);
     free(B);
     free(C);
     free(Ah);
     free(Bh);
     slm_gemm_select(was_backend, was_bf16);
-    return total_s;
 }

@@ -44,8 +44,8 @@ double slm_gpt_flops_per_token(const slm_gpt_config *c)
  * weight gradient (slm_matmul_forward / _backward). */
 static int add_linear(slm_gemm_shape *out, int n, int max, int N, int IC, int OC, double times)
 {
-    const slm_gemm_shape three[3] = {{0, 1, N, OC, IC, 1, times}, {0, 0, N, IC, OC, 1, times},
-                                     {1, 0, OC, IC, N, 1, times}};
+    const slm_gemm_shape three[3] = {{0, 1, N, OC, IC, 1, 0, times}, {0, 0, N, IC, OC, 1, 0, times},
+                                     {1, 0, OC, IC, N, 1, 2, times}};
     for (int k = 0; k < 3 && n < max; k++) out[n++] = three[k];
     return n;
 }
@@ -65,9 +65,10 @@ int slm_gpt_gemm_shapes(slm_gpt_t m, int B, slm_gemm_shape *out, int max)
          * backward recomputes the scores and runs four more */
         const int rows = T < 128 ? T : 128, keys = (T + rows) / 2;
         const double tiles = (double)B * NH * L * ((T + rows - 1) / rows);
-        const slm_gemm_shape att[6] = {{0, 1, rows, keys, hs, 0, 2 * tiles}, {0, 0, rows, hs, keys, 0, tiles},
-                                       {0, 1, rows, keys, hs, 0, tiles},     {1, 0, keys, hs, rows, 0, tiles},
-                                       {0, 0, rows, hs, keys, 0, tiles},     {1, 0, keys, hs, rows, 0, tiles}};
+        const slm_gemm_shape att[6] = {
+            {0, 1, rows, keys, hs, 0, 0, 2 * tiles}, {0, 0, rows, hs, keys, 0, 0, tiles},
+            {0, 1, rows, keys, hs, 0, 0, tiles},     {1, 0, keys, hs, rows, 0, 2, tiles},
+            {0, 0, rows, hs, keys, 0, 0, tiles},     {1, 0, keys, hs, rows, 0, 2, tiles}};
         for (int k = 0; k < 6 && n < max; k++) out[n++] = att[k];
     }
     if (m->stage.last) n = add_linear(out, n, max, N, C, m->vl, 1); /* the LM head, this rank's vocabulary */

@@ -88,9 +88,15 @@ slm_status slm_matmul_choose(MPI_Comm comm, const char *matmul, int bf16, slm_gp
     /* time only when there is a choice to make or a rate to report */
     int timed = 0;
     for (int i = 0; i < NCAND; i++) timed += ok[i] && measure[i];
-    if (timed > 1 || (timed == 1 && n_choosable > 1))
+    if (timed > 1 || (timed == 1 && n_choosable > 1)) {
+        slm_gemm_candidate cands[NCAND];
+        double s[NCAND], g[NCAND];
+        int which[NCAND], nc = 0;
         for (int i = 0; i < NCAND; i++)
-            if (ok[i]) seconds[i] = slm_gemm_time_shapes(all[i].backend, all[i].bf16, shapes, nshapes, &out->gflops[i]);
+            if (ok[i]) which[nc] = i, cands[nc++] = (slm_gemm_candidate){all[i].backend, all[i].bf16};
+        slm_gemm_time_shapes(cands, nc, shapes, nshapes, s, g);
+        for (int k = 0; k < nc; k++) seconds[which[k]] = s[k], out->gflops[which[k]] = g[k];
+    }
     MPI_Allreduce(MPI_IN_PLACE, seconds, NCAND, MPI_DOUBLE, MPI_SUM, comm);
     MPI_Allreduce(MPI_IN_PLACE, out->gflops, NCAND, MPI_DOUBLE, MPI_SUM, comm);
     int pick = -1;
@@ -153,6 +159,7 @@ void slm_matmul_report(const slm_matmul_choice *c, const char *matmul, int bf16,
     }
     fprintf(f, " -> %s (%s; OpenBLAS core %s; %.2f s)\n", c->choice,
             c->timed ? "checked, then timed on this model's products" : "checked", slm_blas_core(), c->probe_s);
+    fflush(f); /* the warnings go to stderr: after this line */
     const char *fix = slm_blas_core_suggested();
     if (fix) {
         char cpu[256];

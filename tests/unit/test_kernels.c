@@ -1097,9 +1097,10 @@ static void test_gemm_check(void) {
 
 /* Timing a model's shapes: finite, positive, and the rate is their FLOPs over the time. */
 static void test_gemm_time_shapes(void) {
-    const slm_gemm_shape shapes[2] = {{0, 1, 256, 384, 128, 1, 2.0}, {1, 0, 384, 128, 256, 1, 1.0}};
-    double gflops = 0.0;
-    const double s = slm_gemm_time_shapes(SLM_GEMM_OPENBLAS, 0, shapes, 2, &gflops);
+    const slm_gemm_shape shapes[2] = {{0, 1, 256, 384, 128, 1, 0, 2.0}, {1, 0, 384, 128, 256, 1, 2, 1.0}};
+    double gflops = 0.0, s = 0.0;
+    const slm_gemm_candidate openblas = {SLM_GEMM_OPENBLAS, 0};
+    slm_gemm_time_shapes(&openblas, 1, shapes, 2, &s, &gflops);
     CU_ASSERT(isfinite(s) && s > 0);
     CU_ASSERT(gflops > 0);
     const double flop = 2.0 * 256 * 384 * 128 * 3.0;
