@@ -1,4 +1,4 @@
-/* shardlm/safetensors.h - reading safetensors files and sharded Hugging Face
+/* shardlm/safetensors.h - reading and writing safetensors files and sharded Hugging Face
  * style directories: the format layer only, with no knowledge of any model.
  *
  * A safetensors file is an 8-byte little-endian header length N, N bytes of JSON that
@@ -6,11 +6,12 @@
  * the data that follows the header) plus an optional "__metadata__" object of strings,
  * then the raw little-endian tensor data. A sharded model is a directory of such files
  * and a `model.safetensors.index.json` whose "weight_map" names each tensor's file.
- * Accepted and refused inputs: docs/checkpoint-format.md.
+ * Accepted and refused inputs, and what the writer writes: docs/checkpoint-format.md.
  *
  * The reader validates every header before it reads any tensor, and then reads only the
  * elements asked for (pread of that range), so a rank reads what it holds and a model
- * larger than memory can be imported piece by piece.
+ * larger than memory can be imported piece by piece. The writer keeps only the tensor
+ * table in memory: each tensor's bytes go to a temporary file as they are added.
  *
  * Everything here is local (no MPI). A handle is used by one thread at a time. */
 #ifndef SHARDLM_SAFETENSORS_H
@@ -76,5 +77,32 @@ slm_status slm_st_read(slm_st_t st, const char *name, size_t first, size_t count
  * its edges. */
 slm_status slm_st_read_block(slm_st_t st, const char *name, size_t r0, size_t nr, size_t c0, size_t nc,
                              float *dst);
+
+/* ---- writing ------------------------------------------------------------------------- */
+
+typedef struct slm_st_writer *slm_st_writer_t;
+
+/* Start writing a model into directory `dir` (created if missing) with every tensor
+ * stored as `dtype`, "F32" or "BF16" (rounded to nearest, ties to even). max_shard_bytes:
+ * the most tensor data one file holds (a tensor larger than that gets a file of its own);
+ * 0 for a single file. Refused when dir already holds model.safetensors or
+ * model.safetensors.index.json. Creates the temporary data file in dir at once, so an
+ * unwritable dir is an error here. */
+slm_status slm_st_writer_create(const char *dir, const char *dtype, size_t max_shard_bytes, slm_st_writer_t *out);
+/* Add a tensor: `name` (unique, not "__metadata__"), shape[0..ndim) (ndim <= 8; 0 for a
+ * scalar), data in row-major order. The data is converted and written out before this
+ * returns; the caller may reuse its buffer. */
+slm_status slm_st_writer_add(slm_st_writer_t w, const char *name, int ndim, const size_t *shape, const float *data);
+/* Write the files: `model.safetensors` when everything fits in one file, else
+ * `model-00001-of-0000N.safetensors` ... and `model.safetensors.index.json` ({"metadata":
+ * {"total_size": bytes of tensor data}, "weight_map": {name: file}}). Tensors are
+ * assigned to files and laid out in the byte order of their names; each header is padded
+ * with spaces to a multiple of 8 bytes and carries `metadata` as its "__metadata__".
+ * metadata: NULL, or key, value, key, value, ..., NULL (strings). Every file is written
+ * under a temporary name, synced and renamed into place; the index comes last. */
+slm_status slm_st_writer_finish(slm_st_writer_t w, const char *const *metadata);
+/* Free the writer; without a successful finish, its temporary files are removed and
+ * nothing is left in dir. *w becomes NULL. NULL or *w NULL: nothing. */
+void slm_st_writer_destroy(slm_st_writer_t *w);
 
 #endif

@@ -1,5 +1,6 @@
 /* safetensors_impl.h - the reader's private state, shared by safetensors.c (opening and
- * validating headers) and safetensors_read.c (reading tensor data). */
+ * validating headers) and safetensors_read.c (reading tensor data), and the dtype helpers
+ * the writer (safetensors_write.c) uses too. */
 #ifndef SLM_SAFETENSORS_IMPL_H
 #define SLM_SAFETENSORS_IMPL_H
 
