@@ -23,9 +23,9 @@ done
 "$TOOL" dump "$WORK/py/sharded/model.safetensors.index.json" format source >"$WORK/index.jsonl" || fail "reading the index"
 "$PYTHON3" "$PY" compare "$WORK/py" sharded "$WORK/index.jsonl" || fail "the index read back wrong"
 
-# the writer: one file and shards (limits of 300 and 100 bytes of data: several files,
-# and tensors larger than the limit alone in theirs)
-for args in "F32 0" "BF16 0" "F32 300" "BF16 100" "F32 1"; do
+# the writer: one file and shards (limits of 300, 148 and 100 bytes of data: several
+# files, the first exactly full at 148, and tensors larger than the limit alone in theirs)
+for args in "F32 0" "BF16 0" "F32 300" "F32 148" "BF16 100" "F32 1"; do
     set -- $args
     dir="$WORK/c-$1-$2"
     "$TOOL" write "$dir" "$1" "$2" || fail "st_tool write $args"

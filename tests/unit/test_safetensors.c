@@ -316,8 +316,8 @@ static void test_ranges(void)
 }
 
 /* Sorted, the tensors hold a 400, blocks.0.w 96, c 1200, empty 0, scalar 4, wte 140 bytes
- * (F32). At most 500 bytes a shard: {a, blocks.0.w} = 496, then c alone (larger than the
- * limit), then {empty, scalar, wte} = 144: three shards, 1840 bytes. */
+ * (F32). At most 496 bytes a shard: {a, blocks.0.w} = 496 (exactly full), then c alone
+ * (larger than the limit), then {empty, scalar, wte} = 144: three shards, 1840 bytes. */
 static void check_index(const char *dir, size_t scale)
 {
     char index[600];
@@ -352,7 +352,7 @@ static void test_sharded(void)
 {
     const char *dir = path_of("f32-sharded");
     const char *meta[] = {"format", "pt", NULL};
-    write_model(dir, "F32", 500, meta);
+    write_model(dir, "F32", 496, meta);
     check_index(dir, 1);
     slm_st_t st = NULL;
     CU_ASSERT_EQUAL_FATAL(slm_st_open(dir, &st), SLM_OK);
@@ -374,7 +374,7 @@ static void test_sharded(void)
     slm_st_close(&st);
 
     dir = path_of("bf16-sharded"); /* half the bytes, half the limit: the same shards */
-    write_model(dir, "BF16", 250, NULL);
+    write_model(dir, "BF16", 248, NULL);
     check_index(dir, 2);
     CU_ASSERT_EQUAL_FATAL(slm_st_open(dir, &st), SLM_OK);
     check_model(st, 1);
