@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <CUnit/Basic.h>
@@ -679,6 +681,42 @@ static void test_writer_errors(void)
     CU_ASSERT_EQUAL(dir_entries(dir, "model.safetensors", (int[1]){0}), 1); /* destroy keeps a finished model */
 }
 
+/* Writes that fail half way (a file-size limit: write() fails with EFBIG once a file would
+ * pass it): the error names the file, and nothing is left in the directory. */
+static void test_writer_write_failures(void)
+{
+    struct rlimit old;
+    CU_ASSERT_FATAL(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit lim = old;
+    slm_st_writer_t w = NULL;
+    /* finish: the first shard (a, blocks.0.w: 496 bytes and a header) fits in 1000
+     * bytes, the second (c: 1200 bytes) does not */
+    const char *dir = path_of("w-efbig");
+    CU_ASSERT_EQUAL_FATAL(slm_st_writer_create(dir, "F32", 496, &w), SLM_OK);
+    for (int k = 0; k < NT; k++) CU_ASSERT_EQUAL(slm_st_writer_add(w, names[k], ndims[k], shapes[k], src[k]), SLM_OK);
+    lim.rlim_cur = 1000;
+    CU_ASSERT_FATAL(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    CU_ASSERT_EQUAL(slm_st_writer_finish(w, NULL), SLM_ERR_IO);
+    CU_ASSERT(msg_has("w-efbig/.model-00002-of-00003.safetensors.tmp: cannot write", NULL));
+    CU_ASSERT_EQUAL(dir_entries(dir, NULL, NULL), 0);
+    slm_st_writer_destroy(&w);
+    /* add: the spool passes a limit of 500 bytes */
+    CU_ASSERT_FATAL(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    dir = path_of("w-efbig-add");
+    CU_ASSERT_EQUAL_FATAL(slm_st_writer_create(dir, "BF16", 0, &w), SLM_OK);
+    lim.rlim_cur = 500;
+    CU_ASSERT_FATAL(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+    CU_ASSERT_EQUAL(slm_st_writer_add(w, "a", ndims[2], shapes[2], src[2]), SLM_OK); /* 200 bytes */
+    CU_ASSERT_EQUAL(slm_st_writer_add(w, "c", ndims[1], shapes[1], src[1]), SLM_ERR_IO); /* 600 more */
+    CU_ASSERT(msg_has("w-efbig-add: writing tensor \"c\" to the temporary file", NULL));
+    CU_ASSERT_EQUAL(slm_st_writer_finish(w, NULL), SLM_ERR_ARG); /* a failed writer stays failed */
+    CU_ASSERT_FATAL(setrlimit(RLIMIT_FSIZE, &old) == 0);
+    slm_st_writer_destroy(&w);
+    CU_ASSERT_EQUAL(dir_entries(dir, NULL, NULL), 0);
+    signal(SIGXFSZ, SIG_DFL);
+}
+
 int main(void)
 {
     if (!mkdtemp(tmpdir)) return 1;
@@ -693,6 +731,7 @@ int main(void)
     CU_add_test(s, "broken files refused", test_bad_files);
     CU_add_test(s, "broken indexes refused", test_bad_index);
     CU_add_test(s, "writer refusals", test_writer_errors);
+    CU_add_test(s, "writer write failures", test_writer_write_failures);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     unsigned failures = CU_get_number_of_failures() + CU_get_number_of_tests_failed();
