@@ -567,8 +567,10 @@ static void test_bad_index(void)
 {
     unsigned char data[64] = {0};
     mkdir(path_of("idx"), 0755);
-    write_st("idx/s1.safetensors", "{" T("a", "F32", "[2]", 0, 8) "," T("b", "F32", "[2]", 8, 16) "}", 0, data, 16);
-    write_st("idx/s2.safetensors", "{" T("c", "F32", "[2]", 0, 8) "}", 0, data, 8);
+    write_st("idx/s1.safetensors", "{\"__metadata__\":{\"k\":\"one\"}," T("a", "F32", "[2]", 0, 8) "," T("b", "F32", "[2]", 8, 16) "}",
+             0, data, 16);
+    write_st("idx/s2.safetensors", "{\"__metadata__\":{\"k\":\"two\",\"only\":\"two\"}," T("c", "F32", "[2]", 0, 8) "}", 0,
+             data, 8);
     write_st("idx/s3.safetensors", "{" T("b", "F32", "[2]", 0, 8) "}", 0, data, 8);
     /* good: a, b in s1, c in s2 */
     const char *good = path_of("idx/good.safetensors.index.json");
@@ -578,6 +580,8 @@ static void test_bad_index(void)
     CU_ASSERT_EQUAL_FATAL(slm_st_open(good, &st), SLM_OK);
     CU_ASSERT_EQUAL(slm_st_num_tensors(st), 3);
     CU_ASSERT(strstr(slm_st_find(st, "c")->file, "/idx/s2.safetensors") != NULL);
+    CU_ASSERT_STRING_EQUAL(slm_st_metadata(st, "k"), "one"); /* the first shard's, by file name */
+    CU_ASSERT_STRING_EQUAL(slm_st_metadata(st, "only"), "two");
     slm_st_close(&st);
     /* a shard that is missing */
     const char *p = path_of("idx/missing.index.json");
@@ -623,6 +627,12 @@ static void test_bad_index(void)
                "{\"weight_map\":{\"a\":\"s1.safetensors\",\"b\":\"s1.safetensors\",\"c\":\"s2.safetensors\"}}");
     CU_ASSERT_EQUAL_FATAL(slm_st_open(path_of("idx"), &st), SLM_OK);
     CU_ASSERT_EQUAL(slm_st_num_tensors(st), 3);
+    slm_st_close(&st);
+    /* with a model.safetensors beside the index, the directory is that file */
+    write_st("idx/model.safetensors", "{" T("single", "F32", "[1]", 0, 4) "}", 0, data, 4);
+    CU_ASSERT_EQUAL_FATAL(slm_st_open(path_of("idx"), &st), SLM_OK);
+    CU_ASSERT_EQUAL(slm_st_num_tensors(st), 1);
+    CU_ASSERT_PTR_NOT_NULL(slm_st_find(st, "single"));
     slm_st_close(&st);
 }
 
