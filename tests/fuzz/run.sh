@@ -1,7 +1,8 @@
 #!/bin/bash
 # Fuzz the readers of outside input with clang's libFuzzer, AddressSanitizer and UBSan,
 # each for a bounded time (FUZZ_SECONDS, default 15): the llm.c shard reader, the Megatron
-# index reader and the GPT-2 vocabulary loaders (plus their encode/decode round trip). Each
+# index reader, the GPT-2 vocabulary loaders (plus their encode/decode round trip) and the
+# safetensors reader (a file and a sharded model's index). Each
 # target is built here from the sources it tests, instrumented, and starts from a seed
 # corpus of valid files; any crash, sanitizer report or leak fails the test and leaves the
 # input that caused it in the log. Skips (77) when clang's libFuzzer is missing.
@@ -24,9 +25,11 @@ build() { "$CLANG" "${flags[@]}" "$@" -lm || fail "cannot build ${*: -1}"; }
 build "$top/tests/fuzz/fuzz_shard.c" "${core[@]}" "${data[@]}" $bpe_libs -o "$WORK/fuzz_shard"
 build "$top/tests/fuzz/fuzz_index.c" "${core[@]}" "${data[@]}" $bpe_libs -o "$WORK/fuzz_index"
 build "$top/tests/fuzz/fuzz_bpe.c" "${core[@]}" "${bpe[@]}" $bpe_libs -o "$WORK/fuzz_bpe"
+build "$top/tests/fuzz/fuzz_safetensors.c" "${core[@]}" "$top/src/ckpt/safetensors.c" "$top/src/ckpt/safetensors_read.c" \
+    $(pkg-config --cflags --libs jansson) -o "$WORK/fuzz_safetensors"
 
 # seed corpora: valid inputs of each kind (tokens below the targets' vocabulary of 300)
-mkdir -p "$WORK"/seeds/{shard,index,bpe}
+mkdir -p "$WORK"/seeds/{shard,index,bpe,safetensors}
 "$PYTHON3" - "$WORK/seeds" <<'PY'
 import json, struct, sys
 d = sys.argv[1]
@@ -47,6 +50,20 @@ enc = {chr(c): i for i, c in enumerate(cs)}
 enc["th"] = 256; enc["the"] = 257
 js = json.dumps(enc).encode()
 open(d + "/bpe/a", "wb").write(struct.pack("<H", len(js)) + js + b"#version: 0.2\nt h\nth e\n")
+# safetensors: an index naming s.safetensors, then that file (F32, BF16 and F16 tensors)
+def st(tensors, meta=None):
+    h, data = ({"__metadata__": meta} if meta else {}), b""
+    for name, dtype, shape, raw in tensors:
+        h[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    hj = json.dumps(h).encode()
+    hj += b" " * (-len(hj) % 8)
+    return struct.pack("<Q", len(hj)) + hj + data
+shard = st([("w", "F32", [3, 4], struct.pack("<12f", *range(12))), ("b", "BF16", [4], struct.pack("<4H", 0x3F80, 0xC040, 0x7F80, 1)),
+            ("h", "F16", [2, 3], struct.pack("<6H", 0x3C00, 0xC000, 0x7BFF, 1, 0x7C00, 0x7E00)), ("s", "F32", [], b"\0\0\x80?")],
+           {"format": "pt"})
+idx = json.dumps({"metadata": {"total_size": 72}, "weight_map": {n: "s.safetensors" for n in "wbhs"}}).encode()
+open(d + "/safetensors/a", "wb").write(struct.pack("<H", len(idx)) + idx + shard)
 PY
 # inputs that once failed run first, every time
 for f in "$top"/tests/fuzz/regressions/*; do
@@ -54,7 +71,7 @@ for f in "$top"/tests/fuzz/regressions/*; do
     name=${f##*/}
     cp "$f" "$WORK/seeds/${name%%-*}/$name"
 done
-for t in shard index bpe; do
+for t in shard index bpe safetensors; do
     echo "== fuzz_$t for $seconds s"
     (cd "$WORK" && ASAN_OPTIONS=detect_leaks=1 ./fuzz_$t -max_total_time="$seconds" -max_len=4096 -timeout=10 \
         -print_final_stats=1 "seeds/$t" >"$WORK/$t.log" 2>&1) \
