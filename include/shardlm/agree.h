@@ -16,4 +16,8 @@
  * same text and status on every rank). Collective. */
 slm_status slm_agree(MPI_Comm comm, slm_status local);
 
+/* The same for a flag, where the caller words the error itself: 1 when ok on every rank of
+ * comm, else 0 on all (MPI_COMM_NULL: this rank's own ok). Collective. */
+int slm_all_ok(MPI_Comm comm, int ok);
+
 #endif

@@ -51,7 +51,17 @@ int slm_gemm_available(slm_gemm_backend backend);
 /* Use `backend` from now on, with bf16 linear layers if `bf16` (oneDNN only). Returns 0,
  * or -1 (nothing changed) when that is not built in. Not for use while kernels run. */
 int slm_gemm_select(slm_gemm_backend backend, int bf16);
-/* "openblas sgemm", "onednn sgemm" or "onednn bf16 matmul": what the linear layers use. */
+/* A backend and whether the linear layers multiply in bf16 with it. */
+typedef struct slm_gemm_candidate {
+    slm_gemm_backend backend;
+    int bf16;
+} slm_gemm_candidate;
+/* Every such pair there is, built in or not: OpenBLAS sgemm, oneDNN sgemm, oneDNN bf16. */
+enum { SLM_GEMM_NCANDIDATES = 3 };
+extern const slm_gemm_candidate slm_gemm_candidates[SLM_GEMM_NCANDIDATES];
+/* "openblas sgemm", "onednn sgemm" or "onednn bf16 matmul". */
+const char *slm_gemm_candidate_name(slm_gemm_candidate c);
+/* The name of what the linear layers use now. */
 const char *slm_gemm_name(void);
 /* The backend selected now. */
 slm_gemm_backend slm_gemm_selected(void);
@@ -76,11 +86,6 @@ typedef struct slm_gemm_shape {
  * `why` (old OpenBLAS kernels compute wrong results on some CPUs). Leaves the selected
  * backend as it was. Local. */
 int slm_gemm_check(slm_gemm_backend b, int bf16, char *why, size_t len);
-/* A backend and whether the linear layers multiply in bf16 with it. */
-typedef struct slm_gemm_candidate {
-    slm_gemm_backend backend;
-    int bf16;
-} slm_gemm_candidate;
 enum { SLM_GEMM_MAX_CANDIDATES = 8 };
 /* The seconds each of nc candidates (at most SLM_GEMM_MAX_CANDIDATES) takes for one
  * micro-batch's products, n shapes, into seconds[c], and the shapes' FLOPs over that time

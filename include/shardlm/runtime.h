@@ -44,10 +44,10 @@ slm_status slm_train_dry_run(const slm_conf *conf, MPI_Comm comm);
  * is faster by 5 % and 1 ms. All ranks select the same one. Collective. */
 typedef struct slm_matmul_choice {
     int ncand, chosen, timed;
-    char name[3][32];     /* each candidate, as slm_gemm_name() says it */
-    int measured[3], ok[3], failed_rank[3];
-    char why[3][160];     /* why a candidate failed its check (on failed_rank) */
-    double gflops[3];     /* rate on the model's products, mean over ranks (when timed) */
+    char name[SLM_GEMM_NCANDIDATES][32]; /* each of slm_gemm_candidates, by its name */
+    int measured[SLM_GEMM_NCANDIDATES], ok[SLM_GEMM_NCANDIDATES], failed_rank[SLM_GEMM_NCANDIDATES];
+    char why[SLM_GEMM_NCANDIDATES][160]; /* why a candidate failed its check (on failed_rank) */
+    double gflops[SLM_GEMM_NCANDIDATES]; /* rate on the model's products, mean over ranks (when timed) */
     double fp32_gflops, bf16_gflops; /* the fastest fp32 and bf16 rates */
     char choice[32];      /* the one selected */
     double probe_s;       /* time the checks and timings took */

@@ -192,15 +192,6 @@ static void abandon(MPI_Comm comm, hid_t file, const char *tmp)
     if (rank == 0) unlink(tmp);
 }
 
-/* Collective writes must fail together: one rank giving up while the others go on to the
- * next collective would hang them. */
-static int all_ok(MPI_Comm comm, int ok)
-{
-    int all = 0;
-    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, comm);
-    return all;
-}
-
 slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *meta,
                          const slm_tensor_info *tensors, int ntensors,
                          const slm_ckpt_piece *pieces, int npieces, int keep, long keep_every,
@@ -225,7 +216,9 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
     hid_t file = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
     H5Pclose(fcpl);
     H5Pclose(fapl);
-    int ok = all_ok(comm, file >= 0);
+    /* collective writes fail together: one rank giving up while the others go on to the
+     * next collective would hang them */
+    int ok = slm_all_ok(comm, file >= 0);
     if (!ok) {
         abandon(comm, file, tmp);
         st = SLM_ERROR(SLM_ERR_IO, "checkpoint: cannot create %s", tmp);
@@ -242,23 +235,23 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
         hid_t gcpl = group_plist();
         hid_t grp = H5Gcreate2(file, ckpt_group_names[g], H5P_DEFAULT, gcpl, H5P_DEFAULT);
         H5Pclose(gcpl);
-        ok = all_ok(comm, grp >= 0);
+        ok = slm_all_ok(comm, grp >= 0);
         for (int i = 0; i < ntensors && ok; i++) {
-            ok = all_ok(comm, write_tensor(grp, &tensors[i], pieces, npieces, g, dxpl));
+            ok = slm_all_ok(comm, write_tensor(grp, &tensors[i], pieces, npieces, g, dxpl));
             bytes += 4.0 * (double)tensors[i].count;
         }
         if (grp >= 0) H5Gclose(grp);
     }
     H5Pclose(dxpl);
     ckpt_manifest man = {NULL, 0};
-    if (ok) ok = all_ok(comm, ckpt_manifest_of(tensors, ntensors, &man) == SLM_OK);
-    if (ok) ok = all_ok(comm, ckpt_meta_write(file, meta, &man) >= 0);
+    if (ok) ok = slm_all_ok(comm, ckpt_manifest_of(tensors, ntensors, &man) == SLM_OK);
+    if (ok) ok = slm_all_ok(comm, ckpt_meta_write(file, meta, &man) >= 0);
     ckpt_manifest_free(&man);
     int complete = 1;
-    if (ok) ok = all_ok(comm, ckpt_attr_write(file, "complete", H5T_NATIVE_INT, &complete) >= 0);
-    if (ok) ok = all_ok(comm, H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0);
+    if (ok) ok = slm_all_ok(comm, ckpt_attr_write(file, "complete", H5T_NATIVE_INT, &complete) >= 0);
+    if (ok) ok = slm_all_ok(comm, H5Fflush(file, H5F_SCOPE_GLOBAL) >= 0);
     if (ok) {
-        ok = all_ok(comm, H5Fclose(file) >= 0);
+        ok = slm_all_ok(comm, H5Fclose(file) >= 0);
         file = -1;
     }
     if (!ok) {

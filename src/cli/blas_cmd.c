@@ -52,12 +52,6 @@ int slm_cmd_bench_blas(int argc, char **argv)
     char cpu[256];
     slm_cpu_describe(cpu, sizeof cpu);
     const char *env = getenv("OPENBLAS_CORETYPE");
-    static const struct {
-        slm_gemm_backend b;
-        int bf16;
-        const char *name;
-    } cand[] = {{SLM_GEMM_OPENBLAS, 0, "openblas sgemm"}, {SLM_GEMM_DNNL, 0, "onednn sgemm"},
-                {SLM_GEMM_DNNL, 1, "onednn bf16 matmul"}};
     if (json)
         printf("{\"cpu\":\"%s\",\"openblas_core\":\"%s\",\"openblas_coretype_env\":\"%s\",\"suggested_coretype\":\"%s\","
                "\"threads\":%d,\"size\":%d,\"backends\":[",
@@ -67,23 +61,25 @@ int slm_cmd_bench_blas(int argc, char **argv)
                fix ? " (generic: this CPU runs " : " (fits this CPU)", fix ? fix : "", fix ? " kernels)" : "",
                env ? "= " : "unset", env ? env : "");
     int first = 1;
-    for (size_t i = 0; i < sizeof cand / sizeof *cand; i++) {
-        if (!slm_gemm_available(cand[i].b)) continue;
+    for (int i = 0; i < SLM_GEMM_NCANDIDATES; i++) {
+        const slm_gemm_candidate c = slm_gemm_candidates[i];
+        const char *name = slm_gemm_candidate_name(c);
+        if (!slm_gemm_available(c.backend)) continue;
         char why[256] = "";
-        const int ok = slm_gemm_check(cand[i].b, cand[i].bf16, why, sizeof why) == 0;
+        const int ok = slm_gemm_check(c.backend, c.bf16, why, sizeof why) == 0;
         double gflops = 0.0;
         if (ok) {
-            slm_gemm_select(cand[i].b, cand[i].bf16);
+            slm_gemm_select(c.backend, c.bf16);
             gflops = slm_gemm_peak_gflops(size, seconds);
             slm_gemm_select(SLM_GEMM_OPENBLAS, 0);
         }
         if (json)
-            printf("%s{\"backend\":\"%s\",\"check\":\"%s\",\"gflops\":%.2f}", first ? "" : ",", cand[i].name,
+            printf("%s{\"backend\":\"%s\",\"check\":\"%s\",\"gflops\":%.2f}", first ? "" : ",", name,
                    ok ? "ok" : why, gflops);
         else if (ok)
-            printf("backend   %-20s check ok, %d^3 product %.1f GFLOP/s on %d thread%s\n", cand[i].name, size, gflops,
+            printf("backend   %-20s check ok, %d^3 product %.1f GFLOP/s on %d thread%s\n", name, size, gflops,
                    slm_get_threads(), slm_get_threads() > 1 ? "s" : "");
-        else printf("backend   %-20s check FAILED: %s\n", cand[i].name, why);
+        else printf("backend   %-20s check FAILED: %s\n", name, why);
         first = 0;
     }
     if (json) printf("]}\n");

@@ -3,6 +3,15 @@
 #include <string.h>
 #include "shardlm/agree.h"
 
+int slm_all_ok(MPI_Comm comm, int ok)
+{
+    if (comm == MPI_COMM_NULL) return ok;
+    int all = 0;
+    ok = ok != 0;
+    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, comm);
+    return all;
+}
+
 slm_status slm_agree(MPI_Comm comm, slm_status local)
 {
     int rank, size;

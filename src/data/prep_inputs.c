@@ -79,8 +79,7 @@ static slm_status share(MPI_Comm comm, slm_prep_inputs *in)
         free(in->start);
         in->start = malloc((head[0] + 1) * sizeof *in->start);
     }
-    int ok = names && in->path && in->start, all_ok;
-    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm);
+    const int all_ok = slm_all_ok(comm, names && in->path && in->start);
     if (!all_ok) free(names);
     SLM_CHECK(all_ok, SLM_ERR_NOMEM, "prep: out of memory sharing the list of inputs");
     if (rank == 0)

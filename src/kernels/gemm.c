@@ -38,11 +38,16 @@ int slm_gemm_select(slm_gemm_backend b, int bf16)
 
 slm_gemm_backend slm_gemm_selected(void) { return backend; }
 
-const char *slm_gemm_name(void)
+const slm_gemm_candidate slm_gemm_candidates[SLM_GEMM_NCANDIDATES] = {
+    {SLM_GEMM_OPENBLAS, 0}, {SLM_GEMM_DNNL, 0}, {SLM_GEMM_DNNL, 1}};
+
+const char *slm_gemm_candidate_name(slm_gemm_candidate c)
 {
-    if (backend == SLM_GEMM_OPENBLAS) return "openblas sgemm";
-    return linear_bf16 ? "onednn bf16 matmul" : "onednn sgemm";
+    if (c.backend == SLM_GEMM_OPENBLAS) return "openblas sgemm";
+    return c.bf16 ? "onednn bf16 matmul" : "onednn sgemm";
 }
+
+const char *slm_gemm_name(void) { return slm_gemm_candidate_name((slm_gemm_candidate){backend, linear_bf16}); }
 
 int slm_gemm_linear_bf16(void) { return linear_bf16; }
 

@@ -52,9 +52,7 @@ slm_status slm_net_measure(MPI_Comm comm, size_t bytes, int reps, slm_net_measur
     const size_t floats = bytes / sizeof(float);
     char *buf = calloc(floats, sizeof(float));
     float *sum = calloc(floats, sizeof(float));
-    int ok = buf && sum, all_ok;
-    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, comm);
-    if (!all_ok) {
+    if (!slm_all_ok(comm, buf && sum)) {
         free(buf);
         free(sum);
         return SLM_ERROR(SLM_ERR_NOMEM, "cannot allocate %zu bytes for the network measurement", bytes);

@@ -22,9 +22,7 @@ static int launcher_bound(slm_mesh_t m, hwloc_const_bitmap_t mine)
     char buf[SET_CHARS] = "";
     if (hwloc_bitmap_list_asprintf(&text, mine) >= 0 && text) snprintf(buf, sizeof buf, "%s", text);
     free(text);
-    int ok = all != NULL; /* the gather below needs every rank: all go on, or none */
-    MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, m->node);
-    if (!ok) {
+    if (!slm_all_ok(m->node, all != NULL)) { /* the gather below needs every rank: all go on, or none */
         free(all);
         return 0;
     }

@@ -18,18 +18,9 @@
 #include "shardlm/log.h"
 #include "shardlm/runtime.h"
 
-typedef struct {
-    slm_gemm_backend backend;
-    int bf16;
-    const char *name; /* as slm_gemm_name() says it */
-} candidate;
-
-static const candidate all[] = {
-    {SLM_GEMM_OPENBLAS, 0, "openblas sgemm"},
-    {SLM_GEMM_DNNL, 0, "onednn sgemm"},
-    {SLM_GEMM_DNNL, 1, "onednn bf16 matmul"},
-};
-enum { NCAND = sizeof all / sizeof *all };
+/* The candidates, in the order ties go: OpenBLAS first. */
+static const slm_gemm_candidate *const all = slm_gemm_candidates;
+enum { NCAND = SLM_GEMM_NCANDIDATES };
 
 /* Which candidates may be chosen for train.matmul at this precision, and which are only
  * measured (the fp32 products beside forced bf16 ones, for the warning). */
@@ -37,7 +28,7 @@ static void eligible(const char *matmul, int bf16, int *may_choose, int *measure
 {
     int bf16_choosable = 0;
     for (int i = 0; i < NCAND; i++) {
-        const candidate *c = &all[i];
+        const slm_gemm_candidate *c = &all[i];
         const int built = slm_gemm_available(c->backend), prec_ok = !c->bf16 || bf16;
         if (!strcmp(matmul, "auto")) may_choose[i] = built && prec_ok;
         else if (!strcmp(matmul, "openblas")) may_choose[i] = c->backend == SLM_GEMM_OPENBLAS;
@@ -93,7 +84,7 @@ slm_status slm_matmul_choose(MPI_Comm comm, const char *matmul, int bf16, slm_gp
         double s[NCAND], g[NCAND];
         int which[NCAND], nc = 0;
         for (int i = 0; i < NCAND; i++)
-            if (ok[i]) which[nc] = i, cands[nc++] = (slm_gemm_candidate){all[i].backend, all[i].bf16};
+            if (ok[i]) which[nc] = i, cands[nc++] = all[i];
         slm_gemm_time_shapes(cands, nc, shapes, nshapes, s, g);
         for (int k = 0; k < nc; k++) seconds[which[k]] = s[k], out->gflops[which[k]] = g[k];
     }
@@ -102,8 +93,8 @@ slm_status slm_matmul_choose(MPI_Comm comm, const char *matmul, int bf16, slm_gp
     int pick = -1;
     for (int i = 0; i < NCAND; i++) { /* the preferred one first */
         if (!may_choose[i] || !ok[i]) continue;
-        if (pick < 0 || (prefer && !strcmp(prefer, all[i].name))) pick = i;
-        if (prefer && !strcmp(prefer, all[i].name)) break;
+        if (pick < 0 || (prefer && !strcmp(prefer, slm_gemm_candidate_name(all[i])))) pick = i;
+        if (prefer && !strcmp(prefer, slm_gemm_candidate_name(all[i]))) break;
     }
     const int preferred = pick;
     for (int i = 0; i < NCAND && preferred >= 0; i++) {
@@ -115,7 +106,7 @@ slm_status slm_matmul_choose(MPI_Comm comm, const char *matmul, int bf16, slm_gp
         out->gflops[i] /= size;
         out->measured[i] = measure[i];
         out->ok[i] = ok[i];
-        snprintf(out->name[i], sizeof out->name[i], "%s", all[i].name);
+        snprintf(out->name[i], sizeof out->name[i], "%s", slm_gemm_candidate_name(all[i]));
     }
     out->ncand = NCAND;
     out->timed = timed > 1 || (timed == 1 && n_choosable > 1);
@@ -125,7 +116,7 @@ slm_status slm_matmul_choose(MPI_Comm comm, const char *matmul, int bf16, slm_gp
         for (int i = 0; i < NCAND; i++)
             if (may_choose[i] && !ok[i])
                 snprintf(msg + strlen(msg), sizeof msg - strlen(msg), "%s%s on rank %d: %s", msg[0] ? "; " : "",
-                         all[i].name, out->failed_rank[i], out->why[i]);
+                         slm_gemm_candidate_name(all[i]), out->failed_rank[i], out->why[i]);
         const char *fix = slm_blas_core_suggested();
         char hint[160] = "";
         if (fix) snprintf(hint, sizeof hint, "; OpenBLAS runs its generic %s kernels here: OPENBLAS_CORETYPE=%s may help",
@@ -137,7 +128,7 @@ slm_status slm_matmul_choose(MPI_Comm comm, const char *matmul, int bf16, slm_gp
                          "uses a backend that passes%s", matmul, msg, hint);
     }
     out->chosen = pick;
-    snprintf(out->choice, sizeof out->choice, "%s", all[pick].name);
+    snprintf(out->choice, sizeof out->choice, "%s", slm_gemm_candidate_name(all[pick]));
     slm_gemm_select(all[pick].backend, all[pick].bf16);
     /* the fastest fp32 and bf16 rates, for the warning */
     for (int i = 0; i < NCAND; i++) {

@@ -2,6 +2,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "shardlm/agree.h"
 #include "shardlm/rng.h"
 #include "shardlm/runtime.h"
 
@@ -40,9 +41,7 @@ long slm_sample_tokens(slm_next_logits_fn next_logits, void *ctx, MPI_Comm comm,
     const int V = vocab_size;
     double *prob = malloc((size_t)V * sizeof *prob);
     float *z = malloc((size_t)V * sizeof *z), *sorted = malloc((size_t)V * sizeof *sorted);
-    int ok = prob && z && sorted; /* next_logits is collective: all ranks go on, or none */
-    if (comm != MPI_COMM_NULL) MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, comm);
-    if (!ok) {
+    if (!slm_all_ok(comm, prob && z && sorted)) { /* next_logits is collective: all ranks go on, or none */
         free(prob);
         free(z);
         free(sorted);

@@ -42,13 +42,13 @@ slm_gpt_config slm_conf_model(const slm_conf *c)
 }
 
 /* Everything the run will write to can be written, on every rank that writes it: the
- * checkpoint directory (all ranks write checkpoints together), the metrics file and the
- * dump (rank 0). Found now, not at the first save hours later. */
+ * checkpoint directory (all ranks write checkpoints together) and the dump (rank 0; it is
+ * created only after the model is initialized or resumed). Found now, not at the first
+ * save hours later. The metrics file is simply opened at set-up. */
 static slm_status check_outputs(const trainer *tr)
 {
     const slm_conf *c = tr->conf;
     if (c->ckpt.dir[0]) SLM_CALL(slm_check_writable_dir("ckpt.dir", c->ckpt.dir, tr->rank));
-    if (tr->rank == 0 && c->log.metrics[0]) SLM_CALL(slm_check_writable_file("log.metrics", c->log.metrics));
     if (tr->rank == 0 && c->log.dump[0]) SLM_CALL(slm_check_writable_file("log.dump", c->log.dump));
     return SLM_OK;
 }
@@ -110,7 +110,7 @@ static slm_status setup_local(trainer *tr)
     SLM_CALL(check_outputs(tr));
     if (tr->rank == 0 && c->log.metrics[0]) {
         tr->metrics = fopen(c->log.metrics, "w");
-        SLM_CHECK(tr->metrics, SLM_ERR_IO, "log.metrics = %s: cannot create it: %s", c->log.metrics, strerror(errno));
+        SLM_CHECK(tr->metrics, SLM_ERR_IO, "log.metrics: cannot write %s: %s", c->log.metrics, strerror(errno));
     }
     return SLM_OK;
 }
