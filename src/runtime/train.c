@@ -293,6 +293,7 @@ static slm_status step_outcome(trainer *tr)
 {
     slm_status s = slm_kernels_status();
     if (s == SLM_OK && tr->deferred != SLM_OK) s = SLM_ERROR(tr->deferred, "%s", tr->deferred_msg);
+    slm_activity_set("MPI_Allreduce: agreeing on the step's outcome", -1);
     return slm_agree(slm_mesh_world(tr->mesh), s);
 }
 
@@ -522,8 +523,9 @@ static slm_status train_steps(trainer *tr)
     if (c->log.dump[0]) { /* collective, as above */
         float *v;
         SLM_CALL(gather_whole(tr, 0, &v));
-        SLM_CALL(slm_agree(slm_mesh_world(tr->mesh),
-                           tr->rank == 0 ? slm_dump_finish(tr->dump, tr->losses, tr->lrs, tr->norms, v) : SLM_OK));
+        slm_status written = tr->rank == 0 ? slm_dump_finish(tr->dump, tr->losses, tr->lrs, tr->norms, v) : SLM_OK;
+        slm_activity_set("MPI_Allreduce: agreeing on the dump's last write", -1);
+        SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), written));
     }
     return SLM_OK;
 }
