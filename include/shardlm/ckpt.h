@@ -18,8 +18,9 @@
 
 #define SLM_CKPT_FORMAT "shardlm-checkpoint"
 /* Version 2: HDF5 1.10 file format (checksummed metadata), the matmul attribute and the
- * meta_digest. Version 1 files are still read. */
-#define SLM_CKPT_VERSION 2
+ * meta_digest. Version 3: the architecture and its whole configuration (attributes arch
+ * and model_config). Versions 1 and 2 (GPT-2 only) are still read. */
+#define SLM_CKPT_VERSION 3
 #define SLM_CKPT_MIN_VERSION 1
 
 /* One contiguous range [offset, offset+count) of the parameter index space and where this
@@ -36,7 +37,7 @@ typedef struct slm_ckpt_meta {
     long long tokens;      /* tokens trained */
     long adam_t;           /* AdamW step count (bias correction) */
     uint64_t seed;         /* init, data and sampling keys derive from it */
-    int n_layer, n_head, d_model, vocab_size, seq_len;
+    slm_model_config model; /* the architecture and its whole configuration */
     char layout[160];      /* "dp=2 tp=1 pp=1 zero_stage=3 precision=bf16" */
     char config[16384];    /* the resolved configuration, INI text */
     char matmul[32];       /* the GEMM backend of the run, e.g. "onednn sgemm" ("" in version 1) */
@@ -45,8 +46,9 @@ typedef struct slm_ckpt_meta {
 
 /* What a checkpoint is checked against, besides its own checksums and digest. */
 typedef struct slm_ckpt_expect {
-    /* The model shape (n_layer, n_head, d_model, vocab_size, seq_len) the file must hold,
-     * or NULL for any. A different shape is a configuration error (SLM_ERR_CONFIG). */
+    /* The model (its `model` configuration: architecture and every parameter-shaping key)
+     * the file must hold, or NULL for any. Another model is a configuration error
+     * (SLM_ERR_CONFIG). */
     const slm_ckpt_meta *shape;
     /* The tensor table: each of the groups params, adam_m and adam_v must hold exactly
      * these names at these global shapes, as float32 - nothing missing, nothing extra.
@@ -104,7 +106,7 @@ slm_status slm_ckpt_export_safetensors(const char *path, const char *out);
 typedef struct slm_llmc *slm_llmc_t;
 /* Map and check the file against the model shape (n_layer, n_head, d_model and
  * vocab_size equal; seq_len at most its positions). Local. */
-slm_status slm_llmc_open(const char *path, const slm_gpt_config *cfg, slm_llmc_t *llmc);
+slm_status slm_llmc_open(const char *path, const slm_model_config *cfg, slm_llmc_t *llmc);
 void slm_llmc_close(slm_llmc_t *llmc);
 /* Copy the range [offset, offset+count) of shardlm's parameter index space into dst. */
 void slm_llmc_fill(slm_llmc_t llmc, const slm_tensor_info *tensors, int ntensors, size_t offset,

@@ -7,6 +7,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include "shardlm/model.h"
 #include "shardlm/status.h"
 
 #define SLM_PATH_MAX 1024
@@ -15,6 +16,11 @@ typedef struct slm_conf {
     struct {
         char arch[16];
         int n_layer, n_head, d_model, vocab_size, seq_len;
+        int n_kv_head, ffn_hidden, max_pos, tie_embeddings; /* 0: the architecture's default */
+        double norm_eps, rope_theta;
+        char rope_scaling[16];
+        double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
+        int rope_original_max_pos;
         char init_from[SLM_PATH_MAX];
     } model;
     struct {
@@ -82,6 +88,8 @@ slm_status slm_conf_validate(const slm_conf *conf, int world);
 void slm_conf_print(const slm_conf *conf, FILE *f);
 /* Write the resolved configuration as INI text into buf (for checkpoints and dumps). */
 void slm_conf_to_ini(const slm_conf *conf, char *buf, size_t len);
+/* The model configuration conf describes (with the architecture's defaults filled in). */
+slm_model_config slm_conf_model(const slm_conf *conf);
 /* Gradient accumulation steps implied by conf for dp data-parallel ranks. */
 int slm_conf_grad_accum(const slm_conf *conf, int dp);
 

@@ -1,9 +1,17 @@
-/* shardlm/model.h - the GPT-2 model: parameter layout, initialization, forward and
- * backward on one rank's micro-batch.
+/* shardlm/model.h - the model interface: what the runtime knows of an architecture.
  *
- * Parameters live in one contiguous float block laid out block by block (embeddings,
- * then each transformer block, then the final LayerNorm), so one transformer block is
- * one contiguous range - the unit of sharding for data parallelism. Gradients mirror the
+ * A model is an object behind an ops table (src/model/model_impl.h); GPT-2 and the Llama
+ * family are two implementations (src/model/gpt2.c, llama.c). Everything outside
+ * src/model - the sharding layer, the pipeline, checkpoints, the planner, sample and bench -
+ * sees a model only through this header: its configuration (plain data, stored whole in
+ * checkpoints), its tensor table (names, global shapes, how tensor parallelism splits each
+ * tensor, init rule, weight decay, tying, trainability, the group that reduces its
+ * gradient), its units (what ZeRO shards and gathers together), forward and backward per
+ * pipeline slot with hooks for the sharding layer, and its formulas (FLOPs, parameters,
+ * activation bytes, the GEMMs a step runs).
+ *
+ * Parameters live in one contiguous float block, unit after unit, so one unit is one
+ * contiguous range - the granule of sharding and of communication. Gradients mirror the
  * parameter block; activations and their gradients get one block each. */
 #ifndef SHARDLM_MODEL_H
 #define SHARDLM_MODEL_H
@@ -13,37 +21,87 @@
 #include "shardlm/kernels.h"
 #include "shardlm/status.h"
 
-typedef struct slm_gpt_config {
+#define SLM_ARCH_MAX 16
+
+/* A model's whole configuration: every architecture reads the fields it uses and leaves
+ * the others at their defaults (slm_model_config_defaults). Checkpoints store all of it. */
+typedef struct slm_model_config {
+    char arch[SLM_ARCH_MAX]; /* "gpt2", "llama" */
     int n_layer, n_head, d_model, vocab_size, seq_len;
+    int n_kv_head;  /* key/value heads (grouped-query attention); n_head for GPT-2 */
+    int ffn_hidden; /* MLP width; 4 d_model for GPT-2 */
+    int max_pos;    /* positions the model knows (GPT-2's wpe rows); >= seq_len */
+    int tie_embeddings; /* the LM head is the token embedding */
+    double norm_eps;
+    double rope_theta;
+    slm_rope_scaling rope; /* kind SLM_ROPE_NONE or SLM_ROPE_LLAMA3 and its parameters */
     /* Activation recompute: keep only each block's output per micro-batch, and recompute
      * a block's inner activations (into one set shared by all blocks) just before its
-     * backward. Results are bitwise those without it. */
+     * backward. Results are bitwise those without it. A run choice, not stored. */
     int recompute;
-} slm_gpt_config;
+} slm_model_config;
+
+/* The architectures built in, NULL-terminated: {"gpt2", "llama", NULL}. */
+extern const char *const slm_model_archs[];
+/* Fill the fields of cfg that are 0 (n_kv_head, ffn_hidden, max_pos, norm_eps, rope_theta,
+ * tie_embeddings for GPT-2) with cfg->arch's defaults. An unknown arch is left alone (and
+ * refused by slm_model_config_check). */
+void slm_model_config_defaults(slm_model_config *cfg);
+/* Check a configuration against its architecture's rules (sizes positive, n_head divides
+ * d_model, ...), and that tp_size ranks can split it. Errors name the model.* key. Local. */
+slm_status slm_model_config_check(const slm_model_config *cfg, int tp_size);
+/* Two configurations describe the same parameters (everything but seq_len and recompute).
+ * On a difference, why names the first key that differs and both values. */
+int slm_model_config_same(const slm_model_config *a, const slm_model_config *b, char *why, size_t len);
+/* The configuration as a JSON object and back (the checkpoint attribute model_config).
+ * Unknown keys in the JSON are an error; missing ones keep their defaults. */
+slm_status slm_model_config_to_json(const slm_model_config *cfg, char *buf, size_t len);
+slm_status slm_model_config_from_json(const char *json, slm_model_config *cfg);
+
+/* How tensor parallelism splits a tensor. */
+typedef enum {
+    SLM_SPLIT_NONE, /* replicated: every rank of the group holds it whole */
+    SLM_SPLIT_ROWS, /* column-parallel: rows (output features), in one or more runs */
+    SLM_SPLIT_COLS  /* row-parallel: a block of columns (input features) of every row */
+} slm_split;
+/* How a tensor starts. */
+typedef enum { SLM_INIT_ZEROS, SLM_INIT_ONES, SLM_INIT_NORMAL } slm_init_kind;
+/* The group whose ranks hold copies of a tensor and sum its gradient: the data-parallel
+ * group, or (mixture of experts) the expert-data-parallel group. */
+typedef enum { SLM_REDUCE_DATA, SLM_REDUCE_EXPERT_DATA } slm_reduce_group;
 
 /* A run of rows this rank holds: local rows [lrow0, lrow0+n) are global rows
  * [grow0, grow0+n). */
 typedef struct slm_row_run {
     int64_t lrow0, grow0, n;
 } slm_row_run;
+#define SLM_MAX_ROW_RUNS 4
 
 /* One named parameter tensor: its global name and shape, and the part of it this rank
- * holds. Without tensor parallelism that is all of it. With it, a column-parallel tensor
- * (QKV, MLP-up, and their biases) holds some rows - for QKV one run each in the q, k and v
- * thirds - and a row-parallel weight (attention and MLP-down projections) holds the
- * columns [col0, col0+cols) of every row. 1-D tensors count as one column. */
+ * holds. Without tensor parallelism that is all of it. With it, a row-split tensor holds
+ * some rows - one run per part of a fused tensor (GPT-2's QKV holds one in each of the q,
+ * k and v thirds) - and a column-split one holds the columns [col0, col0+cols) of every
+ * row. 1-D tensors count as one column. A tensor of another pipeline stage has count 0. */
 typedef struct slm_tensor_info {
     char name[64];
     int ndim;
     int64_t shape[2];     /* global */
     size_t offset, count; /* in floats, within this rank's parameter block */
     size_t goffset;       /* where the whole tensor starts in the whole model's block */
-    int decay;            /* 1: weight decay applies (matrices), 0: biases and LayerNorm */
-    int block;            /* transformer block index, or -1 for embeddings/final norm */
-    int tp_split;         /* 1: split across the tensor-parallel ranks; 0: whole on each */
+    int decay;            /* 1: weight decay applies (matrices), 0: biases and norms */
+    int block;            /* transformer block index, or -1 for embeddings/final norm/head */
+    int unit;             /* the unit it belongs to (this stage's numbering), -1 elsewhere */
+    slm_split split;
+    int tp_split;         /* 1: split across the tensor-parallel ranks (split != NONE, tp > 1) */
+    slm_init_kind init;
+    double init_std;      /* SLM_INIT_NORMAL: N(0, init_std^2) */
+    int tied;             /* held by the first and the last pipeline stage (the tied embedding):
+                           * the two sum its gradient; only the first counts or stores it */
+    int trainable;        /* 0: frozen (no gradient, no optimizer state) */
+    slm_reduce_group reduce;
     int64_t rows, cols, col0; /* the local part: rows x cols, from global column col0 */
     int nruns;
-    slm_row_run runs[3];
+    slm_row_run runs[SLM_MAX_ROW_RUNS];
 } slm_tensor_info;
 
 /* Position in the global tensor (row-major, flat) of local element j of t. */
@@ -61,149 +119,148 @@ static inline size_t slm_tensor_global_count(const slm_tensor_info *t)
     return (size_t)t->shape[0] * (size_t)(t->ndim == 2 ? t->shape[1] : 1);
 }
 
-typedef struct slm_gpt *slm_gpt_t;
+typedef struct slm_model *slm_model_t;
 
-/* The model is cut into units, the granule of sharding and of communication: unit 0 is
- * the embeddings (wte, which is also the LM head, and wpe), unit 1+l is transformer block
- * l, and the last unit is the final LayerNorm. Each unit is one contiguous range of the
- * parameter index space. */
+/* Units of a stage are numbered from 0 in forward order: the embeddings (if the stage has
+ * them), one per transformer block, then the final norm and head (on the last stage). */
 typedef enum { SLM_PASS_FORWARD, SLM_PASS_BACKWARD } slm_pass;
 
 /* Callbacks a parallel layer installs to gather parameters before a unit runs, release or
  * reduce after it, and drive communication between kernels. Any entry may be NULL.
- * Forward calls before(0), then for each block before(1+l)/after(1+l), then
- * before(last)/after(last) around the final norm and head, then after(0). Backward calls
- * before(0) and before(last) first (the head needs wte), after(last), then blocks from
- * the last to the first with before/after, and after(0) once the embeddings' gradients
- * are complete. */
-typedef struct slm_gpt_hooks {
+ * Forward calls before(0), then for each block before/after, then before(last)/after(last)
+ * around the final norm and head, then after(0). Backward calls before(0) and
+ * before(last) first (a tied head needs the embedding), after(last), then blocks from the
+ * last to the first with before/after, and after(0) once the embeddings' gradients are
+ * complete. */
+typedef struct slm_model_hooks {
     void (*before_unit)(void *ctx, int unit, slm_pass pass);
     void (*after_unit)(void *ctx, int unit, slm_pass pass);
     void (*poll)(void *ctx); /* between kernels: a chance to progress communication */
     void *ctx;
-} slm_gpt_hooks;
+} slm_model_hooks;
 
-/* Tensor parallelism: the model holds heads [r*H/tp, (r+1)*H/tp), MLP columns
- * [r*4C/tp, (r+1)*4C/tp) and vocabulary rows [r*V/tp, (r+1)*V/tp) of the embedding and
- * LM head. It calls allreduce (a sum over the tensor-parallel group) twice per block in
- * forward - after the attention and MLP-down projections - and twice in backward - on
- * the gradients of the two LayerNorm outputs; once more each way for the embedding and
- * the head, and allreduce_max and allreduce on one or two floats per token for the
+/* Tensor parallelism (Megatron's split): the model holds a 1/tp share of the heads (query
+ * and key/value), of the MLP width and of the vocabulary rows of the embedding and head.
+ * It calls allreduce (a sum over the tensor-parallel group) after each row-parallel
+ * product in forward and on the gradients of the inputs of column-parallel ones in
+ * backward, and allreduce_max / allreduce on one or two floats per token for the
  * cross-entropy over the split vocabulary. */
-typedef struct slm_gpt_tp {
+typedef struct slm_model_tp {
     int rank, size; /* size 1: no tensor parallelism */
     void (*allreduce)(void *ctx, float *buf, size_t n);
     void (*allreduce_max)(void *ctx, float *buf, size_t n);
     void *ctx;
-} slm_gpt_tp;
+} slm_model_tp;
 
 /* Pipeline parallelism: the part of the model one stage runs. The first stage embeds the
- * tokens, the last applies the final LayerNorm, the LM head and the loss; both hold the
- * embedding unit (wte is the head), which the caller keeps equal by summing its gradient
- * over the two. Every tensor of the model stays in the table (global names, shapes and
- * offsets); those of other stages have count 0. slots: micro-batches whose activations
- * are kept at once (a 1F1B schedule has up to pp - stage of them in flight). */
-typedef struct slm_gpt_stage {
+ * tokens, the last applies the final norm, the LM head and the loss. Every tensor of the
+ * model stays in the table (global names, shapes and offsets); those of other stages have
+ * count 0. slots: micro-batches whose activations are kept at once (a 1F1B schedule has
+ * up to pp - stage of them in flight). */
+typedef struct slm_model_stage {
     int first_layer, n_layers;
     int first, last;
     int slots;
-} slm_gpt_stage;
+} slm_model_stage;
 
-/* Check a configuration (sizes positive, n_head divides d_model). Local. */
-slm_status slm_gpt_config_check(const slm_gpt_config *cfg);
 /* Allocate a model for micro-batches of up to max_batch sequences of cfg->seq_len. With
  * own_storage, the model allocates full parameter and gradient blocks and binds every unit
- * to them; without, nothing is bound until slm_gpt_bind_unit is called (a sharded layout
- * provides the storage). tp: this rank's part under tensor parallelism, or NULL for the
- * whole model (tp->size must divide n_head). Local. */
-slm_status slm_gpt_create(const slm_gpt_config *cfg, int max_batch, int own_storage, const slm_gpt_tp *tp,
-                          const slm_gpt_stage *stage, slm_gpt_t *model);
-/* What slm_gpt_create would hold on one rank, without allocating it: this rank's
- * parameters (under tensor parallelism of tp_size ranks and the stage), the sizes of its
- * units (unit 0, the embeddings, and the largest other one), and the bytes
- * slm_gpt_activation_bytes would report with `threads` OpenMP threads. Local. */
-typedef struct slm_gpt_footprint {
-    size_t params, unit0, max_unit, unit_last; /* units: the first, the largest after it, the last */
+ * to them; without, nothing is bound until slm_model_bind_unit is called (a sharded
+ * layout provides the storage). tp: this rank's part, or NULL for the whole model. stage:
+ * NULL for all of it. Local. */
+slm_status slm_model_create(const slm_model_config *cfg, int max_batch, int own_storage, const slm_model_tp *tp,
+                            const slm_model_stage *stage, slm_model_t *model);
+/* What slm_model_create would hold on one rank, without allocating it: this rank's
+ * parameters, the sizes of its units (the first, the largest after it, the last) and the
+ * activation bytes with `threads` OpenMP threads. Local. */
+typedef struct slm_model_footprint {
+    size_t params, unit0, max_unit, unit_last;
     int nunits;
     size_t activation_bytes;
-} slm_gpt_footprint;
-slm_status slm_gpt_measure(const slm_gpt_config *cfg, int max_batch, int tp_size, const slm_gpt_stage *stage,
-                           int threads, slm_gpt_footprint *out);
-
-/* The whole model's tensor table alone (global names and shapes, one rank, one stage),
- * with nothing allocated for parameters or activations: for tools that check a file
- * against the model it claims to hold. Only the table and config queries
- * (slm_gpt_num_tensors, slm_gpt_tensor, slm_gpt_config_of, slm_gpt_num_params) may be
- * used on it; free it with slm_gpt_destroy. Local. */
-slm_status slm_gpt_describe(const slm_gpt_config *cfg, slm_gpt_t *model);
+} slm_model_footprint;
+slm_status slm_model_measure(const slm_model_config *cfg, int max_batch, int tp_size, const slm_model_stage *stage,
+                             int threads, slm_model_footprint *out);
+/* The whole model's tensor table alone (one rank, one stage), nothing allocated for
+ * parameters or activations: for tools that check a file against the model it claims to
+ * hold. Only table and config queries may be used on it. Local. */
+slm_status slm_model_describe(const slm_model_config *cfg, slm_model_t *model);
 /* Free everything; sets *model to NULL; NULL is a no-op. */
-void slm_gpt_destroy(slm_gpt_t *model);
+void slm_model_destroy(slm_model_t *model);
 
-/* GPT-2 initialization: weights N(0, 0.02), residual projections N(0, 0.02/sqrt(2L)),
- * biases 0, LayerNorm weights 1. Element j of tensor i is drawn from the counter-based
- * generator at (seed, init, i, j): the same values whatever the layout. */
-void slm_gpt_init_params(slm_gpt_t m, uint64_t seed);
+/* Initialization by each tensor's rule. Element j of tensor i is drawn from the
+ * counter-based generator at (seed, init, i, j): the same values whatever the layout. */
+void slm_model_init_params(slm_model_t m, uint64_t seed);
 /* The same values for the element range [offset, offset+count) of the parameter index
  * space, written to dst (count floats): how a shard initializes only what it owns. */
-void slm_gpt_init_range(slm_gpt_t m, uint64_t seed, size_t offset, size_t count, float *dst);
+void slm_model_init_range(slm_model_t m, uint64_t seed, size_t offset, size_t count, float *dst);
 
-/* Units this stage holds, numbered from 0 in forward order. */
-int slm_gpt_num_units(slm_gpt_t m);
+/* Units this stage holds. */
+int slm_model_num_units(slm_model_t m);
 /* First element (in the parameter index space) and element count of unit u. */
-void slm_gpt_unit_range(slm_gpt_t m, int u, size_t *offset, size_t *count);
+void slm_model_unit_range(slm_model_t m, int u, size_t *offset, size_t *count);
+/* The unit this stage shares with the other end of the pipeline (the tied embedding and
+ * head, held by the first and the last stage), or -1. */
+int slm_model_tied_unit(slm_model_t m);
+/* 1 when the model has a tied unit at all (whatever the stage). */
+int slm_model_has_tied(const slm_model_config *cfg);
 /* Point the parameter and/or gradient views of unit u at storage whose first element is
  * the unit's first element; NULL leaves that side as it is. Local. */
-void slm_gpt_bind_unit(slm_gpt_t m, int u, float *params, float *grads);
+void slm_model_bind_unit(slm_model_t m, int u, float *params, float *grads);
 /* Install (or with NULL remove) the unit callbacks. */
-void slm_gpt_set_hooks(slm_gpt_t m, const slm_gpt_hooks *hooks);
+void slm_model_set_hooks(slm_model_t m, const slm_model_hooks *hooks);
 
-const slm_gpt_config *slm_gpt_config_of(slm_gpt_t m);
-size_t slm_gpt_num_params(slm_gpt_t m);
-/* Parameters of the whole model (more than this rank's under tensor parallelism). */
-size_t slm_gpt_num_global_params(slm_gpt_t m);
+const slm_model_config *slm_model_config_of(slm_model_t m);
+size_t slm_model_num_params(slm_model_t m);
+/* Parameters of the whole model (more than this rank's under model parallelism). */
+size_t slm_model_num_global_params(slm_model_t m);
 /* The model's own blocks (num_params each), or NULL when created without storage. */
-float *slm_gpt_params(slm_gpt_t m);
-float *slm_gpt_grads(slm_gpt_t m);
-int slm_gpt_num_tensors(slm_gpt_t m);
-const slm_tensor_info *slm_gpt_tensor(slm_gpt_t m, int i);
-/* Bytes of activations (and activation gradients) held for one micro-batch. */
-size_t slm_gpt_activation_bytes(slm_gpt_t m);
-/* Model FLOPs per trained token (forward + backward), the formula MFU uses:
- * 6 * (12*L*C^2 + V*C) + 12 * L * C * T  (matmul weights, plus attention scores). */
-double slm_gpt_flops_per_token(const slm_gpt_config *cfg);
+float *slm_model_params(slm_model_t m);
+float *slm_model_grads(slm_model_t m);
+int slm_model_num_tensors(slm_model_t m);
+const slm_tensor_info *slm_model_tensor(slm_model_t m, int i);
+/* The tensor called name, or NULL. */
+const slm_tensor_info *slm_model_find_tensor(slm_model_t m, const char *name);
+/* Bytes of activations (and activation gradients) held for one micro-batch per slot. */
+size_t slm_model_activation_bytes(slm_model_t m);
+/* Model FLOPs per trained token (forward + backward): 6 x the matrix weights a token
+ * passes through (embedding lookups excluded, the head included) + the attention scores
+ * and values, 12 x layers x attention width x seq_len. MFU uses it. */
+double slm_model_flops_per_token(const slm_model_config *cfg);
+/* Parameters of the whole model, from the configuration alone. */
+double slm_model_params_of(const slm_model_config *cfg);
 
 /* The matrix products one micro-batch of B sequences runs on this rank (its stage, its
  * tensor-parallel part), forward and backward, at most max: what a GEMM backend is timed
  * on. Returns how many were written. Local. */
-int slm_gpt_gemm_shapes(slm_gpt_t m, int B, slm_gemm_shape *out, int max);
+int slm_model_gemm_shapes(slm_model_t m, int B, slm_gemm_shape *out, int max);
 
 /* Forward over inputs (B,T) with T <= seq_len and B <= max_batch. With targets (B,T),
  * returns the mean cross-entropy and keeps what backward needs; without (NULL), only
  * the logits are computed and 0 is returned. */
-float slm_gpt_forward(slm_gpt_t m, const int32_t *inputs, const int32_t *targets, int B, int T);
-/* Logits (B,T,V) of the last forward; overwritten by slm_gpt_backward. Under tensor
+float slm_model_forward(slm_model_t m, const int32_t *inputs, const int32_t *targets, int B, int T);
+/* Logits (B,T,V) of the last forward; overwritten by slm_model_backward. Under tensor
  * parallelism only this rank's vocabulary columns: (B,T,V_r). */
-const float *slm_gpt_logits(slm_gpt_t m);
+const float *slm_model_logits(slm_model_t m);
 /* The whole vocabulary's logits (V) at the last position of sequence b of the last
  * forward, into out. Collective over the tensor-parallel group. */
-void slm_gpt_last_logits(slm_gpt_t m, int b, float *out);
+void slm_model_last_logits(slm_model_t m, int b, float *out);
 /* Backward of sum_i loss_scale * loss_i over the tokens of the last forward (with
  * targets). Parameter gradients accumulate, so micro-steps add up. */
-void slm_gpt_backward(slm_gpt_t m, float loss_scale);
+void slm_model_backward(slm_model_t m, float loss_scale);
 /* The same for one pipeline stage and activation slot. A stage that is not the first
  * reads its input, the residual stream entering its first block (B,T,C), from
- * slm_gpt_stage_input(m, slot), written before the forward; a stage that is not the last
- * leaves its output in slm_gpt_stage_output(m, slot) and returns 0. In backward a stage
- * that is not the last reads the gradient of its output from slm_gpt_stage_grad(m),
+ * slm_model_stage_input(m, slot), written before the forward; a stage that is not the last
+ * leaves its output in slm_model_stage_output(m, slot) and returns 0. In backward a stage
+ * that is not the last reads the gradient of its output from slm_model_stage_grad(m),
  * written before the call; one that is not the first leaves the gradient of its input
  * there. */
-float slm_gpt_forward_slot(slm_gpt_t m, int slot, const int32_t *inputs, const int32_t *targets, int B, int T);
-void slm_gpt_backward_slot(slm_gpt_t m, int slot, float loss_scale);
-float *slm_gpt_stage_input(slm_gpt_t m, int slot);
-const float *slm_gpt_stage_output(slm_gpt_t m, int slot);
-float *slm_gpt_stage_grad(slm_gpt_t m);
+float slm_model_forward_slot(slm_model_t m, int slot, const int32_t *inputs, const int32_t *targets, int B, int T);
+void slm_model_backward_slot(slm_model_t m, int slot, float loss_scale);
+float *slm_model_stage_input(slm_model_t m, int slot);
+const float *slm_model_stage_output(slm_model_t m, int slot);
+float *slm_model_stage_grad(slm_model_t m);
 
 /* Zero the model's own gradient block (models created with storage). */
-void slm_gpt_zero_grad(slm_gpt_t m);
+void slm_model_zero_grad(slm_model_t m);
 
 #endif

@@ -44,7 +44,7 @@ int slm_mesh_pp_size(slm_mesh_t mesh);
 /* Ranks of this mesh on this rank's node. */
 int slm_mesh_local_size(slm_mesh_t mesh);
 /* Sum n floats in place over the tensor-parallel group (ctx: the mesh); the model's
- * slm_gpt_tp.allreduce. Collective over the group. */
+ * slm_model_tp.allreduce. Collective over the group. */
 void slm_mesh_tp_allreduce(void *mesh, float *buf, size_t n);
 /* The same with the maximum. */
 void slm_mesh_tp_allreduce_max(void *mesh, float *buf, size_t n);
@@ -85,9 +85,9 @@ typedef struct slm_fsdp_options {
     MPI_Comm tp;    /* the tensor-parallel group, for the gradient norm of split tensors;
                      * MPI_COMM_NULL without tensor parallelism */
     MPI_Comm pp;    /* the pipeline group, for the gradient norm over stages (or NULL) */
-    MPI_Comm tied;  /* first and last pipeline stage, which both hold the embedding unit
-                     * (unit 0): its gradient is summed over them (or MPI_COMM_NULL) */
-    int count_unit0; /* 0: leave unit 0 out of the gradient norm (the last stage's copy) */
+    MPI_Comm tied;  /* first and last pipeline stage, which both hold the model's tied unit
+                     * (slm_model_tied_unit): its gradient is summed over them (or NULL) */
+    int count_tied; /* 0: leave the tied unit out of the gradient norm (the last stage's copy) */
 } slm_fsdp_options;
 
 /* Communication accounting since the last slm_fsdp_take_stats. */
@@ -108,7 +108,7 @@ typedef struct slm_fsdp *slm_fsdp_t;
 
 /* Allocate the training state for model (created without storage) over the dp
  * communicator, bind the model to it and install the hooks. Collective over dp. */
-slm_status slm_fsdp_create(slm_gpt_t model, MPI_Comm dp, const slm_fsdp_options *opt,
+slm_status slm_fsdp_create(slm_model_t model, MPI_Comm dp, const slm_fsdp_options *opt,
                            slm_fsdp_t *fsdp);
 void slm_fsdp_destroy(slm_fsdp_t *fsdp);
 /* Initialize the parameters this rank holds (GPT-2 init, layout independent). Local. */
@@ -122,7 +122,7 @@ void slm_fsdp_set_last_micro(slm_fsdp_t f, int last);
 slm_status slm_fsdp_finish_backward(slm_fsdp_t f);
 /* Global L2 norm of the reduced gradient. Collective over dp. */
 double slm_fsdp_grad_norm(slm_fsdp_t f);
-/* Pipeline parallelism: sum unit 0's reduced gradient over the first and last stage, so
+/* Pipeline parallelism: sum the tied unit's reduced gradient over the first and last stage, so
  * both copies of the tied embedding take the same step; returns the bytes sent (ring
  * volume). Collective over the tied group. */
 double slm_fsdp_sum_tied(slm_fsdp_t f);

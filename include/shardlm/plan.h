@@ -78,7 +78,7 @@ typedef struct slm_plan_memory {
 /* The memory per rank of model `cfg` (cfg->recompute included) under `layout`. Fails
  * with the reason when the layout does not divide the model or the batch (tp must divide
  * n_head, pp must not exceed n_layer, micro_batch * dp must divide global_batch). */
-slm_status slm_plan_memory_for(const slm_gpt_config *cfg, const slm_plan_layout *layout,
+slm_status slm_plan_memory_for(const slm_model_config *cfg, const slm_plan_layout *layout,
                                slm_plan_memory *out);
 
 /* The machine as `shardlm bench calibrate` measured it (a JSON file). */
@@ -110,7 +110,7 @@ slm_status slm_calibration_load(const char *path, slm_calibration *cal);
 typedef struct slm_plan_time {
     double compute_s, bubble_s, dp_comm_s, tp_comm_s, pp_comm_s, step_s, overlapped_s;
 } slm_plan_time;
-void slm_plan_step_time(const slm_gpt_config *cfg, const slm_plan_layout *layout, const slm_plan_memory *mem,
+void slm_plan_step_time(const slm_model_config *cfg, const slm_plan_layout *layout, const slm_plan_memory *mem,
                         const slm_calibration *cal, slm_plan_time *out);
 
 #endif

@@ -31,8 +31,6 @@ void slm_watchdog_stop(slm_watchdog_t *watchdog);
 /* Train as conf says on the ranks of comm (collective). Errors that every rank sees
  * alike (configuration, data) are raised before any communication. */
 slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm);
-/* The model a configuration trains: its [model] shape and train.recompute. */
-slm_gpt_config slm_conf_model(const slm_conf *conf);
 /* Build the mesh, bind the ranks and print both, without allocating or training anything
  * (`shardlm train --dry-run`). Collective. */
 slm_status slm_train_dry_run(const slm_conf *conf, MPI_Comm comm);
@@ -52,7 +50,7 @@ typedef struct slm_matmul_choice {
     char choice[32];      /* the one selected */
     double probe_s;       /* time the checks and timings took */
 } slm_matmul_choice;
-slm_status slm_matmul_choose(MPI_Comm comm, const char *matmul, int bf16, slm_gpt_t model, int B,
+slm_status slm_matmul_choose(MPI_Comm comm, const char *matmul, int bf16, slm_model_t model, int B,
                              const char *prefer, slm_matmul_choice *choice);
 /* The choice as a log line, then warnings: OpenBLAS on generic kernels (with the
  * OPENBLAS_CORETYPE that fixes it), bf16 products slower than fp32. Call on one rank. */
@@ -99,7 +97,7 @@ void slm_metrics_write(FILE *f, const slm_step_metrics *m);
 typedef struct slm_dump *slm_dump_t;
 /* init: the whole initial parameter vector. With dp > 1 ranks, the per-rank batches and
  * logits are not recorded (tokens and step0/logits are absent). */
-slm_status slm_dump_create(const char *path, const slm_conf *conf, slm_gpt_t model,
+slm_status slm_dump_create(const char *path, const slm_conf *conf, slm_model_t model,
                            const float *init, int accum, int dp, slm_dump_t *dump);
 slm_status slm_dump_tokens(slm_dump_t d, long step, int micro, const int32_t *windows);
 /* Logits (B,T,V) of the first micro-batch of step 0, before backward. */

@@ -53,7 +53,8 @@ slm_status slm_ckpt_export_safetensors(const char *path, const char *out)
                                 "{\"__metadata__\":{\"format\":\"shardlm\",\"step\":\"%ld\",\"n_layer\":\"%d\","
                                 "\"n_head\":\"%d\",\"d_model\":\"%d\",\"vocab_size\":\"%d\",\"seq_len\":\"%d\","
                                 "\"tied_lm_head\":\"wte\"}",
-                                meta.step, meta.n_layer, meta.n_head, meta.d_model, meta.vocab_size, meta.seq_len);
+                                meta.step, meta.model.n_layer, meta.model.n_head, meta.model.d_model, meta.model.vocab_size,
+                                meta.model.seq_len);
         size_t off = 0;
         for (hsize_t i = 0; i < n; i++) {
             char shape[64];

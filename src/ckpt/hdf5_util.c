@@ -208,7 +208,9 @@ herr_t ckpt_meta_write(hid_t f, const slm_ckpt_meta *m, const ckpt_manifest *man
     int version = SLM_CKPT_VERSION;
     long long step = m->step, adam_t = m->adam_t;
     unsigned long long seed = m->seed;
-    int shape[5] = {m->n_layer, m->n_head, m->d_model, m->vocab_size, m->seq_len};
+    int shape[5] = {m->model.n_layer, m->model.n_head, m->model.d_model, m->model.vocab_size, m->model.seq_len};
+    char model_json[2048];
+    if (slm_model_config_to_json(&m->model, model_json, sizeof model_json) != SLM_OK) return -1;
     uint32_t digest = ckpt_meta_digest(m, version, man);
     herr_t rc = ckpt_attr_write_string(f, "format", SLM_CKPT_FORMAT);
     rc |= ckpt_attr_write(f, "version", H5T_NATIVE_INT, &version);
@@ -218,6 +220,8 @@ herr_t ckpt_meta_write(hid_t f, const slm_ckpt_meta *m, const ckpt_manifest *man
     rc |= ckpt_attr_write(f, "adam_t", H5T_NATIVE_LLONG, &adam_t);
     rc |= ckpt_attr_write(f, "seed", H5T_NATIVE_ULLONG, &seed);
     for (int i = 0; i < 5; i++) rc |= ckpt_attr_write(f, shape_names[i], H5T_NATIVE_INT, &shape[i]);
+    rc |= ckpt_attr_write_string(f, "arch", m->model.arch);
+    rc |= ckpt_attr_write_string(f, "model_config", model_json);
     rc |= ckpt_attr_write_string(f, "layout", m->layout);
     rc |= ckpt_attr_write_string(f, "config", m->config);
     rc |= ckpt_attr_write_string(f, "matmul", m->matmul);
@@ -267,10 +271,27 @@ slm_status ckpt_meta_read(hid_t f, const char *path, slm_ckpt_meta *m)
     m->step = (long)step;
     m->adam_t = (long)adam_t;
     m->seed = seed;
-    m->n_layer = shape[0];
-    m->n_head = shape[1];
-    m->d_model = shape[2];
-    m->vocab_size = shape[3];
-    m->seq_len = shape[4];
+    if (version < 3) { /* GPT-2, described by its five shape integers */
+        m->model = (slm_model_config){.arch = "gpt2", .n_layer = shape[0], .n_head = shape[1], .d_model = shape[2],
+                                      .vocab_size = shape[3], .seq_len = shape[4], .tie_embeddings = 1};
+        slm_model_config_defaults(&m->model);
+        return SLM_OK;
+    }
+    char arch[SLM_ARCH_MAX], json[2048];
+    SLM_CHECK(ckpt_attr_read_string(f, "arch", arch, sizeof arch) >= 0 &&
+                  ckpt_attr_read_string(f, "model_config", json, sizeof json) >= 0,
+              SLM_ERR_FORMAT, "%s: the attribute 'arch' or 'model_config' is missing or unreadable", path);
+    if (slm_model_config_from_json(json, &m->model) != SLM_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", slm_error_message());
+        return SLM_ERROR(SLM_ERR_FORMAT, "%s: %s", path, why);
+    }
+    SLM_CHECK(!strcmp(arch, m->model.arch), SLM_ERR_FORMAT, "%s: the attribute arch = %s, model_config says %s", path,
+              arch, m->model.arch);
+    const int *ints[5] = {&m->model.n_layer, &m->model.n_head, &m->model.d_model, &m->model.vocab_size,
+                          &m->model.seq_len};
+    for (int i = 0; i < 5; i++)
+        SLM_CHECK(*ints[i] == shape[i], SLM_ERR_FORMAT, "%s: the attribute %s = %d, model_config says %d", path,
+                  shape_names[i], shape[i], *ints[i]);
     return SLM_OK;
 }

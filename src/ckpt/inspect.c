@@ -25,8 +25,12 @@ slm_status slm_ckpt_inspect(MPI_Comm comm, const char *path, FILE *out)
         fprintf(out, "  format   %s version %d\n", SLM_CKPT_FORMAT, m.version);
         fprintf(out, "  step     %ld (AdamW step %ld), %lld samples, %lld tokens\n", m.step, m.adam_t, m.samples,
                 m.tokens);
-        fprintf(out, "  model    gpt2 n_layer=%d n_head=%d d_model=%d vocab_size=%d seq_len=%d, seed %llu\n",
-                m.n_layer, m.n_head, m.d_model, m.vocab_size, m.seq_len, (unsigned long long)m.seed);
+        char json[2048] = "";
+        slm_model_config_to_json(&m.model, json, sizeof json);
+        fprintf(out, "  model    %s n_layer=%d n_head=%d d_model=%d vocab_size=%d seq_len=%d, seed %llu\n", m.model.arch,
+                m.model.n_layer, m.model.n_head, m.model.d_model, m.model.vocab_size, m.model.seq_len,
+                (unsigned long long)m.seed);
+        fprintf(out, "  config   %s\n", json);
         fprintf(out, "  layout   %s\n", m.layout);
         if (m.matmul[0]) fprintf(out, "  matmul   %s\n", m.matmul);
     }

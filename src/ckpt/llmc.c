@@ -27,7 +27,7 @@ struct slm_llmc {
     int maxT, V, L, NH, C, Vp;
 };
 
-slm_status slm_llmc_open(const char *path, const slm_gpt_config *cfg, slm_llmc_t *out)
+slm_status slm_llmc_open(const char *path, const slm_model_config *cfg, slm_llmc_t *out)
 {
     *out = NULL;
     int fd = open(path, O_RDONLY);

@@ -56,11 +56,17 @@ uint32_t ckpt_meta_digest(const slm_ckpt_meta *m, int version, const ckpt_manife
     crc = add_int(crc, "adam_t", m->adam_t);
     int n = snprintf(line, sizeof line, "seed=%llu\n", (unsigned long long)m->seed);
     crc = ckpt_crc32(crc, line, (size_t)n);
-    crc = add_int(crc, "n_layer", m->n_layer);
-    crc = add_int(crc, "n_head", m->n_head);
-    crc = add_int(crc, "d_model", m->d_model);
-    crc = add_int(crc, "vocab_size", m->vocab_size);
-    crc = add_int(crc, "seq_len", m->seq_len);
+    crc = add_int(crc, "n_layer", m->model.n_layer);
+    crc = add_int(crc, "n_head", m->model.n_head);
+    crc = add_int(crc, "d_model", m->model.d_model);
+    crc = add_int(crc, "vocab_size", m->model.vocab_size);
+    crc = add_int(crc, "seq_len", m->model.seq_len);
+    if (version >= 3) { /* the architecture and its configuration, as stored */
+        char json[2048] = "";
+        slm_model_config_to_json(&m->model, json, sizeof json);
+        crc = add_text(crc, "arch", m->model.arch);
+        crc = add_text(crc, "model_config", json);
+    }
     crc = add_text(crc, "layout", m->layout);
     crc = add_text(crc, "config", m->config);
     crc = add_text(crc, "matmul", m->matmul);

@@ -65,12 +65,9 @@ static slm_status not_opened(const char *path)
 
 static slm_status check_shape(const char *path, const slm_ckpt_meta *meta, const slm_ckpt_meta *want)
 {
-    const int a[5] = {meta->n_layer, meta->n_head, meta->d_model, meta->vocab_size, meta->seq_len};
-    const int b[5] = {want->n_layer, want->n_head, want->d_model, want->vocab_size, want->seq_len};
-    static const char *names[5] = {"n_layer", "n_head", "d_model", "vocab_size", "seq_len"};
-    for (int i = 0; i < 5; i++)
-        SLM_CHECK(a[i] == b[i], SLM_ERR_CONFIG, "%s holds a model with model.%s = %d, this run has %d", path,
-                  names[i], a[i], b[i]);
+    char why[256];
+    SLM_CHECK(slm_model_config_same(&meta->model, &want->model, why, sizeof why), SLM_ERR_CONFIG,
+              "%s holds another model: %s", path, why);
     return SLM_OK;
 }
 

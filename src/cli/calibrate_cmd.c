@@ -61,8 +61,8 @@ static double train_alone(slm_conf *conf, int rank)
     if (null >= 0) close(null);
     const double tps = st == SLM_OK ? steady_tokens_per_s(metrics) : 0;
     remove(metrics);
-    const slm_gpt_config mc = slm_conf_model(conf);
-    return tps * slm_gpt_flops_per_token(&mc) / 1e9;
+    const slm_model_config mc = slm_conf_model(conf);
+    return tps * slm_model_flops_per_token(&mc) / 1e9;
 }
 
 int slm_cmd_calibrate(int argc, char **argv, MPI_Comm comm)

@@ -24,18 +24,16 @@ static slm_status verify_file(MPI_Comm comm, const char *path, slm_ckpt_meta *me
     SLM_CALL(slm_ckpt_read_meta(comm, path, stored, &nstored));
     /* every layer has tensors of its own: a larger n_layer is damage (a version-1 file,
      * without a digest), and no table is built for it */
-    SLM_CHECK(stored->n_layer >= 1 && stored->n_layer <= nstored, SLM_ERR_FORMAT,
-              "%s: model.n_layer = %d, but /params holds %d tensors", path, stored->n_layer, nstored);
-    const slm_gpt_config mc = {stored->n_layer, stored->n_head, stored->d_model, stored->vocab_size,
-                               stored->seq_len, 0};
-    slm_gpt_t model = NULL;
-    slm_status s = slm_gpt_describe(&mc, &model);
+    SLM_CHECK(stored->model.n_layer >= 1 && stored->model.n_layer <= nstored, SLM_ERR_FORMAT,
+              "%s: model.n_layer = %d, but /params holds %d tensors", path, stored->model.n_layer, nstored);
+    slm_model_t model = NULL;
+    slm_status s = slm_model_describe(&stored->model, &model);
     if (s != SLM_OK)
         return SLM_ERROR(SLM_ERR_FORMAT, "%s: its model shape does not describe a model: %s", path,
                          slm_error_message());
-    const slm_ckpt_expect expect = {stored, slm_gpt_tensor(model, 0), slm_gpt_num_tensors(model)};
+    const slm_ckpt_expect expect = {stored, slm_model_tensor(model, 0), slm_model_num_tensors(model)};
     s = slm_ckpt_verify(comm, path, &expect, meta);
-    slm_gpt_destroy(&model);
+    slm_model_destroy(&model);
     SLM_CALL(s);
     return SLM_OK;
 }

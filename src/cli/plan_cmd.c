@@ -103,7 +103,7 @@ static slm_plan_layout layout_of(const slm_conf *c, int ranks, int tp, int pp, i
                              c->parallel.bucket_mb};
 }
 
-static void print_memory_text(const slm_plan_memory *m, const slm_plan_layout *l, const slm_gpt_config *mc)
+static void print_memory_text(const slm_plan_memory *m, const slm_plan_layout *l, const slm_model_config *mc)
 {
     const double mib = 1024.0 * 1024.0;
     printf("memory    per rank at dp %d x tp %d x pp %d, zero stage %d, %s, micro_batch %d%s: params %.1f + grads "
@@ -117,7 +117,7 @@ static void print_memory_text(const slm_plan_memory *m, const slm_plan_layout *l
 /* Every (tp, pp, zero stage) of the ranks that `shardlm train` accepts for the model and
  * batch, with tp within a node, whose ranks fit a node's memory; printed (or appended to the JSON) in order of
  * less communication first: pp, then tp, then zero stage ascending. */
-static int fitting_layouts(const slm_conf *c, const slm_gpt_config *mc, const plan_args *a, int json)
+static int fitting_layouts(const slm_conf *c, const slm_model_config *mc, const plan_args *a, int json)
 {
     int n = 0;
     const double limit = a->memory_per_node_gib * 1024.0 * 1024.0 * 1024.0;
@@ -153,7 +153,7 @@ static int fitting_layouts(const slm_conf *c, const slm_gpt_config *mc, const pl
 /* Everything `plan` prints, worked out the same way on every rank. */
 typedef struct plan_result {
     slm_loss_law law;
-    slm_gpt_config mc;
+    slm_model_config mc;
     slm_plan_shape shape;
     double C, N_opt, D_opt;   /* the budget and its optimum (C = 0: no budget given) */
     double N, D_for_N, C_for_N; /* the model size asked about, its optimal tokens and budget */
@@ -173,7 +173,7 @@ static slm_status compute(const plan_args *a, const slm_conf *c, plan_result *r)
     if (b) r->law = *b;
     else SLM_CALL(slm_law_load(a->law, &r->law));
     r->mc = slm_conf_model(c);
-    slm_gpt_config *mc = &r->mc;
+    slm_model_config *mc = &r->mc;
     r->timed = a->calibration != NULL;
     if (r->timed) SLM_CALL(slm_calibration_load(a->calibration, &r->cal));
     /* the sizes: from the budget, from --params, or the configuration's model */
@@ -186,7 +186,7 @@ static slm_status compute(const plan_args *a, const slm_conf *c, plan_result *r)
     if (r->C > 0) slm_law_optimum(&r->law, r->C, &r->N_opt, &r->D_opt);
     const double target = a->params ? a->params : r->N_opt;
     r->shape = (slm_plan_shape){mc->n_layer, mc->n_head, mc->d_model,
-                                slm_plan_gpt2_params(mc->n_layer, mc->d_model, mc->vocab_size, mc->seq_len)};
+                                slm_model_params_of(mc)};
     if (target > 0) {
         SLM_CALL(slm_plan_shape_for(target, mc->vocab_size, mc->seq_len, a->head_size, a->aspect, &r->shape));
         mc->n_layer = r->shape.n_layer, mc->n_head = r->shape.n_head, mc->d_model = r->shape.d_model;
@@ -211,7 +211,7 @@ static slm_status compute(const plan_args *a, const slm_conf *c, plan_result *r)
 static void print_json(const plan_args *a, const slm_conf *c, const plan_result *r)
 {
     const slm_loss_law *l = &r->law;
-    const slm_gpt_config *mc = &r->mc;
+    const slm_model_config *mc = &r->mc;
     const slm_plan_memory *m = &r->mem;
     printf("{\"law\":{\"name\":\"%s\",\"E\":%.17g,\"A\":%.17g,\"B\":%.17g,\"alpha\":%.17g,\"beta\":%.17g},", l->name,
            l->E, l->A, l->B, l->alpha, l->beta);
@@ -223,7 +223,7 @@ static void print_json(const plan_args *a, const slm_conf *c, const plan_result 
     printf("\"model\":{\"n_layer\":%d,\"n_head\":%d,\"d_model\":%d,\"vocab_size\":%d,\"seq_len\":%d,"
            "\"params\":%.17g,\"flops_per_token\":%.17g},",
            mc->n_layer, mc->n_head, mc->d_model, mc->vocab_size, mc->seq_len, r->shape.params,
-           slm_gpt_flops_per_token(mc));
+           slm_model_flops_per_token(mc));
     printf("\"params\":%.17g,\"optimal_tokens\":%.17g,\"optimal_budget_flops\":%.17g,\"tokens\":%.17g,\"loss\":%.17g,",
            r->N, r->D_for_N, r->C_for_N, r->D, slm_law_loss(l, r->N, r->D));
     printf("\"layout\":{\"ranks\":%d,\"dp\":%d,\"tp\":%d,\"pp\":%d,\"zero_stage\":%d,\"precision\":\"%s\","
@@ -252,7 +252,7 @@ static void print_json(const plan_args *a, const slm_conf *c, const plan_result 
 static void print_text(const plan_args *a, const slm_conf *c, const plan_result *r)
 {
     const slm_loss_law *l = &r->law;
-    const slm_gpt_config *mc = &r->mc;
+    const slm_model_config *mc = &r->mc;
     printf("law       %s: L(N, D) = %g + %g / N^%g + %g / D^%g  (N parameters, D training tokens)\n", l->name, l->E,
            l->A, l->alpha, l->B, l->beta);
     char hours[128] = "";
@@ -266,7 +266,7 @@ static void print_text(const plan_args *a, const slm_conf *c, const plan_result 
     printf("model     n_layer %d, n_head %d, d_model %d (vocab %d, seq_len %d): %.4g parameters, %.4g FLOPs per "
            "trained token\n",
            mc->n_layer, mc->n_head, mc->d_model, mc->vocab_size, mc->seq_len, r->shape.params,
-           slm_gpt_flops_per_token(mc));
+           slm_model_flops_per_token(mc));
     printf("tokens    %.3g parameters are compute-optimal with %.3g tokens (%.3g FLOPs); at %.3g tokens the law "
            "predicts loss %.4f\n",
            r->N, r->D_for_N, r->C_for_N, r->D, slm_law_loss(l, r->N, r->D));

@@ -69,9 +69,9 @@ static slm_status parse(int argc, char **argv, sample_args *a)
 
 static void next_logits(void *ctx, const int32_t *tok, int T, float *out)
 {
-    slm_gpt_t m = ctx;
-    slm_gpt_forward(m, tok, NULL, 1, T);
-    slm_gpt_last_logits(m, 0, out);
+    slm_model_t m = ctx;
+    slm_model_forward(m, tok, NULL, 1, T);
+    slm_model_last_logits(m, 0, out);
 }
 
 typedef struct {
@@ -105,7 +105,7 @@ static void print_decoded(const codec *c, const int32_t *tok, size_t n)
     free(text);
 }
 
-static slm_status run(const sample_args *a, MPI_Comm comm, slm_gpt_t *model, codec *cd)
+static slm_status run(const sample_args *a, MPI_Comm comm, slm_model_t *model, codec *cd)
 {
     char path[4096];
     const int is_file = strlen(a->path) > 3 && !strcmp(a->path + strlen(a->path) - 3, ".h5");
@@ -116,10 +116,9 @@ static slm_status run(const sample_args *a, MPI_Comm comm, slm_gpt_t *model, cod
     slm_conf run;
     slm_conf_defaults(&run);
     SLM_CALL(slm_conf_load_text(&run, meta.config, path));
-    slm_gpt_config mc = {meta.n_layer, meta.n_head, meta.d_model, meta.vocab_size, meta.seq_len, 0};
-    SLM_CALL(slm_gpt_create(&mc, 1, 1, NULL, NULL, model));
-    slm_ckpt_piece whole = {0, slm_gpt_num_params(*model), slm_gpt_params(*model), NULL, NULL};
-    SLM_CALL(slm_ckpt_load(comm, path, slm_gpt_tensor(*model, 0), slm_gpt_num_tensors(*model), &whole, 1, &meta,
+    SLM_CALL(slm_model_create(&meta.model, 1, 1, NULL, NULL, model));
+    slm_ckpt_piece whole = {0, slm_model_num_params(*model), slm_model_params(*model), NULL, NULL};
+    SLM_CALL(slm_ckpt_load(comm, path, slm_model_tensor(*model, 0), slm_model_num_tensors(*model), &whole, 1, &meta,
                            NULL));
     if (a->encoder) SLM_CALL(slm_bpe_open(a->encoder, a->vocab, &cd->bpe));
     else if (a->tokenizer) SLM_CALL(slm_bpe_open_dir(a->tokenizer, &cd->bpe));
@@ -129,7 +128,8 @@ static slm_status run(const sample_args *a, MPI_Comm comm, slm_gpt_t *model, cod
         return SLM_ERROR(SLM_ERR_IO, "sample: the run's tokenizer (data.tokenizer = %s) cannot be read: %s; "
                          "give it with --tokenizer DIR", run.data.tokenizer, why);
     } else if (!strcmp(run.data.train, "synthetic"))
-        SLM_CALL(slm_dataset_open("synthetic", mc.vocab_size, mc.seq_len, run.train.seed, 0, (size_t)mc.seq_len + 2,
+        SLM_CALL(slm_dataset_open("synthetic", meta.model.vocab_size, meta.model.seq_len, run.train.seed, 0,
+                                  (size_t)meta.model.seq_len + 2,
                                   &cd->synth));
     size_t room = strlen(a->prompt) + (size_t)a->tokens + 2;
     int32_t *tok = malloc(room * sizeof *tok);
@@ -140,7 +140,7 @@ static slm_status run(const sample_args *a, MPI_Comm comm, slm_gpt_t *model, cod
         return SLM_ERROR(SLM_ERR_ARG, "sample: the prompt cannot be encoded (%s)",
                          cd->synth ? "the synthetic corpus has only lowercase letters, spaces and '.'" : "bad bytes");
     }
-    n = slm_sample_tokens(next_logits, *model, comm, tok, n, a->tokens, mc.seq_len, mc.vocab_size, a->temperature,
+    n = slm_sample_tokens(next_logits, *model, comm, tok, n, a->tokens, meta.model.seq_len, meta.model.vocab_size, a->temperature,
                           a->top_k, a->seed >= 0 ? (uint64_t)a->seed : run.train.seed);
     int rank;
     MPI_Comm_rank(comm, &rank);
@@ -168,10 +168,10 @@ int slm_cmd_sample(int argc, char **argv, MPI_Comm comm)
         if (rank == 0) usage(stderr);
         return SLM_EXIT_USAGE;
     }
-    slm_gpt_t model = NULL;
+    slm_model_t model = NULL;
     codec cd = {0};
     slm_status s = run(&a, comm, &model, &cd);
-    slm_gpt_destroy(&model);
+    slm_model_destroy(&model);
     slm_bpe_close(&cd.bpe);
     slm_dataset_destroy(&cd.synth);
     if (s != SLM_OK) {

@@ -29,12 +29,27 @@ typedef struct {
 #define STR(sec, key, field, help) {sec, key, K_STR, F(field), S(field), 0, 0, help}
 
 static const key_spec keys[] = {
-    STR("model", "arch", model.arch, "model architecture (gpt2)"),
+    STR("model", "arch", model.arch, "model architecture (gpt2, llama)"),
     NUM("model", "n_layer", K_INT, model.n_layer, 1, 1024, "transformer blocks"),
     NUM("model", "n_head", K_INT, model.n_head, 1, 1024, "attention heads"),
     NUM("model", "d_model", K_INT, model.d_model, 1, 65536, "residual width"),
     NUM("model", "vocab_size", K_INT, model.vocab_size, 2, 16777216, "vocabulary size"),
     NUM("model", "seq_len", K_INT, model.seq_len, 1, 1048576, "context length"),
+    NUM("model", "n_kv_head", K_INT, model.n_kv_head, 0, 1024, "key/value heads (grouped-query attention; 0 = n_head)"),
+    NUM("model", "ffn_hidden", K_INT, model.ffn_hidden, 0, 1048576,
+        "MLP width (0 = 4 d_model for gpt2, 8/3 d_model rounded up to 256 for llama)"),
+    NUM("model", "max_pos", K_INT, model.max_pos, 0, 1048576, "positions the model has (0 = seq_len)"),
+    NUM("model", "tie_embeddings", K_BOOL, model.tie_embeddings, 0, 1, "the LM head is the token embedding"),
+    NUM("model", "norm_eps", K_DOUBLE, model.norm_eps, 0, 1, "epsilon of the norms"),
+    NUM("model", "rope_theta", K_DOUBLE, model.rope_theta, 0, 1e12, "rotary embeddings' base (llama)"),
+    STR("model", "rope_scaling", model.rope_scaling, "rotary frequency scaling: none or llama3"),
+    NUM("model", "rope_factor", K_DOUBLE, model.rope_factor, 0, 1e6, "llama3 scaling: factor"),
+    NUM("model", "rope_low_freq_factor", K_DOUBLE, model.rope_low_freq_factor, 0, 1e6,
+        "llama3 scaling: low-frequency factor"),
+    NUM("model", "rope_high_freq_factor", K_DOUBLE, model.rope_high_freq_factor, 0, 1e6,
+        "llama3 scaling: high-frequency factor"),
+    NUM("model", "rope_original_max_pos", K_INT, model.rope_original_max_pos, 1, 16777216,
+        "llama3 scaling: the context the frequencies were trained for"),
     STR("model", "init_from", model.init_from, "initial weights from an llm.c GPT-2 .bin (fresh runs)"),
     NUM("train", "steps", K_LONG, train.steps, 0, 1e15, "optimizer steps"),
     NUM("train", "stop_after", K_LONG, train.stop_after, 0, 1e15, "end this run (with a checkpoint) at this step (0 = at train.steps)"),
@@ -95,6 +110,14 @@ void slm_conf_defaults(slm_conf *c)
     c->model.d_model = 128;
     c->model.vocab_size = 256;
     c->model.seq_len = 64;
+    c->model.tie_embeddings = 1;
+    c->model.norm_eps = 1e-5;
+    c->model.rope_theta = 10000;
+    strcpy(c->model.rope_scaling, "none");
+    c->model.rope_factor = 8;
+    c->model.rope_low_freq_factor = 1;
+    c->model.rope_high_freq_factor = 4;
+    c->model.rope_original_max_pos = 8192;
     c->train.steps = 300;
     c->train.micro_batch = 8;
     c->train.global_batch = 8;
@@ -277,6 +300,28 @@ slm_status slm_conf_set(slm_conf *conf, const char *assignment)
     return SLM_OK;
 }
 
+slm_model_config slm_conf_model(const slm_conf *c)
+{
+    slm_model_config m = {.n_layer = c->model.n_layer,
+                          .n_head = c->model.n_head,
+                          .d_model = c->model.d_model,
+                          .vocab_size = c->model.vocab_size,
+                          .seq_len = c->model.seq_len,
+                          .n_kv_head = c->model.n_kv_head,
+                          .ffn_hidden = c->model.ffn_hidden,
+                          .max_pos = c->model.max_pos,
+                          .tie_embeddings = c->model.tie_embeddings,
+                          .norm_eps = c->model.norm_eps,
+                          .rope_theta = c->model.rope_theta,
+                          .rope = {!strcmp(c->model.rope_scaling, "llama3") ? SLM_ROPE_LLAMA3 : SLM_ROPE_NONE,
+                                   c->model.rope_factor, c->model.rope_low_freq_factor,
+                                   c->model.rope_high_freq_factor, c->model.rope_original_max_pos},
+                          .recompute = c->train.recompute};
+    snprintf(m.arch, sizeof m.arch, "%s", c->model.arch);
+    slm_model_config_defaults(&m);
+    return m;
+}
+
 int slm_conf_grad_accum(const slm_conf *c, int dp)
 {
     return c->train.global_batch / (c->train.micro_batch * dp);
@@ -284,11 +329,12 @@ int slm_conf_grad_accum(const slm_conf *c, int dp)
 
 slm_status slm_conf_validate(const slm_conf *c, int world)
 {
-    SLM_CHECK(!strcmp(c->model.arch, "gpt2"), SLM_ERR_CONFIG,
-              "model.arch = '%s': only gpt2 is available", c->model.arch);
-    SLM_CHECK(c->model.d_model % c->model.n_head == 0, SLM_ERR_CONFIG,
-              "model.n_head = %d does not divide model.d_model = %d", c->model.n_head,
-              c->model.d_model);
+    SLM_CHECK(!strcmp(c->model.rope_scaling, "none") || !strcmp(c->model.rope_scaling, "llama3"), SLM_ERR_CONFIG,
+              "model.rope_scaling = '%s': expected none or llama3", c->model.rope_scaling);
+    SLM_CHECK(strcmp(c->model.arch, "gpt2") || c->model.tie_embeddings, SLM_ERR_CONFIG,
+              "model.tie_embeddings = false: GPT-2's LM head is its token embedding");
+    const slm_model_config mc = slm_conf_model(c);
+    SLM_CALL(slm_model_config_check(&mc, 1));
     SLM_CHECK(!strcmp(c->train.precision, "fp32") || !strcmp(c->train.precision, "bf16"),
               SLM_ERR_CONFIG, "train.precision = '%s': expected fp32 or bf16", c->train.precision);
     SLM_CHECK(!strcmp(c->train.matmul, "auto") || !strcmp(c->train.matmul, "openblas") ||
@@ -311,6 +357,7 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
     SLM_CHECK(c->model.vocab_size >= c->parallel.tp, SLM_ERR_CONFIG,
               "model.vocab_size = %d is smaller than parallel.tp = %d: every rank needs vocabulary rows",
               c->model.vocab_size, c->parallel.tp);
+    SLM_CALL(slm_model_config_check(&mc, c->parallel.tp));
     SLM_CHECK(c->parallel.pp <= c->model.n_layer, SLM_ERR_CONFIG,
               "parallel.pp = %d is more than model.n_layer = %d: every pipeline stage needs a layer",
               c->parallel.pp, c->model.n_layer);

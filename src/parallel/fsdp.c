@@ -33,8 +33,8 @@ static void bind_bucket(slm_fsdp_t f, int b, float *params, float *grads)
     const fsdp_unit *bk = &f->u[b];
     for (int mu = bk->first; mu <= bk->last; mu++) {
         size_t off, n;
-        slm_gpt_unit_range(f->model, mu, &off, &n);
-        slm_gpt_bind_unit(f->model, mu, params ? params + (off - bk->off) : NULL,
+        slm_model_unit_range(f->model, mu, &off, &n);
+        slm_model_bind_unit(f->model, mu, params ? params + (off - bk->off) : NULL,
                           grads ? grads + (off - bk->off) : NULL);
     }
 }
@@ -149,7 +149,7 @@ static uint16_t *alloc_h(size_t n, double *account)
     return p;
 }
 
-slm_status slm_fsdp_create(slm_gpt_t model, MPI_Comm dp, const slm_fsdp_options *opt,
+slm_status slm_fsdp_create(slm_model_t model, MPI_Comm dp, const slm_fsdp_options *opt,
                            slm_fsdp_t *out)
 {
     *out = NULL;
@@ -163,8 +163,8 @@ slm_status slm_fsdp_create(slm_gpt_t model, MPI_Comm dp, const slm_fsdp_options 
     f->clip_scale = 1.0f;
     MPI_Comm_rank(dp, &f->rank);
     MPI_Comm_size(dp, &f->size);
-    const int nmu = slm_gpt_num_units(model);
-    f->nparams = slm_gpt_num_params(model);
+    const int nmu = slm_model_num_units(model);
+    f->nparams = slm_model_num_params(model);
     f->u = calloc((size_t)nmu, sizeof *f->u);
     f->bucket_of = calloc((size_t)nmu, sizeof *f->bucket_of);
     SLM_CHECK(f->u && f->bucket_of, SLM_ERR_NOMEM, "out of memory");
@@ -172,13 +172,13 @@ slm_status slm_fsdp_create(slm_gpt_t model, MPI_Comm dp, const slm_fsdp_options 
     SLM_CHECK(sizes, SLM_ERR_NOMEM, "out of memory");
     for (int mu = 0; mu < nmu; mu++) {
         size_t off;
-        slm_gpt_unit_range(model, mu, &off, &sizes[mu]);
+        slm_model_unit_range(model, mu, &off, &sizes[mu]);
     }
     f->nunits = slm_fsdp_group_units(sizes, nmu, opt->bucket_mb, f->bucket_of);
     free(sizes);
     for (int mu = 0; mu < nmu; mu++) {
         size_t off, n;
-        slm_gpt_unit_range(model, mu, &off, &n);
+        slm_model_unit_range(model, mu, &off, &n);
         fsdp_unit *un = &f->u[f->bucket_of[mu]];
         if (!un->n) un->first = mu, un->off = off;
         un->last = mu;
@@ -262,8 +262,8 @@ slm_status slm_fsdp_create(slm_gpt_t model, MPI_Comm dp, const slm_fsdp_options 
     }
     for (int u = 0; u < f->nunits; u++)
         bind_bucket(f, u, stage < 3 ? fsdp_unit_params(f, u) : NULL, stage < 2 ? fsdp_unit_grads(f, u) : NULL);
-    slm_gpt_hooks hooks = {hook_before, hook_after, hook_poll, f};
-    slm_gpt_set_hooks(model, &hooks);
+    slm_model_hooks hooks = {hook_before, hook_after, hook_poll, f};
+    slm_model_set_hooks(model, &hooks);
     f->last_micro = 1;
     *out = f;
     return SLM_OK;
@@ -273,7 +273,7 @@ void slm_fsdp_destroy(slm_fsdp_t *fp)
 {
     slm_fsdp_t f = *fp;
     if (!f) return;
-    if (f->model) slm_gpt_set_hooks(f->model, NULL);
+    if (f->model) slm_model_set_hooks(f->model, NULL);
     for (int i = 0; i < FSDP_MAX_OPS; i++)
         if (f->req[i] != MPI_REQUEST_NULL) MPI_Wait(&f->req[i], MPI_STATUS_IGNORE);
     for (int u = 0; f->u && u < f->nunits; u++) {
@@ -314,7 +314,7 @@ void slm_fsdp_destroy(slm_fsdp_t *fp)
 void slm_fsdp_init_params(slm_fsdp_t f, uint64_t seed)
 {
     if (f->o.zero_stage < 3) {
-        slm_gpt_init_range(f->model, seed, 0, f->nparams, f->full_params);
+        slm_model_init_range(f->model, seed, 0, f->nparams, f->full_params);
         if (!f->bf16) return;
         if (f->o.zero_stage == 0) memcpy(f->master, f->full_params, f->nparams * sizeof(float));
         else
@@ -327,7 +327,7 @@ void slm_fsdp_init_params(slm_fsdp_t f, uint64_t seed)
     }
     for (int u = 0; u < f->nunits; u++) {
         const fsdp_unit *un = &f->u[u];
-        slm_gpt_init_range(f->model, seed, un->off + un->own_lo, un->own_n, f->shard_params + un->shard_off);
+        slm_model_init_range(f->model, seed, un->off + un->own_lo, un->own_n, f->shard_params + un->shard_off);
     }
 }
 
@@ -350,9 +350,9 @@ slm_status slm_fsdp_finish_backward(slm_fsdp_t f)
  * (*whole). */
 static void sumsq_by_split(slm_fsdp_t f, const float *g, size_t off, size_t n, double *split, double *whole)
 {
-    const int nt = slm_gpt_num_tensors(f->model);
+    const int nt = slm_model_num_tensors(f->model);
     for (int i = 0; i < nt; i++) {
-        const slm_tensor_info *t = slm_gpt_tensor(f->model, i);
+        const slm_tensor_info *t = slm_model_tensor(f->model, i);
         size_t lo = t->offset > off ? t->offset : off;
         size_t hi = t->offset + t->count < off + n ? t->offset + t->count : off + n;
         if (lo < hi) *(t->tp_split ? split : whole) += slm_sumsq(g + (lo - off), hi - lo);
@@ -365,7 +365,9 @@ static void sumsq_by_split(slm_fsdp_t f, const float *g, size_t off, size_t n, d
 static double grad_norm_model_parallel(slm_fsdp_t f)
 {
     double s[2] = {0.0, 0.0}; /* split, whole */
-    for (int u = f->o.count_unit0 ? 0 : 1; u < f->nunits; u++) {
+    const int skip = f->o.count_tied ? -1 : slm_model_tied_unit(f->model);
+    for (int u = 0; u < f->nunits; u++) {
+        if (u == skip) continue;
         const fsdp_unit *un = &f->u[u];
         if (f->o.zero_stage == 0) sumsq_by_split(f, f->full_grads + un->off, un->off, un->n, &s[0], &s[1]);
         else sumsq_by_split(f, f->shard_grads + un->shard_off, un->off + un->own_lo, un->own_n, &s[0], &s[1]);
@@ -379,8 +381,9 @@ static double grad_norm_model_parallel(slm_fsdp_t f)
 
 double slm_fsdp_sum_tied(slm_fsdp_t f)
 {
-    if (f->o.tied == MPI_COMM_NULL) return 0.0;
-    const fsdp_unit *un = &f->u[0];
+    const int tied = slm_model_tied_unit(f->model);
+    if (f->o.tied == MPI_COMM_NULL || tied < 0) return 0.0;
+    const fsdp_unit *un = &f->u[tied];
     float *g = f->o.zero_stage == 0 ? f->full_grads + un->off : f->shard_grads + un->shard_off;
     size_t n = f->o.zero_stage == 0 ? un->n : un->own_n;
     MPI_Allreduce(MPI_IN_PLACE, g, (int)n, MPI_FLOAT, MPI_SUM, f->o.tied);
@@ -389,7 +392,7 @@ double slm_fsdp_sum_tied(slm_fsdp_t f)
 
 double slm_fsdp_grad_norm(slm_fsdp_t f)
 {
-    if (f->o.tp != MPI_COMM_NULL || f->o.pp != MPI_COMM_NULL || !f->o.count_unit0)
+    if (f->o.tp != MPI_COMM_NULL || f->o.pp != MPI_COMM_NULL || !f->o.count_tied)
         return grad_norm_model_parallel(f);
     if (f->o.zero_stage == 0) return sqrt(slm_sumsq(f->full_grads, f->nparams));
     double local = 0.0, total = 0.0;
@@ -403,8 +406,8 @@ void slm_fsdp_clip(slm_fsdp_t f, double norm, double max_norm) { f->clip_scale =
 
 slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr)
 {
-    const slm_tensor_info *t = slm_gpt_tensor(f->model, 0);
-    const int nt = slm_gpt_num_tensors(f->model);
+    const slm_tensor_info *t = slm_model_tensor(f->model, 0);
+    const int nt = slm_model_num_tensors(f->model);
     slm_adamw_begin_step(f->opt);
     slm_adamw_set_grad_scale(f->opt, f->clip_scale);
     f->clip_scale = 1.0f;

@@ -41,7 +41,7 @@ typedef struct {
 } fsdp_pool;
 
 struct slm_fsdp {
-    slm_gpt_t model;
+    slm_model_t model;
     MPI_Comm dp;
     int rank, size;
     slm_fsdp_options o;

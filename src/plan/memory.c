@@ -1,5 +1,5 @@
 /* memory.c - the memory a layout needs per rank, from the model's and the sharded
- * training state's own accounting (slm_gpt_measure, slm_fsdp_memory_for). */
+ * training state's own accounting (slm_model_measure, slm_fsdp_memory_for). */
 #include "shardlm/parallel.h"
 #include "shardlm/plan.h"
 
@@ -11,7 +11,7 @@ typedef struct stage_buckets {
     size_t first, largest_rest; /* parameters of bucket 0 and of the largest after it */
 } stage_buckets;
 
-static stage_buckets buckets_of(const slm_gpt_footprint *fp, double bucket_mb)
+static stage_buckets buckets_of(const slm_model_footprint *fp, double bucket_mb)
 {
     size_t sizes[fp->nunits], sum[fp->nunits];
     int of[fp->nunits];
@@ -25,7 +25,7 @@ static stage_buckets buckets_of(const slm_gpt_footprint *fp, double bucket_mb)
     return b;
 }
 
-slm_status slm_plan_memory_for(const slm_gpt_config *cfg, const slm_plan_layout *lay, slm_plan_memory *out)
+slm_status slm_plan_memory_for(const slm_model_config *cfg, const slm_plan_layout *lay, slm_plan_memory *out)
 {
     SLM_CHECK(lay->dp >= 1 && lay->tp >= 1 && lay->pp >= 1, SLM_ERR_ARG, "dp %d, tp %d, pp %d: each must be >= 1",
               lay->dp, lay->tp, lay->pp);
@@ -40,9 +40,9 @@ slm_status slm_plan_memory_for(const slm_gpt_config *cfg, const slm_plan_layout 
     *out = (slm_plan_memory){0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     for (int s = 0; s < P; s++) { /* the layer split and micro-batches in flight of `shardlm train` */
         const int slots = P - s < accum ? P - s : accum;
-        const slm_gpt_stage st = {s * L / P, (s + 1) * L / P - s * L / P, s == 0, s == P - 1, slots};
-        slm_gpt_footprint fp;
-        SLM_CALL(slm_gpt_measure(cfg, lay->micro_batch, lay->tp, &st, lay->threads, &fp));
+        const slm_model_stage st = {s * L / P, (s + 1) * L / P - s * L / P, s == 0, s == P - 1, slots};
+        slm_model_footprint fp;
+        SLM_CALL(slm_model_measure(cfg, lay->micro_batch, lay->tp, &st, lay->threads, &fp));
         const stage_buckets b = buckets_of(&fp, lay->bucket_mb);
         const slm_fsdp_memory m =
             slm_fsdp_memory_for(fp.params, b.first, b.largest_rest, b.n, lay->dp, lay->zero_stage, lay->bf16);

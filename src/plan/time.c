@@ -43,13 +43,13 @@ static void dp_halves(const slm_plan_layout *l, const slm_plan_memory *mem, int 
     }
 }
 
-void slm_plan_step_time(const slm_gpt_config *cfg, const slm_plan_layout *l, const slm_plan_memory *mem,
+void slm_plan_step_time(const slm_model_config *cfg, const slm_plan_layout *l, const slm_plan_memory *mem,
                         const slm_calibration *cal, slm_plan_time *out)
 {
     const double T = cfg->seq_len, C = cfg->d_model;
     const int m = l->global_batch / (l->micro_batch * l->dp); /* micro-batches per step */
     const double tokens = (double)l->global_batch * T;
-    out->compute_s = slm_gpt_flops_per_token(cfg) * tokens / ((double)l->dp * l->tp * l->pp) /
+    out->compute_s = slm_model_flops_per_token(cfg) * tokens / ((double)l->dp * l->tp * l->pp) /
                      (cal->gflops_per_rank * 1e9);
     out->bubble_s = out->compute_s * (l->pp - 1) / m;
     const double wire = mem->nparams * (l->bf16 ? 2.0 : 4.0); /* the gradient (and gathered) bytes */

@@ -13,7 +13,7 @@
  * write too are left out of what this rank writes (slm_trainer_writes). */
 static slm_ckpt_piece *pieces_of(trainer *tr, int for_read, int *n)
 {
-    const int nt = slm_gpt_num_tensors(tr->model);
+    const int nt = slm_model_num_tensors(tr->model);
     const int cap = 2 * slm_fsdp_num_buckets(tr->fsdp);
     slm_fsdp_range *r = malloc((size_t)cap * sizeof *r);
     slm_ckpt_piece *p = malloc((size_t)(cap + nt) * sizeof *p); /* (range, tensor) overlaps: <= ranges + tensors */
@@ -25,8 +25,8 @@ static slm_ckpt_piece *pieces_of(trainer *tr, int for_read, int *n)
     const int nr = slm_fsdp_state_ranges(tr->fsdp, for_read, r);
     /* does this rank hold anything it must not write? */
     int all_mine = 1;
-    for (int k = 0; k < nt; k++) all_mine &= slm_gpt_tensor(tr->model, k)->count == 0 ||
-                                             slm_trainer_writes(tr, slm_gpt_tensor(tr->model, k));
+    for (int k = 0; k < nt; k++) all_mine &= slm_model_tensor(tr->model, k)->count == 0 ||
+                                             slm_trainer_writes(tr, slm_model_tensor(tr->model, k));
     *n = 0;
     for (int i = 0; i < nr; i++) {
         if (for_read || all_mine) {
@@ -34,7 +34,7 @@ static slm_ckpt_piece *pieces_of(trainer *tr, int for_read, int *n)
             continue;
         }
         for (int k = 0; k < nt; k++) {
-            const slm_tensor_info *t = slm_gpt_tensor(tr->model, k);
+            const slm_tensor_info *t = slm_model_tensor(tr->model, k);
             size_t lo = t->offset > r[i].offset ? t->offset : r[i].offset;
             size_t hi = t->offset + t->count < r[i].offset + r[i].count ? t->offset + t->count : r[i].offset + r[i].count;
             if (!slm_trainer_writes(tr, t) || lo >= hi) continue;
@@ -56,11 +56,8 @@ static void meta_of(trainer *tr, long step, slm_ckpt_meta *m)
     m->tokens = tr->samples * (long long)tr->T;
     m->adam_t = slm_fsdp_adam_steps(tr->fsdp);
     m->seed = c->train.seed;
-    m->n_layer = c->model.n_layer;
-    m->n_head = c->model.n_head;
-    m->d_model = c->model.d_model;
-    m->vocab_size = c->model.vocab_size;
-    m->seq_len = c->model.seq_len;
+    m->model = *slm_model_config_of(tr->model);
+    m->model.recompute = 0; /* a run choice, not part of the model */
     snprintf(m->layout, sizeof m->layout, "dp=%d tp=%d pp=%d zero_stage=%d precision=%s", tr->dp,
              c->parallel.tp, c->parallel.pp, c->parallel.zero_stage, c->train.precision);
     snprintf(m->matmul, sizeof m->matmul, "%s", tr->matmul.choice);
@@ -71,10 +68,8 @@ static void meta_of(trainer *tr, long step, slm_ckpt_meta *m)
 static slm_status init_from_llmc(trainer *tr)
 {
     const slm_conf *c = tr->conf;
-    slm_gpt_config mc = {c->model.n_layer, c->model.n_head, c->model.d_model, c->model.vocab_size,
-                         c->model.seq_len, 0};
     slm_llmc_t llmc = NULL;
-    slm_status s = slm_llmc_open(c->model.init_from, &mc, &llmc);
+    slm_status s = slm_llmc_open(c->model.init_from, slm_model_config_of(tr->model), &llmc);
     SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), s));
     int n = 0;
     slm_ckpt_piece *pieces = pieces_of(tr, 1, &n);
@@ -83,7 +78,7 @@ static slm_status init_from_llmc(trainer *tr)
                        pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "model.init_from: out of memory for the list of pieces")));
     for (int i = 0; i < n; i++)
         if (pieces[i].params)
-            slm_llmc_fill(llmc, slm_gpt_tensor(tr->model, 0), slm_gpt_num_tensors(tr->model), pieces[i].offset,
+            slm_llmc_fill(llmc, slm_model_tensor(tr->model, 0), slm_model_num_tensors(tr->model), pieces[i].offset,
                           pieces[i].count, pieces[i].params);
     free(pieces);
     slm_llmc_close(&llmc);
@@ -100,7 +95,7 @@ slm_status slm_trainer_restore(trainer *tr)
     slm_ckpt_meta meta, want;
     meta_of(tr, 0, &want);
     /* the newest checkpoint that verifies and holds exactly this model's tensors */
-    const slm_ckpt_expect expect = {&want, slm_gpt_tensor(tr->model, 0), slm_gpt_num_tensors(tr->model)};
+    const slm_ckpt_expect expect = {&want, slm_model_tensor(tr->model, 0), slm_model_num_tensors(tr->model)};
     SLM_CALL(slm_ckpt_find(comm, c->ckpt.dir, c->ckpt.resume, &expect, path, sizeof path));
     if (!path[0]) /* nothing to resume: a fresh run */
         return c->model.init_from[0] ? init_from_llmc(tr) : SLM_OK;
@@ -108,7 +103,7 @@ slm_status slm_trainer_restore(trainer *tr)
     slm_ckpt_piece *pieces = pieces_of(tr, 1, &n);
     SLM_CALL(slm_agree(comm, pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "resume: out of memory for the list of pieces")));
     slm_ckpt_stats st;
-    slm_status s = slm_ckpt_load(comm, path, slm_gpt_tensor(tr->model, 0), slm_gpt_num_tensors(tr->model), pieces,
+    slm_status s = slm_ckpt_load(comm, path, slm_model_tensor(tr->model, 0), slm_model_num_tensors(tr->model), pieces,
                                  n, &meta, &st);
     free(pieces);
     SLM_CALL(s);
@@ -236,8 +231,8 @@ static slm_status save_async(trainer *tr, slm_ckpt_piece *pieces, int n, const s
         }
     }
     a->meta = *meta;
-    a->tensors = slm_gpt_tensor(tr->model, 0);
-    a->ntensors = slm_gpt_num_tensors(tr->model);
+    a->tensors = slm_model_tensor(tr->model, 0);
+    a->ntensors = slm_model_num_tensors(tr->model);
     a->keep = c->ckpt.keep;
     a->keep_every = c->ckpt.keep_every;
     snprintf(a->dir, sizeof a->dir, "%s", c->ckpt.dir);
@@ -268,8 +263,8 @@ slm_status slm_trainer_save(trainer *tr, long step, int force)
     if (c->ckpt.async && !force) return save_async(tr, pieces, n, &meta); /* it keeps pieces */
     SLM_CALL(join_async(tr)); /* a forced save is written now; one in flight commits first */
     slm_ckpt_stats st;
-    slm_status s = slm_ckpt_save(slm_mesh_world(tr->mesh), c->ckpt.dir, &meta, slm_gpt_tensor(tr->model, 0),
-                                 slm_gpt_num_tensors(tr->model), pieces, n, c->ckpt.keep, c->ckpt.keep_every, &st);
+    slm_status s = slm_ckpt_save(slm_mesh_world(tr->mesh), c->ckpt.dir, &meta, slm_model_tensor(tr->model, 0),
+                                 slm_model_num_tensors(tr->model), pieces, n, c->ckpt.keep, c->ckpt.keep_every, &st);
     free(pieces);
     SLM_CALL(s);
     if (tr->rank == 0)

@@ -4,12 +4,13 @@
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include "shardlm/runtime.h"
 
 struct slm_dump {
     char path[4096]; /* for messages */
     hid_t file;
-    slm_gpt_t model;
+    slm_model_t model;
     hid_t tokens; /* dataset (steps, accum, B, T+1) */
     long steps;
     int accum, B, T;
@@ -33,8 +34,8 @@ static slm_status write_array(slm_dump_t d, const char *name, hid_t type, int ra
 
 static slm_status write_params(slm_dump_t d, const char *group, const float *base)
 {
-    for (int i = 0; i < slm_gpt_num_tensors(d->model); i++) {
-        const slm_tensor_info *t = slm_gpt_tensor(d->model, i);
+    for (int i = 0; i < slm_model_num_tensors(d->model); i++) {
+        const slm_tensor_info *t = slm_model_tensor(d->model, i);
         char path[128];
         snprintf(path, sizeof path, "%s/%s", group, t->name);
         hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
@@ -52,6 +53,19 @@ static void attr_long(hid_t loc, const char *name, long v)
     H5Sclose(sp);
 }
 
+/* A string attribute (fixed length, NUL-terminated, as h5py reads it back as text). */
+static void attr_string(hid_t loc, const char *name, const char *v)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(v) + 1);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    H5Awrite(a, t, v);
+    H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+}
+
 static void attr_double(hid_t loc, const char *name, double v)
 {
     hid_t sp = H5Screate(H5S_SCALAR);
@@ -61,7 +75,7 @@ static void attr_double(hid_t loc, const char *name, double v)
     H5Sclose(sp);
 }
 
-slm_status slm_dump_create(const char *path, const slm_conf *c, slm_gpt_t model, const float *init,
+slm_status slm_dump_create(const char *path, const slm_conf *c, slm_model_t model, const float *init,
                            int accum, int dp, slm_dump_t *out)
 {
     *out = NULL;
@@ -78,11 +92,24 @@ slm_status slm_dump_create(const char *path, const slm_conf *c, slm_gpt_t model,
     d->accum = accum;
     d->B = c->train.micro_batch;
     d->T = c->model.seq_len;
-    attr_long(d->file, "n_layer", c->model.n_layer);
-    attr_long(d->file, "n_head", c->model.n_head);
-    attr_long(d->file, "d_model", c->model.d_model);
-    attr_long(d->file, "vocab_size", c->model.vocab_size);
-    attr_long(d->file, "seq_len", c->model.seq_len);
+    const slm_model_config *mc = slm_model_config_of(model);
+    attr_string(d->file, "arch", mc->arch);
+    attr_long(d->file, "n_layer", mc->n_layer);
+    attr_long(d->file, "n_head", mc->n_head);
+    attr_long(d->file, "d_model", mc->d_model);
+    attr_long(d->file, "vocab_size", mc->vocab_size);
+    attr_long(d->file, "seq_len", mc->seq_len);
+    attr_long(d->file, "n_kv_head", mc->n_kv_head);
+    attr_long(d->file, "ffn_hidden", mc->ffn_hidden);
+    attr_long(d->file, "max_pos", mc->max_pos);
+    attr_long(d->file, "tie_embeddings", mc->tie_embeddings);
+    attr_double(d->file, "norm_eps", mc->norm_eps);
+    attr_double(d->file, "rope_theta", mc->rope_theta);
+    attr_string(d->file, "rope_scaling", mc->rope.kind == SLM_ROPE_LLAMA3 ? "llama3" : "none");
+    attr_double(d->file, "rope_factor", mc->rope.factor);
+    attr_double(d->file, "rope_low_freq_factor", mc->rope.low_freq_factor);
+    attr_double(d->file, "rope_high_freq_factor", mc->rope.high_freq_factor);
+    attr_long(d->file, "rope_original_max_pos", mc->rope.original_max_pos);
     attr_long(d->file, "micro_batch", c->train.micro_batch);
     attr_long(d->file, "grad_accum", accum);
     attr_long(d->file, "steps", c->train.steps);
@@ -124,7 +151,7 @@ slm_status slm_dump_tokens(slm_dump_t d, long step, int micro, const int32_t *wi
 
 slm_status slm_dump_logits(slm_dump_t d, const float *logits)
 {
-    const slm_gpt_config *c = slm_gpt_config_of(d->model);
+    const slm_model_config *c = slm_model_config_of(d->model);
     hsize_t dims[3] = {(hsize_t)d->B, (hsize_t)d->T, (hsize_t)c->vocab_size};
     SLM_CALL(write_array(d, "step0/logits", H5T_NATIVE_FLOAT, 3, dims, logits));
     return SLM_OK;

@@ -53,7 +53,7 @@ static int first_failure(MPI_Comm comm, int ok, char *why, size_t len)
     return first;
 }
 
-slm_status slm_matmul_choose(MPI_Comm comm, const char *matmul, int bf16, slm_gpt_t model, int B,
+slm_status slm_matmul_choose(MPI_Comm comm, const char *matmul, int bf16, slm_model_t model, int B,
                              const char *prefer, slm_matmul_choice *out)
 {
     int rank, size;
@@ -65,7 +65,7 @@ slm_status slm_matmul_choose(MPI_Comm comm, const char *matmul, int bf16, slm_gp
     eligible(matmul, bf16, may_choose, measure);
     for (int i = 0; i < NCAND; i++) n_choosable += may_choose[i];
     slm_gemm_shape shapes[64];
-    const int nshapes = slm_gpt_gemm_shapes(model, B, shapes, 64);
+    const int nshapes = slm_model_gemm_shapes(model, B, shapes, 64);
     double seconds[NCAND];
     int ok[NCAND];
     for (int i = 0; i < NCAND; i++) {

@@ -39,14 +39,14 @@ static void forward(pipe_state *p, int k)
     slm_trainer_load_batch(tr, p->step, k);
     if (!p->first) { /* the previous stage's output for micro-batch k */
         MPI_Request r;
-        MPI_Irecv(slm_gpt_stage_input(tr->model, slot), (int)p->n, MPI_FLOAT, p->stage - 1, k, p->comm, &r);
+        MPI_Irecv(slm_model_stage_input(tr->model, slot), (int)p->n, MPI_FLOAT, p->stage - 1, k, p->comm, &r);
         wait_for(p, &r, "MPI_Wait: pipeline activations from the previous stage");
     }
     slm_activity_set("forward", -1);
-    p->loss += slm_gpt_forward_slot(tr->model, slot, tr->inputs, tr->targets, tr->B, tr->T);
+    p->loss += slm_model_forward_slot(tr->model, slot, tr->inputs, tr->targets, tr->B, tr->T);
     if (!p->last) {
         wait_for(p, &p->act_sent[slot], "MPI_Wait: pipeline activations to the next stage");
-        MPI_Isend(slm_gpt_stage_output(tr->model, slot), (int)p->n, MPI_FLOAT, p->stage + 1, k, p->comm,
+        MPI_Isend(slm_model_stage_output(tr->model, slot), (int)p->n, MPI_FLOAT, p->stage + 1, k, p->comm,
                   &p->act_sent[slot]);
         p->bytes += (double)p->n * sizeof(float);
     }
@@ -58,16 +58,16 @@ static void backward(pipe_state *p, int k, int M)
     const int slot = k % p->slots;
     if (!p->last) { /* the next stage's gradient of this stage's output */
         MPI_Request r;
-        MPI_Irecv(slm_gpt_stage_grad(tr->model), (int)p->n, MPI_FLOAT, p->stage + 1, k, p->comm, &r);
+        MPI_Irecv(slm_model_stage_grad(tr->model), (int)p->n, MPI_FLOAT, p->stage + 1, k, p->comm, &r);
         wait_for(p, &r, "MPI_Wait: pipeline gradients from the next stage");
     }
     slm_activity_set("backward", -1);
     slm_fsdp_set_last_micro(tr->fsdp, k == M - 1); /* data-parallel reduction after the last */
-    slm_gpt_backward_slot(tr->model, slot, 1.0f / ((float)tr->B * tr->T * M * tr->dp));
+    slm_model_backward_slot(tr->model, slot, 1.0f / ((float)tr->B * tr->T * M * tr->dp));
     if (!p->first) {
         float *buf = p->grad_buf + (size_t)slot * p->n;
         wait_for(p, &p->grad_sent[slot], "MPI_Wait: pipeline gradients to the previous stage");
-        memcpy(buf, slm_gpt_stage_grad(tr->model), p->n * sizeof(float));
+        memcpy(buf, slm_model_stage_grad(tr->model), p->n * sizeof(float));
         MPI_Isend(buf, (int)p->n, MPI_FLOAT, p->stage - 1, k, p->comm, &p->grad_sent[slot]);
         p->bytes += (double)p->n * sizeof(float);
     }

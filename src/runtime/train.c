@@ -35,12 +35,6 @@ static void format_eta(double s, char *buf, size_t len)
     else snprintf(buf, len, "%ld:%02ld", t / 60, t % 60);
 }
 
-slm_gpt_config slm_conf_model(const slm_conf *c)
-{
-    return (slm_gpt_config){c->model.n_layer, c->model.n_head,  c->model.d_model,
-                            c->model.vocab_size, c->model.seq_len, c->train.recompute};
-}
-
 /* Everything the run will write to can be written, on every rank that writes it: the
  * checkpoint directory (all ranks write checkpoints together) and the dump (rank 0; it is
  * created only after the model is initialized or resumed). Found now, not at the first
@@ -57,7 +51,7 @@ static slm_status check_outputs(const trainer *tr)
 static slm_status setup_local(trainer *tr)
 {
     const slm_conf *c = tr->conf;
-    slm_gpt_config mc = slm_conf_model(c);
+    slm_model_config mc = slm_conf_model(c);
     tr->B = c->train.micro_batch;
     tr->T = c->model.seq_len;
     size_t need = (size_t)c->train.steps * (size_t)c->train.global_batch * (size_t)tr->T + (size_t)tr->T + 1;
@@ -72,17 +66,18 @@ static slm_status setup_local(trainer *tr)
         SLM_CALL(slm_dataset_open(c->data.val, c->model.vocab_size, tr->T, c->train.seed, 1, need_val, &tr->val));
     }
     tr->best_val = INFINITY;
-    slm_gpt_tp tp = {slm_mesh_tp_rank(tr->mesh), slm_mesh_tp_size(tr->mesh), slm_mesh_tp_allreduce,
+    slm_model_tp tp = {slm_mesh_tp_rank(tr->mesh), slm_mesh_tp_size(tr->mesh), slm_mesh_tp_allreduce,
                      slm_mesh_tp_allreduce_max, tr->mesh};
     /* pipeline stage s of P runs layers [s*L/P, (s+1)*L/P) and keeps P - s micro-batches */
     const int P = slm_mesh_pp_size(tr->mesh), s = slm_mesh_pp_rank(tr->mesh), L = c->model.n_layer;
     tr->pipe_slots = P - s < tr->accum ? P - s : tr->accum;
-    slm_gpt_stage stage = {s * L / P, (s + 1) * L / P - s * L / P, s == 0, s == P - 1, tr->pipe_slots};
-    SLM_CALL(slm_gpt_create(&mc, tr->B, 0, &tp, &stage, &tr->model));
+    slm_model_stage stage = {s * L / P, (s + 1) * L / P - s * L / P, s == 0, s == P - 1, tr->pipe_slots};
+    SLM_CALL(slm_model_create(&mc, tr->B, 0, &tp, &stage, &tr->model));
     slm_fsdp_options fo = {c->parallel.zero_stage, c->parallel.overlap, c->parallel.bucket_mb, uses_bf16(c),
                            c->train.beta1, c->train.beta2, c->train.eps, c->train.weight_decay,
                            tp.size > 1 ? slm_mesh_tp_comm(tr->mesh) : MPI_COMM_NULL,
-                           P > 1 ? slm_mesh_pp_comm(tr->mesh) : MPI_COMM_NULL, slm_mesh_tied_comm(tr->mesh),
+                           P > 1 ? slm_mesh_pp_comm(tr->mesh) : MPI_COMM_NULL,
+                           slm_model_has_tied(&mc) ? slm_mesh_tied_comm(tr->mesh) : MPI_COMM_NULL,
                            !(P > 1 && s == P - 1)};
     SLM_CALL(slm_fsdp_create(tr->model, tr->dp_comm, &fo, &tr->fsdp));
     slm_fsdp_init_params(tr->fsdp, c->train.seed);
@@ -119,14 +114,14 @@ static slm_status setup_local(trainer *tr)
 static slm_status setup_shared(trainer *tr)
 {
     const slm_conf *c = tr->conf;
-    slm_gpt_config mc = slm_conf_model(c);
+    slm_model_config mc = slm_conf_model(c);
     /* MFU and timings mean nothing when ranks and threads outnumber the cores */
     const int local = slm_mesh_local_size(tr->mesh);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (tr->rank == 0 && cores > 0 && (long)local * slm_get_threads() > cores)
         slm_warn("%d ranks x %d threads share %ld cores on this node: timings and MFU are not meaningful",
                  local, slm_get_threads(), cores);
-    tr->flops_per_token = slm_gpt_flops_per_token(&mc);
+    tr->flops_per_token = slm_model_flops_per_token(&mc);
     SLM_CALL(slm_matmul_choose(slm_mesh_world(tr->mesh), c->train.matmul, uses_bf16(c), tr->model, tr->B,
                                tr->resumed_matmul[0] ? tr->resumed_matmul : NULL, &tr->matmul));
     tr->peak_gflops = c->log.peak_gflops;
@@ -141,7 +136,7 @@ int slm_trainer_writes(const trainer *tr, const slm_tensor_info *t)
 {
     if (!t->tp_split && slm_mesh_tp_rank(tr->mesh) > 0) return 0;
     const int P = slm_mesh_pp_size(tr->mesh);
-    if (P > 1 && slm_mesh_pp_rank(tr->mesh) == P - 1 && t->block < 0 && strncmp(t->name, "lnf", 3)) return 0;
+    if (P > 1 && slm_mesh_pp_rank(tr->mesh) == P - 1 && t->tied) return 0; /* the first stage's copy counts */
     return 1;
 }
 
@@ -154,10 +149,10 @@ static slm_status gather_whole(trainer *tr, int grads, float **out)
     SLM_CALL(slm_fsdp_gather(tr->fsdp, grads, tr->full));
     *out = tr->full;
     if (!tr->whole || tr->dp_rank != 0) return SLM_OK;
-    const size_t ng = slm_gpt_num_global_params(tr->model);
+    const size_t ng = slm_model_num_global_params(tr->model);
     memset(tr->whole, 0, ng * sizeof(float));
-    for (int i = 0; i < slm_gpt_num_tensors(tr->model); i++) {
-        const slm_tensor_info *t = slm_gpt_tensor(tr->model, i);
+    for (int i = 0; i < slm_model_num_tensors(tr->model); i++) {
+        const slm_tensor_info *t = slm_model_tensor(tr->model, i);
         if (!slm_trainer_writes(tr, t)) continue;
         for (size_t j = 0; j < t->count; j++) tr->whole[t->goffset + slm_tensor_global_index(t, j)] = tr->full[t->offset + j];
     }
@@ -177,9 +172,9 @@ static slm_status setup_dump(trainer *tr)
     /* the gathers are collective: every rank takes part, and all agree on the buffers */
     int ok = 1;
     if (tr->dp_rank == 0) {
-        ok = (tr->full = malloc(slm_gpt_num_params(tr->model) * sizeof(float))) != NULL;
+        ok = (tr->full = malloc(slm_model_num_params(tr->model) * sizeof(float))) != NULL;
         if (slm_mesh_tp_size(tr->mesh) > 1 || slm_mesh_pp_size(tr->mesh) > 1)
-            ok &= (tr->whole = malloc(slm_gpt_num_global_params(tr->model) * sizeof(float))) != NULL;
+            ok &= (tr->whole = malloc(slm_model_num_global_params(tr->model) * sizeof(float))) != NULL;
     }
     SLM_CALL(slm_agree(slm_mesh_world(tr->mesh),
                        ok ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "log.dump: cannot allocate a parameter vector")));
@@ -197,7 +192,7 @@ static void teardown(trainer *tr)
     slm_dataset_destroy(&tr->val);
     if (tr->metrics) fclose(tr->metrics);
     slm_fsdp_destroy(&tr->fsdp);
-    slm_gpt_destroy(&tr->model);
+    slm_model_destroy(&tr->model);
     slm_dataset_destroy(&tr->data);
     free(tr->windows);
     free(tr->inputs);
@@ -217,7 +212,7 @@ static void print_summary(const trainer *tr)
     const slm_conf *c = tr->conf;
     if (tr->rank != 0) return;
     const double mib = 1 << 20;
-    size_t n = slm_gpt_num_params(tr->model);
+    size_t n = slm_model_num_params(tr->model);
     slm_fsdp_memory m = slm_fsdp_memory_of(tr->fsdp);
     printf("shardlm %s: training configuration\n", PACKAGE_VERSION);
     slm_conf_print(c, stdout);
@@ -236,7 +231,7 @@ static void print_summary(const trainer *tr)
            "activations %.1f MiB\n",
            m.params / mib, m.grads / mib, m.optimizer / mib, (m.params + m.grads + m.optimizer) / mib,
            c->parallel.zero_stage, slm_fsdp_expected_bytes(n, tr->dp, c->parallel.zero_stage, uses_bf16(c)) / mib,
-           m.gathered / mib, m.grad_buckets / mib, (double)slm_gpt_activation_bytes(tr->model) / mib);
+           m.gathered / mib, m.grad_buckets / mib, (double)slm_model_activation_bytes(tr->model) / mib);
     const int P = c->parallel.pp, L = c->model.n_layer;
     if (P > 1) {
         printf("pipeline  ");
@@ -314,12 +309,12 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
         slm_activity_set("forward and backward", -1);
         slm_trainer_load_batch(tr, step, micro);
         slm_fsdp_set_last_micro(tr->fsdp, micro == tr->accum - 1);
-        loss += slm_gpt_forward(tr->model, tr->inputs, tr->targets, tr->B, tr->T);
+        loss += slm_model_forward(tr->model, tr->inputs, tr->targets, tr->B, tr->T);
         if (tr->dump && tr->dp == 1 && slm_mesh_tp_size(tr->mesh) == 1 && step == 0 && micro == 0)
             /* before backward overwrites them; with tensor parallelism rank 0 holds only its
              * columns, with pipeline parallelism none (this loop does not run then) */
-            slm_trainer_defer(tr, slm_dump_logits(tr->dump, slm_gpt_logits(tr->model)));
-        slm_gpt_backward(tr->model, 1.0f / ((float)tr->B * tr->T * tr->accum * tr->dp));
+            slm_trainer_defer(tr, slm_dump_logits(tr->dump, slm_model_logits(tr->model)));
+        slm_model_backward(tr->model, 1.0f / ((float)tr->B * tr->T * tr->accum * tr->dp));
         SLM_CALL(slm_fsdp_finish_backward(tr->fsdp));
     }
     slm_activity_set("MPI_Allreduce: loss", -1);
@@ -374,10 +369,10 @@ static double forward_whole(trainer *tr, const int32_t *tok, const int32_t *targ
     const int P = slm_mesh_pp_size(tr->mesh), s = slm_mesh_pp_rank(tr->mesh);
     const int n = B * T * tr->conf->model.d_model, V = tr->conf->model.vocab_size;
     MPI_Comm pp = slm_mesh_pp_comm(tr->mesh);
-    if (s > 0) MPI_Recv(slm_gpt_stage_input(tr->model, 0), n, MPI_FLOAT, s - 1, 0, pp, MPI_STATUS_IGNORE);
-    double loss = slm_gpt_forward_slot(tr->model, 0, tok, targets, B, T);
-    if (s < P - 1) MPI_Send(slm_gpt_stage_output(tr->model, 0), n, MPI_FLOAT, s + 1, 0, pp);
-    else if (!targets) slm_gpt_last_logits(tr->model, 0, logits);
+    if (s > 0) MPI_Recv(slm_model_stage_input(tr->model, 0), n, MPI_FLOAT, s - 1, 0, pp, MPI_STATUS_IGNORE);
+    double loss = slm_model_forward_slot(tr->model, 0, tok, targets, B, T);
+    if (s < P - 1) MPI_Send(slm_model_stage_output(tr->model, 0), n, MPI_FLOAT, s + 1, 0, pp);
+    else if (!targets) slm_model_last_logits(tr->model, 0, logits);
     if (P > 1 && targets) MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, pp); /* the last stage's */
     if (P > 1 && !targets) MPI_Bcast(logits, V, MPI_FLOAT, P - 1, pp);
     return loss;

@@ -15,7 +15,7 @@ typedef struct {
     slm_mesh_t mesh;
     MPI_Comm dp_comm;
     int rank, world, dp, dp_rank, accum, B, T;
-    slm_gpt_t model;
+    slm_model_t model;
     slm_fsdp_t fsdp;
     slm_dataset_t data;
     slm_dataset_t val;         /* data.val, or NULL */

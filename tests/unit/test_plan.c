@@ -71,18 +71,20 @@ static void test_params(void)
     /* GPT-2 small, tied head: 124,439,808 parameters */
     CU_ASSERT_EQUAL(slm_plan_gpt2_params(12, 768, 50257, 1024), 124439808.0);
     /* the model module's own table for odd shapes */
-    const slm_gpt_config cfgs[] = {{3, 4, 32, 101, 16, 0}, {2, 3, 24, 37, 9, 1}, {12, 12, 768, 50257, 1024, 0}};
+#define GPT2(L, H, C, V, T, R) {.arch = "gpt2", .n_layer = L, .n_head = H, .d_model = C, .vocab_size = V, .seq_len = T, .recompute = R}
+    const slm_model_config cfgs[] = {GPT2(3, 4, 32, 101, 16, 0), GPT2(2, 3, 24, 37, 9, 1), GPT2(12, 12, 768, 50257, 1024, 0)};
+#undef GPT2
     for (int i = 0; i < 3; i++) {
-        slm_gpt_footprint fp;
-        CU_ASSERT_FATAL(slm_gpt_measure(&cfgs[i], 2, 1, NULL, omp_get_max_threads(), &fp) == SLM_OK);
+        slm_model_footprint fp;
+        CU_ASSERT_FATAL(slm_model_measure(&cfgs[i], 2, 1, NULL, omp_get_max_threads(), &fp) == SLM_OK);
         CU_ASSERT_EQUAL((double)fp.params, slm_plan_gpt2_params(cfgs[i].n_layer, cfgs[i].d_model,
                                                                 cfgs[i].vocab_size, cfgs[i].seq_len));
         CU_ASSERT_EQUAL(fp.nunits, cfgs[i].n_layer + 2);
         /* ... and the activations of a model really created */
-        slm_gpt_t m;
-        CU_ASSERT_FATAL(slm_gpt_create(&cfgs[i], 2, 0, NULL, NULL, &m) == SLM_OK);
-        CU_ASSERT_EQUAL(fp.activation_bytes, slm_gpt_activation_bytes(m));
-        slm_gpt_destroy(&m);
+        slm_model_t m;
+        CU_ASSERT_FATAL(slm_model_create(&cfgs[i], 2, 0, NULL, NULL, &m) == SLM_OK);
+        CU_ASSERT_EQUAL(fp.activation_bytes, slm_model_activation_bytes(m));
+        slm_model_destroy(&m);
     }
 }
 
@@ -110,7 +112,7 @@ static void test_shape(void)
  * stage 3 also the parameter shard. */
 static void test_memory_stages(void)
 {
-    const slm_gpt_config cfg = {4, 4, 64, 256, 32, 0};
+    const slm_model_config cfg = {.arch = "gpt2", .n_layer = 4, .n_head = 4, .d_model = 64, .vocab_size = 256, .seq_len = 32};
     const double N = slm_plan_gpt2_params(4, 64, 256, 32), dp = 4;
     slm_plan_memory m[4];
     for (int z = 0; z < 4; z++) {
@@ -142,7 +144,7 @@ static void test_memory_stages(void)
  * is 256 tokens. */
 static void test_step_time(void)
 {
-    const slm_gpt_config cfg = {4, 4, 64, 256, 32, 0};
+    const slm_model_config cfg = {.arch = "gpt2", .n_layer = 4, .n_head = 4, .d_model = 64, .vocab_size = 256, .seq_len = 32};
     const slm_calibration cal = {10.0, 20.0, 1e-5, 2e9, 1e9, 4, 1, 1};
     /* dp 4: compute 1376256 * 256 / 4 / 1e10 s; the gradient all-reduce moves 2 * 3/4 of
      * 218496 * 4 bytes at 1 GB/s, in 6 buckets (the embeddings, 4 blocks, the final norm)
