@@ -40,20 +40,18 @@ typedef struct slm_loss_point {
  * law's name is "fit". */
 slm_status slm_law_fit(const slm_loss_point *pts, int n, double delta, slm_loss_law *law, double *objective);
 
-/* Parameters of a GPT-2 (tied LM head, learned positions):
- *   V*C + T*C + L*(12*C^2 + 13*C) + 2*C. */
-double slm_plan_gpt2_params(int n_layer, int d_model, int vocab, int seq_len);
-
-/* A GPT-2 shape near `params` parameters: d_model a multiple of head_size, n_head =
- * d_model / head_size, and among the shapes within 10% of the target, the one whose
+/* A shape of base's architecture near `params` parameters (slm_model_params_of):
+ * d_model a multiple of head_size, n_head = d_model / head_size, key/value heads in base's
+ * ratio to the heads, the architecture's default MLP width, base's vocabulary and
+ * sequence length; among the shapes within 10% of the target, the one whose
  * d_model / n_layer is nearest `aspect` (by ratio); if none is within 10%, the nearest in
  * size. Fails (SLM_ERR_ARG, with the reason) when even one layer of the smallest width
  * is larger than the target. */
 typedef struct slm_plan_shape {
-    int n_layer, n_head, d_model;
+    slm_model_config model;
     double params;
 } slm_plan_shape;
-slm_status slm_plan_shape_for(double params, int vocab, int seq_len, int head_size, double aspect,
+slm_status slm_plan_shape_for(double params, const slm_model_config *base, int head_size, double aspect,
                               slm_plan_shape *out);
 
 /* A layout to plan memory for: world = dp * tp * pp ranks. */

@@ -123,7 +123,7 @@ static int fitting_layouts(const slm_conf *c, const slm_model_config *mc, const 
     const double limit = a->memory_per_node_gib * 1024.0 * 1024.0 * 1024.0;
     for (int pp = 1; pp <= a->ranks && pp <= mc->n_layer; pp++)
         for (int tp = 1; tp <= a->ranks_per_node; tp++) {
-            if (a->ranks % (tp * pp) || mc->n_head % tp || a->ranks_per_node % tp) continue;
+            if (a->ranks % (tp * pp) || a->ranks_per_node % tp || slm_model_config_check(mc, tp) != SLM_OK) continue;
             for (int z = 0; z <= 3; z++) {
                 slm_conf lc = *c; /* the layout must be one `shardlm train` accepts */
                 lc.parallel.tp = tp, lc.parallel.pp = pp, lc.parallel.zero_stage = z;
@@ -131,6 +131,7 @@ static int fitting_layouts(const slm_conf *c, const slm_model_config *mc, const 
                 if (pp > 1 && c->train.global_batch % (c->train.micro_batch * dp) == 0)
                     lc.parallel.microbatches = c->train.global_batch / (c->train.micro_batch * dp);
                 lc.model.n_layer = mc->n_layer, lc.model.n_head = mc->n_head, lc.model.d_model = mc->d_model;
+                lc.model.n_kv_head = mc->n_kv_head, lc.model.ffn_hidden = mc->ffn_hidden;
                 if (slm_conf_validate(&lc, a->ranks) != SLM_OK) continue;
                 slm_plan_layout l = layout_of(c, a->ranks, tp, pp, z);
                 slm_plan_memory m;
@@ -185,11 +186,10 @@ static slm_status compute(const plan_args *a, const slm_conf *c, plan_result *r)
     }
     if (r->C > 0) slm_law_optimum(&r->law, r->C, &r->N_opt, &r->D_opt);
     const double target = a->params ? a->params : r->N_opt;
-    r->shape = (slm_plan_shape){mc->n_layer, mc->n_head, mc->d_model,
-                                slm_model_params_of(mc)};
+    r->shape = (slm_plan_shape){*mc, slm_model_params_of(mc)};
     if (target > 0) {
-        SLM_CALL(slm_plan_shape_for(target, mc->vocab_size, mc->seq_len, a->head_size, a->aspect, &r->shape));
-        mc->n_layer = r->shape.n_layer, mc->n_head = r->shape.n_head, mc->d_model = r->shape.d_model;
+        SLM_CALL(slm_plan_shape_for(target, mc, a->head_size, a->aspect, &r->shape));
+        *mc = r->shape.model;
     }
     /* the size asked about, its own compute-optimal tokens and budget, and the tokens to predict at */
     r->N = a->params ? a->params : r->shape.params;
@@ -220,9 +220,10 @@ static void print_json(const plan_args *a, const slm_conf *c, const plan_result 
     if (r->C > 0)
         printf("\"budget_flops\":%.17g,\"optimum\":{\"params\":%.17g,\"tokens\":%.17g,\"loss\":%.17g},", r->C, r->N_opt,
                r->D_opt, slm_law_loss(l, r->N_opt, r->D_opt));
-    printf("\"model\":{\"n_layer\":%d,\"n_head\":%d,\"d_model\":%d,\"vocab_size\":%d,\"seq_len\":%d,"
-           "\"params\":%.17g,\"flops_per_token\":%.17g},",
-           mc->n_layer, mc->n_head, mc->d_model, mc->vocab_size, mc->seq_len, r->shape.params,
+    printf("\"model\":{\"arch\":\"%s\",\"n_layer\":%d,\"n_head\":%d,\"n_kv_head\":%d,\"d_model\":%d,"
+           "\"ffn_hidden\":%d,\"vocab_size\":%d,\"seq_len\":%d,\"params\":%.17g,\"flops_per_token\":%.17g},",
+           mc->arch, mc->n_layer, mc->n_head, mc->n_kv_head, mc->d_model, mc->ffn_hidden, mc->vocab_size, mc->seq_len,
+           r->shape.params,
            slm_model_flops_per_token(mc));
     printf("\"params\":%.17g,\"optimal_tokens\":%.17g,\"optimal_budget_flops\":%.17g,\"tokens\":%.17g,\"loss\":%.17g,",
            r->N, r->D_for_N, r->C_for_N, r->D, slm_law_loss(l, r->N, r->D));
@@ -263,9 +264,9 @@ static void print_text(const plan_args *a, const slm_conf *c, const plan_result 
         printf("budget    %.3g FLOPs%s; compute-optimal (C = 6 N D): N = %.3g parameters, D = %.3g tokens "
                "(%.1f tokens per parameter), loss %.4f\n",
                r->C, hours, r->N_opt, r->D_opt, r->D_opt / r->N_opt, slm_law_loss(l, r->N_opt, r->D_opt));
-    printf("model     n_layer %d, n_head %d, d_model %d (vocab %d, seq_len %d): %.4g parameters, %.4g FLOPs per "
+    printf("model     %s n_layer %d, n_head %d, d_model %d (vocab %d, seq_len %d): %.4g parameters, %.4g FLOPs per "
            "trained token\n",
-           mc->n_layer, mc->n_head, mc->d_model, mc->vocab_size, mc->seq_len, r->shape.params,
+           mc->arch, mc->n_layer, mc->n_head, mc->d_model, mc->vocab_size, mc->seq_len, r->shape.params,
            slm_model_flops_per_token(mc));
     printf("tokens    %.3g parameters are compute-optimal with %.3g tokens (%.3g FLOPs); at %.3g tokens the law "
            "predicts loss %.4f\n",

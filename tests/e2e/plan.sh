@@ -1,7 +1,7 @@
 #!/bin/bash
 # shardlm plan: the memory it predicts per rank equals what `shardlm train` allocates (its
 # `memory` line), and its count of gradient buckets the train's `layout` line, on 1-4 ranks, at every ZeRO stage, in fp32 and bf16, with tensor and
-# pipeline parallelism and with recompute; the compute-optimal answers and the JSON fields;
+# pipeline parallelism and with recompute, for GPT-2 and Llama; the compute-optimal answers and the JSON fields;
 # bad input refused with a message naming the option.
 . "$(dirname "$0")/common.sh"
 S=$SHARDLM
@@ -44,6 +44,10 @@ plan_vs_train 4 parallel.zero_stage=1 train.precision=bf16
 plan_vs_train 2 parallel.tp=2
 plan_vs_train 4 parallel.pp=2 parallel.zero_stage=1 parallel.microbatches=2
 plan_vs_train 4 parallel.tp=2 parallel.pp=2 parallel.microbatches=4 train.recompute=true
+# a Llama (grouped-query attention, SwiGLU, an untied head that lives on the last stage)
+llama=(model.arch=llama model.n_kv_head=2 model.ffn_hidden=520 model.tie_embeddings=false)
+plan_vs_train 2 "${llama[@]}" parallel.zero_stage=3
+plan_vs_train 4 "${llama[@]}" parallel.tp=2 parallel.pp=2 parallel.microbatches=4 train.recompute=true
 
 # plan starts no MPI: it answers where MPI cannot start (a PML that does not exist makes
 # MPI_Init fail, as `bench gemm` shows); under a launcher, the launcher's rank 0 alone
@@ -72,7 +76,7 @@ for k in ("optimal_tokens", "optimal_budget_flops", "tokens", "loss", "layout", 
 print("6e20 FLOPs -> N %.4g, D %.4g, shape L=%d C=%d (%.4g)" % (o["params"], o["tokens"], m["n_layer"], m["d_model"], m["params"]))
 EOF
 "$S" plan model.vocab_size=50257 model.seq_len=1024 --params 124439808 --law besiroglu >"$WORK/p.txt" || fail "plan --params"
-grep -q "^model     n_layer 12, n_head 12, d_model 768 " "$WORK/p.txt" || { cat "$WORK/p.txt"; fail "GPT-2 small's shape"; }
+grep -q "^model     gpt2 n_layer 12, n_head 12, d_model 768 " "$WORK/p.txt" || { cat "$WORK/p.txt"; fail "GPT-2 small's shape"; }
 # a fitted law from a file, and the layouts that fit a node
 printf '{"E": 2.0, "A": 300, "B": 500, "alpha": 0.3, "beta": 0.3, "note": "fit"}\n' >"$WORK/law.json"
 "$S" plan "${model[@]}" --law "$WORK/law.json" --ranks 4 --ranks-per-node 2 --memory-per-node 0.1 >"$WORK/l.txt" \
@@ -87,7 +91,7 @@ expect_error 2 "unknown option '--bogus'" -- "$S" plan --bogus 1
 expect_error 2 "$WORK/nosuch.json" -- "$S" plan --law "$WORK/nosuch.json"
 printf '{"E": 2.0, "A": 300}\n' >"$WORK/half.json"
 expect_error 2 "half.json: no number \"B\"" -- "$S" plan --law "$WORK/half.json"
-expect_error 2 "less than the smallest GPT-2" -- "$S" plan --params 1000
+expect_error 2 "less than the smallest gpt2" -- "$S" plan --params 1000
 expect_error 2 "train.global_batch" -- "$S" plan "${model[@]}" --ranks 3
 
 # plan fit: runs generated (in Python) from the Besiroglu law with 0.2% noise give back its

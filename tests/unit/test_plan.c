@@ -66,19 +66,33 @@ static void test_worked_values(void)
     CU_ASSERT_PTR_NULL(slm_law_builtin("kaplan"));
 }
 
+#define GPT2(L, H, C, V, T, R) \
+    {.arch = "gpt2", .n_layer = L, .n_head = H, .d_model = C, .vocab_size = V, .seq_len = T, .recompute = R}
+#define LLAMA(L, H, KV, C, F, V, T, TIE) \
+    {.arch = "llama", .n_layer = L, .n_head = H, .n_kv_head = KV, .d_model = C, .ffn_hidden = F, .vocab_size = V, \
+     .seq_len = T, .tie_embeddings = TIE}
+
+static double params_of(slm_model_config c)
+{
+    slm_model_config_defaults(&c);
+    return slm_model_params_of(&c);
+}
+
 static void test_params(void)
 {
-    /* GPT-2 small, tied head: 124,439,808 parameters */
-    CU_ASSERT_EQUAL(slm_plan_gpt2_params(12, 768, 50257, 1024), 124439808.0);
-    /* the model module's own table for odd shapes */
-#define GPT2(L, H, C, V, T, R) {.arch = "gpt2", .n_layer = L, .n_head = H, .d_model = C, .vocab_size = V, .seq_len = T, .recompute = R}
-    const slm_model_config cfgs[] = {GPT2(3, 4, 32, 101, 16, 0), GPT2(2, 3, 24, 37, 9, 1), GPT2(12, 12, 768, 50257, 1024, 0)};
-#undef GPT2
-    for (int i = 0; i < 3; i++) {
+    /* published counts: GPT-2 small (tied head) 124,439,808; Llama 3.2 1B (tied, GQA 32/8)
+     * 1,235,814,400; TinyLlama 1.1B (untied, GQA 32/4) 1,100,048,384 */
+    CU_ASSERT_EQUAL(params_of((slm_model_config)GPT2(12, 12, 768, 50257, 1024, 0)), 124439808.0);
+    CU_ASSERT_EQUAL(params_of((slm_model_config)LLAMA(16, 32, 8, 2048, 8192, 128256, 2048, 1)), 1235814400.0);
+    CU_ASSERT_EQUAL(params_of((slm_model_config)LLAMA(22, 32, 4, 2048, 5632, 32000, 2048, 0)), 1100048384.0);
+    /* the model module's own table for odd shapes, against the formula */
+    const slm_model_config cfgs[] = {GPT2(3, 4, 32, 101, 16, 0), GPT2(2, 3, 24, 37, 9, 1),
+                                     GPT2(12, 12, 768, 50257, 1024, 0), LLAMA(3, 6, 2, 36, 52, 101, 16, 0),
+                                     LLAMA(2, 4, 4, 24, 0, 37, 9, 1)};
+    for (int i = 0; i < (int)(sizeof cfgs / sizeof cfgs[0]); i++) {
         slm_model_footprint fp;
         CU_ASSERT_FATAL(slm_model_measure(&cfgs[i], 2, 1, NULL, omp_get_max_threads(), &fp) == SLM_OK);
-        CU_ASSERT_EQUAL((double)fp.params, slm_plan_gpt2_params(cfgs[i].n_layer, cfgs[i].d_model,
-                                                                cfgs[i].vocab_size, cfgs[i].seq_len));
+        CU_ASSERT_EQUAL((double)fp.params, params_of(cfgs[i]));
         CU_ASSERT_EQUAL(fp.nunits, cfgs[i].n_layer + 2);
         /* ... and the activations of a model really created */
         slm_model_t m;
@@ -91,19 +105,33 @@ static void test_params(void)
 static void test_shape(void)
 {
     slm_plan_shape s;
-    CU_ASSERT_FATAL(slm_plan_shape_for(124439808.0, 50257, 1024, 64, 64, &s) == SLM_OK);
-    CU_ASSERT_EQUAL(s.n_layer, 12);
-    CU_ASSERT_EQUAL(s.d_model, 768);
-    CU_ASSERT_EQUAL(s.n_head, 12);
+    const slm_model_config gpt2 = GPT2(1, 1, 64, 50257, 1024, 0);
+    CU_ASSERT_FATAL(slm_plan_shape_for(124439808.0, &gpt2, 64, 64, &s) == SLM_OK);
+    CU_ASSERT_EQUAL(s.model.n_layer, 12);
+    CU_ASSERT_EQUAL(s.model.d_model, 768);
+    CU_ASSERT_EQUAL(s.model.n_head, 12);
     CU_ASSERT_EQUAL(s.params, 124439808.0);
     /* a 1.45e9 target: within 10%, d_model a multiple of 64, the aspect near 64 */
-    CU_ASSERT_FATAL(slm_plan_shape_for(1.45e9, 50257, 2048, 64, 64, &s) == SLM_OK);
-    printf("\n    1.45e9: n_layer %d d_model %d n_head %d, %.4g parameters", s.n_layer, s.d_model, s.n_head, s.params);
+    slm_model_config wide = gpt2;
+    wide.seq_len = 2048;
+    CU_ASSERT_FATAL(slm_plan_shape_for(1.45e9, &wide, 64, 64, &s) == SLM_OK);
+    printf("\n    1.45e9: n_layer %d d_model %d n_head %d, %.4g parameters", s.model.n_layer, s.model.d_model,
+           s.model.n_head, s.params);
     CU_ASSERT(REL(s.params, 1.45e9) <= 0.10);
-    CU_ASSERT(s.d_model % 64 == 0 && s.n_head * 64 == s.d_model);
-    CU_ASSERT(s.d_model / s.n_layer >= 32 && s.d_model / s.n_layer <= 128);
+    CU_ASSERT(s.model.d_model % 64 == 0 && s.model.n_head * 64 == s.model.d_model);
+    CU_ASSERT(s.model.d_model / s.model.n_layer >= 32 && s.model.d_model / s.model.n_layer <= 128);
+    /* Llama 3.2 1B's count with its grouping (4 query heads per key/value head): the
+     * shape keeps the grouping and the architecture's MLP width, and lands within 10% */
+    const slm_model_config llama = LLAMA(1, 32, 8, 2048, 0, 128256, 2048, 1);
+    CU_ASSERT_FATAL(slm_plan_shape_for(1235814400.0, &llama, 64, 128, &s) == SLM_OK);
+    printf("\n    llama 1.24e9: n_layer %d d_model %d n_head %d n_kv_head %d ffn %d, %.4g parameters", s.model.n_layer,
+           s.model.d_model, s.model.n_head, s.model.n_kv_head, s.model.ffn_hidden, s.params);
+    CU_ASSERT(REL(s.params, 1235814400.0) <= 0.10);
+    CU_ASSERT(s.model.n_head == 4 * s.model.n_kv_head && s.model.ffn_hidden % 256 == 0);
+    CU_ASSERT(s.model.ffn_hidden >= 8 * s.model.d_model / 3 && s.model.ffn_hidden < 8 * s.model.d_model / 3 + 256);
+    CU_ASSERT_EQUAL(s.params, params_of(s.model));
     /* smaller than the smallest model of the vocabulary: refused */
-    CU_ASSERT(slm_plan_shape_for(1e5, 50257, 1024, 64, 64, &s) != SLM_OK);
+    CU_ASSERT(slm_plan_shape_for(1e5, &gpt2, 64, 64, &s) != SLM_OK);
 }
 
 /* Memory per rank by ZeRO stage, worked by hand for a model of N parameters on dp ranks
@@ -112,8 +140,8 @@ static void test_shape(void)
  * stage 3 also the parameter shard. */
 static void test_memory_stages(void)
 {
-    const slm_model_config cfg = {.arch = "gpt2", .n_layer = 4, .n_head = 4, .d_model = 64, .vocab_size = 256, .seq_len = 32};
-    const double N = slm_plan_gpt2_params(4, 64, 256, 32), dp = 4;
+    const slm_model_config cfg = GPT2(4, 4, 64, 256, 32, 0);
+    const double N = params_of((slm_model_config)GPT2(4, 4, 64, 256, 32, 0)), dp = 4;
     slm_plan_memory m[4];
     for (int z = 0; z < 4; z++) {
         const slm_plan_layout lay = {4, 1, 1, z, 0, 2, 8, 1, 0};
@@ -144,7 +172,7 @@ static void test_memory_stages(void)
  * is 256 tokens. */
 static void test_step_time(void)
 {
-    const slm_model_config cfg = {.arch = "gpt2", .n_layer = 4, .n_head = 4, .d_model = 64, .vocab_size = 256, .seq_len = 32};
+    const slm_model_config cfg = GPT2(4, 4, 64, 256, 32, 0);
     const slm_calibration cal = {10.0, 20.0, 1e-5, 2e9, 1e9, 4, 1, 1};
     /* dp 4: compute 1376256 * 256 / 4 / 1e10 s; the gradient all-reduce moves 2 * 3/4 of
      * 218496 * 4 bytes at 1 GB/s, in 6 buckets (the embeddings, 4 blocks, the final norm)
