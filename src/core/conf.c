@@ -40,16 +40,16 @@ static const key_spec keys[] = {
         "MLP width (0 = 4 d_model for gpt2, 8/3 d_model rounded up to 256 for llama)"),
     NUM("model", "max_pos", K_INT, model.max_pos, 0, 1048576, "positions the model has (0 = seq_len)"),
     NUM("model", "tie_embeddings", K_BOOL, model.tie_embeddings, 0, 1, "the LM head is the token embedding"),
-    NUM("model", "norm_eps", K_DOUBLE, model.norm_eps, 0, 1, "epsilon of the norms"),
-    NUM("model", "rope_theta", K_DOUBLE, model.rope_theta, 0, 1e12, "rotary embeddings' base (llama)"),
+    NUM("model", "norm_eps", K_DOUBLE, model.norm_eps, 0, 1, "epsilon of the norms (0 = 1e-5)"),
+    NUM("model", "rope_theta", K_DOUBLE, model.rope_theta, 0, 1e12, "rotary embeddings' base (llama; 0 = 10000)"),
     STR("model", "rope_scaling", model.rope_scaling, "rotary frequency scaling: none or llama3"),
-    NUM("model", "rope_factor", K_DOUBLE, model.rope_factor, 0, 1e6, "llama3 scaling: factor"),
+    NUM("model", "rope_factor", K_DOUBLE, model.rope_factor, 0, 1e6, "llama3 scaling: factor (0 = 8)"),
     NUM("model", "rope_low_freq_factor", K_DOUBLE, model.rope_low_freq_factor, 0, 1e6,
-        "llama3 scaling: low-frequency factor"),
+        "llama3 scaling: low-frequency factor (0 = 1)"),
     NUM("model", "rope_high_freq_factor", K_DOUBLE, model.rope_high_freq_factor, 0, 1e6,
-        "llama3 scaling: high-frequency factor"),
-    NUM("model", "rope_original_max_pos", K_INT, model.rope_original_max_pos, 1, 16777216,
-        "llama3 scaling: the context the frequencies were trained for"),
+        "llama3 scaling: high-frequency factor (0 = 4)"),
+    NUM("model", "rope_original_max_pos", K_INT, model.rope_original_max_pos, 0, 16777216,
+        "llama3 scaling: the context the frequencies were trained for (0 = 8192)"),
     STR("model", "init_from", model.init_from, "initial weights from an llm.c GPT-2 .bin (fresh runs)"),
     NUM("train", "steps", K_LONG, train.steps, 0, 1e15, "optimizer steps"),
     NUM("train", "stop_after", K_LONG, train.stop_after, 0, 1e15, "end this run (with a checkpoint) at this step (0 = at train.steps)"),
@@ -111,13 +111,7 @@ void slm_conf_defaults(slm_conf *c)
     c->model.vocab_size = 256;
     c->model.seq_len = 64;
     c->model.tie_embeddings = 1;
-    c->model.norm_eps = 1e-5;
-    c->model.rope_theta = 10000;
     strcpy(c->model.rope_scaling, "none");
-    c->model.rope_factor = 8;
-    c->model.rope_low_freq_factor = 1;
-    c->model.rope_high_freq_factor = 4;
-    c->model.rope_original_max_pos = 8192;
     c->train.steps = 300;
     c->train.micro_batch = 8;
     c->train.global_batch = 8;

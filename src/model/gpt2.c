@@ -35,8 +35,8 @@ static slm_status check(const slm_model_config *c, int tp)
     SLM_CHECK(c->n_kv_head == c->n_head, SLM_ERR_CONFIG,
               "model.n_kv_head = %d: GPT-2 has as many key/value heads as heads (model.n_head = %d)", c->n_kv_head,
               c->n_head);
-    SLM_CHECK(c->rope.kind == SLM_ROPE_NONE, SLM_ERR_CONFIG,
-              "model.rope_scaling: GPT-2 has learned positions, no rotary embeddings");
+    SLM_CHECK(c->rope.kind == SLM_ROPE_NONE && c->rope_theta == 0, SLM_ERR_CONFIG,
+              "model.rope_scaling / model.rope_theta: GPT-2 has learned positions, no rotary embeddings");
     SLM_CHECK(fabs(c->norm_eps - 1e-5) < 1e-12, SLM_ERR_CONFIG,
               "model.norm_eps = %g: GPT-2's LayerNorm kernel uses 1e-5", c->norm_eps);
     SLM_CHECK(c->ffn_hidden % tp == 0, SLM_ERR_CONFIG, "parallel.tp = %d does not divide model.ffn_hidden = %d", tp,

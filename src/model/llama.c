@@ -39,6 +39,12 @@ static void defaults(slm_model_config *c)
     }
     if (c->norm_eps <= 0) c->norm_eps = 1e-5;
     if (c->rope_theta <= 0) c->rope_theta = 10000;
+    if (c->rope.kind == SLM_ROPE_LLAMA3) { /* Llama 3.1's values */
+        if (c->rope.factor <= 0) c->rope.factor = 8;
+        if (c->rope.low_freq_factor <= 0) c->rope.low_freq_factor = 1;
+        if (c->rope.high_freq_factor <= 0) c->rope.high_freq_factor = 4;
+        if (c->rope.original_max_pos <= 0) c->rope.original_max_pos = 8192;
+    }
 }
 
 static slm_status check(const slm_model_config *c, int tp)

@@ -38,6 +38,7 @@ void slm_model_config_defaults(slm_model_config *cfg)
     const slm_arch *a = slm_arch_find(cfg->arch);
     if (a) a->defaults(cfg);
     if (cfg->max_pos <= 0) cfg->max_pos = cfg->seq_len;
+    if (cfg->rope.kind == SLM_ROPE_NONE) cfg->rope = (slm_rope_scaling){0}; /* its parameters mean nothing */
 }
 
 slm_status slm_model_config_check(const slm_model_config *c, int tp_size)

@@ -39,25 +39,29 @@ for layout in "1 parallel.zero_stage=0" "2 parallel.zero_stage=3 train.precision
     check_same "$WORK/full.jsonl" "$WORK/tail.jsonl" "$WORK/full.h5" "$WORK/tail.h5"
 done
 
-# A version-1 checkpoint (the earliest HDF5 file format, no matmul, no digest), written by
-# shardlm at commit 7edce5a at step 4 of the run below: it verifies, and resumes with the
-# losses and gradient norms that version of shardlm continued with (bitwise on the machine
-# that wrote them; 1e-5 relative here), writing version-2 checkpoints from then on.
-v1args=(model.n_layer=1 model.n_head=2 model.d_model=8 model.vocab_size=11 model.seq_len=4 train.steps=8
-        train.micro_batch=2 train.global_batch=4 sample.tokens=0 log.peak_gflops=10 train.threads=1)
-gunzip -c "$SLM_SRCDIR/tests/data/ckpt-v1-step4.h5.gz" >"$WORK/v1.h5" || fail "unpacking the version-1 checkpoint"
-"$SHARDLM" ckpt verify "$WORK/v1.h5" | grep -q '^ok: .*format version 1' || fail "the version-1 checkpoint does not verify"
-"$SHARDLM" train "${v1args[@]}" "ckpt.resume=$WORK/v1.h5" "ckpt.dir=$WORK/v1ck" "log.metrics=$WORK/v1.jsonl" \
-    >"$WORK/out" || fail "resume from the version-1 checkpoint"
-grep -q '^resume .*v1.h5: step 4' "$WORK/out" || { cat "$WORK/out"; fail "did not resume from the version-1 checkpoint"; }
-"$PYTHON3" - "$SLM_SRCDIR/tests/data/ckpt-v1-continued.jsonl" "$WORK/v1.jsonl" <<'PY' || fail "resumed from version 1, the run differs"
+# Checkpoints of the earlier formats, written by shardlm at step 4 of the run below:
+# version 1 (the earliest HDF5 file format, no matmul, no digest) at commit 7edce5a,
+# version 2 (GPT-2 described by five shape integers, no model_config) at commit 34804ca.
+# Each verifies, and resumes with the losses and gradient norms that version continued with
+# (bitwise on the machine that wrote them; 1e-5 relative here), writing version-3
+# checkpoints from then on.
+old_args=(model.n_layer=1 model.n_head=2 model.d_model=8 model.vocab_size=11 model.seq_len=4 train.steps=8
+          train.micro_batch=2 train.global_batch=4 sample.tokens=0 log.peak_gflops=10 train.threads=1)
+for v in 1 2; do
+    gunzip -c "$SLM_SRCDIR/tests/data/ckpt-v$v-step4.h5.gz" >"$WORK/v$v.h5" || fail "unpacking the version-$v checkpoint"
+    "$SHARDLM" ckpt verify "$WORK/v$v.h5" | grep -q "^ok: .*format version $v" || fail "the version-$v checkpoint does not verify"
+    "$SHARDLM" train "${old_args[@]}" "ckpt.resume=$WORK/v$v.h5" "ckpt.dir=$WORK/v${v}ck" "log.metrics=$WORK/v$v.jsonl" \
+        >"$WORK/out" || fail "resume from the version-$v checkpoint"
+    grep -q "^resume .*v$v.h5: step 4" "$WORK/out" || { cat "$WORK/out"; fail "did not resume from the version-$v checkpoint"; }
+    "$PYTHON3" - "$SLM_SRCDIR/tests/data/ckpt-v$v-continued.jsonl" "$WORK/v$v.jsonl" "$v" <<'PY' || fail "resumed from version $v, the run differs"
 import json, sys
 want = [json.loads(l) for l in open(sys.argv[1])]
 got = [json.loads(l) for l in open(sys.argv[2])]
 assert [r["step"] for r in got] == [r["step"] for r in want] == [4, 5, 6, 7], [r["step"] for r in got]
 worst = max(abs(g[k] - w[k]) / abs(w[k]) for g, w in zip(got, want) for k in ("loss", "grad_norm"))
 assert worst <= 1e-5, "largest relative difference %g" % worst
-print("version 1 resumed: steps 4-7 losses and grad norms match version 1's (largest relative difference %g)" % worst)
+print("version %s resumed: steps 4-7 losses and grad norms match its own (largest relative difference %g)" % (sys.argv[3], worst))
 PY
-"$SHARDLM" ckpt verify "$WORK/v1ck/step_000000008.h5" | grep -q '^ok: .*format version 2' \
-    || fail "the checkpoint written after resuming from version 1 is not a good version-2 one"
+    "$SHARDLM" ckpt verify "$WORK/v${v}ck/step_000000008.h5" | grep -q '^ok: .*format version 3' \
+        || fail "the checkpoint written after resuming from version $v is not a good version-3 one"
+done

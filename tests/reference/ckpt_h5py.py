@@ -2,7 +2,8 @@
 """Read a shardlm checkpoint with h5py alone (no shardlm code) and check it against the
 run's dump: every parameter at its global shape equals the dump's final parameters
 bitwise, the AdamW moments are there at the same shapes, and the metadata describes the
-run (format, version 2, step, model shape, layout, configuration, matmul). The file is in
+run (format, version 3, step, model shape, architecture and model configuration, layout,
+configuration, matmul). The file is in
 the HDF5 1.10 format (superblock version 3), and its meta_digest equals the CRC-32 this
 script computes from the attributes and tensors it reads, following the canonical form
 in docs/checkpoint-format.md (meta_digest, which tests/reference/ckpt_tamper.py imports).
@@ -25,6 +26,8 @@ def meta_digest(ck):
     for key in ("version", "step", "samples", "tokens", "adam_t", "seed", "n_layer", "n_head", "d_model",
                 "vocab_size", "seq_len"):
         canon += b"%s=%d\n" % (key.encode(), int(a[key]))
+    if int(a["version"]) >= 3:
+        canon += text("arch") + text("model_config")
     canon += text("layout") + text("config") + text("matmul")
     for g in ("params", "adam_m", "adam_v"):
         for n in sorted(ck[g], key=lambda s: s.encode()):
@@ -45,7 +48,7 @@ def main():
         if not cond:
             fail.append(what)
     fmt = a["format"].decode() if isinstance(a["format"], bytes) else a["format"]
-    expect(fmt == "shardlm-checkpoint" and int(a["version"]) == 2, f"format/version {fmt} {a.get('version')}")
+    expect(fmt == "shardlm-checkpoint" and int(a["version"]) == 3, f"format/version {fmt} {a.get('version')}")
     with open(ckpt_path, "rb") as raw:
         head = raw.read(9)
     expect(head[:8] == b"\x89HDF\r\n\x1a\n" and head[8] == 3, f"superblock version {head[8]}, expected 3 (HDF5 1.10)")
@@ -53,6 +56,16 @@ def main():
     expect(int(a["step"]) == step and int(a["adam_t"]) == step, f"step {a['step']} adam_t {a['adam_t']}")
     for key in ("n_layer", "n_head", "d_model", "vocab_size", "seq_len"):
         expect(int(a[key]) == int(dump.attrs[key]), f"{key}: {a[key]} vs {dump.attrs[key]}")
+    import json
+    mc = json.loads(a["model_config"])
+    arch = a["arch"].decode() if isinstance(a["arch"], bytes) else a["arch"]
+    want_arch = dump.attrs["arch"].decode() if isinstance(dump.attrs["arch"], bytes) else dump.attrs["arch"]
+    expect(arch == mc["arch"] == want_arch, f"arch {arch}, model_config's {mc['arch']}, the run's {want_arch}")
+    for key in ("n_layer", "n_head", "n_kv_head", "d_model", "ffn_hidden", "vocab_size", "seq_len", "max_pos",
+                "tie_embeddings", "rope_original_max_pos"):
+        expect(mc[key] == int(dump.attrs[key]), f"model_config {key}: {mc[key]} vs the run's {dump.attrs[key]}")
+    for key in ("norm_eps", "rope_theta", "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor"):
+        expect(mc[key] == float(dump.attrs[key]), f"model_config {key}: {mc[key]} vs the run's {dump.attrs[key]}")
     lay = a["layout"].decode() if isinstance(a["layout"], bytes) else a["layout"]
     expect(lay == layout, f"layout '{lay}' != '{layout}'")
     cfg = a["config"].decode() if isinstance(a["config"], bytes) else a["config"]
