@@ -138,16 +138,19 @@ static slm_status setup(slm_model_t m)
 {
     const int T = m->cfg.seq_len, hs = m->cfg.d_model / m->cfg.n_head;
     llama_priv *p = calloc(1, sizeof *p);
-    double *freq = malloc((size_t)(hs / 2) * sizeof(double));
+    m->priv = p; /* teardown frees whatever was allocated */
     if (p) {
         p->cos = malloc((size_t)T * (size_t)(hs / 2) * sizeof(float));
         p->sin = malloc((size_t)T * (size_t)(hs / 2) * sizeof(float));
     }
-    m->priv = p;
-    SLM_CHECK(p && freq && p->cos && p->sin, SLM_ERR_NOMEM, "cannot allocate the rotary tables");
-    slm_rope_freqs(freq, hs, m->cfg.rope_theta, &m->cfg.rope);
-    slm_rope_table(p->cos, p->sin, T, hs, freq);
+    double *freq = malloc((size_t)(hs / 2) * sizeof(double));
+    const int ok = p && p->cos && p->sin && freq;
+    if (ok) {
+        slm_rope_freqs(freq, hs, m->cfg.rope_theta, &m->cfg.rope);
+        slm_rope_table(p->cos, p->sin, T, hs, freq);
+    }
     free(freq);
+    SLM_CHECK(ok, SLM_ERR_NOMEM, "cannot allocate the rotary tables");
     return SLM_OK;
 }
 
