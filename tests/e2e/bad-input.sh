@@ -10,6 +10,19 @@ expect_error 2 "train.global_batch = 12" -- "$S" train train.global_batch=12
 expect_error 2 "cannot open config file $WORK/missing.ini" -- "$S" train "$WORK/missing.ini"
 printf '[model]\nn_layer = 2\n[train]\nwarmup = 3\n' >"$WORK/bad.ini"
 expect_error 2 "unknown key train.warmup" "bad.ini:4" -- "$S" train "$WORK/bad.ini"
+# architectures: what a model cannot be is refused before training, naming the key
+expect_error 2 "model.arch = 'mamba' is not an architecture shardlm has" -- "$S" train model.arch=mamba
+expect_error 2 "model.n_kv_head = 3 does not divide model.n_head = 4" -- "$S" train model.arch=llama model.n_kv_head=3
+expect_error 2 "rotary embeddings need an even head size" -- "$S" train model.arch=llama model.n_head=2 model.d_model=6
+expect_error 2 "model.rope_low_freq_factor = 4 and model.rope_high_freq_factor = 2" -- \
+    "$S" train model.arch=llama model.rope_scaling=llama3 model.rope_low_freq_factor=4 model.rope_high_freq_factor=2
+expect_error 2 "model.rope_scaling = 'yarn': expected none or llama3" -- "$S" train model.arch=llama model.rope_scaling=yarn
+expect_error 2 "model.tie_embeddings = false: GPT-2's LM head is its token embedding" -- \
+    "$S" train model.tie_embeddings=false
+expect_error 2 "model.n_kv_head = 2: GPT-2 has as many key/value heads" -- "$S" train model.n_kv_head=2
+expect_error 2 "GPT-2 has learned positions, no rotary embeddings" -- "$S" train model.rope_theta=500000
+expect_error 2 "model.seq_len = 64 is longer than the 32 positions the model has (model.max_pos)" -- \
+    "$S" train model.max_pos=32
 expect_error 2 "train.precision = 'fp16': expected fp32 or bf16" -- "$S" train train.precision=fp16
 expect_error 2 "train.matmul = 'mkl': expected auto, openblas or dnnl" -- "$S" train train.matmul=mkl
 if [ "$SLM_HAVE_DNNL" != yes ]; then
