@@ -2,8 +2,8 @@
  *
  * Kernels know nothing of MPI, files or configuration; they do not validate shapes
  * (callers validate once, where data enters). All buffers are row-major and dense.
- * Shape letters: B batch, T time, C channels, NH heads, hs = C/NH, V vocabulary,
- * N = B*T rows.
+ * Shape letters: B batch, T time, C channels, NH (query) heads, NKV key/value heads,
+ * hs head size (C/NH in GPT-2), V vocabulary, N = B*T rows.
  *
  * Backward convention: every gradient output ACCUMULATES (+=) into its buffer, so the
  * caller zeroes parameter gradients once per optimizer step and activation gradients
@@ -131,20 +131,27 @@ typedef struct slm_kernel_time {
 } slm_kernel_time;
 extern slm_kernel_time slm_kernel_clock;
 
-/* Causal multi-head self-attention with softmax scale 1/sqrt(hs).
- * qkv (B,T,3C) holds q, k, v side by side, head h at columns [h*hs, (h+1)*hs) of each.
- * out (B,T,C) is written (heads concatenated). Queries are processed SLM_ATTN_TILE rows
- * at a time against the keys they may see; no T x T matrix is formed or kept, and
- * backward recomputes the probabilities. (batch, head) pairs run in parallel on up to
- * `threads` OpenMP threads when the scratch (scratch_floats floats, clobbered) has
- * slm_attention_scratch_floats(T, threads) for them: 2 x min(T, tile) x T per thread. */
+/* Causal grouped-query self-attention with softmax scale 1/sqrt(hs): NH query heads share
+ * NKV key/value heads (NKV divides NH), query head h using key/value head h / (NH/NKV);
+ * NKV = NH is multi-head attention. qkv (B,T,(NH+2*NKV)*hs) holds in each row the query
+ * heads, then the key heads, then the value heads, head j of each at columns
+ * [j*hs, (j+1)*hs) of its part. out (B,T,NH*hs) is written (heads concatenated). Queries
+ * are processed SLM_ATTN_TILE rows at a time against the keys they may see; no T x T
+ * matrix is formed or kept, and backward recomputes the probabilities. Up to `threads`
+ * OpenMP threads share the work when the scratch (scratch_floats floats, clobbered) has
+ * slm_attention_scratch_floats(T, threads) for them: 2 x min(T, tile) x T per thread.
+ * Forward deals out (batch, query head) pairs, backward (batch, key/value head) groups
+ * (a group's query heads in order, in one thread): every element is written by one
+ * thread, its terms added in an order the thread count does not change. With a single
+ * pair or group the products themselves run threaded instead, and their rounding is the
+ * BLAS's (OpenBLAS's threaded sgemm can differ from its serial one in the last bits). */
 #define SLM_ATTN_TILE 128
 size_t slm_attention_scratch_floats(int T, int threads);
-void slm_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv, int B, int T, int C,
-                           int NH);
-/* dqkv (B,T,3C) accumulates. */
+void slm_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv, int B, int T, int NH,
+                           int NKV, int hs);
+/* dqkv (B,T,(NH+2*NKV)*hs), laid out as qkv, accumulates; dout (B,T,NH*hs). */
 void slm_attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *qkv,
-                            int B, int T, int C, int NH);
+                            int B, int T, int NH, int NKV, int hs);
 
 /* GELU, tanh approximation (GPT-2; torch gelu(approximate="tanh")). out written. */
 void slm_gelu_forward(float *out, const float *inp, size_t n);

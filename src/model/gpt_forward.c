@@ -33,12 +33,13 @@ static int last_unit(slm_gpt_t m) { return m->nunits - 1; }
 static void block_forward(slm_gpt_t m, int l, const float *x, int B, int T, int output)
 {
     const int C = m->cfg.d_model, NH = m->cfg.n_head / m->tp.size, CL = C / m->tp.size, N = B * T;
+    const int hs = C / m->cfg.n_head; /* this rank's NH heads, each with its own k and v */
     const gpt_block_views *w = &m->p.blocks[l];
     const gpt_block_acts *a = &m->blocks[l];
     slm_layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, x, w->ln1w, w->ln1b, N, C);
     slm_matmul_forward(a->qkv, a->ln1, w->qkvw, w->qkvb, N, C, 3 * CL);
     gpt_poll(m);
-    slm_attention_forward(a->atty, m->datt, m->datt_floats, a->qkv, B, T, CL, NH);
+    slm_attention_forward(a->atty, m->datt, m->datt_floats, a->qkv, B, T, NH, NH, hs);
     gpt_poll(m);
     row_parallel_forward(m, a->res2, a->atty, w->attprojw, w->attprojb, N, CL, C);
     slm_residual_forward(a->res2, a->res2, x, (size_t)N * C);
@@ -113,7 +114,7 @@ void slm_gpt_backward_slot(slm_gpt_t m, int slot, float loss_scale)
 {
     gpt_select_slot(m, slot);
     const int C = m->cfg.d_model;
-    const int NH = m->cfg.n_head / m->tp.size, CL = C / m->tp.size;
+    const int NH = m->cfg.n_head / m->tp.size, CL = C / m->tp.size, hs = C / m->cfg.n_head;
     const int B = m->B, T = m->T, N = B * T;
     const int l0 = m->stage.first_layer, l1 = l0 + m->stage.n_layers;
     const size_t NC = (size_t)N * C, NCL = (size_t)N * CL;
@@ -160,7 +161,7 @@ void slm_gpt_backward_slot(slm_gpt_t m, int slot, float loss_scale)
         float *dqkv = m->dwide1;
         memset(dqkv, 0, 3 * NCL * sizeof(float));
         gpt_poll(m);
-        slm_attention_backward(dqkv, m->datt, m->datt_floats, m->dnarrow, a->qkv, B, T, CL, NH);
+        slm_attention_backward(dqkv, m->datt, m->datt_floats, m->dnarrow, a->qkv, B, T, NH, NH, hs);
         gpt_poll(m);
         memset(m->dnarrow, 0, NC * sizeof(float));
         slm_matmul_backward(m->dnarrow, g->qkvw, g->qkvb, dqkv, a->ln1, w->qkvw, N, C, 3 * CL);

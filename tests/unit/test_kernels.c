@@ -12,8 +12,9 @@
  *
  * and the kernel is called with dout = r, so its analytic float gradient must equal
  * dL/dx for every input and every parameter. Shapes are deliberately odd (T = 1, 5, 7;
- * C = 6 or 12 with NH = 2 or 3; V = 11, 13 (not multiples of 8); IC x OC = 5 x 7,
- * N not a multiple of 4) so vectorized / blocked code paths with remainder bugs show.
+ * C = 6 or 12 with NH = 2 or 3; head sizes 3, 6, 10, NH = 6 over NKV = 2 and 3 over 1;
+ * V = 11, 13 (not multiples of 8); IC x OC = 5 x 7, N not a multiple of 4) so
+ * vectorized / blocked code paths with remainder bugs show.
  *
  * The accumulate (+=) convention of kernels.h is checked at the same time: every
  * gradient buffer is pre-filled with GRAD_PREFILL (a nonzero constant), and what is
@@ -55,6 +56,7 @@
 #include <CUnit/CUnit.h>
 
 #include "shardlm/kernels.h"
+#include "shardlm/runtime.h"
 
 #define NMSE_TOL 1e-8     /* see header comment */
 #define FD_STEP 1e-5      /* central finite-difference step, in double */
@@ -257,19 +259,23 @@ static void ref_matmul(double *out, const double *inp, const double *w, const do
         }
 }
 
-/* Causal attention: for each (b, h, t), scores s[t2] = q_t . k_t2 / sqrt(hs) for t2 <= t,
- * p = softmax(s), out = sum_t2 p[t2] v_t2. */
-static void ref_attention(double *out, const double *qkv, int B, int T, int C, int NH) {
-    int hs = C / NH;
+/* Causal grouped-query attention on the packed layout: row (b,t) of qkv holds NH query
+ * heads, then NKV key heads, then NKV value heads, hs wide each; query head h reads key /
+ * value head h / (NH/NKV). For each (b, h, t), scores s[t2] = q_t . k_t2 / sqrt(hs) for
+ * t2 <= t, p = softmax(s), out = sum_t2 p[t2] v_t2. */
+static void ref_attention(double *out, const double *qkv, int B, int T, int NH, int NKV, int hs) {
+    const size_t ld = (size_t)(NH + 2 * NKV) * hs, ldo = (size_t)NH * hs;
     double scale = 1.0 / sqrt((double)hs);
     double *s = DALLOC((size_t)T);
     for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
+        for (int h = 0; h < NH; h++) {
+            const int kv = h / (NH / NKV);
+            const size_t qc = (size_t)h * hs, kc = (size_t)(NH + kv) * hs, vc = (size_t)(NH + NKV + kv) * hs;
             for (int t = 0; t < T; t++) {
-                const double *q = qkv + ((size_t)b * T + t) * 3 * C + h * hs;
+                const double *q = qkv + ((size_t)b * T + t) * ld + qc;
                 double mx = -INFINITY;
                 for (int t2 = 0; t2 <= t; t2++) {
-                    const double *k = qkv + ((size_t)b * T + t2) * 3 * C + C + h * hs;
+                    const double *k = qkv + ((size_t)b * T + t2) * ld + kc;
                     double d = 0.0;
                     for (int i = 0; i < hs; i++) d += q[i] * k[i];
                     s[t2] = d * scale;
@@ -281,14 +287,14 @@ static void ref_attention(double *out, const double *qkv, int B, int T, int C, i
                     z += s[t2];
                 }
                 for (int t2 = 0; t2 <= t; t2++) s[t2] /= z;
-                double *o = out + ((size_t)b * T + t) * C + h * hs;
+                double *o = out + ((size_t)b * T + t) * ldo + qc;
                 for (int i = 0; i < hs; i++) {
                     double acc = 0.0;
-                    for (int t2 = 0; t2 <= t; t2++)
-                        acc += s[t2] * qkv[((size_t)b * T + t2) * 3 * C + 2 * C + h * hs + i];
+                    for (int t2 = 0; t2 <= t; t2++) acc += s[t2] * qkv[((size_t)b * T + t2) * ld + vc + i];
                     o[i] = acc;
                 }
             }
+        }
     free(s);
 }
 
@@ -528,39 +534,41 @@ static void test_matmul_null_dinp(void) {
 /* Attention                                                                            */
 
 typedef struct {
-    int B, T, C, NH;
+    int B, T, NH, NKV, hs;
     double *qkv, *r, *out;
 } att_ctx;
 
 static double att_loss(void *p) {
     att_ctx *c = p;
-    ref_attention(c->out, c->qkv, c->B, c->T, c->C, c->NH);
-    return dot(c->r, c->out, (size_t)c->B * c->T * c->C);
+    ref_attention(c->out, c->qkv, c->B, c->T, c->NH, c->NKV, c->hs);
+    return dot(c->r, c->out, (size_t)c->B * c->T * c->NH * c->hs);
 }
 
 /* Forward out vs reference, whatever garbage the scratch held; backward dqkv vs FD,
  * accumulating. scratch is exactly slm_attention_scratch_floats(T, 2) floats, as documented.
- * T past SLM_ATTN_TILE exercises several query tiles, the last one partial. */
-static void attention_case(int B, int T, int C, int NH, size_t nsamp, uint64_t seed) {
+ * T past SLM_ATTN_TILE exercises several query tiles, the last one partial. NKV < NH is
+ * grouped-query attention: every key/value head's gradient collects NH/NKV query heads'. */
+static void attention_case(int B, int T, int NH, int NKV, int hs, size_t nsamp, uint64_t seed) {
     rng_seed(seed);
-    size_t NQ = (size_t)B * T * 3 * C, NO = (size_t)B * T * C, NS = slm_attention_scratch_floats(T, 2);
+    size_t NQ = (size_t)B * T * (NH + 2 * NKV) * hs, NO = (size_t)B * T * NH * hs;
+    size_t NS = slm_attention_scratch_floats(T, 2);
     float *qkv = FALLOC(NQ), *out = FALLOC(NO), *scratch = FALLOC(NS), *r = FALLOC(NO);
     fill_uniform(qkv, NQ, 1.5f, 0.0f); /* non-trivial softmax */
     fill_uniform(r, NO, 1.0f, 0.0f);
     fill_const(out, NO, OUT_GARBAGE);
     fill_const(scratch, NS, OUT_GARBAGE);
 
-    printf("\n    attention B=%d T=%d C=%d NH=%d", B, T, C, NH);
-    slm_attention_forward(out, scratch, NS, qkv, B, T, C, NH);
+    printf("\n    attention B=%d T=%d NH=%d NKV=%d hs=%d", B, T, NH, NKV, hs);
+    slm_attention_forward(out, scratch, NS, qkv, B, T, NH, NKV, hs);
 
-    att_ctx c = {B, T, C, NH, to_double(qkv, NQ), to_double(r, NO), DALLOC(NO)};
-    ref_attention(c.out, c.qkv, B, T, C, NH);
+    att_ctx c = {B, T, NH, NKV, hs, to_double(qkv, NQ), to_double(r, NO), DALLOC(NO)};
+    ref_attention(c.out, c.qkv, B, T, NH, NKV, hs);
     CHECK_FWD("attention out", out, c.out, NO);
 
     float *dqkv = FALLOC(NQ);
     fill_const(dqkv, NQ, GRAD_PREFILL);
     fill_const(scratch, NS, OUT_GARBAGE);
-    slm_attention_backward(dqkv, scratch, NS, r, qkv, B, T, C, NH);
+    slm_attention_backward(dqkv, scratch, NS, r, qkv, B, T, NH, NKV, hs);
     CHECK_GRAD("attention dqkv (accumulated)", att_loss, &c, c.qkv, NQ, dqkv, nsamp);
 
     free(qkv); free(out); free(scratch); free(r); free(dqkv);
@@ -568,37 +576,127 @@ static void attention_case(int B, int T, int C, int NH, size_t nsamp, uint64_t s
 }
 
 static void test_attention(void) {
-    attention_case(2, 5, 12, 3, 0, 401); /* hs = 4 */
-    attention_case(2, 7, 6, 2, 0, 402);  /* hs = 3 */
-    attention_case(2, 1, 6, 2, 0, 403);  /* T = 1: p = [1], out = v, dq = dk = 0 */
-    attention_case(1, 7, 12, 3, 0, 404);
-    attention_case(1, SLM_ATTN_TILE, 8, 2, 400, 406);          /* exactly one full tile */
-    attention_case(2, 2 * SLM_ATTN_TILE + 22, 8, 2, 400, 407); /* three tiles, the last partial */
-    attention_case(3, SLM_ATTN_TILE + 5, 12, 3, 400, 408);     /* 9 (batch, head) pairs over the threads */
+    attention_case(2, 5, 3, 3, 4, 0, 401); /* C = 12 */
+    attention_case(2, 7, 2, 2, 3, 0, 402); /* C = 6 */
+    attention_case(2, 1, 2, 2, 3, 0, 403); /* T = 1: p = [1], out = v, dq = dk = 0 */
+    attention_case(1, 7, 3, 3, 4, 0, 404);
+    attention_case(1, SLM_ATTN_TILE, 2, 2, 4, 400, 406);          /* exactly one full tile */
+    attention_case(2, 2 * SLM_ATTN_TILE + 22, 2, 2, 4, 400, 407); /* three tiles, the last partial */
+    attention_case(3, SLM_ATTN_TILE + 5, 3, 3, 4, 400, 408);      /* 9 (batch, head) pairs over the threads */
+}
+
+/* Grouped-query attention: three query heads per key/value head, or all on one. */
+static void test_attention_gqa(void) {
+    attention_case(2, 5, 6, 2, 10, 0, 411);
+    attention_case(2, 7, 3, 1, 6, 0, 412);
+    attention_case(2, 1, 6, 2, 6, 0, 413); /* T = 1 */
+    attention_case(3, SLM_ATTN_TILE + 9, 6, 2, 6, 400, 414);      /* two tiles, 6 groups over the threads */
+    attention_case(1, 2 * SLM_ATTN_TILE + 3, 3, 1, 10, 400, 415); /* one group: a single worker */
+}
+
+/* Grouped-query attention is multi-head attention with each key/value head repeated for
+ * its query heads. Forward: GQA on (B,T,(NH+2*NKV)*hs) and MHA (NKV = NH) on the same q with
+ * the k, v heads copied out are the same products on the same numbers, only at other
+ * strides, so the outputs are bitwise equal, and so is dq. dk and dv of a shared head are
+ * the sum of the copies' (to rounding: the terms are grouped differently). And with one
+ * thread and with two (set as the trainer sets them, OpenBLAS's and OpenMP's) the results
+ * are the same bits, forward and backward: no two workers write one element, and a shared
+ * head's terms are added in the same order. Every case has at least two (batch, key/value
+ * head) groups, so two threads means two workers each with single-threaded products; with
+ * one group the products get the threads, and OpenBLAS's threaded sgemm may round
+ * differently from its serial one (kernels.h). */
+static void gqa_vs_mha_case(int B, int T, int NH, int NKV, int hs, uint64_t seed) {
+    rng_seed(seed);
+    const int rep = NH / NKV;
+    const size_t ldg = (size_t)(NH + 2 * NKV) * hs, ldm = (size_t)3 * NH * hs, N = (size_t)B * T;
+    const size_t NG = N * ldg, NM = N * ldm, NO = N * NH * hs, NKVS = N * 2 * NKV * hs;
+    float *g = FALLOC(NG), *m = FALLOC(NM), *outg = FALLOC(NO), *outm = FALLOC(NO), *dy = FALLOC(NO);
+    float *dg = FALLOC(NG), *dm = FALLOC(NM), *dg1 = FALLOC(NG), *out1 = FALLOC(NO);
+    fill_uniform(g, NG, 1.5f, 0.0f);
+    fill_uniform(dy, NO, 1.0f, 0.0f);
+    for (size_t r = 0; r < N; r++) /* MHA's row: q as is, then head h's k and v = its group's */
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < hs; i++) {
+                const int kv = h / rep;
+                m[r * ldm + (size_t)h * hs + i] = g[r * ldg + (size_t)h * hs + i];
+                m[r * ldm + (size_t)(NH + h) * hs + i] = g[r * ldg + (size_t)(NH + kv) * hs + i];
+                m[r * ldm + (size_t)(2 * NH + h) * hs + i] = g[r * ldg + (size_t)(NH + NKV + kv) * hs + i];
+            }
+    const size_t NS = slm_attention_scratch_floats(T, 2);
+    float *scratch = FALLOC(NS);
+    printf("\n    attention GQA vs MHA B=%d T=%d NH=%d NKV=%d hs=%d", B, T, NH, NKV, hs);
+    fill_const(dg, NG, GRAD_PREFILL);
+    fill_const(dm, NM, GRAD_PREFILL);
+    fill_const(dg1, NG, GRAD_PREFILL);
+    slm_set_threads(2);
+    slm_attention_forward(outg, scratch, NS, g, B, T, NH, NKV, hs);
+    slm_attention_forward(outm, scratch, NS, m, B, T, NH, NH, hs);
+    slm_attention_backward(dg, scratch, NS, dy, g, B, T, NH, NKV, hs);
+    slm_attention_backward(dm, scratch, NS, dy, m, B, T, NH, NH, hs);
+    slm_set_threads(1);
+    slm_attention_forward(out1, scratch, NS, g, B, T, NH, NKV, hs);
+    slm_attention_backward(dg1, scratch, NS, dy, g, B, T, NH, NKV, hs);
+    CHECK_TRUE(memcmp(outg, outm, NO * sizeof(float)) == 0, "GQA forward differs from MHA on repeated k, v");
+    CHECK_TRUE(memcmp(outg, out1, NO * sizeof(float)) == 0, "GQA forward differs between 1 and 2 threads");
+    CHECK_TRUE(memcmp(dg, dg1, NG * sizeof(float)) == 0, "GQA backward differs between 1 and 2 threads");
+    int dq_same = 1;
+    double *sum = DALLOC(NKVS);
+    float *kvpart = FALLOC(NKVS);
+    for (size_t r = 0; r < N; r++) {
+        for (size_t i = 0; i < (size_t)NH * hs; i++) dq_same &= dg[r * ldg + i] == dm[r * ldm + i];
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < hs; i++)
+                for (int part = 0; part < 2; part++) { /* 0: k, 1: v */
+                    const size_t to = r * 2 * NKV * hs + (size_t)(part * NKV + h / rep) * hs + i;
+                    sum[to] += (double)dm[r * ldm + (size_t)((1 + part) * NH + h) * hs + i] - GRAD_PREFILL;
+                    kvpart[to] = dg[r * ldg + (size_t)(NH + part * NKV + h / rep) * hs + i];
+                }
+    }
+    CHECK_TRUE(dq_same, "GQA dq differs from MHA's on repeated k, v");
+    check_nmse_impl("GQA dk, dv vs the sum of MHA's over the group", kvpart, GRAD_PREFILL, sum, NKVS, __LINE__);
+    free(g); free(m); free(outg); free(outm); free(dy); free(dg); free(dm); free(dg1); free(out1);
+    free(scratch); free(sum); free(kvpart);
+}
+
+static void test_attention_gqa_bitwise(void) {
+    const int threads = slm_get_threads();
+    gqa_vs_mha_case(2, 9, 6, 2, 10, 421);
+    gqa_vs_mha_case(3, SLM_ATTN_TILE + 17, 6, 2, 6, 422);
+    gqa_vs_mha_case(2, 2 * SLM_ATTN_TILE + 1, 3, 1, 10, 423);
+    gqa_vs_mha_case(2, 11, 4, 4, 6, 424); /* NKV = NH: the same kernel both ways */
+    /* Groups that two threads dealt (batch, query head) pairs in halves would split, the
+     * second thread starting on the group's last head while the first is still busy with
+     * earlier ones: a kernel racing on a shared dk, dv adds the heads' terms in another
+     * order and differs from one thread here. Long enough that a head takes milliseconds,
+     * longer than a thread takes to start. */
+    gqa_vs_mha_case(1, 520, 6, 3, 16, 425);
+    gqa_vs_mha_case(3, 300, 4, 1, 16, 426);
+    slm_set_threads(threads);
 }
 
 /* Causality: perturbing qkv (q, k and v of every head) at times t' > t must leave the
  * output at every time <= t unchanged. Checked for every cut point t, with a large
  * perturbation so that any leak is visible, and a tight tolerance (a correct kernel
- * performs the identical arithmetic for rows <= t, so differences are 0 in practice). */
+ * performs the identical arithmetic for rows <= t, so differences are 0 in practice).
+ * Three query heads on one key/value head. */
 static void test_attention_causal(void) {
-    const int B = 2, T = 7, C = 12, NH = 3;
+    const int B = 2, T = 7, NH = 3, NKV = 1, hs = 4, C = NH * hs, W = (NH + 2 * NKV) * hs;
     rng_seed(405);
-    size_t NQ = (size_t)B * T * 3 * C, NO = (size_t)B * T * C;
+    size_t NQ = (size_t)B * T * W, NO = (size_t)B * T * C;
     float *qkv = FALLOC(NQ), *qkv2 = FALLOC(NQ), *out = FALLOC(NO), *out2 = FALLOC(NO);
     const size_t NS = slm_attention_scratch_floats(T, 2);
     float *scratch = FALLOC(NS);
     fill_uniform(qkv, NQ, 1.0f, 0.0f);
-    slm_attention_forward(out, scratch, NS, qkv, B, T, C, NH);
+    slm_attention_forward(out, scratch, NS, qkv, B, T, NH, NKV, hs);
     double worst = 0.0;
     int changed_future = 1;
     for (int t = 0; t < T - 1; t++) {
         memcpy(qkv2, qkv, NQ * sizeof(float));
         for (int b = 0; b < B; b++)
             for (int t2 = t + 1; t2 < T; t2++)
-                for (int j = 0; j < 3 * C; j++)
-                    qkv2[((size_t)b * T + t2) * 3 * C + j] += 3.0f * rng_uniform();
-        slm_attention_forward(out2, scratch, NS, qkv2, B, T, C, NH);
+                for (int j = 0; j < W; j++)
+                    qkv2[((size_t)b * T + t2) * W + j] += 3.0f * rng_uniform();
+        slm_attention_forward(out2, scratch, NS, qkv2, B, T, NH, NKV, hs);
         for (int b = 0; b < B; b++) {
             for (int t1 = 0; t1 <= t; t1++)
                 for (int j = 0; j < C; j++) {
@@ -929,7 +1027,7 @@ static void test_large_shapes(void) {
     encoder_case(2, 301, 113, 11, LARGE_SAMPLES, 1001);  /* B*T*C = 68026 */
     layernorm_case(1031, 67, LARGE_SAMPLES, 1002);       /* N*C = 69077 */
     matmul_case(509, 5, 131, 1, 1, 1, LARGE_SAMPLES, 1003); /* N*OC = 66679, OC = 128 + 3 */
-    attention_case(1, 263, 6, 2, LARGE_SAMPLES, 1004);   /* T*T = 69169 */
+    attention_case(1, 263, 2, 2, 3, LARGE_SAMPLES, 1004); /* T*T = 69169 */
     gelu_case(70001, LARGE_SAMPLES, 1005);
     crossentropy_case(1031, 67, 1.0f / 1031.0f, 0.0f, LARGE_SAMPLES, 1006); /* N*V = 69077 */
     residual_case(70001, 1007);
@@ -992,7 +1090,8 @@ static void test_dnnl_f32(void) {
     test_matmul_null_dinp();
     matmul_case(509, 5, 131, 1, 1, 1, LARGE_SAMPLES, 1003);
     test_attention();
-    attention_case(1, 263, 6, 2, LARGE_SAMPLES, 1004);
+    test_attention_gqa();
+    attention_case(1, 263, 2, 2, 3, LARGE_SAMPLES, 1004);
     slm_gemm_select(SLM_GEMM_OPENBLAS, 0);
 }
 
@@ -1208,6 +1307,8 @@ int main(void) {
         {"matmul NULL bias / NULL dbias", test_matmul_null_bias},
         {"matmul NULL dinp", test_matmul_null_dinp},
         {"attention forward/backward vs double FD", test_attention},
+        {"attention (grouped-query) forward/backward vs double FD", test_attention_gqa},
+        {"attention GQA vs MHA on repeated k/v, 1 vs 2 threads (bitwise)", test_attention_gqa_bitwise},
         {"attention causality", test_attention_causal},
         {"gelu forward/backward vs double FD", test_gelu},
         {"residual", test_residual},
