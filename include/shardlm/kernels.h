@@ -1,9 +1,10 @@
-/* shardlm/kernels.h - the compute kernels of a GPT-2 block, on raw float buffers.
+/* shardlm/kernels.h - the compute kernels of GPT-2 and Llama-family decoder blocks, on
+ * raw float buffers.
  *
  * Kernels know nothing of MPI, files or configuration; they do not validate shapes
  * (callers validate once, where data enters). All buffers are row-major and dense.
  * Shape letters: B batch, T time, C channels, NH (query) heads, NKV key/value heads,
- * hs head size (C/NH in GPT-2), V vocabulary, N = B*T rows.
+ * hs head size (C/NH in GPT-2), F the MLP's hidden width, V vocabulary, N = B*T rows.
  *
  * Backward convention: every gradient output ACCUMULATES (+=) into its buffer, so the
  * caller zeroes parameter gradients once per optimizer step and activation gradients
@@ -40,6 +41,15 @@ void slm_layernorm_forward(float *out, float *mean, float *rstd, const float *in
 void slm_layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                             const float *inp, const float *w, const float *mean,
                             const float *rstd, int N, int C);
+
+/* RMSNorm over the last dimension (Llama): out = inp * rstd * w with rstd =
+ * 1/sqrt(mean(inp^2) + eps) per row, the mean of squares accumulated in double and eps
+ * added in double. out (N,C), rstd (N) are written; inp (N,C), w (C). */
+void slm_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, int N, int C, float eps);
+/* dinp (N,C), dw (C) accumulate; rstd is the forward's. dw is summed over the rows in
+ * row order whatever the thread count (bitwise reproducible). */
+void slm_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                          const float *rstd, int N, int C);
 
 /* The backend of every matrix product: OpenBLAS (the default), or oneDNN when the
  * library was configured --with-dnnl. With oneDNN the linear layers can also multiply in
@@ -127,7 +137,7 @@ void slm_matmul_backward(float *dinp, float *dw, float *dbias, const float *dout
 typedef struct slm_kernel_time {
     double matmul_s, matmul_flop;       /* linear layers (GEMM, bias) */
     double attention_s, attention_flop; /* causal attention (its sgemms and softmax) */
-    double elementwise_s;               /* LayerNorm, GELU, residual, embedding, cross-entropy */
+    double elementwise_s;               /* norms, activations, RoPE, residual, embedding, cross-entropy */
 } slm_kernel_time;
 extern slm_kernel_time slm_kernel_clock;
 
@@ -152,6 +162,52 @@ void slm_attention_forward(float *out, float *scratch, size_t scratch_floats, co
 /* dqkv (B,T,(NH+2*NKV)*hs), laid out as qkv, accumulates; dout (B,T,NH*hs). */
 void slm_attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *qkv,
                             int B, int T, int NH, int NKV, int hs);
+
+/* Rotary position embeddings (RoPE), rotate-half convention (Hugging Face's Llama):
+ * dimension i of a head pairs with i + hs/2 (i < hs/2, hs even) and the pair turns by the
+ * angle t * inv_freq[i] at position t. */
+typedef enum slm_rope_kind { SLM_ROPE_NONE, SLM_ROPE_LLAMA3 } slm_rope_kind;
+/* How the frequencies are rescaled for a longer context. SLM_ROPE_LLAMA3 (Meta's
+ * Llama 3.1 rule): with wavelength w = 2 pi / f, frequencies with w < original_max_pos /
+ * high_freq_factor are kept, those with w > original_max_pos / low_freq_factor divided by
+ * factor, and in between blended: (1 - smooth) f / factor + smooth f with smooth =
+ * (original_max_pos / w - low_freq_factor) / (high_freq_factor - low_freq_factor). */
+typedef struct slm_rope_scaling {
+    int kind; /* SLM_ROPE_NONE, SLM_ROPE_LLAMA3 */
+    double factor, low_freq_factor, high_freq_factor;
+    int original_max_pos;
+} slm_rope_scaling;
+/* inv_freq (hs/2) = theta^(-2i/hs), then scaled by s (NULL: no scaling). A set-up helper,
+ * not timed. */
+void slm_rope_freqs(double *inv_freq, int hs, double theta, const slm_rope_scaling *s);
+/* cos_tab, sin_tab (T, hs/2) are written: the cosine and sine of t * inv_freq[i], computed
+ * in double and rounded to float. */
+void slm_rope_table(float *cos_tab, float *sin_tab, int T, int hs, const double *inv_freq);
+/* Rotates, in place, the q and k heads of qkv (B,T,(NH+2*NKV)*hs), laid out as
+ * slm_attention_forward reads it; the v heads are untouched. For each head and pair,
+ * x1 = x[i], x2 = x[i + hs/2], with c, s the table's entries at the row's position t:
+ * x[i] = x1 c - x2 s, x[i + hs/2] = x2 c + x1 s. */
+void slm_rope_forward(float *qkv, int B, int T, int NH, int NKV, int hs, const float *cos_tab, const float *sin_tab);
+/* The transpose of that rotation over the q and k parts of a gradient dqkv (laid out as
+ * qkv), in place (an exception to the accumulate rule): d1 = dqkv[i], d2 = dqkv[i + hs/2]
+ * become d1 c + d2 s, d2 c - d1 s, the gradient of the unrotated q and k. */
+void slm_rope_backward(float *dqkv, int B, int T, int NH, int NKV, int hs, const float *cos_tab,
+                       const float *sin_tab);
+/* Reorders the rows of a q or k projection weight (n_heads*hs, cols), or its bias
+ * (cols = 1), between the interleaved pairing of Meta's original checkpoints (dimensions
+ * 2i, 2i+1) and rotate-half, so that the model computes the same with slm_rope_forward.
+ * to_half = 1, interleaved to rotate-half: within each head, new row i = old row 2i and
+ * new row hs/2 + i = old row 2i + 1; to_half = 0 is the inverse. dst (n_heads*hs, cols)
+ * is written and must not overlap src. A conversion helper, not timed. */
+void slm_rope_permute_rows(float *dst, const float *src, int n_heads, int hs, int cols, int to_half);
+
+/* SwiGLU (Llama's MLP): gu (N,2F) holds each row's gate then up projection, [gate(F) |
+ * up(F)]; out (N,F) = silu(gate) * up, silu(x) = x / (1 + e^-x), written. Finite for any
+ * finite gate. */
+void slm_swiglu_forward(float *out, const float *gu, int N, int F);
+/* dgu (N,2F), laid out as gu, is WRITTEN, not accumulated (an exception): gu is the
+ * output of one product whose gradient the caller would otherwise zero first. */
+void slm_swiglu_backward(float *dgu, const float *gu, const float *dout, int N, int F);
 
 /* GELU, tanh approximation (GPT-2; torch gelu(approximate="tanh")). out written. */
 void slm_gelu_forward(float *out, const float *inp, size_t n);

@@ -1,4 +1,4 @@
-/* elementwise.c - GELU (tanh approximation), residual add, norms and scaling. */
+/* elementwise.c - GELU (tanh approximation), SwiGLU, residual add, norms and scaling. */
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -35,6 +35,46 @@ SLM_VECTOR_CLONES void slm_gelu_backward(float *dinp, const float *inp, const fl
         const float s = 1.0f / (1.0f + exp_vec(-2.0f * u));
         const float local = s + 2.0f * x * s * (1.0f - s) * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
         dinp[i] += local * dout[i];
+    }
+    KCLOCK_STOP(elementwise_s);
+}
+
+/* SwiGLU with silu(x) = x sigmoid(x), sigmoid from sigmoid_vec: right to float accuracy
+ * for large |x| of either sign (silu(-1e30) is 0, not inf/inf or 0 * inf). */
+SLM_VECTOR_CLONES void slm_swiglu_forward(float *out, const float *gu, int N, int F)
+{
+    KCLOCK_START;
+#pragma omp parallel for if ((size_t)N * F > 65536)
+    for (int r = 0; r < N; r++) {
+        const float *g = gu + (size_t)r * 2 * F, *u = g + F;
+        float *o = out + (size_t)r * F;
+#pragma omp simd
+        for (int j = 0; j < F; j++) {
+            const float x = g[j];
+            float s, sc;
+            sigmoid_vec(x, &s, &sc);
+            o[j] = x * s * u[j];
+        }
+    }
+    KCLOCK_STOP(elementwise_s);
+}
+
+/* silu'(x) = s (1 + x (1 - s)), with 1 - s from sigmoid_vec (no cancellation). */
+SLM_VECTOR_CLONES void slm_swiglu_backward(float *dgu, const float *gu, const float *dout, int N, int F)
+{
+    KCLOCK_START;
+#pragma omp parallel for if ((size_t)N * F > 65536)
+    for (int r = 0; r < N; r++) {
+        const float *g = gu + (size_t)r * 2 * F, *u = g + F, *dy = dout + (size_t)r * F;
+        float *dg = dgu + (size_t)r * 2 * F, *du = dg + F;
+#pragma omp simd
+        for (int j = 0; j < F; j++) {
+            const float x = g[j];
+            float s, sc;
+            sigmoid_vec(x, &s, &sc);
+            dg[j] = dy[j] * u[j] * (s * (1.0f + x * sc));
+            du[j] = dy[j] * (x * s);
+        }
     }
     KCLOCK_STOP(elementwise_s);
 }
