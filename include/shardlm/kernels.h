@@ -152,7 +152,9 @@ extern slm_kernel_time slm_kernel_clock;
  * slm_attention_scratch_floats(T, threads) for them: 2 x min(T, tile) x T per thread.
  * Forward deals out (batch, query head) pairs, backward (batch, key/value head) groups
  * (a group's query heads in order, in one thread): every element is written by one
- * thread, its terms added in an order the thread count does not change. */
+ * thread, its terms added in an order the thread count does not change. With a single
+ * pair or group the products themselves run threaded instead, and their rounding is the
+ * BLAS's (OpenBLAS's threaded sgemm can differ from its serial one in the last bits). */
 #define SLM_ATTN_TILE 128
 size_t slm_attention_scratch_floats(int T, int threads);
 void slm_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv, int B, int T, int NH,

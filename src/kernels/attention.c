@@ -16,9 +16,10 @@
  * key/value head collect a term from each query head of its group; rather than each
  * thread keeping its own copy to sum afterwards, the (batch, key/value head) groups are
  * dealt out, and one thread runs a group's query heads in order. No two threads write the
- * same element, and the order of the terms is fixed, so the result does not depend on
- * the thread count. With NKV = NH every group is one head and this is plain multi-head
- * attention, operation for operation.
+ * same element, and the order of the terms is fixed, so the result does not depend on how
+ * many threads share the units (with a single unit, the products get the threads
+ * instead, and a threaded BLAS product may round differently). With NKV = NH every group
+ * is one head and this is plain multi-head attention, operation for operation.
  *
  * Each worker has its own part of the scratch, and each product runs single-threaded
  * meanwhile (OpenBLAS is told so; oneDNN sees it is inside a parallel region): the
@@ -146,52 +147,50 @@ static size_t q_col(int h, int hs) { return (size_t)h * hs; }
 static size_t k_col(int h, int NH, int NKV, int hs) { return (size_t)(NH + h / (NH / NKV)) * hs; }
 static size_t v_col(int h, int NH, int NKV, int hs) { return k_col(h, NH, NKV, hs) + (size_t)NKV * hs; }
 
-void slm_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv, int B, int T, int NH,
-                           int NKV, int hs)
+/* One pass: forward writes y (out); backward accumulates dqkv (out) from dy. The units
+ * dealt to the threads, each with its part of the scratch, are (batch, query head) pairs
+ * in forward, and (batch, key/value head) groups in backward, a group's query heads run
+ * in order by one thread. */
+static void attention_pass(int backward, float *out, float *scratch, size_t scratch_floats, const float *dy,
+                           const float *qkv, int B, int T, int NH, int NKV, int hs)
 {
     KCLOCK_START;
-    const int pairs = B * NH, workers = worker_count(scratch_floats, T, pairs);
+    const int span = backward ? NH / NKV : 1, per_batch = NH / span, units = B * per_batch;
+    const int workers = worker_count(scratch_floats, T, units);
     const head_view g = {(NH + 2 * NKV) * hs, NH * hs};
     const float scale = 1.0f / sqrtf((float)hs);
     const size_t per = slm_attention_scratch_floats(T, 1);
     const int blas_threads = openblas_get_num_threads();
     if (workers > 1) openblas_set_num_threads(1);
 #pragma omp parallel for num_threads(workers) schedule(static) if (workers > 1)
-    for (int bh = 0; bh < pairs; bh++) {
-        const int b = bh / NH, h = bh % NH;
+    for (int u = 0; u < units; u++) {
+        const int b = u / per_batch, h0 = u % per_batch * span;
         const float *row = qkv + (size_t)b * T * g.ld;
         float *own = scratch + (size_t)omp_get_thread_num() * per;
-        head_forward(out + (size_t)b * T * g.ldy + q_col(h, hs), own, row + q_col(h, hs),
-                     row + k_col(h, NH, NKV, hs), row + v_col(h, NH, NKV, hs), g, T, hs, scale);
+        for (int h = h0; h < h0 + span; h++) {
+            const size_t qc = q_col(h, hs), kc = k_col(h, NH, NKV, hs), vc = v_col(h, NH, NKV, hs);
+            if (backward) {
+                float *drow = out + (size_t)b * T * g.ld;
+                head_backward(drow + qc, drow + kc, drow + vc, own, own + per / 2, dy + (size_t)b * T * g.ldy + qc,
+                              row + qc, row + kc, row + vc, g, T, hs, scale);
+            } else {
+                head_forward(out + (size_t)b * T * g.ldy + qc, own, row + qc, row + kc, row + vc, g, T, hs, scale);
+            }
+        }
     }
     if (workers > 1) openblas_set_num_threads(blas_threads);
-    slm_kernel_clock.attention_flop += pairs * tile_flop(T, hs, 2);
+    slm_kernel_clock.attention_flop += B * NH * tile_flop(T, hs, backward ? 5 : 2);
     KCLOCK_STOP(attention_s);
+}
+
+void slm_attention_forward(float *out, float *scratch, size_t scratch_floats, const float *qkv, int B, int T, int NH,
+                           int NKV, int hs)
+{
+    attention_pass(0, out, scratch, scratch_floats, NULL, qkv, B, T, NH, NKV, hs);
 }
 
 void slm_attention_backward(float *dqkv, float *scratch, size_t scratch_floats, const float *dout, const float *qkv,
                             int B, int T, int NH, int NKV, int hs)
 {
-    KCLOCK_START;
-    const int groups = B * NKV, rep = NH / NKV, workers = worker_count(scratch_floats, T, groups);
-    const head_view g = {(NH + 2 * NKV) * hs, NH * hs};
-    const float scale = 1.0f / sqrtf((float)hs);
-    const size_t per = slm_attention_scratch_floats(T, 1);
-    const int blas_threads = openblas_get_num_threads();
-    if (workers > 1) openblas_set_num_threads(1);
-#pragma omp parallel for num_threads(workers) schedule(static) if (workers > 1)
-    for (int bg = 0; bg < groups; bg++) {
-        const int b = bg / NKV, kv = bg % NKV;
-        const size_t in_off = (size_t)b * T * g.ld;
-        const float *row = qkv + in_off, *dy = dout + (size_t)b * T * g.ldy;
-        float *drow = dqkv + in_off, *own = scratch + (size_t)omp_get_thread_num() * per;
-        for (int h = kv * rep; h < (kv + 1) * rep; h++) { /* in order: dk, dv sum the heads in a fixed order */
-            const size_t qc = q_col(h, hs), kc = k_col(h, NH, NKV, hs), vc = v_col(h, NH, NKV, hs);
-            head_backward(drow + qc, drow + kc, drow + vc, own, own + per / 2, dy + qc, row + qc, row + kc,
-                          row + vc, g, T, hs, scale);
-        }
-    }
-    if (workers > 1) openblas_set_num_threads(blas_threads);
-    slm_kernel_clock.attention_flop += B * NH * tile_flop(T, hs, 5);
-    KCLOCK_STOP(attention_s);
+    attention_pass(1, dqkv, scratch, scratch_floats, dout, qkv, B, T, NH, NKV, hs);
 }

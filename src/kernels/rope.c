@@ -8,10 +8,10 @@
  *
  * The frequencies and the angles' cosines and sines are computed in double and rounded
  * once: at t in the thousands an angle formed in float is already off by some 1e-4 rad,
- * and the table is made once for a sequence length, not at every step. The rotation itself is in
- * float, in place, and costs as much as a copy; backward rotates the gradient by the
- * opposite angle (a rotation's transpose is its inverse), the same loop with sin negated,
- * which is exact. */
+ * and the table is made once for a sequence length, not at every step. The rotation
+ * itself is in float, in place, and costs as much as a copy; backward rotates the
+ * gradient by the opposite angle (a rotation's transpose is its inverse), the same loop
+ * with sin negated, which is exact. */
 #include <math.h>
 #include <string.h>
 #include "kclock.h"
@@ -59,8 +59,8 @@ void slm_rope_table(float *cos_tab, float *sin_tab, int T, int hs, const double 
 /* The rotation of every q and k head of every row, by the row's angles, or by their
  * negatives when `inverse`. The q heads and the k heads are adjacent in a row, so they are
  * the row's first NH + NKV heads. */
-SLM_VECTOR_CLONES static void rotate(float *qkv, int B, int T, int NH, int NKV, int hs, const float *cos_tab, const float *sin_tab,
-                   int inverse)
+SLM_VECTOR_CLONES static void rotate(float *qkv, int B, int T, int NH, int NKV, int hs, const float *cos_tab,
+                                     const float *sin_tab, int inverse)
 {
     KCLOCK_START;
     const int half = hs / 2, heads = NH + NKV, N = B * T;

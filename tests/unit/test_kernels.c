@@ -12,15 +12,18 @@
  *
  * and the kernel is called with dout = r, so its analytic float gradient must equal
  * dL/dx for every input and every parameter. Shapes are deliberately odd (T = 1, 5, 7;
- * C = 6 or 12 with NH = 2 or 3; V = 11, 13 (not multiples of 8); IC x OC = 5 x 7,
+ * C = 6 or 12 with NH = 2 or 3; head sizes 3, 6, 10, NH = 6 over NKV = 2 and 3 over 1;
+ * V = 11, 13 and the SwiGLU width F = 13, 37 (not multiples of 8); IC x OC = 5 x 7,
  * N not a multiple of 4) so vectorized / blocked code paths with remainder bugs show.
  *
  * The accumulate (+=) convention of kernels.h is checked at the same time: every
  * gradient buffer is pre-filled with GRAD_PREFILL (a nonzero constant), and what is
  * compared with the FD gradient is (buffer - GRAD_PREFILL). A kernel that overwrites
  * (or zeroes first) leaves an error of size GRAD_PREFILL on every element, which gives
- * an NMSE of order 1. crossentropy_backward is the documented exception (written in
- * place over the logits), and is checked to NOT add the old logits.
+ * an NMSE of order 1. The documented exceptions are checked for what they promise:
+ * crossentropy_backward (written in place over the logits) must NOT add the old logits,
+ * swiglu_backward must write over a garbage-filled dgu, and rope_backward turns the
+ * gradient in place.
  *
  * Error metric and tolerance
  * --------------------------
@@ -445,6 +448,97 @@ static void test_layernorm(void) {
 }
 
 /* ==================================================================================== */
+/* RMSNorm                                                                              */
+
+/* out = x / sqrt(mean(x^2) + eps) * w, per row of C. */
+static void ref_rmsnorm(double *out, double *rstd, const double *inp, const double *w, int N, int C, double eps) {
+    for (int n = 0; n < N; n++) {
+        const double *x = inp + (size_t)n * C;
+        double ms = 0.0;
+        for (int c = 0; c < C; c++) ms += x[c] * x[c];
+        ms /= C;
+        double rs = 1.0 / sqrt(ms + eps);
+        for (int c = 0; c < C; c++) out[(size_t)n * C + c] = x[c] * rs * w[c];
+        if (rstd) rstd[n] = rs;
+    }
+}
+
+typedef struct {
+    int N, C;
+    double eps;
+    double *inp, *w, *r, *out;
+} rms_ctx;
+
+static double rms_loss(void *p) {
+    rms_ctx *c = p;
+    ref_rmsnorm(c->out, NULL, c->inp, c->w, c->N, c->C, c->eps);
+    return dot(c->r, c->out, (size_t)c->N * c->C);
+}
+
+/* Forward (out, rstd) vs reference; backward (dinp, dw) vs FD, accumulating, fed the
+ * kernel's own rstd. The reference adds eps as the float the kernel is given. */
+static void rmsnorm_case(int N, int C, float eps, size_t nsamp, uint64_t seed) {
+    rng_seed(seed);
+    size_t NC = (size_t)N * C;
+    float *inp = FALLOC(NC), *w = FALLOC(C), *r = FALLOC(NC), *out = FALLOC(NC), *rstd = FALLOC(N);
+    fill_uniform(inp, NC, 1.0f, 0.2f);
+    fill_uniform(w, C, 0.5f, 1.0f);
+    fill_uniform(r, NC, 1.0f, 0.0f);
+    fill_const(out, NC, OUT_GARBAGE);
+    fill_const(rstd, N, OUT_GARBAGE);
+
+    printf("\n    rmsnorm N=%d C=%d eps=%g", N, C, (double)eps);
+    slm_rmsnorm_forward(out, rstd, inp, w, N, C, eps);
+    rms_ctx c = {N, C, (double)eps, to_double(inp, NC), to_double(w, C), to_double(r, NC), DALLOC(NC)};
+    double *rrstd = DALLOC(N);
+    ref_rmsnorm(c.out, rrstd, c.inp, c.w, N, C, c.eps);
+    CHECK_FWD("rmsnorm out", out, c.out, NC);
+    CHECK_FWD("rmsnorm rstd", rstd, rrstd, N);
+
+    float *dinp = FALLOC(NC), *dw = FALLOC(C);
+    fill_const(dinp, NC, GRAD_PREFILL);
+    fill_const(dw, C, GRAD_PREFILL);
+    slm_rmsnorm_backward(dinp, dw, r, inp, w, rstd, N, C);
+    CHECK_GRAD("rmsnorm dinp (accumulated)", rms_loss, &c, c.inp, NC, dinp, nsamp);
+    CHECK_GRAD("rmsnorm dw (accumulated)", rms_loss, &c, c.w, C, dw, nsamp);
+
+    free(inp); free(w); free(r); free(out); free(rstd); free(dinp); free(dw); free(rrstd);
+    free(c.inp); free(c.w); free(c.r); free(c.out);
+}
+
+static void test_rmsnorm(void) {
+    rmsnorm_case(10, 12, 1e-5f, 0, 231);
+    rmsnorm_case(7, 5, 1e-6f, 0, 232);
+    rmsnorm_case(1, 7, 1e-5f, 0, 233); /* single row */
+    rmsnorm_case(6, 10, 0.25f, 0, 234); /* an eps that matters: it must sit under the root */
+}
+
+/* Past the OpenMP threshold, one thread and two give the same bits: dinp rows are
+ * independent, and dw is summed over the rows in row order whatever the threads. */
+static void test_rmsnorm_threads(void) {
+    const int N = 1031, C = 67, threads = slm_get_threads(); /* N*C = 69077 */
+    const size_t NC = (size_t)N * C;
+    rng_seed(235);
+    float *inp = FALLOC(NC), *w = FALLOC(C), *dy = FALLOC(NC), *out = FALLOC(NC), *rstd = FALLOC(N);
+    float *dinp[2] = {FALLOC(NC), FALLOC(NC)}, *dw[2] = {FALLOC(C), FALLOC(C)};
+    fill_uniform(inp, NC, 1.0f, 0.2f);
+    fill_uniform(w, C, 0.5f, 1.0f);
+    fill_uniform(dy, NC, 1.0f, 0.0f);
+    slm_rmsnorm_forward(out, rstd, inp, w, N, C, 1e-5f);
+    for (int k = 0; k < 2; k++) {
+        slm_set_threads(k + 1);
+        fill_const(dinp[k], NC, GRAD_PREFILL);
+        fill_const(dw[k], C, GRAD_PREFILL);
+        slm_rmsnorm_backward(dinp[k], dw[k], dy, inp, w, rstd, N, C);
+    }
+    slm_set_threads(threads);
+    CHECK_TRUE(memcmp(dinp[0], dinp[1], NC * sizeof(float)) == 0, "rmsnorm dinp differs between 1 and 2 threads");
+    CHECK_TRUE(memcmp(dw[0], dw[1], C * sizeof(float)) == 0, "rmsnorm dw differs between 1 and 2 threads");
+    free(inp); free(w); free(dy); free(out); free(rstd);
+    free(dinp[0]); free(dinp[1]); free(dw[0]); free(dw[1]);
+}
+
+/* ==================================================================================== */
 /* Matmul                                                                               */
 
 typedef struct {
@@ -600,7 +694,10 @@ static void test_attention_gqa(void) {
  * the sum of the copies' (to rounding: the terms are grouped differently). And with one
  * thread and with two (set as the trainer sets them, OpenBLAS's and OpenMP's) the results
  * are the same bits, forward and backward: no two workers write one element, and a shared
- * head's terms are added in the same order. */
+ * head's terms are added in the same order. Every case has at least two (batch, key/value
+ * head) groups, so two threads means two workers each with single-threaded products; with
+ * one group the products get the threads, and OpenBLAS's threaded sgemm may round
+ * differently from its serial one (kernels.h). */
 static void gqa_vs_mha_case(int B, int T, int NH, int NKV, int hs, uint64_t seed) {
     rng_seed(seed);
     const int rep = NH / NKV;
@@ -660,7 +757,13 @@ static void test_attention_gqa_bitwise(void) {
     gqa_vs_mha_case(3, SLM_ATTN_TILE + 17, 6, 2, 6, 422);
     gqa_vs_mha_case(2, 2 * SLM_ATTN_TILE + 1, 3, 1, 10, 423);
     gqa_vs_mha_case(2, 11, 4, 4, 6, 424); /* NKV = NH: the same kernel both ways */
-    gqa_vs_mha_case(1, 300, 3, 1, 64, 425);
+    /* Groups that two threads dealt (batch, query head) pairs in halves would split, the
+     * second thread starting on the group's last head while the first is still busy with
+     * earlier ones: a kernel racing on a shared dk, dv adds the heads' terms in another
+     * order and differs from one thread here. Long enough that a head takes milliseconds,
+     * longer than a thread takes to start. */
+    gqa_vs_mha_case(1, 520, 6, 3, 16, 425);
+    gqa_vs_mha_case(3, 300, 4, 1, 16, 426);
     slm_set_threads(threads);
 }
 
@@ -752,6 +855,329 @@ static void gelu_case(size_t n, size_t nsamp, uint64_t seed) {
 }
 
 static void test_gelu(void) { gelu_case(37, 0, 501); }
+
+/* ==================================================================================== */
+/* Rotary position embeddings                                                           */
+
+#define ROPE_TWO_PI 6.28318530717958647692
+
+/* Meta's Llama 3.1 frequency rule, written from its description: wavelength 2 pi / f;
+ * below original / high kept, above original / low divided by factor, between blended.
+ * band[i] says which: 0 kept, 1 blended, 2 divided. */
+static void ref_llama3_freqs(double *f, int *band, int hs, double theta, double factor, double low, double high,
+                             int original) {
+    for (int i = 0; i < hs / 2; i++) {
+        const double base = 1.0 / pow(theta, (double)(2 * i) / hs), wl = ROPE_TWO_PI / base;
+        if (wl < original / high) {
+            f[i] = base;
+            band[i] = 0;
+        } else if (wl > original / low) {
+            f[i] = base / factor;
+            band[i] = 2;
+        } else {
+            const double smooth = (original / wl - low) / (high - low);
+            f[i] = (1.0 - smooth) * base / factor + smooth * base;
+            band[i] = 1;
+        }
+    }
+}
+
+/* Plain frequencies theta^(-2i/hs); the Llama 3.1 scaling on a case with frequencies in
+ * all three bands (hs 16, theta 500000: wavelengths 6.3, 32.4, 167, ... against 16 and 64,
+ * i.e. one kept, one blended, six divided); kind NONE is no scaling. */
+static void test_rope_freqs(void) {
+    double got[8], want[8], plain[8], none[8];
+    int band[8], count[3] = {0, 0, 0};
+    slm_rope_freqs(plain, 16, 10000.0, NULL);
+    double worst = 0.0;
+    for (int i = 0; i < 8; i++) track_max(&worst, fabs(plain[i] * pow(10000.0, i / 8.0) - 1.0));
+    printf("\n      %-52s max rel err=%.2e", "rope inv_freq, theta 10000, hs 16", worst);
+    CHECK_TRUE(worst <= 1e-14, "rope inv_freq: relative error %.3e", worst);
+
+    const slm_rope_scaling llama3 = {SLM_ROPE_LLAMA3, 8.0, 1.0, 4.0, 64};
+    slm_rope_freqs(got, 16, 500000.0, &llama3);
+    ref_llama3_freqs(want, band, 16, 500000.0, 8.0, 1.0, 4.0, 64);
+    worst = 0.0;
+    for (int i = 0; i < 8; i++) {
+        count[band[i]]++;
+        track_max(&worst, fabs(got[i] / want[i] - 1.0));
+    }
+    printf("\n      %-52s kept %d blended %d divided %d, max rel err=%.2e", "rope llama3 scaling", count[0],
+           count[1], count[2], worst);
+    CHECK_TRUE(count[0] == 1 && count[1] == 1 && count[2] == 6, "llama3 case not in all three bands: %d %d %d",
+               count[0], count[1], count[2]);
+    CHECK_TRUE(worst <= 1e-14, "rope llama3 scaling: relative error %.3e", worst);
+    /* the blended frequency lies strictly between its two neighbours' rules */
+    const double b1 = 1.0 / pow(500000.0, 2.0 / 16);
+    CHECK_TRUE(got[1] < b1 && got[1] > b1 / 8.0, "llama3 blended frequency %.17g not inside (f/8, f)", got[1]);
+
+    const slm_rope_scaling off = {SLM_ROPE_NONE, 8.0, 1.0, 4.0, 64};
+    slm_rope_freqs(none, 16, 500000.0, &off);
+    slm_rope_freqs(plain, 16, 500000.0, NULL);
+    CHECK_TRUE(memcmp(none, plain, sizeof none) == 0, "rope kind NONE changed the frequencies");
+}
+
+/* Rotate-half on the packed layout in double: for the first NH + NKV heads of each row
+ * (q, then k), x[i], x[i + hs/2] turn by t * inv_freq[i]; v is copied. */
+static void ref_rope(double *out, const double *qkv, int B, int T, int NH, int NKV, int hs, const double *inv_freq) {
+    const int half = hs / 2;
+    const size_t ld = (size_t)(NH + 2 * NKV) * hs;
+    memcpy(out, qkv, (size_t)B * T * ld * sizeof(double));
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < NH + NKV; h++) {
+                const size_t o = ((size_t)b * T + t) * ld + (size_t)h * hs;
+                for (int i = 0; i < half; i++) {
+                    const double a = t * inv_freq[i], x1 = qkv[o + i], x2 = qkv[o + half + i];
+                    out[o + i] = x1 * cos(a) - x2 * sin(a);
+                    out[o + half + i] = x2 * cos(a) + x1 * sin(a);
+                }
+            }
+}
+
+typedef struct {
+    int B, T, NH, NKV, hs;
+    const double *inv_freq;
+    double *qkv, *r, *out;
+} rope_ctx;
+
+static double rope_loss(void *p) {
+    rope_ctx *c = p;
+    ref_rope(c->out, c->qkv, c->B, c->T, c->NH, c->NKV, c->hs, c->inv_freq);
+    return dot(c->r, c->out, (size_t)c->B * c->T * (c->NH + 2 * c->NKV) * c->hs);
+}
+
+/* The table vs double cos / sin (each a float rounding away); forward vs the double
+ * reference, v bitwise untouched; backward, in place over a copy of r, vs FD of
+ * r . rope(x) over all of qkv (v's gradient passes through unchanged). */
+static void rope_case(int B, int T, int NH, int NKV, int hs, const slm_rope_scaling *scaling, size_t nsamp,
+                      uint64_t seed) {
+    rng_seed(seed);
+    const int half = hs / 2;
+    const size_t ld = (size_t)(NH + 2 * NKV) * hs, NQ = (size_t)B * T * ld, NT = (size_t)T * half;
+    double *inv = DALLOC(half);
+    slm_rope_freqs(inv, hs, 10000.0, scaling);
+    float *ct = FALLOC(NT), *st = FALLOC(NT), *x = FALLOC(NQ), *orig = FALLOC(NQ), *d = FALLOC(NQ);
+    fill_const(ct, NT, OUT_GARBAGE);
+    fill_const(st, NT, OUT_GARBAGE);
+    slm_rope_table(ct, st, T, hs, inv);
+    double worst = 0.0;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            track_max(&worst, fabs(ct[(size_t)t * half + i] - cos(t * inv[i])));
+            track_max(&worst, fabs(st[(size_t)t * half + i] - sin(t * inv[i])));
+        }
+    printf("\n    rope B=%d T=%d NH=%d NKV=%d hs=%d%s", B, T, NH, NKV, hs, scaling ? " llama3" : "");
+    printf("\n      %-52s max|err|=%.2e", "rope table vs double cos, sin", worst);
+    CHECK_TRUE(worst <= 0x1p-24, "rope table off by %.3e", worst);
+
+    fill_uniform(x, NQ, 1.0f, 0.0f);
+    memcpy(orig, x, NQ * sizeof(float));
+    slm_rope_forward(x, B, T, NH, NKV, hs, ct, st);
+    rope_ctx c = {B, T, NH, NKV, hs, inv, to_double(orig, NQ), DALLOC(NQ), DALLOC(NQ)};
+    ref_rope(c.out, c.qkv, B, T, NH, NKV, hs, inv);
+    CHECK_FWD("rope q, k rotated (v copied)", x, c.out, NQ);
+    int v_same = 1;
+    for (size_t r = 0; r < (size_t)B * T; r++)
+        v_same &= memcmp(x + r * ld + (size_t)(NH + NKV) * hs, orig + r * ld + (size_t)(NH + NKV) * hs,
+                         (size_t)NKV * hs * sizeof(float)) == 0;
+    CHECK_TRUE(v_same, "rope forward changed the v heads");
+
+    fill_uniform(d, NQ, 1.0f, 0.0f);
+    for (size_t i = 0; i < NQ; i++) c.r[i] = d[i];
+    slm_rope_backward(d, B, T, NH, NKV, hs, ct, st);
+    CHECK_GRAD_WRITTEN("rope dqkv (in place)", rope_loss, &c, c.qkv, NQ, d, nsamp);
+
+    free(inv); free(ct); free(st); free(x); free(orig); free(d); free(c.qkv); free(c.r); free(c.out);
+}
+
+static void test_rope(void) {
+    const slm_rope_scaling llama3 = {SLM_ROPE_LLAMA3, 8.0, 1.0, 4.0, 16};
+    rope_case(2, 5, 6, 2, 10, NULL, 0, 441);
+    rope_case(1, 7, 3, 1, 6, NULL, 0, 442);
+    rope_case(2, 1, 3, 1, 6, NULL, 0, 443); /* T = 1: position 0, no turn */
+    rope_case(2, 9, 6, 2, 10, &llama3, 0, 444);
+    rope_case(1, 2000, 1, 1, 6, NULL, 200, 445); /* angles up to 2000 rad */
+}
+
+/* Interleaved RoPE (Meta's checkpoints) in double: dimensions 2i and 2i+1 of each head
+ * turn by t * inv_freq[i]. x (n_heads * hs) in place. */
+static void ref_rope_interleaved(double *x, int n_heads, int hs, int t, const double *inv_freq) {
+    for (int h = 0; h < n_heads; h++)
+        for (int i = 0; i < hs / 2; i++) {
+            double *p = x + (size_t)h * hs + 2 * i;
+            const double a = t * inv_freq[i], x1 = p[0], x2 = p[1];
+            p[0] = x1 * cos(a) - x2 * sin(a);
+            p[1] = x2 * cos(a) + x1 * sin(a);
+        }
+}
+
+/* The row permutation between the two pairings. Round trips either way are the identity
+ * (bitwise: rows are moved, not computed), and it moves rows. Then the point of it: with
+ * q and k projections W (interleaved), and W' = permute(W, to_half), the rotate-half
+ * kernel on W' u gives the interleaved RoPE of W u, rows reordered the same way (so the
+ * inverse permutation of each rotated q, k vector, cols = 1, gives it back), and the
+ * attention scores q . k are the same. */
+static void test_rope_permute(void) {
+    enum { NH = 3, NKV = 1, hs = 10, half = hs / 2, cols = 7, T = 9 };
+    const size_t WQ = (size_t)NH * hs * cols, WK = (size_t)NKV * hs * cols, ld = (size_t)(NH + 2 * NKV) * hs;
+    rng_seed(451);
+    float *wq = FALLOC(WQ), *wk = FALLOC(WK), *wq2 = FALLOC(WQ), *wk2 = FALLOC(WK), *back = FALLOC(WQ);
+    float *u = FALLOC((size_t)T * cols), *qkv = FALLOC(T * ld), *ct = FALLOC(T * half), *st = FALLOC(T * half);
+    fill_uniform(wq, WQ, 1.0f, 0.0f);
+    fill_uniform(wk, WK, 1.0f, 0.0f);
+    fill_uniform(u, (size_t)T * cols, 1.0f, 0.0f);
+    slm_rope_permute_rows(wq2, wq, NH, hs, cols, 1);
+    slm_rope_permute_rows(back, wq2, NH, hs, cols, 0);
+    CHECK_TRUE(memcmp(back, wq, WQ * sizeof(float)) == 0, "rope permute: to rotate-half and back is not the identity");
+    CHECK_TRUE(memcmp(wq2, wq, WQ * sizeof(float)) != 0, "rope permute moved nothing");
+    slm_rope_permute_rows(back, wq, NH, hs, cols, 0);
+    slm_rope_permute_rows(wq2, back, NH, hs, cols, 1);
+    CHECK_TRUE(memcmp(wq2, wq, WQ * sizeof(float)) == 0, "rope permute: to interleaved and back is not the identity");
+
+    slm_rope_permute_rows(wq2, wq, NH, hs, cols, 1);
+    slm_rope_permute_rows(wk2, wk, NKV, hs, cols, 1);
+    double inv[half];
+    slm_rope_freqs(inv, hs, 10000.0, NULL);
+    slm_rope_table(ct, st, T, hs, inv);
+    const size_t NQK = (size_t)T * (NH + NKV) * hs;
+    double *ref = DALLOC(NQK), *scores_ref = DALLOC((size_t)NH * T * T);
+    float *got = FALLOC(NQK), *scores = FALLOC((size_t)NH * T * T);
+    for (int t = 0; t < T; t++) {
+        double *q = ref + (size_t)t * (NH + NKV) * hs, *k = q + NH * hs;
+        for (int o = 0; o < NH * hs; o++) { /* interleaved: W u, then turn */
+            double a = 0.0, a2 = 0.0;
+            for (int j = 0; j < cols; j++) {
+                a += (double)wq[(size_t)o * cols + j] * u[(size_t)t * cols + j];
+                a2 += (double)wq2[(size_t)o * cols + j] * u[(size_t)t * cols + j];
+            }
+            q[o] = a;
+            qkv[(size_t)t * ld + o] = (float)a2;
+        }
+        for (int o = 0; o < NKV * hs; o++) {
+            double a = 0.0, a2 = 0.0;
+            for (int j = 0; j < cols; j++) {
+                a += (double)wk[(size_t)o * cols + j] * u[(size_t)t * cols + j];
+                a2 += (double)wk2[(size_t)o * cols + j] * u[(size_t)t * cols + j];
+            }
+            k[o] = a;
+            qkv[(size_t)t * ld + NH * hs + o] = (float)a2;
+        }
+        ref_rope_interleaved(q, NH, hs, t, inv);
+        ref_rope_interleaved(k, NKV, hs, t, inv);
+    }
+    slm_rope_forward(qkv, 1, T, NH, NKV, hs, ct, st);
+    for (int t = 0; t < T; t++) { /* back to the interleaved order, one vector at a time */
+        slm_rope_permute_rows(got + (size_t)t * (NH + NKV) * hs, qkv + (size_t)t * ld, NH, hs, 1, 0);
+        slm_rope_permute_rows(got + (size_t)t * (NH + NKV) * hs + NH * hs, qkv + (size_t)t * ld + NH * hs, NKV, hs,
+                              1, 0);
+    }
+    CHECK_FWD("rope rotate-half on permuted W vs interleaved on W", got, ref, NQK);
+    for (int h = 0; h < NH; h++) /* scores of query head h against the one k head */
+        for (int t = 0; t < T; t++)
+            for (int t2 = 0; t2 < T; t2++) {
+                const double *qr = ref + (size_t)t * (NH + NKV) * hs + h * hs;
+                const double *kr = ref + (size_t)t2 * (NH + NKV) * hs + NH * hs;
+                const float *qh = qkv + (size_t)t * ld + h * hs, *kh = qkv + (size_t)t2 * ld + NH * hs;
+                double a = 0.0, b = 0.0;
+                for (int i = 0; i < hs; i++) {
+                    a += qr[i] * kr[i];
+                    b += (double)qh[i] * kh[i];
+                }
+                scores_ref[((size_t)h * T + t) * T + t2] = a;
+                scores[((size_t)h * T + t) * T + t2] = (float)b;
+            }
+    CHECK_FWD("rope scores, rotate-half on permuted W vs interleaved", scores, scores_ref, (size_t)NH * T * T);
+    free(wq); free(wk); free(wq2); free(wk2); free(back); free(u); free(qkv); free(ct); free(st);
+    free(ref); free(scores_ref); free(got); free(scores);
+}
+
+/* ==================================================================================== */
+/* SwiGLU                                                                               */
+
+/* out[n, j] = silu(gate) * up, gate = gu[n, j], up = gu[n, F + j], silu(x) = x / (1 + e^-x). */
+static void ref_swiglu(double *out, const double *gu, int N, int F) {
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < F; j++) {
+            const double x = gu[(size_t)n * 2 * F + j];
+            out[(size_t)n * F + j] = x / (1.0 + exp(-x)) * gu[(size_t)n * 2 * F + F + j];
+        }
+}
+
+typedef struct {
+    int N, F;
+    double *gu, *r, *out;
+} swiglu_ctx;
+
+static double swiglu_loss(void *p) {
+    swiglu_ctx *c = p;
+    ref_swiglu(c->out, c->gu, c->N, c->F);
+    return dot(c->r, c->out, (size_t)c->N * c->F);
+}
+
+/* Forward vs reference; backward vs FD, written (dgu pre-filled with garbage). Gates span
+ * [-6, 6] plus exact and large points (0, +-1, +-20, +-100, +-1000). */
+static void swiglu_case(int N, int F, size_t nsamp, uint64_t seed) {
+    rng_seed(seed);
+    const size_t NG = (size_t)N * 2 * F, NO = (size_t)N * F;
+    float *gu = FALLOC(NG), *out = FALLOC(NO), *r = FALLOC(NO), *dgu = FALLOC(NG);
+    fill_uniform(gu, NG, 6.0f, 0.0f);
+    const float special[] = {0.0f, 1.0f, -1.0f, 20.0f, -20.0f, 100.0f, -100.0f, 1000.0f, -1000.0f};
+    for (size_t i = 0; i < sizeof special / sizeof *special && i < (size_t)F; i++) gu[i] = special[i];
+    fill_uniform(r, NO, 1.0f, 0.0f);
+    fill_const(out, NO, OUT_GARBAGE);
+    fill_const(dgu, NG, OUT_GARBAGE);
+
+    printf("\n    swiglu N=%d F=%d", N, F);
+    slm_swiglu_forward(out, gu, N, F);
+    swiglu_ctx c = {N, F, to_double(gu, NG), to_double(r, NO), DALLOC(NO)};
+    ref_swiglu(c.out, c.gu, N, F);
+    CHECK_FWD("swiglu out", out, c.out, NO);
+    slm_swiglu_backward(dgu, gu, r, N, F);
+    CHECK_GRAD_WRITTEN("swiglu dgu (written)", swiglu_loss, &c, c.gu, NG, dgu, nsamp);
+    free(gu); free(out); free(r); free(dgu); free(c.gu); free(c.r); free(c.out);
+}
+
+static void test_swiglu(void) {
+    swiglu_case(7, 13, 0, 461); /* F not a multiple of 8 */
+    swiglu_case(3, 37, 0, 462);
+    swiglu_case(1, 1, 0, 463);
+}
+
+/* Gates far out on both sides, up to +-FLT_MAX: silu is x (positive) or 0 (negative), its
+ * derivative 1 or 0, all finite; the values are compared to the limits with a tolerance
+ * of float's rounding. */
+static void test_swiglu_extremes(void) {
+    const float g[] = {-FLT_MAX, -1e30f, -1e5f, -200.0f, -88.0f, -87.0f, -30.0f, 30.0f,
+                       87.0f,    88.0f,  200.0f, 1e5f,  1e30f, FLT_MAX};
+    enum { F = sizeof g / sizeof *g };
+    float gu[2 * F], out[F], dout[F], dgu[2 * F];
+    for (int j = 0; j < F; j++) {
+        gu[j] = g[j];
+        gu[F + j] = 0.5f;
+        dout[j] = 1.0f;
+    }
+    slm_swiglu_forward(out, gu, 1, F);
+    slm_swiglu_backward(dgu, gu, dout, 1, F);
+    int ok = 1;
+    for (int j = 0; j < F; j++) {
+        const double x = g[j];
+        /* silu, its derivative, from the stable forms in double; exp(-x) and exp(x) may be inf */
+        const double s = x >= 0 ? 1.0 / (1.0 + exp(-x)) : exp(x) / (1.0 + exp(x));
+        const double sc = x >= 0 ? exp(-x) / (1.0 + exp(-x)) : 1.0 / (1.0 + exp(x));
+        const double silu = x * s, dsilu = s + x * s * sc;
+        const double e_out = fabs(out[j] - 0.5 * silu), e_dg = fabs(dgu[j] - 0.5 * dsilu);
+        const double e_du = fabs(dgu[F + j] - silu);
+        const int good = isfinite(out[j]) && isfinite(dgu[j]) && isfinite(dgu[F + j]) &&
+                         e_out <= 1e-6 * fabs(0.5 * silu) + 1e-30 && e_dg <= 1e-6 * fabs(0.5 * dsilu) + 1e-30 &&
+                         e_du <= 1e-6 * fabs(silu) + 1e-30;
+        if (!good)
+            printf("\n      swiglu gate %g: out %g (want %g), dgate %g (want %g), dup %g (want %g)", x,
+                   (double)out[j], 0.5 * silu, (double)dgu[j], 0.5 * dsilu, (double)dgu[F + j], silu);
+        ok &= good;
+    }
+    CHECK_TRUE(ok, "swiglu wrong or not finite for large |gate|");
+}
 
 /* ==================================================================================== */
 /* Residual                                                                             */
@@ -1019,6 +1445,9 @@ static void test_large_shapes(void) {
     matmul_case(509, 5, 131, 1, 1, 1, LARGE_SAMPLES, 1003); /* N*OC = 66679, OC = 128 + 3 */
     attention_case(1, 263, 2, 2, 3, LARGE_SAMPLES, 1004); /* T*T = 69169 */
     gelu_case(70001, LARGE_SAMPLES, 1005);
+    rmsnorm_case(1031, 67, 1e-5f, LARGE_SAMPLES, 1010);     /* N*C = 69077 */
+    rope_case(3, 301, 6, 2, 10, NULL, LARGE_SAMPLES, 1011); /* B*T*(NH+NKV)*hs = 72240 */
+    swiglu_case(1031, 67, LARGE_SAMPLES, 1012);             /* N*F = 69077 */
     crossentropy_case(1031, 67, 1.0f / 1031.0f, 0.0f, LARGE_SAMPLES, 1006); /* N*V = 69077 */
     residual_case(70001, 1007);
     adamw_vector_case(70001, 1008);
@@ -1293,6 +1722,8 @@ int main(void) {
     } tests[] = {
         {"encoder forward/backward vs double FD", test_encoder},
         {"layernorm forward/backward vs double FD", test_layernorm},
+        {"rmsnorm forward/backward vs double FD", test_rmsnorm},
+        {"rmsnorm backward, 1 vs 2 threads (bitwise)", test_rmsnorm_threads},
         {"matmul forward/backward vs double FD", test_matmul},
         {"matmul NULL bias / NULL dbias", test_matmul_null_bias},
         {"matmul NULL dinp", test_matmul_null_dinp},
@@ -1300,7 +1731,12 @@ int main(void) {
         {"attention (grouped-query) forward/backward vs double FD", test_attention_gqa},
         {"attention GQA vs MHA on repeated k/v, 1 vs 2 threads (bitwise)", test_attention_gqa_bitwise},
         {"attention causality", test_attention_causal},
+        {"rope frequencies, llama3 scaling in all three bands", test_rope_freqs},
+        {"rope table, forward/backward vs double FD", test_rope},
+        {"rope interleaved <-> rotate-half weight permutation", test_rope_permute},
         {"gelu forward/backward vs double FD", test_gelu},
+        {"swiglu forward/backward vs double FD", test_swiglu},
+        {"swiglu large gates", test_swiglu_extremes},
         {"residual", test_residual},
         {"crossentropy forward/backward vs double FD", test_crossentropy},
         {"crossentropy large logits", test_crossentropy_large_logits},
