@@ -100,14 +100,17 @@ static slm_status writer_setup(struct slm_st_writer *w, const char *dir, const c
     return SLM_OK;
 }
 
-slm_status slm_st_writer_create(const char *dir, const char *dtype, size_t max_shard_bytes, slm_st_writer_t *out)
+/* A writer into dir: of a model (file NULL) or of one file of that name. */
+static slm_status writer_open(const char *dir, const char *file, const char *dtype, size_t max_shard_bytes,
+                              slm_st_writer_t *out)
 {
     *out = NULL;
     struct slm_st_writer *w = calloc(1, sizeof *w);
     SLM_CHECK(w, SLM_ERR_NOMEM, "%s: out of memory", dir);
     w->spool = -1;
     w->max_shard = max_shard_bytes;
-    slm_status s = writer_setup(w, dir, dtype);
+    w->file = file ? strdup(file) : NULL;
+    slm_status s = file && !w->file ? SLM_ERROR(SLM_ERR_NOMEM, "%s: out of memory", dir) : writer_setup(w, dir, dtype);
     if (s != SLM_OK) {
         slm_st_writer_destroy(&w);
         SLM_CALL(s);
@@ -116,24 +119,22 @@ slm_status slm_st_writer_create(const char *dir, const char *dtype, size_t max_s
     return SLM_OK;
 }
 
+slm_status slm_st_writer_create(const char *dir, const char *dtype, size_t max_shard_bytes, slm_st_writer_t *out)
+{
+    return writer_open(dir, NULL, dtype, max_shard_bytes, out);
+}
+
 slm_status slm_st_writer_create_file(const char *path, const char *dtype, slm_st_writer_t *out)
 {
     *out = NULL;
-    struct slm_st_writer *w = calloc(1, sizeof *w);
-    SLM_CHECK(w, SLM_ERR_NOMEM, "%s: out of memory", path);
-    w->spool = -1;
     const char *slash = strrchr(path, '/');
+    SLM_CHECK(!slash || slash[1], SLM_ERR_ARG, "%s: names a directory, not a file", path);
+    SLM_CHECK(path[0], SLM_ERR_ARG, "an empty file name");
     char *dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : strdup(".");
-    w->file = strdup(slash ? slash + 1 : path);
-    slm_status s = dir && w->file ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "%s: out of memory", path);
-    if (s == SLM_OK && !w->file[0]) s = SLM_ERROR(SLM_ERR_ARG, "%s: names a directory, not a file", path);
-    if (s == SLM_OK) s = writer_setup(w, dir, dtype);
+    SLM_CHECK(dir, SLM_ERR_NOMEM, "%s: out of memory", path);
+    slm_status s = writer_open(dir, slash ? slash + 1 : path, dtype, 0, out);
     free(dir);
-    if (s != SLM_OK) {
-        slm_st_writer_destroy(&w);
-        SLM_CALL(s);
-    }
-    *out = w;
+    SLM_CALL(s);
     return SLM_OK;
 }
 
