@@ -37,6 +37,8 @@ static slm_status read_config(hf_reader *r, slm_model_config *c)
 {
     SLM_CALL(hf_int(r, "n_embd", "d_model", 0, 768, &c->d_model));
     SLM_CALL(hf_int(r, "n_head", "n_head", 0, 12, &c->n_head));
+    SLM_CHECK(c->n_head > 0 && c->d_model % c->n_head == 0, SLM_ERR_FORMAT, "%s: \"n_head\" = %d does not divide "
+              "\"n_embd\" = %d", hf_path(r), c->n_head, c->d_model);
     c->n_kv_head = c->n_head;
     hf_note(r, "n_kv_head", "n_head", "%d", c->n_head);
     SLM_CALL(hf_int(r, "n_layer", "n_layer", 0, 12, &c->n_layer));

@@ -82,6 +82,12 @@ static slm_status read_config(hf_reader *r, slm_model_config *c)
     SLM_CALL(hf_int(r, "num_hidden_layers", "n_layer", 0, 32, &c->n_layer));
     SLM_CALL(hf_int(r, "vocab_size", "vocab_size", 0, 32000, &c->vocab_size));
     SLM_CALL(hf_int(r, "max_position_embeddings", "max_pos", 0, 2048, &c->max_pos));
+    SLM_CHECK(c->n_head > 0 && c->d_model % c->n_head == 0, SLM_ERR_FORMAT,
+              "%s: \"num_attention_heads\" = %d does not divide \"hidden_size\" = %d", hf_path(r), c->n_head,
+              c->d_model);
+    SLM_CHECK(c->n_kv_head > 0 && c->n_head % c->n_kv_head == 0, SLM_ERR_FORMAT,
+              "%s: \"num_key_value_heads\" = %d does not divide \"num_attention_heads\" = %d", hf_path(r),
+              c->n_kv_head, c->n_head);
     SLM_CALL(hf_num(r, "rms_norm_eps", "norm_eps", 0, 1e-6, &c->norm_eps));
     SLM_CALL(hf_bool(r, "tie_word_embeddings", "tie_embeddings", 0, &c->tie_embeddings));
     SLM_CALL(read_rope(r, c));

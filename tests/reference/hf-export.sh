@@ -6,11 +6,14 @@
 # (Conv1D transposes); exported as BF16 it gives back their bf16 rounding (to nearest
 # even, computed here); exported with interleaved rotary pairing it comes back bitwise when
 # imported as interleaved (what its config.json records) and differs in q and k alone when
-# imported as half. The single-file export still holds every parameter as F32. Checked
-# with h5py and a reader written from the format description (tests/reference/hf_model.py).
+# imported as half. The single-file export still holds every parameter as F32. The
+# directories are read by tests/reference/hf_dir.py (written from the format descriptions:
+# every tensor of the model under Hugging Face's name and shape, nothing else) and compared
+# with h5py (tests/reference/hf_compare.py).
 . "$(dirname "$0")/../e2e/common.sh"
 "$PYTHON3" -c 'import h5py, numpy' 2>/dev/null || skip "h5py or numpy missing for $PYTHON3"
-H="$SLM_SRCDIR/tests/reference/hf_model.py"
+D="$SLM_SRCDIR/tests/reference/hf_dir.py"
+C="$SLM_SRCDIR/tests/reference/hf_compare.py"
 S=$SHARDLM
 common=(train.micro_batch=1 train.global_batch=2 sample.tokens=0 log.peak_gflops=10 train.threads=1
         train.matmul=openblas)
@@ -27,7 +30,15 @@ import() {
         >"$WORK/out" 2>"$WORK/err" || { cat "$WORK/err"; fail "importing $dir $*"; }
 }
 # same CKPT DUMP [options]: the dump starts from the checkpoint's parameters
-same() { "$PYTHON3" "$H" same "$@" || fail "same $*"; }
+same() { "$PYTHON3" "$C" same "$@" || fail "same $*"; }
+# layout DIR DTYPE: hf_dir.py reads the model; how many files, each tensor's dtype
+layout() {
+    "$PYTHON3" "$D" inspect "$1" >"$WORK/layout" || { cat "$WORK/layout"; fail "hf_dir.py cannot read $1"; }
+    grep -q "^ok: every tensor" "$WORK/layout" || fail "$1: not every tensor"
+    [ "$(grep -c " $2 " "$WORK/layout")" = "$(grep -c "safetensors$" "$WORK/layout")" ] || fail "$1: not all $2"
+    grep -q "\"torch_dtype\": \"$3\"" "$1/config.json" || fail "$1: torch_dtype is not $3"
+    ls "$1"/*.safetensors | wc -l
+}
 
 for arch in llama gpt2; do
     if [ $arch = llama ]; then model=("${llama[@]}"); else model=("${gpt2[@]}"); fi
@@ -35,14 +46,15 @@ for arch in llama gpt2; do
     ck="$WORK/ck-$arch/step_000000003.h5"
     "$S" ckpt export --format hf "$ck" "$WORK/$arch-f32" --max-shard-size 2KB >"$WORK/out" || fail "$arch: export"
     grep -q "exported .* (Hugging Face model directory)" "$WORK/out" || fail "$arch: no export line"
-    "$PYTHON3" "$H" layout "$WORK/$arch-f32" | tee "$WORK/layout" || fail "$arch: layout"
-    grep -Eq "^files ([2-9]|[1-9][0-9]+) dtypes F32 .* model_type $arch torch_dtype float32" "$WORK/layout" || fail "$arch: not sharded F32"
+    files=$(layout "$WORK/$arch-f32" F32 float32)
+    [ "$files" -ge 2 ] && [ -f "$WORK/$arch-f32/model.safetensors.index.json" ] || fail "$arch: $files files"
+    echo "$arch: F32 in $files files"
     import "$WORK/$arch-f32" "$WORK/d.h5"
     same "$ck" "$WORK/d.h5"
     import "$WORK/$arch-f32" "$WORK/d3.h5" 2 parallel.zero_stage=3
     same "$ck" "$WORK/d3.h5"
     "$S" ckpt export --format hf "$ck" "$WORK/$arch-bf16" --dtype bf16 >/dev/null || fail "$arch: bf16 export"
-    "$PYTHON3" "$H" layout "$WORK/$arch-bf16" | grep -q "^files 1 dtypes BF16 .* torch_dtype bfloat16" || fail "$arch: not one BF16 file"
+    [ "$(layout "$WORK/$arch-bf16" BF16 bfloat16)" = 1 ] || fail "$arch: not one BF16 file"
     import "$WORK/$arch-bf16" "$WORK/b.h5"
     same "$ck" "$WORK/b.h5" --bf16
     "$S" ckpt export "$ck" "$WORK/$arch.safetensors" >/dev/null || fail "$arch: single-file export"
