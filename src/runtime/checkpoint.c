@@ -108,6 +108,7 @@ static slm_status init_from_llmc(trainer *tr)
     if (tr->rank == 0) printf("init      weights from %s (llm.c GPT-2 checkpoint)\n", c->model.init_from);
     return SLM_OK;
 }
+
 static slm_status fill_hf(void *src, size_t offset, size_t count, float *dst)
 {
     return slm_hf_fill(src, offset, count, dst);
