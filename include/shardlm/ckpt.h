@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include "shardlm/hf.h"
 #include "shardlm/model.h"
 #include "shardlm/status.h"
 
@@ -100,8 +101,14 @@ slm_status slm_ckpt_load(MPI_Comm comm, const char *path, const slm_tensor_info 
  * (without reading the data). Collective. */
 slm_status slm_ckpt_inspect(MPI_Comm comm, const char *path, FILE *out);
 /* Write the parameters of a checkpoint as a safetensors file (F32, the global names and
- * shapes; the LM head is tied to wte and not stored twice). Local. */
+ * shapes; a tied LM head is the embedding, not stored twice). Local. */
 slm_status slm_ckpt_export_safetensors(const char *path, const char *out);
+/* Write the parameters of a checkpoint as a Hugging Face model directory dir: config.json
+ * and safetensors files of dtype "F32" or "BF16", at most max_shard_bytes of data each
+ * (0: one file), the q and k rows in `pairing` order (shardlm/hf.h). Reads and writes one
+ * tensor at a time. Local. */
+slm_status slm_ckpt_export_hf(const char *path, const char *dir, const char *dtype, size_t max_shard_bytes,
+                              slm_rope_pairing pairing);
 /* llm.c GPT-2 checkpoints (magic 20240326, version 3, fp32) as initial weights. */
 typedef struct slm_llmc *slm_llmc_t;
 /* Map and check the file against the model shape (n_layer, n_head, d_model and

@@ -11,6 +11,7 @@
 #include "shardlm/status.h"
 
 #define SLM_PATH_MAX 1024
+#define SLM_CONF_MAX_KEYS 128
 
 typedef struct slm_conf {
     struct {
@@ -22,6 +23,7 @@ typedef struct slm_conf {
         double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
         int rope_original_max_pos;
         char init_from[SLM_PATH_MAX];
+        char init_rope_pairing[16]; /* auto | half | interleaved */
     } model;
     struct {
         long steps, stop_after;
@@ -68,7 +70,14 @@ typedef struct slm_conf {
         int top_k;
         char prompt[256];
     } sample;
+    /* Which keys the configuration file (SLM_CONF_SET_FILE, named by source) or the
+     * command line set, indexed like the key table: a value taken from elsewhere (a
+     * Hugging Face config.json) must not contradict them. */
+    unsigned char set_by[SLM_CONF_MAX_KEYS];
+    char source[SLM_PATH_MAX];
 } slm_conf;
+
+enum { SLM_CONF_SET_DEFAULT, SLM_CONF_SET_FILE, SLM_CONF_SET_COMMAND_LINE };
 
 /* Fill conf with the built-in defaults. Local. */
 void slm_conf_defaults(slm_conf *conf);
@@ -81,6 +90,14 @@ slm_status slm_conf_from_args(slm_conf *conf, int argc, char **argv, int *i);
 slm_status slm_conf_load_text(slm_conf *conf, const char *text, const char *name);
 /* Apply one "section.key=value" override. Local. */
 slm_status slm_conf_set(slm_conf *conf, const char *assignment);
+/* When model.init_from names a Hugging Face model directory (one with a config.json), the
+ * model.* keys become what its config.json says. A key the file or the command line set
+ * to another value is an error naming both; model.seq_len stays the run's (when it was not
+ * set, it is shortened to the positions the model has; when it was, it must fit them);
+ * model.init_rope_pairing = auto becomes the pairing config.json records. Reads
+ * config.json; call before slm_conf_validate. Anything else in model.init_from: nothing
+ * to do. Local. */
+slm_status slm_conf_resolve_model(slm_conf *conf);
 /* Cross-key checks (n_head divides d_model, batch sizes agree with the world, ...).
  * world is the number of ranks the run will use. Local. */
 slm_status slm_conf_validate(const slm_conf *conf, int world);

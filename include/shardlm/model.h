@@ -57,6 +57,9 @@ int slm_model_config_same(const slm_model_config *a, const slm_model_config *b, 
  * Unknown keys in the JSON are an error; missing ones keep their defaults. */
 slm_status slm_model_config_to_json(const slm_model_config *cfg, char *buf, size_t len);
 slm_status slm_model_config_from_json(const char *json, slm_model_config *cfg);
+/* The field of cfg that model.<key> sets ("arch", "n_layer", "rope_scaling", ...) as the
+ * configuration file would write it (numbers exactly); 0 when key names no field. */
+int slm_model_config_field_text(const slm_model_config *cfg, const char *key, char *buf, size_t len);
 
 /* How tensor parallelism splits a tensor. */
 typedef enum {
@@ -220,6 +223,11 @@ int slm_model_num_tensors(slm_model_t m);
 const slm_tensor_info *slm_model_tensor(slm_model_t m, int i);
 /* The tensor called name, or NULL. */
 const slm_tensor_info *slm_model_find_tensor(slm_model_t m, const char *name);
+/* The table index of the LM head's weight: the token embedding when tied. */
+int slm_model_head_tensor(slm_model_t m);
+/* This rank's vocabulary rows of the embedding and the head, [v0, v0 + vl): the columns of
+ * the logits it computes. */
+void slm_model_vocab_rows(slm_model_t m, int *v0, int *vl);
 /* Bytes of activations (and activation gradients) held for one micro-batch per slot. */
 size_t slm_model_activation_bytes(slm_model_t m);
 /* Model FLOPs per trained token (forward + backward): 6 x the matrix weights a token

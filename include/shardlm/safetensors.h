@@ -89,6 +89,9 @@ typedef struct slm_st_writer *slm_st_writer_t;
  * model.safetensors.index.json. Creates the temporary data file in dir at once, so an
  * unwritable dir is an error here. */
 slm_status slm_st_writer_create(const char *dir, const char *dtype, size_t max_shard_bytes, slm_st_writer_t *out);
+/* The same for one file at `path` (any name; written over if it exists, like any output
+ * file), never sharded and with no index. */
+slm_status slm_st_writer_create_file(const char *path, const char *dtype, slm_st_writer_t *out);
 /* Add a tensor: `name` (unique, not "__metadata__"), shape[0..ndim) (ndim <= 8; 0 for a
  * scalar), data in row-major order. The data is converted and written out before this
  * returns; the caller may reuse its buffer. */

@@ -34,6 +34,7 @@ typedef struct wt {
 
 struct slm_st_writer {
     char *dir;
+    char *file;          /* slm_st_writer_create_file: the one file's name in dir, else NULL */
     slm_st_dtype dtype;
     size_t max_shard;
     int spool;           /* descriptor of the unlinked spool file */
@@ -80,10 +81,12 @@ static slm_status writer_setup(struct slm_st_writer *w, const char *dir, const c
 {
     SLM_CHECK(dtype && st_dtype_parse(dtype, &w->dtype) && w->dtype != SLM_ST_DTYPE_F16, SLM_ERR_ARG,
               "safetensors writer: dtype %s; F32 or BF16 is written", dtype ? dtype : "(null)");
-    SLM_CHECK(slm_mkdir_p(dir) == 0, SLM_ERR_IO, "%s: cannot create the directory: %s", dir, strerror(errno));
-    SLM_CHECK(!exists_in(dir, "model.safetensors") && !exists_in(dir, "model.safetensors.index.json"), SLM_ERR_ARG,
-              "%s: already holds a model (model.safetensors or model.safetensors.index.json); a model is not written "
-              "over another", dir);
+    if (!w->file) {
+        SLM_CHECK(slm_mkdir_p(dir) == 0, SLM_ERR_IO, "%s: cannot create the directory: %s", dir, strerror(errno));
+        SLM_CHECK(!exists_in(dir, "model.safetensors") && !exists_in(dir, "model.safetensors.index.json"), SLM_ERR_ARG,
+                  "%s: already holds a model (model.safetensors or model.safetensors.index.json); a model is not "
+                  "written over another", dir);
+    }
     w->dir = strdup(dir);
     w->names = json_object();
     w->buf = malloc(COPY_BYTES);
@@ -97,19 +100,41 @@ static slm_status writer_setup(struct slm_st_writer *w, const char *dir, const c
     return SLM_OK;
 }
 
-slm_status slm_st_writer_create(const char *dir, const char *dtype, size_t max_shard_bytes, slm_st_writer_t *out)
+/* A writer into dir: of a model (file NULL) or of one file of that name. */
+static slm_status writer_open(const char *dir, const char *file, const char *dtype, size_t max_shard_bytes,
+                              slm_st_writer_t *out)
 {
     *out = NULL;
     struct slm_st_writer *w = calloc(1, sizeof *w);
     SLM_CHECK(w, SLM_ERR_NOMEM, "%s: out of memory", dir);
     w->spool = -1;
     w->max_shard = max_shard_bytes;
-    slm_status s = writer_setup(w, dir, dtype);
+    w->file = file ? strdup(file) : NULL;
+    slm_status s = file && !w->file ? SLM_ERROR(SLM_ERR_NOMEM, "%s: out of memory", dir) : writer_setup(w, dir, dtype);
     if (s != SLM_OK) {
         slm_st_writer_destroy(&w);
         SLM_CALL(s);
     }
     *out = w;
+    return SLM_OK;
+}
+
+slm_status slm_st_writer_create(const char *dir, const char *dtype, size_t max_shard_bytes, slm_st_writer_t *out)
+{
+    return writer_open(dir, NULL, dtype, max_shard_bytes, out);
+}
+
+slm_status slm_st_writer_create_file(const char *path, const char *dtype, slm_st_writer_t *out)
+{
+    *out = NULL;
+    const char *slash = strrchr(path, '/');
+    SLM_CHECK(!slash || slash[1], SLM_ERR_ARG, "%s: names a directory, not a file", path);
+    SLM_CHECK(path[0], SLM_ERR_ARG, "an empty file name");
+    char *dir = slash ? strndup(path, (size_t)(slash - path) + (slash == path)) : strdup(".");
+    SLM_CHECK(dir, SLM_ERR_NOMEM, "%s: out of memory", path);
+    slm_status s = writer_open(dir, slash ? slash + 1 : path, dtype, 0, out);
+    free(dir);
+    SLM_CALL(s);
     return SLM_OK;
 }
 
@@ -321,8 +346,9 @@ static slm_status finish(struct slm_st_writer *w, const char *const *kv, json_t 
     *names = calloc(ns, sizeof **names);
     SLM_CHECK(*names, SLM_ERR_NOMEM, "%s: out of memory", w->dir);
     for (size_t s = 0; s < ns; s++) {
-        char name[64];
-        if (ns == 1) snprintf(name, sizeof name, "model.safetensors");
+        char name[256];
+        if (w->file) snprintf(name, sizeof name, "%s", w->file);
+        else if (ns == 1) snprintf(name, sizeof name, "model.safetensors");
         else snprintf(name, sizeof name, "model-%05zu-of-%05zu.safetensors", s + 1, ns);
         (*names)[s] = strdup(name);
         SLM_CHECK((*names)[s], SLM_ERR_NOMEM, "%s: out of memory", w->dir);
@@ -330,7 +356,7 @@ static slm_status finish(struct slm_st_writer *w, const char *const *kv, json_t 
     for (size_t s = 0, lo = 0; s < ns; s++) {
         size_t hi = lo;
         while (hi < w->n && w->t[hi].shard == s) hi++;
-        char tmp[96];
+        char tmp[280];
         snprintf(tmp, sizeof tmp, ".%s.tmp", (*names)[s]);
         SLM_CALL(track(w, tmp));
         SLM_CALL(write_tmp(w, *meta, lo, hi, NULL));
@@ -395,6 +421,7 @@ void slm_st_writer_destroy(slm_st_writer_t *pw)
     free(w->t);
     free(w->buf);
     free(w->dir);
+    free(w->file);
     free(w);
     *pw = NULL;
 }

@@ -113,7 +113,8 @@ int slm_cmd_calibrate(int argc, char **argv, MPI_Comm comm)
             long cores = sysconf(_SC_NPROCESSORS_ONLN);
             conf.train.threads = cores > local ? (int)(cores / local) : 1;
         }
-        st = slm_conf_validate(&conf, 1);
+        st = slm_conf_resolve_model(&conf);
+        if (st == SLM_OK) st = slm_conf_validate(&conf, 1);
     }
     if (st != SLM_OK) {
         slm_cli_report_error(comm, 0);

@@ -2,9 +2,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include "cli.h"
 #include "shardlm/ckpt.h"
+#include "shardlm/hf.h"
 #include "shardlm/log.h"
 
 static void usage(FILE *f)
@@ -12,7 +14,100 @@ static void usage(FILE *f)
     fprintf(f, "usage: shardlm ckpt list DIR\n"
                "       shardlm ckpt inspect CHECKPOINT.h5\n"
                "       shardlm ckpt verify CHECKPOINT.h5|DIR...   (all of each file; a DIR: its newest good one)\n"
-               "       shardlm ckpt export CHECKPOINT.h5 OUT.safetensors\n");
+               "       shardlm ckpt export CHECKPOINT.h5 OUT.safetensors\n"
+               "       shardlm ckpt export --format hf CHECKPOINT.h5 OUTDIR [--dtype f32|bf16]\n"
+               "                           [--max-shard-size SIZE] [--rope-pairing half|interleaved]\n"
+               "\n"
+               "export writes the parameters as one safetensors file (F32, shardlm's names), or with\n"
+               "--format hf as a Hugging Face model directory: config.json and model.safetensors, or\n"
+               "model-0000K-of-0000N.safetensors files of at most SIZE bytes of data each (a number with\n"
+               "an optional KB, MB, GB or KiB, MiB, GiB; default 5GB) and model.safetensors.index.json.\n"
+               "--rope-pairing interleaved stores a Llama model's q and k rows with rotary dimensions\n"
+               "2i, 2i+1 side by side (recorded in config.json); default half, as Hugging Face does.\n");
+}
+
+typedef struct {
+    const char *format, *dtype, *pairing, *ckpt, *out;
+    size_t max_shard;
+} export_args;
+
+/* "5GB", "512MiB", "1000": bytes. */
+static slm_status parse_size(const char *text, size_t *out)
+{
+    static const struct {
+        const char *suffix;
+        double scale;
+    } units[] = {{"", 1}, {"B", 1}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"KiB", 1024.0}, {"MiB", 1048576.0},
+                 {"GiB", 1073741824.0}};
+    char *end = NULL;
+    const double v = strtod(text, &end);
+    for (size_t i = 0; end != text && v > 0 && i < sizeof units / sizeof units[0]; i++)
+        if (!strcasecmp(end, units[i].suffix) && v * units[i].scale < 1e18) {
+            *out = (size_t)(v * units[i].scale);
+            if (*out) return SLM_OK;
+        }
+    return SLM_ERROR(SLM_ERR_ARG, "--max-shard-size '%s': expected a positive size in bytes, optionally with KB, MB, GB, "
+                                  "KiB, MiB or GiB", text);
+}
+
+static slm_status parse_export(int argc, char **argv, export_args *a)
+{
+    *a = (export_args){"safetensors", NULL, NULL, NULL, NULL, (size_t)5e9};
+    int npos = 0, sized = 0;
+    for (int i = 2; i < argc; i++) {
+        const char *o = argv[i];
+        if (o[0] != '-' || !o[1]) {
+            SLM_CHECK(npos < 2, SLM_ERR_ARG, "ckpt export: one checkpoint and one output, not also '%s'", o);
+            *(npos++ ? &a->out : &a->ckpt) = o;
+            continue;
+        }
+        SLM_CHECK(i + 1 < argc, SLM_ERR_ARG, "ckpt export: %s needs a value", o);
+        const char *v = argv[++i];
+        if (!strcmp(o, "--format")) a->format = v;
+        else if (!strcmp(o, "--dtype")) a->dtype = v;
+        else if (!strcmp(o, "--rope-pairing")) a->pairing = v;
+        else if (!strcmp(o, "--max-shard-size")) {
+            SLM_CALL(parse_size(v, &a->max_shard));
+            sized = 1;
+        } else return SLM_ERROR(SLM_ERR_ARG, "ckpt export: unknown option '%s'", o);
+    }
+    SLM_CHECK(npos == 2, SLM_ERR_ARG, "ckpt export: expected a checkpoint and an output");
+    SLM_CHECK(!strcmp(a->format, "safetensors") || !strcmp(a->format, "hf"), SLM_ERR_ARG,
+              "ckpt export: --format %s: expected safetensors or hf", a->format);
+    SLM_CHECK(!strcmp(a->format, "hf") || (!a->dtype && !a->pairing && !sized), SLM_ERR_ARG,
+              "ckpt export: --dtype, --max-shard-size and --rope-pairing go with --format hf");
+    SLM_CHECK(!a->dtype || !strcmp(a->dtype, "f32") || !strcmp(a->dtype, "bf16"), SLM_ERR_ARG,
+              "ckpt export: --dtype %s: expected f32 or bf16", a->dtype);
+    slm_rope_pairing p;
+    SLM_CHECK(!a->pairing || slm_rope_pairing_parse(a->pairing, &p), SLM_ERR_ARG,
+              "ckpt export: --rope-pairing %s: expected half or interleaved", a->pairing);
+    return SLM_OK;
+}
+
+/* `ckpt export`: rank 0 writes, the others wait for its verdict. */
+static int export_cmd(MPI_Comm comm, int rank, int argc, char **argv)
+{
+    export_args a;
+    if (parse_export(argc, argv, &a) != SLM_OK) {
+        slm_cli_report_error(comm, 0);
+        return SLM_EXIT_USAGE;
+    }
+    const int hf = !strcmp(a.format, "hf");
+    slm_rope_pairing pairing = SLM_ROPE_PAIRING_HALF;
+    if (a.pairing) slm_rope_pairing_parse(a.pairing, &pairing);
+    slm_status st = SLM_OK;
+    if (rank == 0)
+        st = hf ? slm_ckpt_export_hf(a.ckpt, a.out, a.dtype && !strcmp(a.dtype, "bf16") ? "BF16" : "F32", a.max_shard,
+                                     pairing)
+                : slm_ckpt_export_safetensors(a.ckpt, a.out);
+    int bad = st != SLM_OK;
+    MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
+    if (bad) {
+        slm_cli_report_error(comm, 0);
+        return SLM_EXIT_FAILURE;
+    }
+    if (rank == 0) printf("exported %s -> %s%s\n", a.ckpt, a.out, hf ? " (Hugging Face model directory)" : "");
+    return SLM_EXIT_OK;
 }
 
 /* Verify path against the tensor table of the model its own attributes describe. The
@@ -112,17 +207,7 @@ int slm_cmd_ckpt(int argc, char **argv, MPI_Comm comm)
 {
     int rank;
     MPI_Comm_rank(comm, &rank);
-    if (argc == 4 && !strcmp(argv[1], "export")) {
-        slm_status st = rank == 0 ? slm_ckpt_export_safetensors(argv[2], argv[3]) : SLM_OK;
-        int bad = st != SLM_OK;
-        MPI_Bcast(&bad, 1, MPI_INT, 0, comm);
-        if (bad) {
-            slm_cli_report_error(comm, 0);
-            return SLM_EXIT_FAILURE;
-        }
-        if (rank == 0) printf("exported %s -> %s\n", argv[2], argv[3]);
-        return SLM_EXIT_OK;
-    }
+    if (argc >= 2 && !strcmp(argv[1], "export")) return export_cmd(comm, rank, argc, argv);
     if (argc >= 3 && !strcmp(argv[1], "verify")) return verify_paths(comm, rank, argc - 2, argv + 2);
     if (argc != 3) {
         if (rank == 0) usage(argc > 1 && !strcmp(argv[1], "--help") ? stdout : stderr);

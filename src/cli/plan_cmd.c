@@ -93,6 +93,7 @@ static slm_status parse(int argc, char **argv, plan_args *a, slm_conf *c)
     SLM_CHECK(!a->memory_per_node_gib || a->ranks_per_node, SLM_ERR_ARG, "--memory-per-node needs --ranks-per-node");
     SLM_CHECK(!a->ranks_per_node || a->ranks % a->ranks_per_node == 0, SLM_ERR_ARG,
               "--ranks %d is not a multiple of --ranks-per-node %d", a->ranks, a->ranks_per_node);
+    SLM_CALL(slm_conf_resolve_model(c)); /* the model a Hugging Face model.init_from describes */
     return slm_conf_validate(c, a->ranks);
 }
 

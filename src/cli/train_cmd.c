@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "cli.h"
+#include "shardlm/agree.h"
 #include "shardlm/conf.h"
 #include "shardlm/log.h"
 #include "shardlm/runtime.h"
@@ -19,12 +20,17 @@ static void train_help(void)
 }
 
 /* Parse the command line into conf. Every rank parses the same arguments and files, so
- * every rank reaches the same verdict without communicating. */
-static slm_status parse(int argc, char **argv, slm_conf *conf, int world)
+ * every rank reaches the same verdict without communicating - except where the model
+ * comes from a Hugging Face directory: each rank reads its config.json, and all agree on
+ * the outcome (a rank whose copy is missing must not leave the others waiting). Then the
+ * resolved configuration is validated. Collective. */
+static slm_status parse(int argc, char **argv, slm_conf *conf, MPI_Comm comm, int world)
 {
     int i = 1;
-    SLM_CALL(slm_conf_from_args(conf, argc, argv, &i));
-    for (; i < argc; i++) SLM_CALL(slm_conf_set(conf, argv[i]));
+    slm_status s = slm_conf_from_args(conf, argc, argv, &i);
+    for (; i < argc && s == SLM_OK; i++) s = slm_conf_set(conf, argv[i]);
+    if (s != SLM_OK) return s; /* the same on every rank */
+    SLM_CALL(slm_agree(comm, slm_conf_resolve_model(conf)));
     SLM_CALL(slm_conf_validate(conf, world));
     return SLM_OK;
 }
@@ -45,7 +51,7 @@ int slm_cmd_train(int argc, char **argv, MPI_Comm comm)
         argc--;
     }
     slm_conf conf;
-    if (parse(argc, argv, &conf, world) != SLM_OK) {
+    if (parse(argc, argv, &conf, comm, world) != SLM_OK) {
         slm_cli_report_error(comm, 0);
         return SLM_EXIT_USAGE;
     }

@@ -9,9 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <ini.h>
 #include "shardlm/kernels.h"
 #include "shardlm/conf.h"
+#include "shardlm/hf.h"
 
 typedef enum { K_INT, K_LONG, K_U64, K_DOUBLE, K_BOOL, K_STR } key_type;
 
@@ -50,7 +52,12 @@ static const key_spec keys[] = {
         "llama3 scaling: high-frequency factor (0 = 4)"),
     NUM("model", "rope_original_max_pos", K_INT, model.rope_original_max_pos, 0, 16777216,
         "llama3 scaling: the context the frequencies were trained for (0 = 8192)"),
-    STR("model", "init_from", model.init_from, "initial weights from an llm.c GPT-2 .bin (fresh runs)"),
+    STR("model", "init_from", model.init_from,
+        "initial weights (fresh runs): an llm.c GPT-2 .bin, or a Hugging Face model directory, whose config.json "
+        "sets the model.* keys"),
+    STR("model", "init_rope_pairing", model.init_rope_pairing,
+        "auto | half | interleaved: how the q and k rows of a Hugging Face model.init_from pair rotary dimensions "
+        "(auto: what its config.json records, else half)"),
     NUM("train", "steps", K_LONG, train.steps, 0, 1e15, "optimizer steps"),
     NUM("train", "stop_after", K_LONG, train.stop_after, 0, 1e15, "end this run (with a checkpoint) at this step (0 = at train.steps)"),
     NUM("train", "micro_batch", K_INT, train.micro_batch, 1, 1 << 20, "sequences per rank per micro-step"),
@@ -100,6 +107,7 @@ static const key_spec keys[] = {
     STR("sample", "prompt", sample.prompt, "text the sample starts from"),
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
+_Static_assert(NKEYS <= SLM_CONF_MAX_KEYS, "SLM_CONF_MAX_KEYS is smaller than the key table");
 
 void slm_conf_defaults(slm_conf *c)
 {
@@ -112,6 +120,7 @@ void slm_conf_defaults(slm_conf *c)
     c->model.seq_len = 64;
     c->model.tie_embeddings = 1;
     strcpy(c->model.rope_scaling, "none");
+    strcpy(c->model.init_rope_pairing, "auto");
     c->train.steps = 300;
     c->train.micro_batch = 8;
     c->train.global_batch = 8;
@@ -239,6 +248,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
         return 0;
     }
     ctx->status = set_value(ctx->conf, k, value, where);
+    ctx->conf->set_by[k - keys] = SLM_CONF_SET_FILE;
     return ctx->status == SLM_OK;
 }
 
@@ -246,6 +256,7 @@ static int on_key(void *user, const char *section, const char *name, const char 
 static slm_status load_stream(slm_conf *conf, FILE *f, const char *path)
 {
     ini_ctx ctx = {conf, path, SLM_OK, f, 0};
+    snprintf(conf->source, sizeof conf->source, "%s", path);
     int rc = ini_parse_stream(read_line, &ctx, on_key, &ctx);
     fclose(f);
     if (ctx.status != SLM_OK) return ctx.status;
@@ -291,6 +302,7 @@ slm_status slm_conf_set(slm_conf *conf, const char *assignment)
     const key_spec *k = find_key(section, key);
     SLM_CHECK(k, SLM_ERR_CONFIG, "unknown key %s.%s on the command line", section, key);
     SLM_CALL(set_value(conf, k, eq + 1, "command line"));
+    conf->set_by[k - keys] = SLM_CONF_SET_COMMAND_LINE;
     return SLM_OK;
 }
 
@@ -316,6 +328,81 @@ slm_model_config slm_conf_model(const slm_conf *c)
     return m;
 }
 
+static void format_value(const slm_conf *c, const key_spec *k, char *buf, size_t len);
+
+/* Bytes of a number's field. */
+static size_t value_size(const key_spec *k)
+{
+    switch (k->type) {
+    case K_LONG: return sizeof(long);
+    case K_U64: return sizeof(uint64_t);
+    case K_DOUBLE: return sizeof(double);
+    default: return sizeof(int);
+    }
+}
+
+/* "set in run.ini" or "set on the command line": where key k got its value. */
+static void set_where(const slm_conf *c, const key_spec *k, char *buf, size_t len)
+{
+    if (c->set_by[k - keys] == SLM_CONF_SET_COMMAND_LINE) snprintf(buf, len, "set on the command line");
+    else snprintf(buf, len, "set in %s", c->source);
+}
+
+slm_status slm_conf_resolve_model(slm_conf *c)
+{
+    const char *dir = c->model.init_from;
+    if (!slm_hf_is_model_dir(dir)) {
+        struct stat sb;
+        SLM_CHECK(!dir[0] || stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode), SLM_ERR_CONFIG,
+                  "model.init_from = %s is a directory without a config.json (a Hugging Face model directory has one; "
+                  "an llm.c checkpoint is a file)", dir);
+        return SLM_OK;
+    }
+    slm_model_config hf;
+    slm_rope_pairing pairing;
+    slm_hf_origin origin;
+    SLM_CALL(slm_hf_read_config(dir, &hf, &pairing, &origin));
+    char where[SLM_PATH_MAX + 32], have[SLM_PATH_MAX + 8];
+    snprintf(where, sizeof where, "config.json in %s", dir);
+    slm_conf *probe = malloc(sizeof *probe); /* each value parsed as the key would parse it */
+    SLM_CHECK(probe, SLM_ERR_NOMEM, "out of memory");
+    *probe = *c;
+    slm_status s = SLM_OK;
+    for (int i = 0; i < origin.n && s == SLM_OK; i++) {
+        const key_spec *k = find_key("model", origin.e[i].key);
+        char text[64];
+        if (!k || !slm_model_config_field_text(&hf, k->key, text, sizeof text)) continue;
+        s = set_value(probe, k, text, where);
+        if (s != SLM_OK) break;
+        const size_t size = k->type == K_STR ? strlen((char *)probe + k->offset) + 1 : value_size(k);
+        char *mine = (char *)c + k->offset, *theirs = (char *)probe + k->offset;
+        if (memcmp(mine, theirs, size) && c->set_by[k - keys] != SLM_CONF_SET_DEFAULT) {
+            char set[SLM_PATH_MAX + 32];
+            format_value(c, k, have, sizeof have);
+            set_where(c, k, set, sizeof set);
+            s = SLM_ERROR(SLM_ERR_CONFIG, "model.%s = %s (%s) contradicts config.json's %s = %s in %s", k->key, have,
+                          set, origin.e[i].from, origin.e[i].value, dir);
+            break;
+        }
+        memcpy(mine, theirs, size);
+    }
+    free(probe);
+    SLM_CALL(s);
+    if (c->model.seq_len > hf.max_pos) {
+        const key_spec *k = find_key("model", "seq_len");
+        const char *from = "max_pos", *value = slm_hf_origin_text(&origin, "max_pos", &from);
+        char set[SLM_PATH_MAX + 32];
+        set_where(c, k, set, sizeof set);
+        SLM_CHECK(c->set_by[k - keys] == SLM_CONF_SET_DEFAULT, SLM_ERR_CONFIG,
+                  "model.seq_len = %d (%s) is longer than config.json's %s = %s in %s", c->model.seq_len, set, from,
+                  value ? value : "?", dir);
+        c->model.seq_len = hf.max_pos; /* the default is longer than the model knows */
+    }
+    if (!strcmp(c->model.init_rope_pairing, "auto"))
+        snprintf(c->model.init_rope_pairing, sizeof c->model.init_rope_pairing, "%s", slm_rope_pairing_name(pairing));
+    return SLM_OK;
+}
+
 int slm_conf_grad_accum(const slm_conf *c, int dp)
 {
     return c->train.global_batch / (c->train.micro_batch * dp);
@@ -325,6 +412,10 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
 {
     SLM_CHECK(!strcmp(c->model.rope_scaling, "none") || !strcmp(c->model.rope_scaling, "llama3"), SLM_ERR_CONFIG,
               "model.rope_scaling = '%s': expected none or llama3", c->model.rope_scaling);
+    SLM_CHECK(!strcmp(c->model.init_rope_pairing, "auto") || !strcmp(c->model.init_rope_pairing, "half") ||
+                  !strcmp(c->model.init_rope_pairing, "interleaved"),
+              SLM_ERR_CONFIG, "model.init_rope_pairing = '%s': expected auto, half or interleaved",
+              c->model.init_rope_pairing);
     SLM_CHECK(strcmp(c->model.arch, "gpt2") || c->model.tie_embeddings, SLM_ERR_CONFIG,
               "model.tie_embeddings = false: GPT-2's LM head is its token embedding");
     const slm_model_config mc = slm_conf_model(c);

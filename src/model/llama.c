@@ -303,4 +303,5 @@ const slm_arch slm_arch_llama = {
     .flops_per_token = flops_per_token,
     .params_of = params_of,
     .gemm_shapes = gemm_shapes,
+    .hf = &slm_hf_llama,
 };

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "hf_impl.h"
 #include "model_impl.h"
 #include "shardlm/kernels.h"
 #include "shardlm/rng.h"
@@ -25,11 +26,20 @@ static void *alloc_floats(size_t n)
 
 const char *const slm_model_archs[] = {"gpt2", "llama", NULL};
 
+static const slm_arch *const all_archs[] = {&slm_arch_gpt2, &slm_arch_llama};
+#define NARCHS (sizeof all_archs / sizeof all_archs[0])
+
 const slm_arch *slm_arch_find(const char *name)
 {
-    static const slm_arch *const all[] = {&slm_arch_gpt2, &slm_arch_llama};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
-        if (!strcmp(all[i]->name, name)) return all[i];
+    for (size_t i = 0; i < NARCHS; i++)
+        if (!strcmp(all_archs[i]->name, name)) return all_archs[i];
+    return NULL;
+}
+
+const slm_arch *slm_arch_find_hf(const char *model_type)
+{
+    for (size_t i = 0; i < NARCHS; i++)
+        if (all_archs[i]->hf && !strcmp(all_archs[i]->hf->model_type, model_type)) return all_archs[i];
     return NULL;
 }
 
@@ -386,6 +396,13 @@ float *slm_model_grads(slm_model_t m) { return m->grads; }
 int slm_model_num_tensors(slm_model_t m) { return m->ntensors; }
 const slm_tensor_info *slm_model_tensor(slm_model_t m, int i) { return &m->tensors[i]; }
 const float *slm_model_logits(slm_model_t m) { return m->logits; }
+int slm_model_head_tensor(slm_model_t m) { return m->arch->head_tensor(m); }
+
+void slm_model_vocab_rows(slm_model_t m, int *v0, int *vl)
+{
+    *v0 = m->v0;
+    *vl = m->vl;
+}
 
 const slm_tensor_info *slm_model_find_tensor(slm_model_t m, const char *name)
 {

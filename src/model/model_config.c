@@ -48,6 +48,20 @@ static void field_text(const slm_model_config *c, const field *f, char *buf, siz
     else snprintf(buf, len, "%s", rope_kind_name(*(const int *)p));
 }
 
+int slm_model_config_field_text(const slm_model_config *c, const char *key, char *buf, size_t len)
+{
+    if (!strcmp(key, "arch")) {
+        snprintf(buf, len, "%s", c->arch);
+        return 1;
+    }
+    for (size_t i = 0; i < NFIELDS; i++)
+        if (!strcmp(fields[i].key, key)) {
+            field_text(c, &fields[i], buf, len);
+            return 1;
+        }
+    return 0;
+}
+
 int slm_model_config_same(const slm_model_config *a, const slm_model_config *b, char *why, size_t len)
 {
     if (strcmp(a->arch, b->arch)) {

@@ -11,6 +11,7 @@
 #include "shardlm/model.h"
 
 typedef struct slm_arch slm_arch;
+typedef struct slm_hf_arch slm_hf_arch; /* hf_impl.h */
 
 /* The activations of one block for a micro-batch: up to MAX_BLOCK_ACTS buffers, the last
  * being the block's output (the residual stream leaving it). */
@@ -98,10 +99,15 @@ struct slm_arch {
     double (*params_of)(const slm_model_config *cfg);
     /* The products of one micro-batch (see slm_model_gemm_shapes). */
     int (*gemm_shapes)(slm_model_t m, int B, slm_gemm_shape *out, int max);
+    /* Hugging Face's config.json keys and tensor names (hf_impl.h); NULL: no such form. */
+    const slm_hf_arch *hf;
 };
 
 extern const slm_arch slm_arch_gpt2, slm_arch_llama;
+extern const slm_hf_arch slm_hf_gpt2, slm_hf_llama; /* gpt2_hf.c, llama_hf.c */
 const slm_arch *slm_arch_find(const char *name);
+/* The architecture whose Hugging Face model_type is model_type, or NULL. */
+const slm_arch *slm_arch_find_hf(const char *model_type);
 
 /* Building the table. Where a tensor lives. */
 typedef enum { HELD_BLOCK, HELD_EMBED, HELD_HEAD } tensor_home;

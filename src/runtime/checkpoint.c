@@ -6,6 +6,7 @@
 #include <string.h>
 #include "shardlm/agree.h"
 #include "shardlm/ckpt.h"
+#include "shardlm/hf.h"
 #include "shardlm/log.h"
 #include "trainer_impl.h"
 
@@ -64,6 +65,35 @@ static void meta_of(trainer *tr, long step, slm_ckpt_meta *m)
     slm_conf_to_ini(c, m->config, sizeof m->config);
 }
 
+/* Fill what this rank holds of a fresh run's parameters from outside weights, with fill
+ * called for each range the sharded layer hands out; every rank agrees on the outcome.
+ * Collective. */
+static slm_status import_weights(trainer *tr, slm_status (*fill)(void *src, size_t offset, size_t count, float *dst),
+                                 void *src)
+{
+    int n = 0;
+    slm_ckpt_piece *pieces = pieces_of(tr, 1, &n);
+    slm_status s = pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "model.init_from: out of memory for the list of pieces");
+    for (int i = 0; i < n && s == SLM_OK; i++)
+        if (pieces[i].params) s = fill(src, pieces[i].offset, pieces[i].count, pieces[i].params);
+    free(pieces);
+    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), s));
+    slm_fsdp_after_load(tr->fsdp, 0);
+    return SLM_OK;
+}
+
+typedef struct {
+    slm_llmc_t llmc;
+    slm_model_t model;
+} llmc_source;
+
+static slm_status fill_llmc(void *src, size_t offset, size_t count, float *dst)
+{
+    llmc_source *l = src;
+    slm_llmc_fill(l->llmc, slm_model_tensor(l->model, 0), slm_model_num_tensors(l->model), offset, count, dst);
+    return SLM_OK;
+}
+
 /* A fresh run that starts from llm.c weights: every rank copies the ranges it holds. */
 static slm_status init_from_llmc(trainer *tr)
 {
@@ -71,19 +101,41 @@ static slm_status init_from_llmc(trainer *tr)
     slm_llmc_t llmc = NULL;
     slm_status s = slm_llmc_open(c->model.init_from, slm_model_config_of(tr->model), &llmc);
     SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), s));
-    int n = 0;
-    slm_ckpt_piece *pieces = pieces_of(tr, 1, &n);
-    if (!pieces) slm_llmc_close(&llmc);
-    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh),
-                       pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "model.init_from: out of memory for the list of pieces")));
-    for (int i = 0; i < n; i++)
-        if (pieces[i].params)
-            slm_llmc_fill(llmc, slm_model_tensor(tr->model, 0), slm_model_num_tensors(tr->model), pieces[i].offset,
-                          pieces[i].count, pieces[i].params);
-    free(pieces);
+    llmc_source src = {llmc, tr->model};
+    s = import_weights(tr, fill_llmc, &src);
     slm_llmc_close(&llmc);
-    slm_fsdp_after_load(tr->fsdp, 0);
+    SLM_CALL(s);
     if (tr->rank == 0) printf("init      weights from %s (llm.c GPT-2 checkpoint)\n", c->model.init_from);
+    return SLM_OK;
+}
+
+static slm_status fill_hf(void *src, size_t offset, size_t count, float *dst)
+{
+    return slm_hf_fill(src, offset, count, dst);
+}
+
+/* A fresh run that starts from a Hugging Face model directory: every rank checks the
+ * model's whole tensor table against the files, all agree on that before anything else,
+ * and each reads only what it holds. */
+static slm_status init_from_hf(trainer *tr)
+{
+    const slm_conf *c = tr->conf;
+    slm_rope_pairing pairing = SLM_ROPE_PAIRING_HALF;
+    slm_rope_pairing_parse(c->model.init_rope_pairing, &pairing); /* resolved and validated with the configuration */
+    slm_hf_t hf = NULL;
+    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), slm_hf_open(c->model.init_from, tr->model, pairing, &hf)));
+    slm_status s = import_weights(tr, fill_hf, hf);
+    if (s == SLM_OK && tr->rank == 0) {
+        const char *first = NULL;
+        const int unused = slm_hf_unused(hf, &first);
+        printf("init      weights from %s (%s%s)\n", c->model.init_from, slm_hf_describe(hf),
+               pairing == SLM_ROPE_PAIRING_INTERLEAVED ? ", q and k rows interleaved" : "");
+        if (unused)
+            printf("init      %d tensor%s of the files the model does not use, left alone (the first: %s)\n", unused,
+                   unused > 1 ? "s" : "", first);
+    }
+    slm_hf_close(&hf);
+    SLM_CALL(s);
     return SLM_OK;
 }
 
@@ -98,7 +150,9 @@ slm_status slm_trainer_restore(trainer *tr)
     const slm_ckpt_expect expect = {&want, slm_model_tensor(tr->model, 0), slm_model_num_tensors(tr->model)};
     SLM_CALL(slm_ckpt_find(comm, c->ckpt.dir, c->ckpt.resume, &expect, path, sizeof path));
     if (!path[0]) /* nothing to resume: a fresh run */
-        return c->model.init_from[0] ? init_from_llmc(tr) : SLM_OK;
+        return !c->model.init_from[0]                       ? SLM_OK
+               : slm_hf_is_model_dir(c->model.init_from) ? init_from_hf(tr)
+                                                          : init_from_llmc(tr);
     int n = 0;
     slm_ckpt_piece *pieces = pieces_of(tr, 1, &n);
     SLM_CALL(slm_agree(comm, pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "resume: out of memory for the list of pieces")));

@@ -44,6 +44,7 @@ static void forward(pipe_state *p, int k)
     }
     slm_activity_set("forward", -1);
     p->loss += slm_model_forward_slot(tr->model, slot, tr->inputs, tr->targets, tr->B, tr->T);
+    if (p->last) slm_trainer_keep_logits(tr, p->step, k);
     if (!p->last) {
         wait_for(p, &p->act_sent[slot], "MPI_Wait: pipeline activations to the next stage");
         MPI_Isend(slm_model_stage_output(tr->model, slot), (int)p->n, MPI_FLOAT, p->stage + 1, k, p->comm,

@@ -176,6 +176,11 @@ static slm_status setup_dump(trainer *tr)
         if (slm_mesh_tp_size(tr->mesh) > 1 || slm_mesh_pp_size(tr->mesh) > 1)
             ok &= (tr->whole = malloc(slm_model_num_global_params(tr->model) * sizeof(float))) != NULL;
     }
+    if (tr->dp == 1 && tr->start_step == 0) { /* step 0's logits, gathered whatever the layout */
+        const size_t n = (size_t)tr->B * tr->T * (size_t)c->model.vocab_size;
+        SLM_CHECK(n <= INT_MAX, SLM_ERR_UNSUPPORTED, "log.dump: step 0's logits are too many to dump");
+        ok &= (tr->logits0 = calloc(n, sizeof(float))) != NULL;
+    }
     SLM_CALL(slm_agree(slm_mesh_world(tr->mesh),
                        ok ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "log.dump: cannot allocate a parameter vector")));
     float *v;
@@ -199,6 +204,7 @@ static void teardown(trainer *tr)
     free(tr->targets);
     free(tr->full);
     free(tr->whole);
+    free(tr->logits0);
     free(tr->losses);
     free(tr->lrs);
     free(tr->norms);
@@ -217,7 +223,7 @@ static void print_summary(const trainer *tr)
     printf("shardlm %s: training configuration\n", PACKAGE_VERSION);
     slm_conf_print(c, stdout);
     slm_matmul_report(&tr->matmul, c->train.matmul, uses_bf16(c), stdout);
-    printf("model     gpt2 L=%d H=%d C=%d V=%d T=%d: %.3fM parameters\n", c->model.n_layer,
+    printf("model     %s L=%d H=%d C=%d V=%d T=%d: %.3fM parameters\n", c->model.arch, c->model.n_layer,
            c->model.n_head, c->model.d_model, c->model.vocab_size, c->model.seq_len, (double)n / 1e6);
     printf("layout    %d rank%s = dp %d x tp %d x pp %d, zero stage %d, %s, %d buckets, overlap %s; micro_batch %d x "
            "grad_accum %d x dp %d = global_batch %d; %d thread%s per rank\n",
@@ -292,6 +298,28 @@ static slm_status step_outcome(trainer *tr)
     return slm_agree(slm_mesh_world(tr->mesh), s);
 }
 
+void slm_trainer_keep_logits(trainer *tr, long step, int micro)
+{
+    if (!tr->logits0 || step != 0 || micro != 0) return;
+    int v0, vl;
+    slm_model_vocab_rows(tr->model, &v0, &vl);
+    const size_t V = (size_t)tr->conf->model.vocab_size, N = (size_t)tr->B * tr->T;
+    const float *l = slm_model_logits(tr->model);
+    for (size_t n = 0; n < N; n++) memcpy(tr->logits0 + n * V + (size_t)v0, l + n * (size_t)vl, (size_t)vl * sizeof(float));
+}
+
+/* Step 0's first logits to the dump: each rank of the last pipeline stage holds its
+ * vocabulary columns (the others zeros), summed to rank 0. Collective over the
+ * model-parallel group, which is the world when there is a dump of logits (dp 1). */
+static void dump_logits(trainer *tr)
+{
+    const int n = (int)((size_t)tr->B * tr->T * (size_t)tr->conf->model.vocab_size);
+    slm_activity_set("MPI_Reduce: step 0's logits for the dump", -1);
+    MPI_Reduce(tr->rank == 0 ? MPI_IN_PLACE : tr->logits0, tr->logits0, n, MPI_FLOAT, MPI_SUM, 0,
+               slm_mesh_mp_comm(tr->mesh));
+    if (tr->rank == 0) slm_trainer_defer(tr, slm_dump_logits(tr->dump, tr->logits0));
+}
+
 /* One optimizer step; returns the mean loss of the global batch. */
 static slm_status one_step(trainer *tr, long step, double *loss_out, double *norm_out, double *lr_out)
 {
@@ -310,13 +338,11 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
         slm_trainer_load_batch(tr, step, micro);
         slm_fsdp_set_last_micro(tr->fsdp, micro == tr->accum - 1);
         loss += slm_model_forward(tr->model, tr->inputs, tr->targets, tr->B, tr->T);
-        if (tr->dump && tr->dp == 1 && slm_mesh_tp_size(tr->mesh) == 1 && step == 0 && micro == 0)
-            /* before backward overwrites them; with tensor parallelism rank 0 holds only its
-             * columns, with pipeline parallelism none (this loop does not run then) */
-            slm_trainer_defer(tr, slm_dump_logits(tr->dump, slm_model_logits(tr->model)));
+        slm_trainer_keep_logits(tr, step, micro); /* before backward overwrites them */
         slm_model_backward(tr->model, 1.0f / ((float)tr->B * tr->T * tr->accum * tr->dp));
         SLM_CALL(slm_fsdp_finish_backward(tr->fsdp));
     }
+    if (step == 0 && tr->logits0) dump_logits(tr);
     slm_activity_set("MPI_Allreduce: loss", -1);
     MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, tr->dp_comm);
     if (pipelined) /* only the last stage has it */

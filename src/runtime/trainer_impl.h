@@ -28,6 +28,7 @@ typedef struct {
     int32_t *inputs, *targets; /* (B, T) */
     float *full;               /* dp rank 0, with log.dump: this rank's parameter vector */
     float *whole;              /* ... with tensor parallelism: the whole model's (reduced to rank 0) */
+    float *logits0;            /* (B,T,V) with log.dump at dp 1: step 0's first logits, this rank's columns */
     float *losses;
     double *lrs, *norms;
     long start_step;           /* the first step this run trains (after a resume) */
@@ -55,6 +56,9 @@ typedef struct {
 int slm_trainer_writes(const trainer *tr, const slm_tensor_info *t);
 /* train.c: the inputs and targets of micro-batch `micro` of `step` on this rank. */
 void slm_trainer_load_batch(trainer *tr, long step, int micro);
+/* With a dump of step 0 (log.dump, dp 1), keep this rank's columns of the logits of the
+ * forward just run when it was step 0's first micro-batch. */
+void slm_trainer_keep_logits(trainer *tr, long step, int micro);
 /* A rank-local failure in the middle of a step (a dump write) must not stop this rank
  * while the others go on into the step's collectives: it is recorded (the first one) and
  * becomes every rank's error at the step boundary. */
