@@ -51,7 +51,8 @@ void slm_model_config_defaults(slm_model_config *cfg);
  * d_model, ...), and that tp_size ranks can split it. Errors name the model.* key. Local. */
 slm_status slm_model_config_check(const slm_model_config *cfg, int tp_size);
 /* Two configurations describe the same parameters (everything but seq_len and recompute).
- * On a difference, why names the first key that differs and both values. */
+ * On a difference, why names the first key that differs and both values, a's first, as
+ * "model.d_model = 32, this run has 16" (b is the run's). */
 int slm_model_config_same(const slm_model_config *a, const slm_model_config *b, char *why, size_t len);
 /* The configuration as a JSON object and back (the checkpoint attribute model_config).
  * Unknown keys in the JSON are an error; missing ones keep their defaults. */

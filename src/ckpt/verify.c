@@ -67,7 +67,7 @@ static slm_status check_shape(const char *path, const slm_ckpt_meta *meta, const
 {
     char why[256];
     SLM_CHECK(slm_model_config_same(&meta->model, &want->model, why, sizeof why), SLM_ERR_CONFIG,
-              "%s holds another model: %s", path, why);
+              "%s holds a model with %s", path, why);
     return SLM_OK;
 }
 

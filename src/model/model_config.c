@@ -65,7 +65,7 @@ int slm_model_config_field_text(const slm_model_config *c, const char *key, char
 int slm_model_config_same(const slm_model_config *a, const slm_model_config *b, char *why, size_t len)
 {
     if (strcmp(a->arch, b->arch)) {
-        if (why) snprintf(why, len, "model.arch = %s there, %s here", a->arch, b->arch);
+        if (why) snprintf(why, len, "model.arch = %s, this run has %s", a->arch, b->arch);
         return 0;
     }
     for (size_t i = 0; i < NFIELDS; i++) {
@@ -79,7 +79,7 @@ int slm_model_config_same(const slm_model_config *a, const slm_model_config *b, 
             char va[40], vb[40];
             field_text(a, f, va, sizeof va);
             field_text(b, f, vb, sizeof vb);
-            snprintf(why, len, "model.%s = %s there, %s here", f->key, va, vb);
+            snprintf(why, len, "model.%s = %s, this run has %s", f->key, va, vb);
         }
         return 0;
     }
