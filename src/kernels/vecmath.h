@@ -12,37 +12,6 @@
 #define SLM_VECTOR_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define SLM_VECTOR_CLONES
-/* sigmoid(x) = 1 / (1 + e^-x) into *s and 1 - sigmoid(x) into *sc, each to float accuracy
- * for every finite x. Both are formed from e = e^-|x| <= 1, as 1 / (1 + e) and e / (1 + e)
- * (the sign of x says which is which): nothing overflows, and 1 - s is not a difference,
- * which for large x would round to 0 and lose x e^-x in silu's derivative. Past |x| = 87
- * e is flushed to 0, since exp_vec would clamp it to e^-87 and leave a silu of about
- * x e^-87 (order 1 for x near -FLT_MAX) where the answer is 0. The tests on x and the
- * choices work on bits, as integer masks, which keeps the loops vectorized in every clone
- * (see exp_vec). */
-static inline void sigmoid_vec(float x, float *s, float *sc)
-{
-    int32_t xb;
-    memcpy(&xb, &x, sizeof xb);
-    const int32_t mag = xb & 0x7fffffff;
-    float ax;
-    memcpy(&ax, &mag, sizeof ax);
-    const float e0 = exp_vec(-ax);
-    int32_t eb;
-    memcpy(&eb, &e0, sizeof eb);
-    eb &= mag < 0x42ae0000 ? -1 : 0; /* the bits of 87.0f */
-    float e;
-    memcpy(&e, &eb, sizeof e);
-    const float big = 1.0f / (1.0f + e), small = e * big;
-    int32_t bb, sb;
-    memcpy(&bb, &big, sizeof bb);
-    memcpy(&sb, &small, sizeof sb);
-    const int32_t neg = xb >> 31; /* all ones when x < 0: a mask, not a branch */
-    const int32_t sbits = (sb & neg) | (bb & ~neg), scbits = (bb & neg) | (sb & ~neg);
-    memcpy(s, &sbits, sizeof *s);
-    memcpy(sc, &scbits, sizeof *sc);
-}
-
 #endif
 
 /* e^x for |x| <= 87, written so the compiler vectorizes it (the C library's expf and
