@@ -223,8 +223,15 @@ static void print_summary(const trainer *tr)
     printf("shardlm %s: training configuration\n", PACKAGE_VERSION);
     slm_conf_print(c, stdout);
     slm_matmul_report(&tr->matmul, c->train.matmul, uses_bf16(c), stdout);
-    printf("model     %s L=%d H=%d C=%d V=%d T=%d: %.3fM parameters\n", c->model.arch, c->model.n_layer,
-           c->model.n_head, c->model.d_model, c->model.vocab_size, c->model.seq_len, (double)n / 1e6);
+    /* the resolved configuration (the architecture's defaults filled in) and the exact
+     * count, which bench/vs-pytorch compares with its PyTorch model's */
+    const slm_model_config *mc = slm_model_config_of(tr->model);
+    const size_t ng = slm_model_num_global_params(tr->model);
+    printf("model     %s L=%d H=%d KV=%d C=%d F=%d V=%d T=%d%s: %.3fM parameters (%zu", mc->arch, mc->n_layer,
+           mc->n_head, mc->n_kv_head, mc->d_model, mc->ffn_hidden, mc->vocab_size, mc->seq_len,
+           mc->tie_embeddings ? ", tied head" : "", (double)ng / 1e6, ng);
+    if (n != ng) printf("; %zu on rank 0", n);
+    printf(")\n");
     printf("layout    %d rank%s = dp %d x tp %d x pp %d, zero stage %d, %s, %d buckets, overlap %s; micro_batch %d x "
            "grad_accum %d x dp %d = global_batch %d; %d thread%s per rank\n",
            tr->world, tr->world > 1 ? "s" : "", tr->dp, c->parallel.tp, c->parallel.pp, c->parallel.zero_stage,
@@ -248,7 +255,8 @@ static void print_summary(const trainer *tr)
                100.0 * (P - 1) / (tr->accum + P - 1));
     }
     printf("data      %s\n", slm_dataset_describe(tr->data));
-    printf("compute   %.3g GFLOP per token (6*(12*L*C^2 + V*C) + 12*L*C*T), linear layers by %s, peak %.1f "
+    printf("compute   %.3g GFLOP per token (6 x the matrix weights a token passes through + 12*L*C*T), linear "
+           "layers by %s, peak %.1f "
            "GFLOP/s per rank (%s)\n",
            tr->flops_per_token / 1e9, slm_gemm_name(), tr->peak_gflops,
            c->log.peak_gflops > 0 ? "log.peak_gflops" : "its 1024^3 product measured at start-up");
