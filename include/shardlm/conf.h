@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include "shardlm/model.h"
+#include "shardlm/optim.h"
 #include "shardlm/status.h"
 
 #define SLM_PATH_MAX 1024
@@ -30,6 +31,7 @@ typedef struct slm_conf {
         int micro_batch, global_batch;
         double lr, min_lr, weight_decay, grad_clip, beta1, beta2, eps;
         long warmup_steps;
+        char optimizer[16]; /* adamw | adafactor | lamb | sgd */
         uint64_t seed;
         char precision[8];
         char matmul[16];
@@ -37,6 +39,17 @@ typedef struct slm_conf {
         int threads;
         double watchdog_s;
     } train;
+    struct {
+        double eps1, eps2, clip_threshold, decay_rate, beta1;
+        int scale_parameter, relative_step, warmup_init;
+    } adafactor;
+    struct {
+        double min_trust, max_trust;
+    } lamb;
+    struct {
+        double momentum, dampening;
+        int nesterov;
+    } sgd;
     struct {
         int tp, pp, zero_stage, microbatches;
         int overlap;
@@ -57,6 +70,7 @@ typedef struct slm_conf {
         char dir[SLM_PATH_MAX], resume[SLM_PATH_MAX];
         long every, keep_every;
         int keep, async;
+        int reset_optimizer; /* resume the parameters of a checkpoint, start the optimizer afresh */
         double grace_s;
     } ckpt;
     struct {
@@ -107,6 +121,8 @@ void slm_conf_print(const slm_conf *conf, FILE *f);
 void slm_conf_to_ini(const slm_conf *conf, char *buf, size_t len);
 /* The model configuration conf describes (with the architecture's defaults filled in). */
 slm_model_config slm_conf_model(const slm_conf *conf);
+/* The optimizer configuration conf describes. */
+slm_optim_config slm_conf_optim(const slm_conf *conf);
 /* Gradient accumulation steps implied by conf for dp data-parallel ranks. */
 int slm_conf_grad_accum(const slm_conf *conf, int dp);
 

@@ -188,6 +188,9 @@ slm_status slm_model_measure(const slm_model_config *cfg, int max_batch, int tp_
  * parameters or activations: for tools that check a file against the model it claims to
  * hold. Only table and config queries may be used on it. Local. */
 slm_status slm_model_describe(const slm_model_config *cfg, slm_model_t *model);
+/* The same for the part tensor-parallel rank 0 of tp_size holds of a pipeline stage. */
+slm_status slm_model_describe_part(const slm_model_config *cfg, int tp_size, const slm_model_stage *stage,
+                                   slm_model_t *model);
 /* Free everything; sets *model to NULL; NULL is a no-op. */
 void slm_model_destroy(slm_model_t *model);
 

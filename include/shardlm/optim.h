@@ -1,5 +1,23 @@
-/* shardlm/optim.h - AdamW over the model's tensors, the learning-rate schedule and
- * global gradient-norm clipping. */
+/* shardlm/optim.h - the optimizers (AdamW, Adafactor, LAMB, SGD) behind one interface,
+ * the learning-rate schedule and global gradient-norm clipping.
+ *
+ * An optimizer object updates the parts of a model's parameters one rank holds: segments
+ * of the model's parameter index space (the whole block without sharding, the owned chunk
+ * of every bucket under ZeRO). It never sees a communicator. Where a method needs a
+ * statistic of a whole tensor - Adafactor's row and column means and the RMS of its
+ * update, LAMB's norms - it sums what this rank holds into one buffer of doubles, one run
+ * of slots per tensor, and hands the buffer to a reducer the sharding layer supplies; the
+ * reducer sums it over the ranks that hold the other parts of each tensor, so the result
+ * is the same however ZeRO and tensor parallelism cut a tensor. A step is
+ * slm_optimizer_begin_step (every phase that needs such statistics) and then
+ * slm_optimizer_update for each segment (the elementwise update), so the sharding layer
+ * can start a segment's all-gather as soon as its update is done.
+ *
+ * The state is named groups (docs/optimizers.md): elementwise groups hold one float per
+ * element of the tensors they cover, at the same positions as the parameters (and so
+ * shard and reshard with them); replicated groups hold per-tensor vectors (Adafactor's
+ * factored second moment) that every rank holding a part of the tensor keeps whole.
+ * Checkpoints store each group under its name, every tensor at its global shape. */
 #ifndef SHARDLM_OPTIM_H
 #define SHARDLM_OPTIM_H
 
@@ -21,32 +39,123 @@ void slm_clip_grads(float *grads, size_t n, double norm, double max_norm);
 /* The factor slm_clip_grads multiplies by (1 when it leaves the gradients alone). */
 float slm_clip_factor(double norm, double max_norm);
 
-typedef struct slm_adamw *slm_adamw_t;
+/* ---- configuration --------------------------------------------------------------------- */
 
-/* Optimizer state (two fp32 moments) for n parameters. Local. */
-slm_status slm_adamw_create(size_t n, double beta1, double beta2, double eps,
-                            double weight_decay, slm_adamw_t *opt);
-void slm_adamw_destroy(slm_adamw_t *opt);
-/* One step over the tensors of a model: decay only where tensors[i].decay is set.
- * Same as slm_adamw_begin_step followed by one slm_adamw_update_range over everything. */
-void slm_adamw_step(slm_adamw_t opt, float *params, const float *grads,
-                    const slm_tensor_info *tensors, int ntensors, double lr);
-/* For sharded state: count the step once, then update each owned range. */
-void slm_adamw_begin_step(slm_adamw_t opt);
-/* Multiply the gradients by scale as this step's updates read them (begin_step resets it
- * to 1): clipping folded into the update, which saves a pass over the gradients. The
- * result is bitwise that of scaling the gradients first. */
-void slm_adamw_set_grad_scale(slm_adamw_t opt, float scale);
-/* Update count parameters whose first element is global_offset in the model's
- * parameter index space (which tensor, hence whether to decay) and state_offset in this
- * optimizer's moments. */
-void slm_adamw_update_range(slm_adamw_t opt, float *params, const float *grads,
-                            size_t state_offset, size_t global_offset, size_t count,
-                            const slm_tensor_info *tensors, int ntensors, double lr);
-/* Steps taken so far, and setting them when state is restored from a checkpoint. */
-long slm_adamw_steps(slm_adamw_t opt);
-void slm_adamw_set_steps(slm_adamw_t opt, long t);
-/* The first and second moments (n floats each), for checkpoints. */
-void slm_adamw_moments(slm_adamw_t opt, float **m, float **v);
+/* The optimizers built in, NULL-terminated: {"adamw", "adafactor", "lamb", "sgd", NULL}. */
+extern const char *const slm_optimizer_names[];
+
+/* Every optimizer's settings; each reads its own. Weight decay applies to the tensors
+ * whose table entry has decay set: decoupled (p -= lr wd p) for AdamW, LAMB (inside the
+ * update it scales by the trust ratio) and Adafactor, as an L2 term added to the gradient
+ * for SGD (PyTorch's SGD). */
+typedef struct slm_optim_config {
+    char name[16];
+    double weight_decay;
+    double beta1, beta2, eps; /* AdamW and LAMB */
+    struct {
+        double eps1, eps2;      /* added to g^2; the floor of the parameter scale */
+        double clip_threshold;  /* the update's RMS is clipped to this */
+        double decay_rate;      /* beta2 of step t = 1 - t^decay_rate */
+        double beta1;           /* first moment (0: none) */
+        int scale_parameter;    /* step size relative to the parameter's RMS */
+        int relative_step;      /* step size min(1e-2, 1/sqrt(t)) instead of the run's schedule */
+        int warmup_init;        /* relative step min(1e-6 t, 1/sqrt(t)) */
+    } adafactor;
+    struct {
+        double min_trust, max_trust; /* clamp of the trust ratio (max 0: none) */
+    } lamb;
+    struct {
+        double momentum, dampening;
+        int nesterov;
+    } sgd;
+} slm_optim_config;
+
+/* Defaults: AdamW, betas 0.9/0.95, eps 1e-8, weight decay 0.1; Adafactor as its paper
+ * and fairseq (eps 1e-30/1e-3, clip 1, decay rate -0.8, no first moment, scaled and
+ * relative steps); LAMB unclamped; SGD without momentum. */
+void slm_optim_config_defaults(slm_optim_config *cfg);
+/* Check the settings of cfg->name (and that it is a known optimizer); errors name the
+ * key (train.optimizer, adafactor.decay_rate, sgd.nesterov, ...). Local. */
+slm_status slm_optim_config_check(const slm_optim_config *cfg);
+
+/* ---- the optimizer object ----------------------------------------------------------------- */
+
+/* A range of the model's parameter index space this rank updates, and where its
+ * parameters (fp32: the master weights) and reduced gradients live. */
+typedef struct slm_optim_segment {
+    size_t offset, count;
+    float *params;
+    const float *grads;
+} slm_optim_segment;
+
+/* Sums buf over the ranks holding the other parts of the tensors: slots
+ * [start[i], start[i+1]) belong to tensor i of the table (start has ntensors+1 entries),
+ * and every rank passes the same layout. Each rank has put in the sums over the elements
+ * it updates; the reducer sees to it that the elements every rank updates (no sharding,
+ * and tensors every tensor-parallel rank holds whole) count once. NULL: nothing to
+ * combine (one rank holds everything it updates). */
+typedef struct slm_optim_reducer {
+    void (*sum)(void *ctx, double *buf, const size_t *start, int ntensors);
+    void *ctx;
+} slm_optim_reducer;
+
+typedef struct slm_optimizer *slm_optimizer_t;
+
+/* An optimizer for the tensors of a model (the table of this rank, which it keeps a
+ * pointer to) over the segments this rank updates (sorted, disjoint; copied). Allocates
+ * the state, zeroed. Local. */
+slm_status slm_optimizer_create(const slm_optim_config *cfg, const slm_tensor_info *tensors, int ntensors,
+                                const slm_optim_segment *segs, int nsegs, slm_optimizer_t *opt);
+void slm_optimizer_destroy(slm_optimizer_t *opt);
+const char *slm_optimizer_name(slm_optimizer_t opt);
+
+/* Count the step and run the phases that need whole-tensor statistics. lr is the run's
+ * schedule; grad_scale multiplies the gradients as they are read (clipping folded into
+ * the update: bitwise the same as scaling them first). Collective over the reducer's
+ * ranks when the method has such phases (Adafactor, LAMB). */
+void slm_optimizer_begin_step(slm_optimizer_t opt, double lr, float grad_scale, const slm_optim_reducer *red);
+/* Update segment seg (after begin_step). Local. */
+void slm_optimizer_update(slm_optimizer_t opt, int seg);
+/* begin_step and every segment's update, for one rank holding everything. */
+void slm_optimizer_step(slm_optimizer_t opt, double lr, float grad_scale);
+/* The step size the last step used: the schedule's lr, or Adafactor's relative step
+ * (before its parameter scale). */
+double slm_optimizer_step_size(slm_optimizer_t opt);
+
+/* Steps taken so far, and setting them when the state is restored. */
+long slm_optimizer_steps(slm_optimizer_t opt);
+void slm_optimizer_set_steps(slm_optimizer_t opt, long t);
+/* Bytes of state this rank holds. */
+double slm_optimizer_bytes(slm_optimizer_t opt);
+
+/* ---- state groups (checkpoints) ------------------------------------------------------------ */
+
+typedef enum {
+    SLM_OPT_STATE_ELEMENTS,  /* one float per element of the tensors it covers, in the
+                              * parameter index space */
+    SLM_OPT_STATE_REPLICATED /* per-tensor vectors every holder of the tensor keeps whole, in
+                              * an index space of their own */
+} slm_optim_state_kind;
+
+int slm_optimizer_num_groups(slm_optimizer_t opt);
+/* Group g's name ("adam_m", "adafactor_row", ...), kind, and datasets: for an elementwise
+ * group the model's tensors it covers (their table entries: names, shapes, local parts in
+ * the parameter index space); for a replicated group one 1-D dataset per tensor (name and
+ * length; local part the whole vector, count 0 where this rank's stage does not hold the
+ * tensor, offsets in the group's own index space; `tied` copied from the tensor). */
+const char *slm_optimizer_group(slm_optimizer_t opt, int g, slm_optim_state_kind *kind,
+                                const slm_tensor_info **datasets, int *ndatasets);
+/* Elementwise group g: the state of parameter element `offset` (inside a segment), with
+ * the elements after it up to the end of its tensor's part of the segment following; NULL
+ * where g holds nothing for that tensor. */
+float *slm_optimizer_state_at(slm_optimizer_t opt, int g, size_t offset);
+/* Replicated group g: its whole buffer, *n floats. */
+float *slm_optimizer_replicated(slm_optimizer_t opt, int g, size_t *n);
+
+/* State bytes an optimizer of cfg holds for a model whose tensor table is tensors, when it
+ * updates a fraction `share` of every tensor's elements (1/dp under ZeRO 1-3): for
+ * planning, without creating it. */
+double slm_optim_bytes_for(const slm_optim_config *cfg, const slm_tensor_info *tensors, int ntensors,
+                           double share);
 
 #endif

@@ -2,7 +2,7 @@
  *
  * The mesh duplicates the caller's communicator once and splits it; no module touches
  * MPI_COMM_WORLD. The FSDP layer owns the training state of a model - parameters,
- * gradients and AdamW moments, each sharded or replicated as the ZeRO stage says - binds
+ * gradients and optimizer state, each sharded or replicated as the ZeRO stage says - binds
  * the model's units to it, and drives the collectives from the model's unit hooks so a
  * unit's gradient reduction runs while earlier units still compute. */
 #ifndef SHARDLM_PARALLEL_H
@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include "shardlm/agree.h"
 #include "shardlm/model.h"
+#include "shardlm/optim.h"
 #include "shardlm/status.h"
 
 /* The thread support MPI_Init_thread provided (set by the program that initialized MPI). */
@@ -37,6 +38,8 @@ MPI_Comm slm_mesh_pp_comm(slm_mesh_t mesh);
 MPI_Comm slm_mesh_tied_comm(slm_mesh_t mesh);
 /* All ranks of this rank's model replica (pp x tp ranks, one dp coordinate). */
 MPI_Comm slm_mesh_mp_comm(slm_mesh_t mesh);
+/* All ranks of this rank's pipeline stage (dp x tp ranks). */
+MPI_Comm slm_mesh_stage_comm(slm_mesh_t mesh);
 int slm_mesh_tp_rank(slm_mesh_t mesh);
 int slm_mesh_tp_size(slm_mesh_t mesh);
 int slm_mesh_pp_rank(slm_mesh_t mesh);
@@ -79,11 +82,13 @@ typedef struct slm_fsdp_options {
     double bucket_mb; /* consecutive blocks are fused into one collective until it holds
                        * this many MiB (0: one block per collective) */
     int bf16;       /* 1: gradients and gathered parameters travel as bfloat16; the model
-                     * computes with bf16-rounded parameters; master weights and AdamW
-                     * moments stay fp32 */
-    double beta1, beta2, eps, weight_decay;
+                     * computes with bf16-rounded parameters; master weights and optimizer
+                     * state stay fp32 */
+    slm_optim_config optim;
     MPI_Comm tp;    /* the tensor-parallel group, for the gradient norm of split tensors;
                      * MPI_COMM_NULL without tensor parallelism */
+    MPI_Comm stage; /* dp x tp ranks of this pipeline stage: where the optimizer's per-tensor
+                     * statistics are combined */
     MPI_Comm pp;    /* the pipeline group, for the gradient norm over stages (or NULL) */
     MPI_Comm tied;  /* first and last pipeline stage, which both hold the model's tied unit
                      * (slm_model_tied_unit): its gradient is summed over them (or NULL) */
@@ -130,35 +135,39 @@ double slm_fsdp_sum_tied(slm_fsdp_t f);
  * optimizer step reads the gradients (no pass of its own; the gradients themselves stay
  * unscaled). Local. */
 void slm_fsdp_clip(slm_fsdp_t f, double norm, double max_norm);
-/* AdamW on the owned shards, then make parameters whole again where the stage keeps them
- * replicated (stages 1-2: the all-gathers are started here and waited for by the next
- * forward, bucket by bucket, or by any call that reads the state). Collective over dp. */
+/* The optimizer step on the owned shards, then make parameters whole again where the
+ * stage keeps them replicated (stages 1-2: the all-gathers are started here and waited for
+ * by the next forward, bucket by bucket, or by any call that reads the state). Collective
+ * over dp, and over the stage's ranks when the optimizer combines per-tensor statistics. */
 slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr);
 /* The whole parameter (grads = 0) or reduced gradient (grads = 1) vector on dp rank 0
  * (full: num_params floats there; ignored elsewhere). Collective over dp. */
 slm_status slm_fsdp_gather(slm_fsdp_t f, int grads, float *full);
-/* A contiguous range of the parameter index space this rank holds, with the buffers of
- * its fp32 (master) parameters and AdamW moments; m and v may be NULL. */
+/* A contiguous range of the parameter index space this rank holds: the buffer of its fp32
+ * (master) parameters (NULL for a range of optimizer state only), and whether the
+ * optimizer keeps state for it (slm_optimizer_state_at). */
 typedef struct slm_fsdp_range {
     size_t offset, count;
-    float *params, *m, *v;
+    float *params;
+    int optimizer;
 } slm_fsdp_range;
 /* The ranges to save (for_read = 0: across ranks every element exactly once) or to fill
  * when restoring (for_read = 1: also the replicated copies the stage keeps). out needs
  * room for 2 x buckets entries; returns how many were written. Local. */
 int slm_fsdp_state_ranges(slm_fsdp_t f, int for_read, slm_fsdp_range *out);
 /* After the read ranges were filled: rebuild what derives from them (bf16 copies,
- * masters, the AdamW step count) and drop gathered copies. Local. */
-void slm_fsdp_after_load(slm_fsdp_t f, long adam_steps);
-long slm_fsdp_adam_steps(slm_fsdp_t f);
+ * masters, the optimizer's step count) and drop gathered copies. Local. */
+void slm_fsdp_after_load(slm_fsdp_t f, long optimizer_steps);
+/* The optimizer over this rank's shards (its state groups are what checkpoints store). */
+slm_optimizer_t slm_fsdp_optimizer(slm_fsdp_t f);
 slm_fsdp_stats slm_fsdp_take_stats(slm_fsdp_t f);
 /* Buckets: the collectives one gradient reduction takes. */
 int slm_fsdp_num_buckets(slm_fsdp_t f);
 slm_fsdp_memory slm_fsdp_memory_of(slm_fsdp_t f);
 /* The per-rank bytes the stage is expected to need for parameters (with fp32 masters
- * apart when bf16), gradients and AdamW state: the figure the log prints next to the
- * measured one. */
-double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16);
+ * apart when bf16) and gradients, plus optimizer_bytes: the figure the log prints next to
+ * the measured one. */
+double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16, double optimizer_bytes);
 /* The network between the ranks of comm: one-way latency of an 8-byte message and
  * bandwidth of a `bytes` message between the first and the last rank (ping-pong, median
  * of `reps`), and the bus bandwidth of an all-reduce of `bytes` over all ranks (2 (p-1)/p
@@ -180,8 +189,9 @@ int slm_fsdp_group_units(const size_t *size, int n, double bucket_mb, int *bucke
  * rank in nbuckets buckets (slm_fsdp_group_units: bucket 0, the embeddings, of bucket0
  * elements, the largest other one max_bucket), without creating it: for planning. The
  * shards are counted as nparams/dp + nbuckets (each bucket's shard is rounded up), so this
- * is at most a few elements per bucket above what is allocated. */
+ * is at most a few elements per bucket above what is allocated. The optimizer's state is
+ * optimizer_bytes (slm_optim_bytes_for). */
 slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t bucket0, size_t max_bucket, int nbuckets, int dp,
-                                    int zero_stage, int bf16);
+                                    int zero_stage, int bf16, double optimizer_bytes);
 
 #endif

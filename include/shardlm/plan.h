@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include "shardlm/model.h"
+#include "shardlm/optim.h"
 #include "shardlm/status.h"
 
 /* L(N, D) = E + A / N^alpha + B / D^beta: the loss after D training tokens of a model of
@@ -60,6 +61,7 @@ typedef struct slm_plan_layout {
     int micro_batch, global_batch; /* sequences: per rank per micro-step, per optimizer step */
     int threads;                   /* OpenMP threads per rank (attention's scratch) */
     double bucket_mb;              /* parallel.bucket_mb: how the gradient reduction is split */
+    slm_optim_config optim;        /* the optimizer whose state is counted (name "": AdamW) */
 } slm_plan_layout;
 
 /* Bytes per rank by kind, as `shardlm train` allocates them and its `memory` line prints,

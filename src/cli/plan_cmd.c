@@ -101,17 +101,18 @@ static slm_plan_layout layout_of(const slm_conf *c, int ranks, int tp, int pp, i
 {
     return (slm_plan_layout){ranks / (tp * pp),      tp, pp, zero_stage, !strcmp(c->train.precision, "bf16"),
                              c->train.micro_batch, c->train.global_batch, c->train.threads > 0 ? c->train.threads : 1,
-                             c->parallel.bucket_mb};
+                             c->parallel.bucket_mb, slm_conf_optim(c)};
 }
 
 static void print_memory_text(const slm_plan_memory *m, const slm_plan_layout *l, const slm_model_config *mc)
 {
     const double mib = 1024.0 * 1024.0;
     printf("memory    per rank at dp %d x tp %d x pp %d, zero stage %d, %s, micro_batch %d%s: params %.1f + grads "
-           "%.1f + adamw %.1f + gathered %.1f + gradient buffers %.1f + activations %.1f = %.1f MiB (pipeline "
+           "%.1f + %s %.1f + gathered %.1f + gradient buffers %.1f + activations %.1f = %.1f MiB (pipeline "
            "stage %d)\n",
            l->dp, l->tp, l->pp, l->zero_stage, l->bf16 ? "bf16" : "fp32", l->micro_batch,
-           mc->recompute ? ", recompute" : "", m->params / mib, m->grads / mib, m->optimizer / mib, m->gathered / mib,
+           mc->recompute ? ", recompute" : "", m->params / mib, m->grads / mib, l->optim.name, m->optimizer / mib,
+           m->gathered / mib,
            m->grad_buffers / mib, m->activations / mib, m->total / mib, m->stage);
 }
 

@@ -65,17 +65,35 @@ static const key_spec keys[] = {
     NUM("train", "lr", K_DOUBLE, train.lr, 0, 10, "peak learning rate"),
     NUM("train", "warmup_steps", K_LONG, train.warmup_steps, 0, 1e15, "linear warmup steps"),
     NUM("train", "min_lr", K_DOUBLE, train.min_lr, 0, 10, "final learning rate of the cosine decay"),
-    NUM("train", "weight_decay", K_DOUBLE, train.weight_decay, 0, 10, "decoupled weight decay"),
+    STR("train", "optimizer", train.optimizer, "adamw | adafactor | lamb | sgd (docs/optimizers.md)"),
+    NUM("train", "weight_decay", K_DOUBLE, train.weight_decay, 0, 10,
+        "weight decay of matrices: decoupled (adamw, lamb, adafactor), L2 (sgd)"),
     NUM("train", "grad_clip", K_DOUBLE, train.grad_clip, 0, 1e30, "global grad-norm clip (0 = off)"),
-    NUM("train", "beta1", K_DOUBLE, train.beta1, 0, 0.999999, "AdamW beta1"),
-    NUM("train", "beta2", K_DOUBLE, train.beta2, 0, 0.999999999, "AdamW beta2"),
-    NUM("train", "eps", K_DOUBLE, train.eps, 0, 1, "AdamW epsilon"),
+    NUM("train", "beta1", K_DOUBLE, train.beta1, 0, 0.999999, "AdamW and LAMB beta1"),
+    NUM("train", "beta2", K_DOUBLE, train.beta2, 0, 0.999999999, "AdamW and LAMB beta2"),
+    NUM("train", "eps", K_DOUBLE, train.eps, 0, 1, "AdamW and LAMB epsilon"),
     NUM("train", "seed", K_U64, train.seed, 0, 18446744073709551615.0, "seed of init, data and sampling"),
     STR("train", "precision", train.precision, "fp32 | bf16"),
     STR("train", "matmul", train.matmul, "auto | openblas | dnnl: the GEMM backend (auto: the fastest that computes correctly here)"),
     NUM("train", "recompute", K_BOOL, train.recompute, 0, 1, "activation recompute per block"),
     NUM("train", "threads", K_INT, train.threads, 0, 4096, "compute threads per rank (0 = auto)"),
     NUM("train", "watchdog_s", K_DOUBLE, train.watchdog_s, 0, 1e9, "abort when no step completes for this long (0 = off)"),
+    NUM("adafactor", "eps1", K_DOUBLE, adafactor.eps1, 0, 1, "added to the squared gradient"),
+    NUM("adafactor", "eps2", K_DOUBLE, adafactor.eps2, 0, 1, "floor of the parameter scale"),
+    NUM("adafactor", "clip_threshold", K_DOUBLE, adafactor.clip_threshold, 0, 1e30, "the update's RMS is clipped to this"),
+    NUM("adafactor", "decay_rate", K_DOUBLE, adafactor.decay_rate, -10, 0,
+        "the second moment's decay at step t is 1 - t^decay_rate"),
+    NUM("adafactor", "beta1", K_DOUBLE, adafactor.beta1, 0, 0.999999, "first moment (0 = none)"),
+    NUM("adafactor", "scale_parameter", K_BOOL, adafactor.scale_parameter, 0, 1,
+        "step size relative to the parameter's RMS"),
+    NUM("adafactor", "relative_step", K_BOOL, adafactor.relative_step, 0, 1,
+        "step size min(1e-2, 1/sqrt(t)) instead of train.lr's schedule"),
+    NUM("adafactor", "warmup_init", K_BOOL, adafactor.warmup_init, 0, 1, "relative step min(1e-6 t, 1/sqrt(t))"),
+    NUM("lamb", "min_trust", K_DOUBLE, lamb.min_trust, 0, 1e30, "lower clamp of the trust ratio"),
+    NUM("lamb", "max_trust", K_DOUBLE, lamb.max_trust, 0, 1e30, "upper clamp of the trust ratio (0 = none)"),
+    NUM("sgd", "momentum", K_DOUBLE, sgd.momentum, 0, 0.999999, "momentum (0 = none)"),
+    NUM("sgd", "dampening", K_DOUBLE, sgd.dampening, 0, 1, "dampening of the momentum"),
+    NUM("sgd", "nesterov", K_BOOL, sgd.nesterov, 0, 1, "Nesterov momentum"),
     NUM("parallel", "tp", K_INT, parallel.tp, 1, 4096, "tensor-parallel ranks"),
     NUM("parallel", "pp", K_INT, parallel.pp, 1, 4096, "pipeline stages"),
     NUM("parallel", "zero_stage", K_INT, parallel.zero_stage, 0, 3, "ZeRO stage 0-3"),
@@ -95,6 +113,8 @@ static const key_spec keys[] = {
     NUM("ckpt", "keep", K_INT, ckpt.keep, 1, 1 << 20, "newest checkpoints kept"),
     NUM("ckpt", "keep_every", K_LONG, ckpt.keep_every, 0, 1e15, "also keep steps that are multiples (0 = none)"),
     NUM("ckpt", "async", K_BOOL, ckpt.async, 0, 1, "write checkpoints in the background"),
+    NUM("ckpt", "reset_optimizer", K_BOOL, ckpt.reset_optimizer, 0, 1,
+        "resume only the parameters of a checkpoint; the optimizer starts afresh (needed to change train.optimizer)"),
     STR("ckpt", "resume", ckpt.resume, "checkpoint to resume from (default: latest in dir)"),
     NUM("ckpt", "grace_s", K_DOUBLE, ckpt.grace_s, 0, 1e9, "after a preemption signal, exit at the latest this much later (0 = no limit)"),
     NUM("log", "every", K_LONG, log.every, 1, 1e15, "steps between log lines"),
@@ -132,6 +152,17 @@ void slm_conf_defaults(slm_conf *c)
     c->train.beta1 = 0.9;
     c->train.beta2 = 0.95;
     c->train.eps = 1e-8;
+    strcpy(c->train.optimizer, "adamw");
+    {
+        slm_optim_config o;
+        slm_optim_config_defaults(&o);
+        c->adafactor.eps1 = o.adafactor.eps1;
+        c->adafactor.eps2 = o.adafactor.eps2;
+        c->adafactor.clip_threshold = o.adafactor.clip_threshold;
+        c->adafactor.decay_rate = o.adafactor.decay_rate;
+        c->adafactor.scale_parameter = o.adafactor.scale_parameter;
+        c->adafactor.relative_step = o.adafactor.relative_step;
+    }
     c->train.seed = 1337;
     strcpy(c->train.precision, "fp32");
     strcpy(c->train.matmul, "auto");
@@ -328,6 +359,31 @@ slm_model_config slm_conf_model(const slm_conf *c)
     return m;
 }
 
+slm_optim_config slm_conf_optim(const slm_conf *c)
+{
+    slm_optim_config o;
+    slm_optim_config_defaults(&o);
+    snprintf(o.name, sizeof o.name, "%s", c->train.optimizer);
+    o.weight_decay = c->train.weight_decay;
+    o.beta1 = c->train.beta1;
+    o.beta2 = c->train.beta2;
+    o.eps = c->train.eps;
+    o.adafactor.eps1 = c->adafactor.eps1;
+    o.adafactor.eps2 = c->adafactor.eps2;
+    o.adafactor.clip_threshold = c->adafactor.clip_threshold;
+    o.adafactor.decay_rate = c->adafactor.decay_rate;
+    o.adafactor.beta1 = c->adafactor.beta1;
+    o.adafactor.scale_parameter = c->adafactor.scale_parameter;
+    o.adafactor.relative_step = c->adafactor.relative_step;
+    o.adafactor.warmup_init = c->adafactor.warmup_init;
+    o.lamb.min_trust = c->lamb.min_trust;
+    o.lamb.max_trust = c->lamb.max_trust;
+    o.sgd.momentum = c->sgd.momentum;
+    o.sgd.dampening = c->sgd.dampening;
+    o.sgd.nesterov = c->sgd.nesterov;
+    return o;
+}
+
 static void format_value(const slm_conf *c, const key_spec *k, char *buf, size_t len);
 
 /* Bytes of a number's field. */
@@ -420,6 +476,16 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
               "model.tie_embeddings = false: GPT-2's LM head is its token embedding");
     const slm_model_config mc = slm_conf_model(c);
     SLM_CALL(slm_model_config_check(&mc, 1));
+    const slm_optim_config oc = slm_conf_optim(c);
+    SLM_CALL(slm_optim_config_check(&oc));
+    /* Adafactor's relative step replaces the schedule: a learning rate set for it would be
+     * silently ignored (fairseq and transformers refuse the combination too) */
+    SLM_CHECK(strcmp(oc.name, "adafactor") || !oc.adafactor.relative_step ||
+                  c->set_by[find_key("train", "lr") - keys] == SLM_CONF_SET_DEFAULT,
+              SLM_ERR_CONFIG,
+              "train.lr = %g is set, but adafactor.relative_step = true computes its own step size "
+              "(min(1e-2, 1/sqrt(t))): set adafactor.relative_step = false to follow train.lr's schedule, or leave "
+              "train.lr unset", c->train.lr);
     SLM_CHECK(!strcmp(c->train.precision, "fp32") || !strcmp(c->train.precision, "bf16"),
               SLM_ERR_CONFIG, "train.precision = '%s': expected fp32 or bf16", c->train.precision);
     SLM_CHECK(!strcmp(c->train.matmul, "auto") || !strcmp(c->train.matmul, "openblas") ||

@@ -284,6 +284,13 @@ slm_status slm_model_describe(const slm_model_config *cfg, slm_model_t *model)
     return model_shell(cfg, 1, NULL, NULL, 1, model);
 }
 
+slm_status slm_model_describe_part(const slm_model_config *cfg, int tp_size, const slm_model_stage *stage,
+                                   slm_model_t *model)
+{
+    const slm_model_tp tp = {0, tp_size, NULL, NULL, NULL};
+    return model_shell(cfg, 1, &tp, stage, 1, model);
+}
+
 slm_status slm_model_create(const slm_model_config *cfg, int max_batch, int own_storage, const slm_model_tp *tp,
                             const slm_model_stage *stage, slm_model_t *out)
 {

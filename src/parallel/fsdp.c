@@ -149,6 +149,49 @@ static uint16_t *alloc_h(size_t n, double *account)
     return p;
 }
 
+
+/* The optimizer's reducer: sum per-tensor statistics over the ranks that hold the other
+ * parts of each tensor - the stage's dp x tp ranks when ZeRO shards the state (each rank
+ * holds its own chunk of every bucket), the tensor-parallel group otherwise (each dp rank
+ * holds everything) - counting a tensor every tensor-parallel rank holds whole once. */
+static void sum_statistics(void *ctx, double *buf, const size_t *start, int ntensors)
+{
+    slm_fsdp_t f = ctx;
+    MPI_Comm comm = f->o.zero_stage > 0 ? f->o.stage : f->o.tp;
+    if (comm == MPI_COMM_NULL) return;
+    int tp_rank = 0;
+    if (f->o.tp != MPI_COMM_NULL) MPI_Comm_rank(f->o.tp, &tp_rank);
+    if (tp_rank > 0)
+        for (int i = 0; i < ntensors; i++)
+            if (!slm_model_tensor(f->model, i)->tp_split)
+                for (size_t k = start[i]; k < start[i + 1]; k++) buf[k] = 0.0;
+    MPI_Allreduce(MPI_IN_PLACE, buf, (int)start[ntensors], MPI_DOUBLE, MPI_SUM, comm);
+}
+
+/* One optimizer segment per bucket, its owned chunk (stage 0: one over everything). */
+static slm_status create_optimizer(slm_fsdp_t f)
+{
+    const int stage = f->o.zero_stage;
+    const int nseg = stage == 0 ? 1 : f->nunits;
+    slm_optim_segment *seg = malloc((size_t)nseg * sizeof *seg);
+    SLM_CHECK(seg, SLM_ERR_NOMEM, "cannot allocate the optimizer's segments");
+    if (stage == 0) {
+        seg[0] = (slm_optim_segment){0, f->nparams, f->bf16 ? f->master : f->full_params, f->full_grads};
+    } else {
+        for (int u = 0; u < f->nunits; u++) {
+            const fsdp_unit *un = &f->u[u];
+            float *p = stage == 3 ? f->shard_params + un->shard_off
+                       : f->bf16  ? f->master + un->shard_off
+                                  : f->full_params + un->off + un->own_lo;
+            seg[u] = (slm_optim_segment){un->off + un->own_lo, un->own_n, p, f->shard_grads + un->shard_off};
+        }
+    }
+    slm_status st = slm_optimizer_create(&f->o.optim, slm_model_tensor(f->model, 0), slm_model_num_tensors(f->model),
+                                         seg, nseg, &f->opt);
+    free(seg);
+    if (st == SLM_OK) f->mem.optimizer = slm_optimizer_bytes(f->opt);
+    return st;
+}
 slm_status slm_fsdp_create(slm_model_t model, MPI_Comm dp, const slm_fsdp_options *opt,
                            slm_fsdp_t *out)
 {
@@ -250,10 +293,7 @@ slm_status slm_fsdp_create(slm_model_t model, MPI_Comm dp, const slm_fsdp_option
                 ok &= (f->ppool.wire[s] = alloc_h(max_block, &f->mem.gathered)) != NULL;
         }
     }
-    size_t opt_n = stage == 0 ? f->nparams : f->shard_total;
-    if (ok && slm_adamw_create(opt_n, opt->beta1, opt->beta2, opt->eps, opt->weight_decay, &f->opt) != SLM_OK)
-        ok = 0;
-    f->mem.optimizer = 8.0 * (double)opt_n;
+    if (ok && create_optimizer(f) != SLM_OK) ok = 0;
     if (!ok) {
         double gib = (f->mem.params + f->mem.grads + f->mem.gathered + f->mem.grad_buckets +
                       f->mem.optimizer) / (1 << 30);
@@ -304,7 +344,7 @@ void slm_fsdp_destroy(slm_fsdp_t *fp)
         free(f->gpool.wire_recv[s]);
     }
     if (f->bf16_sum != MPI_OP_NULL) MPI_Op_free(&f->bf16_sum);
-    slm_adamw_destroy(&f->opt);
+    slm_optimizer_destroy(&f->opt);
     free(f);
     *fp = NULL;
 }
@@ -406,14 +446,11 @@ void slm_fsdp_clip(slm_fsdp_t f, double norm, double max_norm) { f->clip_scale =
 
 slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr)
 {
-    const slm_tensor_info *t = slm_model_tensor(f->model, 0);
-    const int nt = slm_model_num_tensors(f->model);
-    slm_adamw_begin_step(f->opt);
-    slm_adamw_set_grad_scale(f->opt, f->clip_scale);
+    const slm_optim_reducer red = {sum_statistics, f};
+    slm_optimizer_begin_step(f->opt, lr, f->clip_scale, &red);
     f->clip_scale = 1.0f;
     if (f->o.zero_stage == 0) {
-        float *p = f->bf16 ? f->master : f->full_params;
-        slm_adamw_update_range(f->opt, p, f->full_grads, 0, 0, f->nparams, t, nt, lr);
+        slm_optimizer_update(f->opt, 0);
         if (f->bf16) { /* every rank has the same master: round it locally */
             memcpy(f->full_params, f->master, f->nparams * sizeof(float));
             slm_bf16_round(f->full_params, f->nparams);
@@ -424,12 +461,7 @@ slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr)
      * behind the updates of the next buckets and the next forward, which waits for a
      * bucket only when it reaches it (hook_before). */
     for (int u = 0; u < f->nunits; u++) {
-        fsdp_unit *un = &f->u[u];
-        float *p = f->o.zero_stage == 3 ? f->shard_params + un->shard_off
-                   : f->bf16            ? f->master + un->shard_off
-                                        : f->full_params + un->off + un->own_lo;
-        slm_adamw_update_range(f->opt, p, f->shard_grads + un->shard_off, un->shard_off, un->off + un->own_lo,
-                               un->own_n, t, nt, lr);
+        slm_optimizer_update(f->opt, u);
         if (f->o.zero_stage == 3) continue;
         int i = fsdp_launch(f, OP_ALLGATHER, u, -1);
         if (!f->o.overlap) fsdp_wait(f, i);
@@ -468,8 +500,6 @@ int slm_fsdp_state_ranges(slm_fsdp_t f, int for_read, slm_fsdp_range *out)
 {
     fsdp_wait_all(f); /* no parameter all-gather may still be writing */
     const int stage = f->o.zero_stage;
-    float *m, *v;
-    slm_adamw_moments(f->opt, &m, &v);
     int n = 0;
     for (int u = 0; u < f->nunits; u++) {
         const fsdp_unit *un = &f->u[u];
@@ -477,24 +507,23 @@ int slm_fsdp_state_ranges(slm_fsdp_t f, int for_read, slm_fsdp_range *out)
         if (stage == 0) { /* the whole vector everywhere: write the owned chunk, read all */
             float *p = f->bf16 ? f->master : f->full_params;
             size_t off = for_read ? un->off : own, cnt = for_read ? un->n : un->own_n;
-            out[n++] = (slm_fsdp_range){off, cnt, p + off, m + off, v + off};
+            out[n++] = (slm_fsdp_range){off, cnt, p + off, 1};
         } else if (stage == 3) {
-            out[n++] = (slm_fsdp_range){own, un->own_n, f->shard_params + un->shard_off, m + un->shard_off,
-                                        v + un->shard_off};
+            out[n++] = (slm_fsdp_range){own, un->own_n, f->shard_params + un->shard_off, 1};
         } else if (!for_read) { /* stages 1-2 write the master chunk they own */
             float *p = f->bf16 ? f->master + un->shard_off : f->full_params + own;
-            out[n++] = (slm_fsdp_range){own, un->own_n, p, m + un->shard_off, v + un->shard_off};
-        } else { /* ... and read the whole replicated vector plus their moments */
-            out[n++] = (slm_fsdp_range){un->off, un->n, f->full_params + un->off, NULL, NULL};
-            out[n++] = (slm_fsdp_range){own, un->own_n, NULL, m + un->shard_off, v + un->shard_off};
+            out[n++] = (slm_fsdp_range){own, un->own_n, p, 1};
+        } else { /* ... and read the whole replicated vector plus their optimizer state */
+            out[n++] = (slm_fsdp_range){un->off, un->n, f->full_params + un->off, 0};
+            out[n++] = (slm_fsdp_range){own, un->own_n, NULL, 1};
         }
     }
     return n;
 }
 
-void slm_fsdp_after_load(slm_fsdp_t f, long adam_steps)
+void slm_fsdp_after_load(slm_fsdp_t f, long optimizer_steps)
 {
-    slm_adamw_set_steps(f->opt, adam_steps);
+    slm_optimizer_set_steps(f->opt, optimizer_steps);
     const int stage = f->o.zero_stage;
     if (stage == 3) {
         for (int u = 0; u < f->nunits; u++) release_params(f, u);
@@ -510,7 +539,7 @@ void slm_fsdp_after_load(slm_fsdp_t f, long adam_steps)
     slm_bf16_round(f->full_params, f->nparams);
 }
 
-long slm_fsdp_adam_steps(slm_fsdp_t f) { return slm_adamw_steps(f->opt); }
+slm_optimizer_t slm_fsdp_optimizer(slm_fsdp_t f) { return f->opt; }
 
 slm_fsdp_stats slm_fsdp_take_stats(slm_fsdp_t f)
 {
@@ -527,16 +556,16 @@ slm_fsdp_stats slm_fsdp_take_stats(slm_fsdp_t f)
 slm_fsdp_memory slm_fsdp_memory_of(slm_fsdp_t f) { return f->mem; }
 int slm_fsdp_num_buckets(slm_fsdp_t f) { return f->nunits; }
 
-double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16)
+double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16, double optimizer_bytes)
 {
     double n = (double)nparams;
     /* bf16 keeps the fp32 masters apart from the computed-with copy at stages 0-2; stage 1
      * keeps the whole local gradient and receives the reduced chunk beside it */
     switch (zero_stage) {
-    case 0: return (bf16 ? 20.0 : 16.0) * n;
-    case 1: return 8.0 * n + (bf16 ? 16.0 : 12.0) * n / dp;
-    case 2: return 4.0 * n + (bf16 ? 16.0 : 12.0) * n / dp;
-    default: return 16.0 * n / dp;
+    case 0: return (bf16 ? 12.0 : 8.0) * n + optimizer_bytes;
+    case 1: return 8.0 * n + (bf16 ? 8.0 : 4.0) * n / dp + optimizer_bytes;
+    case 2: return 4.0 * n + (bf16 ? 8.0 : 4.0) * n / dp + optimizer_bytes;
+    default: return 8.0 * n / dp + optimizer_bytes;
     }
 }
 
@@ -555,7 +584,7 @@ int slm_fsdp_group_units(const size_t *size, int n, double bucket_mb, int *bucke
 }
 
 slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t bucket0, size_t max_bucket, int nbuckets, int dp,
-                                    int zero_stage, int bf16)
+                                    int zero_stage, int bf16, double optimizer_bytes)
 {
     /* the allocations of slm_fsdp_create, one line each, with a shard of ceil(n/p) per bucket */
     const double n = (double)nparams, p = dp, f = 4.0, h = 2.0, slots = FSDP_SLOTS;
@@ -577,6 +606,6 @@ slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t bucket0, size_t max_b
         m.grad_buckets += h * pool;
         m.gathered += h * gathered;
     }
-    m.optimizer = 8.0 * (zero_stage == 0 ? n : shard);
+    m.optimizer = optimizer_bytes;
     return m;
 }

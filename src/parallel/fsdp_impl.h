@@ -63,7 +63,7 @@ struct slm_fsdp {
     uint16_t *unit0_wire, *unit0_wire_recv, *unit0_pwire;
     MPI_Op bf16_sum;
     fsdp_pool ppool, gpool;
-    slm_adamw_t opt;
+    slm_optimizer_t opt;   /* over one segment per bucket (stage 0: one over everything) */
     float clip_scale;       /* the clip factor the next optimizer step applies as it reads */
     MPI_Request req[FSDP_MAX_OPS];
     fsdp_op ops[FSDP_MAX_OPS];

@@ -35,6 +35,7 @@ slm_status slm_mesh_create(MPI_Comm comm, int tp, int pp, slm_mesh_t *out)
     int ends = pp > 1 && (m->pp_rank == 0 || m->pp_rank == pp - 1);
     MPI_Comm_split(m->world, ends ? m->dp_rank * tp + m->tp_rank : MPI_UNDEFINED, m->rank, &m->tied);
     MPI_Comm_split(m->world, m->dp_rank, m->rank, &m->mp);
+    MPI_Comm_split(m->world, m->pp_rank, m->rank, &m->stage);
     MPI_Comm_split_type(m->world, MPI_COMM_TYPE_SHARED, m->rank, MPI_INFO_NULL, &m->node);
     MPI_Comm_rank(m->node, &m->local_rank);
     MPI_Comm_size(m->node, &m->local_size);
@@ -49,6 +50,7 @@ void slm_mesh_destroy(slm_mesh_t *mp)
     MPI_Comm_free(&m->node);
     if (m->tied != MPI_COMM_NULL) MPI_Comm_free(&m->tied);
     MPI_Comm_free(&m->mp);
+    MPI_Comm_free(&m->stage);
     MPI_Comm_free(&m->pp);
     MPI_Comm_free(&m->dp);
     MPI_Comm_free(&m->tp);
@@ -63,6 +65,7 @@ MPI_Comm slm_mesh_tp_comm(slm_mesh_t m) { return m->tp; }
 MPI_Comm slm_mesh_pp_comm(slm_mesh_t m) { return m->pp; }
 MPI_Comm slm_mesh_tied_comm(slm_mesh_t m) { return m->tied; }
 MPI_Comm slm_mesh_mp_comm(slm_mesh_t m) { return m->mp; }
+MPI_Comm slm_mesh_stage_comm(slm_mesh_t m) { return m->stage; }
 int slm_mesh_rank(slm_mesh_t m) { return m->rank; }
 int slm_mesh_size(slm_mesh_t m) { return m->size; }
 int slm_mesh_dp_rank(slm_mesh_t m) { return m->dp_rank; }

@@ -25,6 +25,22 @@ static stage_buckets buckets_of(const slm_model_footprint *fp, double bucket_mb)
     return b;
 }
 
+/* The optimizer's state on a rank of stage st, from the stage's tensor table (Adafactor's
+ * depends on the matrices' shapes, not only on the parameter count). */
+static slm_status optimizer_bytes(const slm_model_config *cfg, const slm_plan_layout *lay, const slm_model_stage *st,
+                                  double *bytes)
+{
+    slm_optim_config adamw;
+    slm_optim_config_defaults(&adamw);
+    slm_model_t m = NULL;
+    SLM_CALL(slm_model_describe_part(cfg, lay->tp, st, &m));
+    *bytes = slm_optim_bytes_for(lay->optim.name[0] ? &lay->optim : &adamw, slm_model_tensor(m, 0),
+                                 slm_model_num_tensors(m),
+                                 lay->zero_stage ? 1.0 / lay->dp : 1.0);
+    slm_model_destroy(&m);
+    return SLM_OK;
+}
+
 slm_status slm_plan_memory_for(const slm_model_config *cfg, const slm_plan_layout *lay, slm_plan_memory *out)
 {
     SLM_CHECK(lay->dp >= 1 && lay->tp >= 1 && lay->pp >= 1, SLM_ERR_ARG, "dp %d, tp %d, pp %d: each must be >= 1",
@@ -44,8 +60,10 @@ slm_status slm_plan_memory_for(const slm_model_config *cfg, const slm_plan_layou
         slm_model_footprint fp;
         SLM_CALL(slm_model_measure(cfg, lay->micro_batch, lay->tp, &st, lay->threads, &fp));
         const stage_buckets b = buckets_of(&fp, lay->bucket_mb);
-        const slm_fsdp_memory m =
-            slm_fsdp_memory_for(fp.params, b.first, b.largest_rest, b.n, lay->dp, lay->zero_stage, lay->bf16);
+        double opt_bytes = 0.0;
+        SLM_CALL(optimizer_bytes(cfg, lay, &st, &opt_bytes));
+        const slm_fsdp_memory m = slm_fsdp_memory_for(fp.params, b.first, b.largest_rest, b.n, lay->dp,
+                                                      lay->zero_stage, lay->bf16, opt_bytes);
         const double total =
             m.params + m.grads + m.optimizer + m.gathered + m.grad_buckets + (double)fp.activation_bytes;
         if (total > out->total)

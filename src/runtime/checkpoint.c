@@ -24,6 +24,10 @@ static slm_ckpt_piece *pieces_of(trainer *tr, int for_read, int *n)
         return NULL;
     }
     const int nr = slm_fsdp_state_ranges(tr->fsdp, for_read, r);
+    slm_optimizer_t opt = slm_fsdp_optimizer(tr->fsdp);
+    const int adamw = !strcmp(slm_optimizer_name(opt), "adamw"); /* the groups the file format has so far */
+#define M(o) (r[i].optimizer && adamw ? slm_optimizer_state_at(opt, 0, o) : NULL)
+#define V(o) (r[i].optimizer && adamw ? slm_optimizer_state_at(opt, 1, o) : NULL)
     /* does this rank hold anything it must not write? */
     int all_mine = 1;
     for (int k = 0; k < nt; k++) all_mine &= slm_model_tensor(tr->model, k)->count == 0 ||
@@ -31,7 +35,7 @@ static slm_ckpt_piece *pieces_of(trainer *tr, int for_read, int *n)
     *n = 0;
     for (int i = 0; i < nr; i++) {
         if (for_read || all_mine) {
-            p[(*n)++] = (slm_ckpt_piece){r[i].offset, r[i].count, r[i].params, r[i].m, r[i].v};
+            p[(*n)++] = (slm_ckpt_piece){r[i].offset, r[i].count, r[i].params, M(r[i].offset), V(r[i].offset)};
             continue;
         }
         for (int k = 0; k < nt; k++) {
@@ -40,8 +44,7 @@ static slm_ckpt_piece *pieces_of(trainer *tr, int for_read, int *n)
             size_t hi = t->offset + t->count < r[i].offset + r[i].count ? t->offset + t->count : r[i].offset + r[i].count;
             if (!slm_trainer_writes(tr, t) || lo >= hi) continue;
             const size_t d = lo - r[i].offset;
-            p[(*n)++] = (slm_ckpt_piece){lo, hi - lo, r[i].params ? r[i].params + d : NULL, r[i].m ? r[i].m + d : NULL,
-                                         r[i].v ? r[i].v + d : NULL};
+            p[(*n)++] = (slm_ckpt_piece){lo, hi - lo, r[i].params ? r[i].params + d : NULL, M(lo), V(lo)};
         }
     }
     free(r);
@@ -55,7 +58,7 @@ static void meta_of(trainer *tr, long step, slm_ckpt_meta *m)
     m->step = step;
     m->samples = tr->samples;
     m->tokens = tr->samples * (long long)tr->T;
-    m->adam_t = slm_fsdp_adam_steps(tr->fsdp);
+    m->adam_t = slm_optimizer_steps(slm_fsdp_optimizer(tr->fsdp));
     m->seed = c->train.seed;
     m->model = *slm_model_config_of(tr->model);
     m->model.recompute = 0; /* a run choice, not part of the model */

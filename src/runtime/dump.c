@@ -122,6 +122,21 @@ slm_status slm_dump_create(const char *path, const slm_conf *c, slm_model_t mode
     attr_double(d->file, "beta1", c->train.beta1);
     attr_double(d->file, "beta2", c->train.beta2);
     attr_double(d->file, "eps", c->train.eps);
+    /* the optimizer and its settings (docs/testing.md) */
+    attr_string(d->file, "optimizer", c->train.optimizer);
+    attr_double(d->file, "adafactor_eps1", c->adafactor.eps1);
+    attr_double(d->file, "adafactor_eps2", c->adafactor.eps2);
+    attr_double(d->file, "adafactor_clip_threshold", c->adafactor.clip_threshold);
+    attr_double(d->file, "adafactor_decay_rate", c->adafactor.decay_rate);
+    attr_double(d->file, "adafactor_beta1", c->adafactor.beta1);
+    attr_long(d->file, "adafactor_scale_parameter", c->adafactor.scale_parameter);
+    attr_long(d->file, "adafactor_relative_step", c->adafactor.relative_step);
+    attr_long(d->file, "adafactor_warmup_init", c->adafactor.warmup_init);
+    attr_double(d->file, "lamb_min_trust", c->lamb.min_trust);
+    attr_double(d->file, "lamb_max_trust", c->lamb.max_trust);
+    attr_double(d->file, "sgd_momentum", c->sgd.momentum);
+    attr_double(d->file, "sgd_dampening", c->sgd.dampening);
+    attr_long(d->file, "sgd_nesterov", c->sgd.nesterov);
     *out = d;
     attr_long(d->file, "dp", dp);
     SLM_CALL(write_params(d, "init", init));

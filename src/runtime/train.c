@@ -74,8 +74,9 @@ static slm_status setup_local(trainer *tr)
     slm_model_stage stage = {s * L / P, (s + 1) * L / P - s * L / P, s == 0, s == P - 1, tr->pipe_slots};
     SLM_CALL(slm_model_create(&mc, tr->B, 0, &tp, &stage, &tr->model));
     slm_fsdp_options fo = {c->parallel.zero_stage, c->parallel.overlap, c->parallel.bucket_mb, uses_bf16(c),
-                           c->train.beta1, c->train.beta2, c->train.eps, c->train.weight_decay,
+                           slm_conf_optim(c),
                            tp.size > 1 ? slm_mesh_tp_comm(tr->mesh) : MPI_COMM_NULL,
+                           slm_mesh_stage_comm(tr->mesh),
                            P > 1 ? slm_mesh_pp_comm(tr->mesh) : MPI_COMM_NULL,
                            slm_model_has_tied(&mc) ? slm_mesh_tied_comm(tr->mesh) : MPI_COMM_NULL,
                            !(P > 1 && s == P - 1)};
@@ -239,11 +240,16 @@ static void print_summary(const trainer *tr)
            slm_fsdp_num_buckets(tr->fsdp), c->parallel.overlap ? "on" : "off", tr->B, tr->accum, tr->dp,
            c->train.global_batch,
            slm_get_threads(), slm_get_threads() > 1 ? "s" : "");
-    printf("memory    per rank: params %.1f + grads %.1f + adamw %.1f = %.1f MiB of training state "
+    const slm_optim_config oc = slm_conf_optim(c);
+    const double opt_expected = slm_optim_bytes_for(&oc, slm_model_tensor(tr->model, 0),
+                                                    slm_model_num_tensors(tr->model),
+                                                    c->parallel.zero_stage ? 1.0 / tr->dp : 1.0);
+    printf("memory    per rank: params %.1f + grads %.1f + %s %.1f = %.1f MiB of training state "
            "(stage %d expects %.1f MiB), gathered units %.1f MiB, gradient buffers %.1f MiB, "
            "activations %.1f MiB\n",
-           m.params / mib, m.grads / mib, m.optimizer / mib, (m.params + m.grads + m.optimizer) / mib,
-           c->parallel.zero_stage, slm_fsdp_expected_bytes(n, tr->dp, c->parallel.zero_stage, uses_bf16(c)) / mib,
+           m.params / mib, m.grads / mib, oc.name, m.optimizer / mib, (m.params + m.grads + m.optimizer) / mib,
+           c->parallel.zero_stage,
+           slm_fsdp_expected_bytes(n, tr->dp, c->parallel.zero_stage, uses_bf16(c), opt_expected) / mib,
            m.gathered / mib, m.grad_buckets / mib, (double)slm_model_activation_bytes(tr->model) / mib);
     const int P = c->parallel.pp, L = c->model.n_layer;
     if (P > 1) {
@@ -370,6 +376,7 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
     double lr = slm_lr_at(step, c->train.steps, c->train.warmup_steps, c->train.lr, c->train.min_lr);
     slm_activity_set("optimizer step (parameter all-gather)", -1);
     SLM_CALL(slm_fsdp_optimizer_step(tr->fsdp, lr));
+    lr = slm_optimizer_step_size(slm_fsdp_optimizer(tr->fsdp)); /* Adafactor's relative step replaces it */
     tr->optim_s = slm_now() - t_optim;
     *loss_out = loss;
     *norm_out = norm;
