@@ -152,10 +152,10 @@ float *slm_optimizer_state_at(slm_optimizer_t opt, int g, size_t offset);
 /* Replicated group g: its whole buffer, *n floats. */
 float *slm_optimizer_replicated(slm_optimizer_t opt, int g, size_t *n);
 
-/* State bytes an optimizer of cfg holds for a model whose tensor table is tensors, when it
- * updates a fraction `share` of every tensor's elements (1/dp under ZeRO 1-3): for
- * planning, without creating it. */
+/* State bytes an optimizer of cfg would hold over these segments (their pointers unused)
+ * of a model whose tensor table is tensors - what slm_optimizer_bytes reports after
+ * slm_optimizer_create - without creating it: for planning. */
 double slm_optim_bytes_for(const slm_optim_config *cfg, const slm_tensor_info *tensors, int ntensors,
-                           double share);
+                           const slm_optim_segment *segs, int nsegs);
 
 #endif

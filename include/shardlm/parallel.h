@@ -185,6 +185,13 @@ slm_status slm_net_measure(MPI_Comm comm, size_t bytes, int reps, slm_net_measur
  * own). Fills bucket_of[u] unless it is NULL; returns the number of buckets. */
 int slm_fsdp_group_units(const size_t *size, int n, double bucket_mb, int *bucket_of);
 
+/* The ranges of model's parameter index space rank `rank` of dp updates under zero_stage
+ * with buckets of bucket_mb (as slm_fsdp_create cuts them): stage 0 one segment over
+ * everything, else the rank's chunk of every bucket, one segment each (pointers NULL).
+ * out needs room for slm_model_num_units(model) entries; returns how many. Local. */
+int slm_fsdp_rank_segments(slm_model_t model, double bucket_mb, int dp, int rank, int zero_stage,
+                           slm_optim_segment *out);
+
 /* What slm_fsdp_create allocates, by kind, for a model of nparams parameters on this
  * rank in nbuckets buckets (slm_fsdp_group_units: bucket 0, the embeddings, of bucket0
  * elements, the largest other one max_bucket), without creating it: for planning. The

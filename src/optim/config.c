@@ -1,6 +1,5 @@
 /* config.c - optimizer settings: defaults, checks naming the key, and the state bytes an
  * optimizer would hold (for the planner). */
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include "optim_impl.h"
@@ -48,17 +47,25 @@ slm_status slm_optim_config_check(const slm_optim_config *c)
     return SLM_OK;
 }
 
-double slm_optim_bytes_for(const slm_optim_config *c, const slm_tensor_info *tensors, int ntensors, double share)
+double slm_optim_bytes_for(const slm_optim_config *c, const slm_tensor_info *tensors, int ntensors,
+                           const slm_optim_segment *segs, int nsegs)
 {
     double all = 0, vec = 0, fact = 0, ntens = 0;
+    for (int s = 0; s < nsegs; s++) all += (double)segs[s].count;
     for (int i = 0; i < ntensors; i++) {
         const slm_tensor_info *t = &tensors[i];
         if (!t->count) continue;
-        const double n = ceil((double)t->count * share);
-        all += n;
         ntens++;
-        if (opt_is_matrix(t)) fact += (double)(t->shape[0] + t->shape[1]);
-        else vec += n;
+        if (opt_is_matrix(t)) {
+            fact += (double)(t->shape[0] + t->shape[1]);
+            continue;
+        }
+        for (int s = 0; s < nsegs; s++) { /* the tensor's elements inside the segments */
+            const size_t lo = t->offset > segs[s].offset ? t->offset : segs[s].offset;
+            const size_t hi = t->offset + t->count < segs[s].offset + segs[s].count ? t->offset + t->count
+                                                                                  : segs[s].offset + segs[s].count;
+            if (lo < hi) vec += (double)(hi - lo);
+        }
     }
     /* the same sums as the methods' setup (groups, then scratch) */
     const double tables = (double)ntensors + 1;

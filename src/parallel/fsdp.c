@@ -583,6 +583,34 @@ int slm_fsdp_group_units(const size_t *size, int n, double bucket_mb, int *bucke
     return buckets;
 }
 
+int slm_fsdp_rank_segments(slm_model_t model, double bucket_mb, int dp, int rank, int zero_stage,
+                           slm_optim_segment *out)
+{
+    const int nmu = slm_model_num_units(model);
+    if (zero_stage == 0) {
+        out[0] = (slm_optim_segment){0, slm_model_num_params(model), NULL, NULL};
+        return 1;
+    }
+    size_t sizes[nmu], offs[nmu];
+    int of[nmu];
+    for (int mu = 0; mu < nmu; mu++) slm_model_unit_range(model, mu, &offs[mu], &sizes[mu]);
+    const int nb = slm_fsdp_group_units(sizes, nmu, bucket_mb, of);
+    for (int b = 0; b < nb; b++) out[b] = (slm_optim_segment){0, 0, NULL, NULL};
+    for (int mu = nmu - 1; mu >= 0; mu--) { /* a bucket starts at its first unit */
+        out[of[mu]].offset = offs[mu];
+        out[of[mu]].count += sizes[mu];
+    }
+    for (int b = 0; b < nb; b++) { /* the bucket's elements in dp chunks of ceil(n / dp), as create cuts them */
+        const size_t n = out[b].count, chunk = (n + (size_t)dp - 1) / (size_t)dp;
+        size_t lo = (size_t)rank * chunk, hi = lo + chunk;
+        if (lo > n) lo = n;
+        if (hi > n) hi = n;
+        out[b].offset += lo;
+        out[b].count = hi - lo;
+    }
+    return nb;
+}
+
 slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t bucket0, size_t max_bucket, int nbuckets, int dp,
                                     int zero_stage, int bf16, double optimizer_bytes)
 {

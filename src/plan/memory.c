@@ -1,5 +1,6 @@
 /* memory.c - the memory a layout needs per rank, from the model's and the sharded
  * training state's own accounting (slm_model_measure, slm_fsdp_memory_for). */
+#include <stdlib.h>
 #include "shardlm/parallel.h"
 #include "shardlm/plan.h"
 
@@ -34,10 +35,15 @@ static slm_status optimizer_bytes(const slm_model_config *cfg, const slm_plan_la
     slm_optim_config_defaults(&adamw);
     slm_model_t m = NULL;
     SLM_CALL(slm_model_describe_part(cfg, lay->tp, st, &m));
-    *bytes = slm_optim_bytes_for(lay->optim.name[0] ? &lay->optim : &adamw, slm_model_tensor(m, 0),
-                                 slm_model_num_tensors(m),
-                                 lay->zero_stage ? 1.0 / lay->dp : 1.0);
+    slm_optim_segment *seg = malloc((size_t)slm_model_num_units(m) * sizeof *seg);
+    if (seg) { /* dp rank 0, whose memory line `shardlm train` prints */
+        const int n = slm_fsdp_rank_segments(m, lay->bucket_mb, lay->dp, 0, lay->zero_stage, seg);
+        *bytes = slm_optim_bytes_for(lay->optim.name[0] ? &lay->optim : &adamw, slm_model_tensor(m, 0),
+                                     slm_model_num_tensors(m), seg, n);
+    }
+    free(seg);
     slm_model_destroy(&m);
+    SLM_CHECK(seg, SLM_ERR_NOMEM, "out of memory");
     return SLM_OK;
 }
 

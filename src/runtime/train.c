@@ -241,9 +241,13 @@ static void print_summary(const trainer *tr)
            c->train.global_batch,
            slm_get_threads(), slm_get_threads() > 1 ? "s" : "");
     const slm_optim_config oc = slm_conf_optim(c);
-    const double opt_expected = slm_optim_bytes_for(&oc, slm_model_tensor(tr->model, 0),
-                                                    slm_model_num_tensors(tr->model),
-                                                    c->parallel.zero_stage ? 1.0 / tr->dp : 1.0);
+    double opt_expected = 0.0;
+    slm_optim_segment *seg = malloc((size_t)slm_model_num_units(tr->model) * sizeof *seg);
+    if (seg) {
+        const int ns = slm_fsdp_rank_segments(tr->model, c->parallel.bucket_mb, tr->dp, 0, c->parallel.zero_stage, seg);
+        opt_expected = slm_optim_bytes_for(&oc, slm_model_tensor(tr->model, 0), slm_model_num_tensors(tr->model), seg, ns);
+    }
+    free(seg);
     printf("memory    per rank: params %.1f + grads %.1f + %s %.1f = %.1f MiB of training state "
            "(stage %d expects %.1f MiB), gathered units %.1f MiB, gradient buffers %.1f MiB, "
            "activations %.1f MiB\n",

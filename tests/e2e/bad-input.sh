@@ -10,6 +10,14 @@ expect_error 2 "train.global_batch = 12" -- "$S" train train.global_batch=12
 expect_error 2 "cannot open config file $WORK/missing.ini" -- "$S" train "$WORK/missing.ini"
 printf '[model]\nn_layer = 2\n[train]\nwarmup = 3\n' >"$WORK/bad.ini"
 expect_error 2 "unknown key train.warmup" "bad.ini:4" -- "$S" train "$WORK/bad.ini"
+# optimizers: an unknown one, and settings the method cannot take, naming the key
+expect_error 2 "train.optimizer = adam: unknown (adamw, adafactor, lamb, sgd)" -- "$S" train train.optimizer=adam
+expect_error 2 "sgd.nesterov = true needs sgd.momentum > 0" -- "$S" train train.optimizer=sgd sgd.nesterov=true
+expect_error 2 "train.lr = 0.01 is set, but adafactor.relative_step = true" -- \
+    "$S" train train.optimizer=adafactor train.lr=0.01
+expect_error 2 "adafactor.decay_rate" "between" -- "$S" train train.optimizer=adafactor adafactor.decay_rate=0.5
+expect_error 2 "lamb.max_trust = 1 is below lamb.min_trust = 2" -- \
+    "$S" train train.optimizer=lamb lamb.min_trust=2 lamb.max_trust=1
 # architectures: what a model cannot be is refused before training, naming the key
 expect_error 2 "model.arch = 'mamba' is not an architecture shardlm has" -- "$S" train model.arch=mamba
 expect_error 2 "model.n_kv_head = 3 does not divide model.n_head = 4" -- "$S" train model.arch=llama model.n_kv_head=3

@@ -20,7 +20,7 @@ full = json.load(open(sys.argv[1]))
 plan = full["memory"]
 line = next(l for l in open(sys.argv[2]) if l.startswith("memory"))
 buckets = int(re.search(r"(\d+) buckets", next(l for l in open(sys.argv[2]) if l.startswith("layout"))).group(1))
-pat = (r"params ([\d.]+) \+ grads ([\d.]+) \+ adamw ([\d.]+) = .*gathered units ([\d.]+) MiB, "
+pat = (r"params ([\d.]+) \+ grads ([\d.]+) \+ [a-z]+ ([\d.]+) = .*gathered units ([\d.]+) MiB, "
        r"gradient buffers ([\d.]+) MiB, activations ([\d.]+) MiB")
 got = [float(x) for x in re.search(pat, line).groups()]
 keys = ["params", "grads", "optimizer", "gathered", "grad_buffers", "activations"]
@@ -48,6 +48,13 @@ plan_vs_train 4 parallel.tp=2 parallel.pp=2 parallel.microbatches=4 train.recomp
 llama=(model.arch=llama model.n_kv_head=2 model.ffn_hidden=520 model.tie_embeddings=false)
 plan_vs_train 2 "${llama[@]}" parallel.zero_stage=3
 plan_vs_train 4 "${llama[@]}" parallel.tp=2 parallel.pp=2 parallel.microbatches=4 train.recompute=true
+# each optimizer's state: Adafactor's factored moments by the matrices' shapes, LAMB's two
+# moments, SGD's momentum
+plan_vs_train 2 train.optimizer=adafactor parallel.zero_stage=3
+plan_vs_train 4 "${llama[@]}" train.optimizer=adafactor adafactor.beta1=0.9 parallel.tp=2 parallel.pp=2 \
+    parallel.microbatches=4
+plan_vs_train 2 train.optimizer=lamb parallel.zero_stage=1
+plan_vs_train 1 train.optimizer=sgd sgd.momentum=0.9
 
 # plan starts no MPI: it answers where MPI cannot start (a PML that does not exist makes
 # MPI_Init fail, as `bench gemm` shows); under a launcher, the launcher's rank 0 alone

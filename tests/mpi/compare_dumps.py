@@ -7,7 +7,10 @@ One exception, by mathematics rather than by tolerance: the key bias (the middle
 each attn.qkv.bias) has an exactly zero gradient, because adding a constant to every key
 score of a query leaves its softmax unchanged. What a layout computes there is rounding
 noise, and AdamW normalizes noise into steps of size about lr, so those entries are held
-to |difference| <= 2 * sum(lr) instead (the oracle does the same)."""
+to |difference| <= 2 * sum(lr) instead (the oracle does the same). With an optimizer that
+takes a statistic of a whole tensor (Adafactor's update RMS and parameter scale, LAMB's
+trust ratio; --whole-tensor-statistics), that noise enters the step of the whole qkv.bias
+tensor, so all of it is held to the same bound."""
 import argparse, sys
 import h5py, numpy as np
 
@@ -22,6 +25,8 @@ ap.add_argument("--rtol-final", type=float)
 ap.add_argument("--from-step", type=int, default=0,
                 help="compare per-step records from this step on, and skip init and step-0 gradients "
                      "(a resumed run's dump starts elsewhere)")
+ap.add_argument("--whole-tensor-statistics", action="store_true",
+                help="hold all of attn.qkv.bias, not only its key rows, to 2*sum(lr) in final")
 ap.add_argument("--require-difference", action="store_true",
                 help="fail if the losses are bitwise equal (the candidate must not be the reference)")
 a = ap.parse_args()
@@ -60,6 +65,12 @@ for group in ("final",) if a.from_step else ("step0/grads", "final"):
         x, y = cand[group][name][()], ref[group][name][()]
         if name.endswith("attn.qkv.bias"):
             C = len(y) // 3
+            if group == "final" and a.whole_tensor_statistics:
+                checks += 1
+                d = float(np.max(np.abs(x.astype(np.float64) - y)))
+                if not d <= 2 * lr_sum:
+                    failures.append(f"{group}/{name}: max difference {d:.3e} > 2*sum(lr) = {2 * lr_sum:.3e}")
+                continue
             if group == "final":
                 checks += 1
                 dk = float(np.max(np.abs(x[C:2 * C].astype(np.float64) - y[C:2 * C])))

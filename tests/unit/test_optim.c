@@ -221,7 +221,8 @@ static void test_adafactor(void)
     }
     CU_ASSERT_PTR_NULL(slm_optimizer_state_at(o, 2, 0)); /* no unfactored moment for the matrix */
     /* its bytes are those the planner counts */
-    CU_ASSERT_EQUAL(slm_optimizer_bytes(o), slm_optim_bytes_for(&c, t, 2, 1.0));
+    const slm_optim_segment whole = {0, 6, NULL, NULL};
+    CU_ASSERT_EQUAL(slm_optimizer_bytes(o), slm_optim_bytes_for(&c, t, 2, &whole, 1));
     slm_optimizer_destroy(&o);
     /* update clipping: g = (4, 0) on the unfactored bias gives u = (1, 0) on step 1 (V = g^2 +
      * 1e-30), RMS sqrt(1/2) -> with clip_threshold 0.5 divided by sqrt(2) */
