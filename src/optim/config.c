@@ -34,6 +34,8 @@ slm_status slm_optim_config_check(const slm_optim_config *c)
                   c->adafactor.decay_rate);
         SLM_CHECK(c->adafactor.clip_threshold > 0, SLM_ERR_CONFIG, "adafactor.clip_threshold = %g: must be > 0",
                   c->adafactor.clip_threshold);
+        SLM_CHECK(!c->adafactor.warmup_init || c->adafactor.relative_step, SLM_ERR_CONFIG,
+                  "adafactor.warmup_init = true needs adafactor.relative_step = true (it shapes the relative step)");
         SLM_CHECK(c->adafactor.beta1 >= 0 && c->adafactor.beta1 < 1, SLM_ERR_CONFIG,
                   "adafactor.beta1 = %g: must be in [0, 1) (0: no first moment)", c->adafactor.beta1);
     }
