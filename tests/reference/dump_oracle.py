@@ -7,9 +7,11 @@ dump carries - and hands it to `main`. Everything else lives here:
 
   * running `shardlm train` with data.train=synthetic and log.dump=FILE (`main`,
     `run_and_check`), the shape and training flags shared by every architecture;
-  * the reference training run: gradient accumulation over micro-batches, global
-    grad-norm clipping, warmup + cosine learning rate, AdamW with two parameter groups
-    (`run_trajectory`), in float64 and, as a noise floor, in float32;
+  * the reference training run (`run_trajectory`): gradient accumulation over
+    micro-batches, global grad-norm clipping, warmup + cosine learning rate, and the
+    optimizer the dump's `optimizer` attribute names (AdamW, Adafactor, LAMB or SGD, from
+    optim_oracle.py; weight decay on the tensors Model.is_decayed picks), in float64 and,
+    as a noise floor, in float32;
   * reading the dump (layout in docs/testing.md) and the checks, tolerances and report
     (`check_dump`, `check_dump_report`, `Report`), as described in gpt2_oracle.py's
     docstring: config, tokens, logits, loss0, grads, lr, losses, grad_norm, final,
@@ -36,12 +38,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import optim_oracle
+
 DT = torch.float64
 TINY = 1e-30
 
 # An Adam step moves an element by at most ~1.2*lr for these betas (exactly lr on step
 # 1), so noise-driven drift of a zero-gradient element stays below ~sum(lr); anything
-# beyond 2*sum(lr) is a real bug.
+# beyond 2*sum(lr) is a real bug. Other optimizers bound a step otherwise (LAMB by
+# lr*trust, Adafactor by lr_t times a bound on the normalised update, SGD by lr times the
+# gradient noise): optim_oracle.Stepper sums each tensor's bounds, and the check allows
+# ZERO_GRAD_TOL times that sum (for AdamW, sum(lr) as before).
 ZERO_GRAD_TOL = 2.0
 # Trajectory checks accept up to FLOOR_K times the error of a float32 replay.
 FLOOR_K = 10.0
@@ -185,15 +192,13 @@ def step_loss_and_grads(model, P, names, tok_step):
 
 def run_trajectory(model, init, tokens, cfg, lrs, dtype=DT):
     """Training run (float64 by default): returns dict(loss0, logits0, grads0, losses,
-    gnorms, final, nclip). Results are returned as float64 numpy arrays."""
+    gnorms, final, nclip, zbound, zunit). Results are returned as float64 numpy arrays.
+    lrs: the learning rate of each step (unused by Adafactor with relative_step);
+    zbound: per tensor, the sum of the optimizer's per-step bounds on how far rounding
+    noise moves an element whose exact gradient is zero (zunit names it)."""
     names = model.param_names()
     P = {n: torch.tensor(init[n], dtype=dtype).requires_grad_(True) for n in names}
-    decay = [P[n] for n in names if model.is_decayed(n, P[n].shape)]
-    nodecay = [P[n] for n in names if not model.is_decayed(n, P[n].shape)]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg["weight_decay"]},
-         {"params": nodecay, "weight_decay": 0.0}],
-        lr=cfg["lr"], betas=(cfg["beta1"], cfg["beta2"]), eps=cfg["eps"])
+    opt = optim_oracle.make_optimizer(model, P, names, cfg)
     allp = [P[n] for n in names]
     out = {"losses": [], "gnorms": [], "nclip": 0}
     for s in range(cfg["steps"]):
@@ -210,10 +215,9 @@ def run_trajectory(model, init, tokens, cfg, lrs, dtype=DT):
                 out["nclip"] += 1
         out["losses"].append(loss)
         out["gnorms"].append(gn)
-        for g in opt.param_groups:
-            g["lr"] = lrs[s]
-        opt.step()
+        opt.step(lrs[s], min(gn, cfg["grad_clip"]) if cfg["grad_clip"] > 0 else gn)
     out["final"] = {n: P[n].detach().double().numpy().copy() for n in names}
+    out["zbound"], out["zunit"] = dict(opt.zbound), opt.zunit
     return out
 
 
@@ -293,9 +297,9 @@ def tensor_table(title, errs, rtol, show_all):
 def read_config(f, model_cls, want, rep):
     """The configuration check. Returns the configuration the oracle simulates, or None
     when the dump cannot be checked at all (the report then says why)."""
-    ints = COMMON_INTS + list(model_cls.int_attrs)
-    floats = COMMON_FLOATS + list(model_cls.float_attrs)
-    strs = list(model_cls.str_attrs)
+    ints = COMMON_INTS + list(model_cls.int_attrs) + optim_oracle.INT_ATTRS
+    floats = COMMON_FLOATS + list(model_cls.float_attrs) + optim_oracle.FLOAT_ATTRS
+    strs = list(model_cls.str_attrs) + optim_oracle.STR_ATTRS
     arch = dump_arch(f)
     if arch is not None and arch != model_cls.arch or arch is None and model_cls.arch_required:
         what = ("dump has no arch attribute (so is GPT-2)" if arch is None else "dump is arch=%s" % arch)
@@ -309,8 +313,12 @@ def read_config(f, model_cls, want, rep):
             cfg[k] = attr(f, k, int if k in ints else float if k in floats else str)
             if k in strs:
                 cfg[k] = cfg[k].strip("\0 ")
-    optional = model_cls.optional_attrs(cfg if want is None else dict(cfg, **want))
+    # The optimizer attributes are optional: a dump without `optimizer` is AdamW, and
+    # absent settings take their defaults, against which a request is then compared.
+    optional = list(model_cls.optional_attrs(cfg if want is None else dict(cfg, **want))) + \
+        list(optim_oracle.ATTRS)
     missing = [k for k in ints + floats + strs if k not in cfg and k not in optional]
+    optim_oracle.fill_defaults(cfg)
     if missing and want is None:
         rep.add("config", float("inf"), "", "missing attributes: " + ",".join(missing), ok=False)
         return None
@@ -330,7 +338,7 @@ def read_config(f, model_cls, want, rep):
     if want is not None:   # the oracle simulates what was asked for
         sim.update(want)
     model_cls.cfg_defaults(sim)
-    problems = model_cls.config_problems(sim)
+    problems = model_cls.config_problems(sim) + optim_oracle.config_problems(sim)
     if problems:
         mism.append("cannot simulate: " + "; ".join(problems))
     rep.add("config", 0.0 if not mism else float("inf"), "",
@@ -370,6 +378,7 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
     line = model.describe()
     if line:
         print(line)
+    print(optim_oracle.describe(cfg))
 
     # ---- structure: tokens and init weights must be present and well-shaped
     problems = []
@@ -448,7 +457,9 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
     if not worst[1] <= rtol:
         diagnose_grads(model, f, names, ref)
 
-    # LR schedule
+    # LR schedule. Adafactor with relative_step computes its own step size and does not
+    # use it, but the schedule is what /lr records all the same.
+    relative = cfg["optimizer"] == "adafactor" and cfg["adafactor_relative_step"]
     flr = get("lr")
     if flr is None or np.asarray(flr).shape != (S,):
         rep.add("lr", float("inf"), "", "/lr missing or wrong shape", ok=False)
@@ -456,16 +467,22 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
         flr = np.asarray(flr, dtype=np.float64)
         e = [abs(flr[s] - lrs[s]) / max(abs(lrs[s]), TINY) for s in range(S)]
         k = int(np.argmax(e))
-        ok = rep.add("lr", e[k], "step %d" % k, "warmup %d of %d steps" % (cfg["warmup_steps"], S))
+        ok = rep.add("lr", e[k], "step %d" % k, "warmup %d of %d steps%s" % (
+            cfg["warmup_steps"], S, "; not used (adafactor relative_step)" if relative else ""))
         if not ok or verbose:
             print("  lr schedule (step: shardlm / oracle):")
             for s in range(S):
                 print("    %3d: %.9g / %.9g%s" % (s, flr[s], lrs[s], "" if e[s] <= rtol else "   <-- FAIL"))
+        if not ok and relative:
+            rel = [min(1e-6 * (s + 1) if cfg["adafactor_warmup_init"] else 1e-2, 1 / math.sqrt(s + 1))
+                   for s in range(S)]
+            if all(abs(flr[s] - rel[s]) <= rtol * rel[s] for s in range(S)):
+                print("  diagnostic: /lr holds Adafactor's relative step size instead of the schedule")
 
     # Float32 replay: the same model and optimizer run in float32 from the same init and
     # tokens. Its distance from float64 measures how strongly this particular problem
-    # amplifies float32 rounding (Adam normalises near-zero gradient elements into
-    # lr-sized steps), so trajectory checks (losses, grad_norm, final) accept
+    # amplifies float32 rounding (Adam and Adafactor normalise near-zero gradient elements
+    # into lr-sized steps), so trajectory checks (losses, grad_norm, final) accept
     # max(rtol, FLOOR_K * that distance) per step / tensor.
     r32 = run_trajectory(model, {n: v.astype(np.float32) for n, v in init.items()}, tokens,
                          cfg, lrs, dtype=torch.float32)
@@ -504,9 +521,9 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
     # (f) final parameters. Slices whose exact gradient is identically zero (see
     # Model.zero_grad_rows) are excluded here and checked separately below: there a float32
     # implementation's rounding noise (~1e-9) gets normalised by Adam into lr-sized steps,
-    # so no float32 code can match float64 on them to rtol.
+    # so no float32 code can match float64 on them to rtol. They are allowed ZERO_GRAD_TOL
+    # times the optimizer's bound on such steps (ref["zbound"]; for AdamW, sum(lr)).
     errs, derrs, zerrs = [], [], []   # errs: (name, err, tol, float32 floor)
-    sum_lr = float(sum(lrs))
     for n in names:
         p = get("final/" + n)
         r = ref["final"][n]
@@ -521,7 +538,7 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
         derrs.append((n, rel_err((p - init[n])[keep], (r - init[n])[keep])))
         if zr is not None:
             dev = np.abs(p[zr] - r[zr])
-            zerrs.append((n, float(dev.max()) / max(sum_lr, TINY) if np.all(np.isfinite(dev))
+            zerrs.append((n, float(dev.max()) / max(ref["zbound"][n], TINY) if np.all(np.isfinite(dev))
                           else float("inf"), rel_err(p[zr], r[zr])))
     worst = max(errs, key=lambda t: t[1])
     bad = [t for t in errs if not t[1] <= t[2]]
@@ -553,12 +570,13 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
     if zerrs:
         zw = max(zerrs, key=lambda t: t[1])
         rep.add("zero_grad", zw[1], zw[0],
-                "%s: exact grad is 0; max|final-oracle|/sum(lr) (pass <= %g), rel.err %.1e"
-                % (model.zero_grad_what, ZERO_GRAD_TOL, zw[2]), ok=zw[1] <= ZERO_GRAD_TOL, soft=False)
+                "%s: exact grad is 0; max|final-oracle|/%s (pass <= %g), rel.err %.1e"
+                % (model.zero_grad_what, ref["zunit"], ZERO_GRAD_TOL, zw[2]),
+                ok=zw[1] <= ZERO_GRAD_TOL, soft=False)
         if verbose:
             for n, e, re_ in zerrs:
-                print("    %-28s max|d|/sum(lr) %.3e  rel.err %.3e" % (n, e, re_))
-    if not ok and flr is not None and np.asarray(flr).shape == (S,) and \
+                print("    %-28s max|d|/%s %.3e  rel.err %.3e" % (n, ref["zunit"], e, re_))
+    if not ok and not relative and flr is not None and np.asarray(flr).shape == (S,) and \
             any(abs(flr[s] - lrs[s]) > rtol * abs(lrs[s]) for s in range(S)):
         alt = run_trajectory(model, init, tokens, cfg, [float(x) for x in flr])
         e2 = max((rel_err(get("final/" + n), alt["final"][n]), n) for n in names if ("final/" + n) in f)
@@ -688,6 +706,7 @@ def main(model_cls, doc):
             "lr": a.lr, "min_lr": a.min_lr, "weight_decay": a.weight_decay,
             "grad_clip": a.grad_clip, "beta1": a.beta1, "beta2": a.beta2, "eps": a.eps}
     want.update(model_cls.want_from_args(a))
+    want.update(optim_oracle.want_from_settings(a.set))
 
     binary = find_binary(a.shardlm)
     if binary and os.sep in binary:

@@ -15,7 +15,8 @@ initial weights and the dumped token stream, and checks:
   losses     /losses, every step, along our own float64 trajectory
   grad_norm  /grad_norm, every step (before clipping)
   final      /final/<name> after all steps (AdamW, two param groups, global
-             grad-norm clipping, our schedule)
+             grad-norm clipping, our schedule; with --set train.optimizer=adafactor,
+             lamb or sgd that optimizer, from optim_oracle.py)
 
   zero_grad  the few parameter rows whose exact gradient is identically zero
              (key bias; with T == 1 all q/k rows of qkv), excluded from `final`
@@ -29,7 +30,8 @@ its largest error is <= --rtol, except:
     element near eps turns float32 rounding into an lr-sized step; on such runs
     no float32 code can meet rtol, and the oracle says so in a warning.
   * zero_grad passes when max|shardlm - oracle| <= 2 * sum(lr) (only Adam-normalised
-    rounding noise moves those entries).
+    rounding noise moves those entries; other optimizers bound such steps otherwise,
+    see optim_oracle.Stepper).
 The default --eps is 1e-4 rather than torch's 1e-8 for this reason: with 1e-8,
 some seeds put gradient elements near eps and a correct float32 implementation
 drifts from float64 by ~1e-3 after 10 steps (the float32 replay does the same).
