@@ -407,8 +407,14 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
     rep.add("tokens", 0.0, "", "shape %s, %d distinct ids in [0,%d)" % (tk.shape, n_distinct, V))
     tokens = torch.tensor(tk.astype(np.int64))
 
-    # ---- reference trajectory, our own schedule
-    lrs = [lr_at(s, cfg["lr"], cfg["warmup_steps"], S, cfg["min_lr"]) for s in range(S)]
+    # ---- reference trajectory, our own schedule. Adafactor with relative_step uses its
+    # own step size instead, min(1e-2, 1/sqrt(t)) (or min(1e-6 t, 1/sqrt(t)) with
+    # warmup_init), and /lr records that.
+    relative = cfg["optimizer"] == "adafactor" and cfg["adafactor_relative_step"]
+    if relative:
+        lrs = [min(1e-6 * (s + 1) if cfg["adafactor_warmup_init"] else 1e-2, 1 / math.sqrt(s + 1)) for s in range(S)]
+    else:
+        lrs = [lr_at(s, cfg["lr"], cfg["warmup_steps"], S, cfg["min_lr"]) for s in range(S)]
     ref = run_trajectory(model, init, tokens, cfg, lrs)
 
     def get(key):
@@ -457,9 +463,7 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
     if not worst[1] <= rtol:
         diagnose_grads(model, f, names, ref)
 
-    # LR schedule. Adafactor with relative_step computes its own step size and does not
-    # use it, but the schedule is what /lr records all the same.
-    relative = cfg["optimizer"] == "adafactor" and cfg["adafactor_relative_step"]
+    # LR schedule, or Adafactor's relative step size (lrs above)
     flr = get("lr")
     if flr is None or np.asarray(flr).shape != (S,):
         rep.add("lr", float("inf"), "", "/lr missing or wrong shape", ok=False)
@@ -467,17 +471,16 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
         flr = np.asarray(flr, dtype=np.float64)
         e = [abs(flr[s] - lrs[s]) / max(abs(lrs[s]), TINY) for s in range(S)]
         k = int(np.argmax(e))
-        ok = rep.add("lr", e[k], "step %d" % k, "warmup %d of %d steps%s" % (
-            cfg["warmup_steps"], S, "; not used (adafactor relative_step)" if relative else ""))
+        ok = rep.add("lr", e[k], "step %d" % k, "adafactor's relative step size" if relative else
+                     "warmup %d of %d steps" % (cfg["warmup_steps"], S))
         if not ok or verbose:
             print("  lr schedule (step: shardlm / oracle):")
             for s in range(S):
                 print("    %3d: %.9g / %.9g%s" % (s, flr[s], lrs[s], "" if e[s] <= rtol else "   <-- FAIL"))
         if not ok and relative:
-            rel = [min(1e-6 * (s + 1) if cfg["adafactor_warmup_init"] else 1e-2, 1 / math.sqrt(s + 1))
-                   for s in range(S)]
-            if all(abs(flr[s] - rel[s]) <= rtol * rel[s] for s in range(S)):
-                print("  diagnostic: /lr holds Adafactor's relative step size instead of the schedule")
+            sched = [lr_at(s, cfg["lr"], cfg["warmup_steps"], S, cfg["min_lr"]) for s in range(S)]
+            if all(abs(flr[s] - sched[s]) <= rtol * sched[s] for s in range(S)):
+                print("  diagnostic: /lr holds the schedule, not Adafactor's relative step size")
 
     # Float32 replay: the same model and optimizer run in float32 from the same init and
     # tokens. Its distance from float64 measures how strongly this particular problem
@@ -707,6 +710,10 @@ def main(model_cls, doc):
             "grad_clip": a.grad_clip, "beta1": a.beta1, "beta2": a.beta2, "eps": a.eps}
     want.update(model_cls.want_from_args(a))
     want.update(optim_oracle.want_from_settings(a.set))
+    # Adafactor's relative step replaces train.lr, which shardlm then refuses to be given
+    relative = want.get("optimizer") == "adafactor" and want.get("adafactor_relative_step", 1)
+    if relative:
+        del want["lr"]
 
     binary = find_binary(a.shardlm)
     if binary and os.sep in binary:
@@ -733,7 +740,8 @@ def main(model_cls, doc):
         "model.seq_len=%d" % a.seq_len] + model_cls.settings_from_args(a) + [
         "train.steps=%d" % a.steps, "train.micro_batch=%d" % a.batch,
         "train.global_batch=%d" % (a.batch * a.accum),
-        "train.lr=%r" % a.lr, "train.warmup_steps=%d" % a.warmup, "train.min_lr=%r" % a.min_lr,
+        ] + ([] if relative else ["train.lr=%r" % a.lr]) + [
+        "train.warmup_steps=%d" % a.warmup, "train.min_lr=%r" % a.min_lr,
         "train.weight_decay=%r" % a.weight_decay, "train.grad_clip=%r" % a.grad_clip,
         "train.seed=%d" % a.seed, "train.beta1=%r" % a.beta1, "train.beta2=%r" % a.beta2,
         "train.eps=%r" % a.eps,

@@ -101,7 +101,13 @@ def train(model, P0, tokens, cfg, run, decay_all=False, noise=0.0, seed=0):
     ref = optim_oracle.RefOptimizer(run["optimizer"], dict(cfg, **run), [P[n].shape for n in names],
                                     [decay_all or P[n].ndim == 2 for n in names])
     lrs = llama_synth.lr_schedule(S, cfg["lr"], cfg["warmup_steps"], cfg["min_lr"])
-    out = {"losses": [], "grad_norm": [], "lr": lrs}
+    # shardlm's /lr records the step size the optimizer used: Adafactor's relative step
+    # replaces the schedule
+    ran = dict(cfg, **run)
+    recorded = lrs
+    if ran["optimizer"] == "adafactor" and ran.get("adafactor_relative_step", 1):
+        recorded = [min(1e-6 * (s + 1) if ran.get("adafactor_warmup_init", 0) else 1e-2, (s + 1) ** -0.5) for s in range(S)]
+    out = {"losses": [], "grad_norm": [], "lr": recorded}
     for s in range(S):
         G = {n: np.zeros_like(P[n]) for n in names}
         loss = 0.0
