@@ -111,7 +111,52 @@ static void piece_data(slm_optimizer_t o, const opt_piece *pc, const float **p, 
     *g = sg->grads + (pc->offset - sg->offset);
 }
 
-/* Phase 1: sum p^2 and the row and column sums of g^2 + eps1. */
+/* One piece as the block functions below see it. */
+typedef struct {
+    slm_optimizer_t o;
+    const ada_state *s;
+    const slm_tensor_info *t;
+    const opt_piece *pc;
+    float *p;
+    const float *g;
+    float *v, *m;      /* the piece's unfactored and first moments (or NULL) */
+    size_t rb, cb;     /* where the matrix's factors start in rfac, cfac */
+} ada_piece;
+
+static ada_piece piece_of(slm_optimizer_t o, const ada_state *s, const opt_piece *pc)
+{
+    const float *p, *g;
+    piece_data(o, pc, &p, &g);
+    ada_piece c = {o, s, &o->tensors[pc->tensor], pc, (float *)p, g, NULL, NULL, 0, 0};
+    if (opt_is_matrix(c.t)) {
+        c.rb = opt_vector_offset(o, s->row, pc->tensor);
+        c.cb = opt_vector_offset(o, s->col, pc->tensor);
+    } else {
+        c.v = o->groups[s->vec].data + pc->elem1d;
+    }
+    if (s->mom >= 0) c.m = o->groups[s->mom].data + pc->elem;
+    return c;
+}
+
+static void sumsq_block(void *ctx, size_t lo, size_t hi, double *out)
+{
+    const ada_piece *c = ctx;
+    for (size_t i = lo; i < hi; i++) out[0] += (double)c->p[i] * c->p[i];
+}
+
+/* The columns [c0, c1) of local row r that the piece holds, as offsets from its start. */
+static int row_span(const ada_piece *c, size_t r, size_t *a, size_t *b)
+{
+    const size_t cols = (size_t)c->t->cols, j0 = c->pc->j0, j1 = j0 + c->pc->n;
+    size_t lo = r * cols > j0 ? r * cols : j0, hi = (r + 1) * cols < j1 ? (r + 1) * cols : j1;
+    *a = lo - j0;
+    *b = hi - j0;
+    return lo < hi;
+}
+
+/* Phase 1: sum p^2 and the row and column sums of g^2 + eps1. Rows are summed in
+ * parallel over rows, columns in parallel over blocks of columns, each in a fixed order:
+ * the same bits whatever the number of threads. */
 static void gather_moments(slm_optimizer_t o, ada_state *s)
 {
     const double eps1 = o->cfg.adafactor.eps1;
@@ -121,24 +166,39 @@ static void gather_moments(slm_optimizer_t o, ada_state *s)
         const opt_piece *pc = &o->pieces[k];
         const slm_tensor_info *t = &o->tensors[pc->tensor];
         if (!t->trainable) continue;
-        const float *p, *g;
-        piece_data(o, pc, &p, &g);
-        double *st = s->stats1 + s->start1[pc->tensor];
-        double pp = 0.0;
-        for (size_t i = 0; i < pc->n; i++) pp += (double)p[i] * p[i];
+        ada_piece c = piece_of(o, s, pc);
+        double *st = s->stats1 + s->start1[pc->tensor], pp;
+        opt_blocked_sums(pc->n, 1, sumsq_block, &c, &pp);
         st[0] += pp;
         if (!opt_is_matrix(t)) continue;
         double *rows = st + 1, *cols = st + 1 + t->shape[0];
-        FOR_ROW_RUNS(t, pc->j0, pc->n, {
+        const size_t C = (size_t)t->cols, r0 = pc->j0 / C, r1 = (pc->j0 + pc->n - 1) / C;
+        const int par = pc->n > 65536;
+#pragma omp parallel for if (par)
+        for (size_t r = r0; r <= r1; r++) {
+            size_t a, b;
+            if (!row_span(&c, r, &a, &b)) continue;
             double rs = 0.0;
-            for (size_t c = 0; c < len; c++) {
-                const float gi = g[at + c] * scale;
-                const double u = (double)gi * gi + eps1;
-                rs += u;
-                cols[gcol + (int64_t)c] += u;
+            for (size_t i = a; i < b; i++) {
+                const float gi = c.g[i] * scale;
+                rs += (double)gi * gi + eps1;
             }
-            rows[grow] += rs;
-        });
+            rows[opt_global_row(t, (int64_t)r)] += rs;
+        }
+        const size_t W = 64, nblk = (C + W - 1) / W;
+#pragma omp parallel for if (par)
+        for (size_t cbk = 0; cbk < nblk; cbk++) {
+            for (size_t r = r0; r <= r1; r++) { /* element indices within the tensor's local part */
+                const size_t base = r * C;
+                size_t lo = base + cbk * W, hi = base + ((cbk + 1) * W < C ? (cbk + 1) * W : C);
+                if (lo < pc->j0) lo = pc->j0;
+                if (hi > pc->j0 + pc->n) hi = pc->j0 + pc->n;
+                for (size_t e = lo; e < hi; e++) {
+                    const float gi = c.g[e - pc->j0] * scale;
+                    cols[t->col0 + (int64_t)(e - base)] += (double)gi * gi + eps1;
+                }
+            }
+        }
     }
 }
 
@@ -185,35 +245,42 @@ static inline float factored(const ada_state *s, size_t rbase, size_t cbase, int
     return g * s->rfac[rbase + (size_t)grow] * s->cfac[cbase + (size_t)gcol];
 }
 
-/* Phase 2: the unfactored moments, and sum u^2 of every tensor's unscaled update. */
+/* Phase 2, a block of one piece: the unfactored moments, and sum u^2 of the unscaled
+ * update. */
+static void update_rms_block(void *ctx, size_t lo, size_t hi, double *out)
+{
+    const ada_piece *c = ctx;
+    const ada_state *s = c->s;
+    const float scale = c->o->grad_scale, b = (float)s->beta2t, eps1 = (float)c->o->cfg.adafactor.eps1;
+    const float *g = c->g + lo;
+    double uu = 0.0;
+    if (!c->v) {
+        FOR_ROW_RUNS(c->t, c->pc->j0 + lo, hi - lo, {
+            for (size_t k = 0; k < len; k++) {
+                const float u = factored(s, c->rb, c->cb, grow, gcol + (int64_t)k, g[at + k] * scale);
+                uu += (double)u * u;
+            }
+        });
+    } else {
+        for (size_t i = lo; i < hi; i++) {
+            const float gi = c->g[i] * scale;
+            c->v[i] = b * c->v[i] + (1.0f - b) * (gi * gi + eps1);
+            const float u = gi / sqrtf(c->v[i]);
+            uu += (double)u * u;
+        }
+    }
+    out[0] = uu;
+}
+
 static void gather_update_rms(slm_optimizer_t o, ada_state *s)
 {
-    const float scale = o->grad_scale, b = (float)s->beta2t, eps1 = (float)o->cfg.adafactor.eps1;
     memset(s->stats2, 0, s->start2[o->ntensors] * sizeof(double));
     for (int k = 0; k < o->npieces; k++) {
         const opt_piece *pc = &o->pieces[k];
-        const slm_tensor_info *t = &o->tensors[pc->tensor];
-        if (!t->trainable) continue;
-        const float *p, *g;
-        piece_data(o, pc, &p, &g);
-        double uu = 0.0;
-        if (opt_is_matrix(t)) {
-            const size_t rb = opt_vector_offset(o, s->row, pc->tensor), cb = opt_vector_offset(o, s->col, pc->tensor);
-            FOR_ROW_RUNS(t, pc->j0, pc->n, {
-                for (size_t c = 0; c < len; c++) {
-                    const float u = factored(s, rb, cb, grow, gcol + (int64_t)c, g[at + c] * scale);
-                    uu += (double)u * u;
-                }
-            });
-        } else {
-            float *v = o->groups[s->vec].data + pc->elem1d;
-            for (size_t i = 0; i < pc->n; i++) {
-                const float gi = g[i] * scale;
-                v[i] = b * v[i] + (1.0f - b) * (gi * gi + eps1);
-                const float u = gi / sqrtf(v[i]);
-                uu += (double)u * u;
-            }
-        }
+        if (!o->tensors[pc->tensor].trainable) continue;
+        ada_piece c = piece_of(o, s, pc);
+        double uu;
+        opt_blocked_sums(pc->n, 1, update_rms_block, &c, &uu);
         s->stats2[s->start2[pc->tensor]] += uu;
     }
 }
@@ -235,32 +302,42 @@ static void ada_begin_step(slm_optimizer_t o, const slm_optim_reducer *red)
     }
 }
 
-/* Phase 3: clip, scale, the first moment, weight decay and the step. */
-static void ada_update(slm_optimizer_t o, const opt_piece *pc, float *p, const float *g)
+/* Phase 3, a block of one piece: clip, scale, the first moment, weight decay and the step. */
+static void apply_block(void *ctx, size_t lo, size_t hi, double *out)
 {
-    const ada_state *s = o->impl;
-    const slm_optim_config *c = &o->cfg;
-    const slm_tensor_info *t = &o->tensors[pc->tensor];
-    const float scale = o->grad_scale, b1 = (float)c->adafactor.beta1;
-    const float denom = (float)s->denom[pc->tensor], step = (float)s->step[pc->tensor];
-    const float keep = t->decay && c->weight_decay != 0 ? 1.0f - (float)(c->weight_decay * s->step[pc->tensor]) : 1.0f;
-    float *m = s->mom >= 0 ? o->groups[s->mom].data + pc->elem : NULL;
-#define APPLY(i, u_)                                                                                   \
+    (void)out;
+    const ada_piece *c = ctx;
+    const ada_state *s = c->s;
+    const slm_optim_config *cfg = &c->o->cfg;
+    const int i = c->pc->tensor;
+    const float scale = c->o->grad_scale, b1 = (float)cfg->adafactor.beta1;
+    const float denom = (float)s->denom[i], step = (float)s->step[i];
+    const float keep = c->t->decay && cfg->weight_decay != 0 ? 1.0f - (float)(cfg->weight_decay * s->step[i]) : 1.0f;
+    float *p = c->p + lo, *m = c->m ? c->m + lo : NULL;
+    const float *g = c->g + lo;
+#define APPLY(j, u_)                                                                                   \
     do {                                                                                               \
         float u = (u_) / denom * step;                                                                 \
-        if (m) u = m[i] = b1 * m[i] + (1.0f - b1) * u;                                                 \
-        p[i] = p[i] * keep - u;                                                                        \
+        if (m) u = m[j] = b1 * m[j] + (1.0f - b1) * u;                                                 \
+        p[j] = p[j] * keep - u;                                                                        \
     } while (0)
-    if (opt_is_matrix(t)) {
-        const size_t rb = opt_vector_offset(o, s->row, pc->tensor), cb = opt_vector_offset(o, s->col, pc->tensor);
-        FOR_ROW_RUNS(t, pc->j0, pc->n, {
-            for (size_t c = 0; c < len; c++) APPLY(at + c, factored(s, rb, cb, grow, gcol + (int64_t)c, g[at + c] * scale));
+    if (!c->v) {
+        FOR_ROW_RUNS(c->t, c->pc->j0 + lo, hi - lo, {
+            for (size_t k = 0; k < len; k++)
+                APPLY(at + k, factored(s, c->rb, c->cb, grow, gcol + (int64_t)k, g[at + k] * scale));
         });
     } else {
-        const float *v = o->groups[s->vec].data + pc->elem1d;
-        for (size_t i = 0; i < pc->n; i++) APPLY(i, g[i] * scale / sqrtf(v[i]));
+        const float *v = c->v + lo;
+        for (size_t j = 0; j < hi - lo; j++) APPLY(j, g[j] * scale / sqrtf(v[j]));
     }
 #undef APPLY
+}
+
+static void ada_update(slm_optimizer_t o, const opt_piece *pc, float *p, const float *g)
+{
+    (void)p, (void)g; /* piece_of finds them */
+    ada_piece c = piece_of(o, o->impl, pc);
+    opt_blocked_sums(pc->n, 0, apply_block, &c, NULL);
 }
 
 const opt_method opt_adafactor = {"adafactor", ada_setup, ada_teardown, ada_begin_step, ada_update};

@@ -54,6 +54,30 @@ static inline float direction(const lamb_state *s, float m, float v, float p, fl
     return m * s->ibc1 / (sqrtf(v) * s->rbc2 + eps) + wd * p;
 }
 
+/* One piece's moments and sums of squares, a block at a time. */
+typedef struct {
+    const lamb_state *s;
+    float *m, *v;
+    const float *p, *g;
+    float b1, b2, eps, wd, scale;
+} lamb_piece;
+
+static void moments_block(void *ctx, size_t lo, size_t hi, double *out)
+{
+    const lamb_piece *c = ctx;
+    double pp = 0.0, rr = 0.0;
+    for (size_t i = lo; i < hi; i++) {
+        const float gi = c->g[i] * c->scale;
+        c->m[i] = c->b1 * c->m[i] + (1.0f - c->b1) * gi;
+        c->v[i] = c->b2 * c->v[i] + (1.0f - c->b2) * gi * gi;
+        const float r = direction(c->s, c->m[i], c->v[i], c->p[i], c->wd, c->eps);
+        pp += (double)c->p[i] * c->p[i];
+        rr += (double)r * r;
+    }
+    out[0] = pp;
+    out[1] = rr;
+}
+
 static void lamb_begin_step(slm_optimizer_t o, const slm_optim_reducer *red)
 {
     lamb_state *s = o->impl;
@@ -67,20 +91,13 @@ static void lamb_begin_step(slm_optimizer_t o, const slm_optim_reducer *red)
         const slm_tensor_info *t = &o->tensors[pc->tensor];
         if (!t->trainable) continue;
         const slm_optim_segment *sg = &o->segs[pc->seg];
-        const float *p = sg->params + (pc->offset - sg->offset), *g = sg->grads + (pc->offset - sg->offset);
-        float *m = o->groups[M].data + pc->elem, *v = o->groups[V].data + pc->elem;
-        const float wd = t->decay ? (float)c->weight_decay : 0.0f;
-        double pp = 0.0, rr = 0.0;
-        for (size_t i = 0; i < pc->n; i++) {
-            const float gi = g[i] * scale;
-            m[i] = b1 * m[i] + (1.0f - b1) * gi;
-            v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-            const float r = direction(s, m[i], v[i], p[i], wd, eps);
-            pp += (double)p[i] * p[i];
-            rr += (double)r * r;
-        }
-        s->sums[s->start[pc->tensor]] += pp;
-        s->sums[s->start[pc->tensor] + 1] += rr;
+        lamb_piece ctx = {s, o->groups[M].data + pc->elem, o->groups[V].data + pc->elem,
+                          sg->params + (pc->offset - sg->offset), sg->grads + (pc->offset - sg->offset),
+                          b1, b2, eps, t->decay ? (float)c->weight_decay : 0.0f, scale};
+        double sums[2];
+        opt_blocked_sums(pc->n, 2, moments_block, &ctx, sums);
+        s->sums[s->start[pc->tensor]] += sums[0];
+        s->sums[s->start[pc->tensor] + 1] += sums[1];
     }
     if (red) red->sum(red->ctx, s->sums, s->start, o->ntensors);
     for (int i = 0; i < o->ntensors; i++) {
@@ -101,6 +118,7 @@ static void lamb_update(slm_optimizer_t o, const opt_piece *pc, float *p, const 
     const float *m = o->groups[M].data + pc->elem, *v = o->groups[V].data + pc->elem;
     const float wd = o->tensors[pc->tensor].decay ? (float)c->weight_decay : 0.0f, eps = (float)c->eps;
     const float step = (float)(o->lr * s->trust[pc->tensor]);
+#pragma omp parallel for simd if (pc->n > 65536)
     for (size_t i = 0; i < pc->n; i++) p[i] -= step * direction(s, m[i], v[i], p[i], wd, eps);
 }
 

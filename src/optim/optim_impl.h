@@ -81,6 +81,15 @@ int64_t opt_global_row(const slm_tensor_info *t, int64_t r);
  * tensor this rank holds part of (0 for the others): start[ntensors+1]. Returns the total. */
 size_t opt_slots(slm_optimizer_t o, size_t (*per_tensor)(const slm_tensor_info *t), size_t *start);
 
+/* Run fn over [0, n) in blocks of OPT_BLOCK elements, the blocks in parallel (OpenMP);
+ * fn puts k sums for its block in out (k <= OPT_MAX_SUMS), and sums[0..k) receive their
+ * totals, added in block order: the same bits whatever the number of threads. fn must
+ * only write what its block owns. */
+#define OPT_BLOCK 16384
+#define OPT_MAX_SUMS 2
+typedef void (*opt_block_fn)(void *ctx, size_t lo, size_t hi, double *out);
+void opt_blocked_sums(size_t n, int k, opt_block_fn fn, void *ctx, double *sums);
+
 extern const opt_method opt_adamw, opt_adafactor, opt_lamb, opt_sgd;
 
 #endif

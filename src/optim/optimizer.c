@@ -128,6 +128,27 @@ size_t opt_vector_offset(slm_optimizer_t o, int g, int tensor)
     return gr->datasets[d].offset;
 }
 
+void opt_blocked_sums(size_t n, int k, opt_block_fn fn, void *ctx, double *sums)
+{
+    const size_t nb = (n + OPT_BLOCK - 1) / OPT_BLOCK;
+    for (int j = 0; j < k; j++) sums[j] = 0.0;
+    double stack[64 * OPT_MAX_SUMS], *part = nb <= 64 ? stack : malloc(nb * OPT_MAX_SUMS * sizeof *part);
+    const int parallel = part != NULL && nb > 1;
+    if (!part) part = stack; /* no room for every block's sums: the blocks one after another */
+#pragma omp parallel for schedule(static) if (parallel)
+    for (size_t b = 0; b < nb; b++) {
+        double *out = part + (parallel ? b : 0) * OPT_MAX_SUMS;
+        for (int j = 0; j < k; j++) out[j] = 0.0;
+        fn(ctx, b * OPT_BLOCK, b + 1 < nb ? (b + 1) * OPT_BLOCK : n, out);
+        if (!parallel)
+            for (int j = 0; j < k; j++) sums[j] += out[j];
+    }
+    if (parallel)
+        for (size_t b = 0; b < nb; b++)
+            for (int j = 0; j < k; j++) sums[j] += part[b * OPT_MAX_SUMS + j];
+    if (part != stack) free(part);
+}
+
 size_t opt_slots(slm_optimizer_t o, size_t (*per_tensor)(const slm_tensor_info *t), size_t *start)
 {
     start[0] = 0;
