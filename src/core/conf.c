@@ -479,13 +479,16 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
     const slm_optim_config oc = slm_conf_optim(c);
     SLM_CALL(slm_optim_config_check(&oc));
     /* Adafactor's relative step replaces the schedule: a learning rate set for it would be
-     * silently ignored (fairseq and transformers refuse the combination too) */
+     * silently ignored (fairseq and transformers refuse the combination too) unless the
+     * relative step was asked for explicitly as well */
     SLM_CHECK(strcmp(oc.name, "adafactor") || !oc.adafactor.relative_step ||
-                  c->set_by[find_key("train", "lr") - keys] == SLM_CONF_SET_DEFAULT,
+                  c->set_by[find_key("train", "lr") - keys] == SLM_CONF_SET_DEFAULT ||
+                  c->set_by[find_key("adafactor", "relative_step") - keys] != SLM_CONF_SET_DEFAULT,
               SLM_ERR_CONFIG,
-              "train.lr = %g is set, but adafactor.relative_step = true computes its own step size "
-              "(min(1e-2, 1/sqrt(t))): set adafactor.relative_step = false to follow train.lr's schedule, or leave "
-              "train.lr unset", c->train.lr);
+              "train.lr = %g is set, but Adafactor's default relative step (adafactor.relative_step = true) "
+              "computes its own step size, min(1e-2, 1/sqrt(t)): set adafactor.relative_step = false to follow "
+              "train.lr's schedule, or set adafactor.relative_step = true to confirm that train.lr goes unused",
+              c->train.lr);
     SLM_CHECK(!strcmp(c->train.precision, "fp32") || !strcmp(c->train.precision, "bf16"),
               SLM_ERR_CONFIG, "train.precision = '%s': expected fp32 or bf16", c->train.precision);
     SLM_CHECK(!strcmp(c->train.matmul, "auto") || !strcmp(c->train.matmul, "openblas") ||

@@ -13,7 +13,7 @@ expect_error 2 "unknown key train.warmup" "bad.ini:4" -- "$S" train "$WORK/bad.i
 # optimizers: an unknown one, and settings the method cannot take, naming the key
 expect_error 2 "train.optimizer = adam: unknown (adamw, adafactor, lamb, sgd)" -- "$S" train train.optimizer=adam
 expect_error 2 "sgd.nesterov = true needs sgd.momentum > 0" -- "$S" train train.optimizer=sgd sgd.nesterov=true
-expect_error 2 "train.lr = 0.01 is set, but adafactor.relative_step = true" -- \
+expect_error 2 "train.lr = 0.01 is set, but Adafactor's default relative step" -- \
     "$S" train train.optimizer=adafactor train.lr=0.01
 expect_error 2 "adafactor.decay_rate" "between" -- "$S" train train.optimizer=adafactor adafactor.decay_rate=0.5
 expect_error 2 "lamb.max_trust = 1 is below lamb.min_trust = 2" -- \
