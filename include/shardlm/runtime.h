@@ -6,6 +6,7 @@
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
+#include "shardlm/ckpt.h"
 #include "shardlm/conf.h"
 #include "shardlm/data.h"
 #include "shardlm/model.h"
@@ -31,6 +32,12 @@ void slm_watchdog_stop(slm_watchdog_t *watchdog);
 /* Train as conf says on the ranks of comm (collective). Errors that every rank sees
  * alike (configuration, data) are raised before any communication. */
 slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm);
+/* The groups of a checkpoint written by a run with `optimizer` over a model with this
+ * tensor table: params, then the optimizer's state groups, their tables set and no pieces.
+ * Returns how many (at most SLM_TRAIN_MAX_CKPT_GROUPS), or 0, out untouched, when the
+ * optimizer's groups are not known here (only AdamW's are, so far). Local. */
+#define SLM_TRAIN_MAX_CKPT_GROUPS 8
+int slm_train_ckpt_groups(const char *optimizer, const slm_tensor_info *tensors, int ntensors, slm_ckpt_group *out);
 /* Build the mesh, bind the ranks and print both, without allocating or training anything
  * (`shardlm train --dry-run`). Collective. */
 slm_status slm_train_dry_run(const slm_conf *conf, MPI_Comm comm);

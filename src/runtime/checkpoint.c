@@ -10,17 +10,48 @@
 #include "shardlm/log.h"
 #include "trainer_impl.h"
 
-/* The sharded layer's ranges as checkpoint pieces (the same fields). Tensors other ranks
- * write too are left out of what this rank writes (slm_trainer_writes). */
-static slm_ckpt_piece *pieces_of(trainer *tr, int for_read, int *n)
+/* AdamW's checkpoint: the parameters and its two moments, each a group over the model's
+ * tensor table, filled from the params, m and v buffers of the sharded layer's ranges. */
+enum { GROUP_PARAMS, GROUP_M, GROUP_V, NGROUPS };
+static const char *const group_names[NGROUPS] = {"params", "adam_m", "adam_v"};
+static const char run_optimizer[] = "adamw"; /* the one the sharded layer drives */
+
+int slm_train_ckpt_groups(const char *optimizer, const slm_tensor_info *tensors, int ntensors, slm_ckpt_group *out)
+{
+    if (strcmp(optimizer, run_optimizer)) return 0;
+    for (int g = 0; g < NGROUPS; g++) {
+        out[g] = (slm_ckpt_group){.tensors = tensors, .ntensors = ntensors};
+        snprintf(out[g].name, sizeof out[g].name, "%s", group_names[g]);
+    }
+    return NGROUPS;
+}
+
+/* What this rank saves or restores: the groups, and their pieces in one block (each
+ * group's pieces are one run of it). */
+typedef struct {
+    slm_ckpt_group groups[NGROUPS];
+    slm_ckpt_piece *pieces;
+    int npieces;
+} ckpt_state;
+
+static void state_free(ckpt_state *s)
+{
+    free(s->pieces);
+    s->pieces = NULL;
+    s->npieces = 0;
+}
+
+/* The sharded layer's ranges, for writing without the parts of tensors other ranks
+ * write too (slm_trainer_writes); *n of them, or NULL out of memory. */
+static slm_fsdp_range *ranges_of(trainer *tr, int for_read, int *n)
 {
     const int nt = slm_model_num_tensors(tr->model);
     const int cap = 2 * slm_fsdp_num_buckets(tr->fsdp);
     slm_fsdp_range *r = malloc((size_t)cap * sizeof *r);
-    slm_ckpt_piece *p = malloc((size_t)(cap + nt) * sizeof *p); /* (range, tensor) overlaps: <= ranges + tensors */
-    if (!r || !p) {
+    slm_fsdp_range *out = malloc((size_t)(cap + nt) * sizeof *out); /* (range, tensor) overlaps: <= ranges + tensors */
+    if (!r || !out) {
         free(r);
-        free(p);
+        free(out);
         return NULL;
     }
     const int nr = slm_fsdp_state_ranges(tr->fsdp, for_read, r);
@@ -31,7 +62,7 @@ static slm_ckpt_piece *pieces_of(trainer *tr, int for_read, int *n)
     *n = 0;
     for (int i = 0; i < nr; i++) {
         if (for_read || all_mine) {
-            p[(*n)++] = (slm_ckpt_piece){r[i].offset, r[i].count, r[i].params, r[i].m, r[i].v};
+            out[(*n)++] = r[i];
             continue;
         }
         for (int k = 0; k < nt; k++) {
@@ -40,12 +71,39 @@ static slm_ckpt_piece *pieces_of(trainer *tr, int for_read, int *n)
             size_t hi = t->offset + t->count < r[i].offset + r[i].count ? t->offset + t->count : r[i].offset + r[i].count;
             if (!slm_trainer_writes(tr, t) || lo >= hi) continue;
             const size_t d = lo - r[i].offset;
-            p[(*n)++] = (slm_ckpt_piece){lo, hi - lo, r[i].params ? r[i].params + d : NULL, r[i].m ? r[i].m + d : NULL,
-                                         r[i].v ? r[i].v + d : NULL};
+            out[(*n)++] = (slm_fsdp_range){lo, hi - lo, r[i].params ? r[i].params + d : NULL,
+                                           r[i].m ? r[i].m + d : NULL, r[i].v ? r[i].v + d : NULL};
         }
     }
     free(r);
-    return p;
+    return out;
+}
+
+/* The groups of this run's checkpoints with this rank's pieces (for_read: what it
+ * restores, else what it saves); a range without a buffer for a group (a replicated copy
+ * of the parameters holds no moments) gives that group no piece. Local. */
+static slm_status state_of(trainer *tr, int for_read, ckpt_state *s)
+{
+    memset(s, 0, sizeof *s);
+    slm_train_ckpt_groups(run_optimizer, slm_model_tensor(tr->model, 0), slm_model_num_tensors(tr->model), s->groups);
+    int nr = 0;
+    slm_fsdp_range *r = ranges_of(tr, for_read, &nr);
+    s->pieces = r ? malloc(((size_t)NGROUPS * (size_t)nr + 1) * sizeof *s->pieces) : NULL;
+    if (!s->pieces) {
+        free(r);
+        return SLM_ERROR(SLM_ERR_NOMEM, "checkpoint: out of memory for the list of pieces");
+    }
+    for (int g = 0; g < NGROUPS; g++) {
+        const int first = s->npieces;
+        for (int i = 0; i < nr; i++) {
+            float *data = g == GROUP_PARAMS ? r[i].params : g == GROUP_M ? r[i].m : r[i].v;
+            if (data) s->pieces[s->npieces++] = (slm_ckpt_piece){r[i].offset, r[i].count, data};
+        }
+        s->groups[g].pieces = s->pieces + first;
+        s->groups[g].npieces = s->npieces - first;
+    }
+    free(r);
+    return SLM_OK;
 }
 
 static void meta_of(trainer *tr, long step, slm_ckpt_meta *m)
@@ -55,7 +113,8 @@ static void meta_of(trainer *tr, long step, slm_ckpt_meta *m)
     m->step = step;
     m->samples = tr->samples;
     m->tokens = tr->samples * (long long)tr->T;
-    m->adam_t = slm_fsdp_adam_steps(tr->fsdp);
+    snprintf(m->optimizer, sizeof m->optimizer, "%s", run_optimizer);
+    m->optimizer_step = slm_fsdp_adam_steps(tr->fsdp);
     m->seed = c->train.seed;
     m->model = *slm_model_config_of(tr->model);
     m->model.recompute = 0; /* a run choice, not part of the model */
@@ -71,12 +130,12 @@ static void meta_of(trainer *tr, long step, slm_ckpt_meta *m)
 static slm_status import_weights(trainer *tr, slm_status (*fill)(void *src, size_t offset, size_t count, float *dst),
                                  void *src)
 {
-    int n = 0;
-    slm_ckpt_piece *pieces = pieces_of(tr, 1, &n);
-    slm_status s = pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "model.init_from: out of memory for the list of pieces");
-    for (int i = 0; i < n && s == SLM_OK; i++)
-        if (pieces[i].params) s = fill(src, pieces[i].offset, pieces[i].count, pieces[i].params);
-    free(pieces);
+    ckpt_state state;
+    slm_status s = state_of(tr, 1, &state);
+    const slm_ckpt_group *params = &state.groups[GROUP_PARAMS];
+    for (int i = 0; i < params->npieces && s == SLM_OK; i++)
+        s = fill(src, params->pieces[i].offset, params->pieces[i].count, params->pieces[i].data);
+    state_free(&state);
     SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), s));
     slm_fsdp_after_load(tr->fsdp, 0);
     return SLM_OK;
@@ -146,24 +205,25 @@ slm_status slm_trainer_restore(trainer *tr)
     char path[4096];
     slm_ckpt_meta meta, want;
     meta_of(tr, 0, &want);
-    /* the newest checkpoint that verifies and holds exactly this model's tensors */
-    const slm_ckpt_expect expect = {&want, slm_model_tensor(tr->model, 0), slm_model_num_tensors(tr->model)};
+    /* the newest checkpoint that verifies and holds exactly this model's tensors and this
+     * optimizer's state */
+    ckpt_state state;
+    slm_train_ckpt_groups(run_optimizer, slm_model_tensor(tr->model, 0), slm_model_num_tensors(tr->model),
+                          state.groups);
+    const slm_ckpt_expect expect = {&want, state.groups, NGROUPS, 0};
     SLM_CALL(slm_ckpt_find(comm, c->ckpt.dir, c->ckpt.resume, &expect, path, sizeof path));
     if (!path[0]) /* nothing to resume: a fresh run */
         return !c->model.init_from[0]                       ? SLM_OK
                : slm_hf_is_model_dir(c->model.init_from) ? init_from_hf(tr)
                                                           : init_from_llmc(tr);
-    int n = 0;
-    slm_ckpt_piece *pieces = pieces_of(tr, 1, &n);
-    SLM_CALL(slm_agree(comm, pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "resume: out of memory for the list of pieces")));
+    SLM_CALL(slm_agree(comm, state_of(tr, 1, &state)));
     slm_ckpt_stats st;
-    slm_status s = slm_ckpt_load(comm, path, slm_model_tensor(tr->model, 0), slm_model_num_tensors(tr->model), pieces,
-                                 n, &meta, &st);
-    free(pieces);
+    slm_status s = slm_ckpt_load(comm, path, state.groups, NGROUPS, &meta, &st);
+    state_free(&state);
     SLM_CALL(s);
     SLM_CHECK(meta.step <= c->train.steps, SLM_ERR_CONFIG,
               "%s is at step %ld, past train.steps = %ld", path, meta.step, c->train.steps);
-    slm_fsdp_after_load(tr->fsdp, meta.adam_t);
+    slm_fsdp_after_load(tr->fsdp, meta.optimizer_step);
     tr->start_step = meta.step;
     tr->samples = meta.samples;
     snprintf(tr->resumed_matmul, sizeof tr->resumed_matmul, "%s", meta.matmul);
@@ -183,11 +243,9 @@ struct slm_async_save {
     int running, threaded; /* threaded: written by its own thread (else it was written in the foreground) */
     float *buf;
     size_t cap;
-    slm_ckpt_piece *pieces;
-    int n;
+    ckpt_state state; /* its pieces point into buf */
     slm_ckpt_meta meta;
-    const slm_tensor_info *tensors;
-    int ntensors, keep;
+    int keep;
     long keep_every;
     char dir[4096];
     slm_status result;
@@ -199,8 +257,8 @@ struct slm_async_save {
 static void *write_in_background(void *arg)
 {
     struct slm_async_save *a = arg;
-    a->result = slm_ckpt_save(a->comm, a->dir, &a->meta, a->tensors, a->ntensors, a->pieces, a->n, a->keep,
-                              a->keep_every, &a->stats);
+    a->result = slm_ckpt_save(a->comm, a->dir, &a->meta, a->state.groups, NGROUPS, a->keep, a->keep_every,
+                              &a->stats);
     if (a->result != SLM_OK) snprintf(a->error, sizeof a->error, "%s", slm_error_message());
     return NULL;
 }
@@ -231,7 +289,7 @@ slm_status slm_trainer_finish_saves(trainer *tr)
     if (a) {
         if (a->comm != MPI_COMM_NULL) MPI_Comm_free(&a->comm);
         free(a->buf);
-        free(a->pieces);
+        state_free(&a->state);
         free(a);
         tr->async = NULL;
     }
@@ -256,37 +314,32 @@ static slm_status snapshot_buffer(trainer *tr, size_t need)
     return SLM_OK;
 }
 
-/* Copy what this rank saves into the snapshot buffer and start the writer thread; it
- * keeps pieces. Collective. */
-static slm_status save_async(trainer *tr, slm_ckpt_piece *pieces, int n, const slm_ckpt_meta *meta)
+/* Copy what this rank saves - every piece of every group - into the snapshot buffer and
+ * start the writer thread; it takes over state. Collective. */
+static slm_status save_async(trainer *tr, ckpt_state *state, const slm_ckpt_meta *meta)
 {
     const slm_conf *c = tr->conf;
     slm_status s = join_async(tr); /* one in flight at a time; its outcome was agreed */
     double t0 = MPI_Wtime();
     size_t need = 0;
-    for (int i = 0; i < n; i++) need += 3 * pieces[i].count;
+    for (int i = 0; i < state->npieces; i++) need += state->pieces[i].count;
     if (s == SLM_OK) s = slm_agree(slm_mesh_world(tr->mesh), snapshot_buffer(tr, need));
     if (s != SLM_OK) {
-        free(pieces);
+        state_free(state);
         return slm_error_push(s, __FILE__, __LINE__, __func__);
     }
     struct slm_async_save *a = tr->async;
     if (a->comm == MPI_COMM_NULL) MPI_Comm_dup(slm_mesh_world(tr->mesh), &a->comm);
-    free(a->pieces);
-    a->pieces = pieces;
-    a->n = n;
+    state_free(&a->state);
+    a->state = *state; /* the groups point into state->pieces, which moves over whole */
     float *dst = a->buf;
-    for (int i = 0; i < n; i++) {
-        float **src[3] = {&pieces[i].params, &pieces[i].m, &pieces[i].v};
-        for (int k = 0; k < 3; k++) {
-            memcpy(dst, *src[k], pieces[i].count * sizeof(float));
-            *src[k] = dst;
-            dst += pieces[i].count;
-        }
+    for (int i = 0; i < a->state.npieces; i++) {
+        slm_ckpt_piece *p = &a->state.pieces[i];
+        memcpy(dst, p->data, p->count * sizeof(float));
+        p->data = dst;
+        dst += p->count;
     }
     a->meta = *meta;
-    a->tensors = slm_model_tensor(tr->model, 0);
-    a->ntensors = slm_model_num_tensors(tr->model);
     a->keep = c->ckpt.keep;
     a->keep_every = c->ckpt.keep_every;
     snprintf(a->dir, sizeof a->dir, "%s", c->ckpt.dir);
@@ -308,18 +361,17 @@ slm_status slm_trainer_save(trainer *tr, long step, int force)
         !(done == c->train.steps || done == c->train.stop_after || (c->ckpt.every > 0 && done % c->ckpt.every == 0)))
         return SLM_OK;
     tr->saved_step = done;
-    int n = 0;
-    slm_ckpt_piece *pieces = pieces_of(tr, 0, &n);
-    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh),
-                       pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "checkpoint: out of memory for the list of pieces")));
+    ckpt_state state;
+    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), state_of(tr, 0, &state)));
     slm_ckpt_meta meta;
     meta_of(tr, done, &meta);
-    if (c->ckpt.async && !force) return save_async(tr, pieces, n, &meta); /* it keeps pieces */
-    SLM_CALL(join_async(tr)); /* a forced save is written now; one in flight commits first */
+    if (c->ckpt.async && !force) return save_async(tr, &state, &meta); /* it takes over state */
+    slm_status s = join_async(tr); /* a forced save is written now; one in flight commits first */
     slm_ckpt_stats st;
-    slm_status s = slm_ckpt_save(slm_mesh_world(tr->mesh), c->ckpt.dir, &meta, slm_model_tensor(tr->model, 0),
-                                 slm_model_num_tensors(tr->model), pieces, n, c->ckpt.keep, c->ckpt.keep_every, &st);
-    free(pieces);
+    if (s == SLM_OK)
+        s = slm_ckpt_save(slm_mesh_world(tr->mesh), c->ckpt.dir, &meta, state.groups, NGROUPS, c->ckpt.keep,
+                          c->ckpt.keep_every, &st);
+    state_free(&state);
     SLM_CALL(s);
     if (tr->rank == 0)
         printf("ckpt      step %ld -> %s/step_%09ld.h5: %.1f MB in %.2f s (%.0f MB/s), training stalled %.2f s\n",

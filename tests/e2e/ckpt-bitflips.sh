@@ -64,9 +64,15 @@ cases=("$good|none redigest|ok"
        "$good|missing redigest|/adam_v/wte is missing"
        "$good|reshape redigest|/params/wpe has shape (9, 25), this model's is (9, 24)"
        "$good|dtype redigest|/params/lnf.bias is not stored as float32"
-       "$good|rootextra|unexpected object /extra at the root"
+       "$good|dropgroup|$digest"
+       "$good|dropgroup redigest|no group /adam_v: the optimizer state was written with other settings of train.optimizer = adamw"
+       "$good|rootextra|a group /extra this run's optimizer does not keep"
+       "$good|groupextra|$digest"
+       "$good|groupextra redigest|a group /extra this run's optimizer does not keep"
+       "$good|rootdata|unexpected object /extra at the root (only groups of tensors belong there)"
        "$WORK/v1.h5|none|ok"
-       "$WORK/v1.h5|rename|/adam_m/blocks.0.ln1.weight is missing, and /adam_m/blocks.0.ln1.weight\x01 is not a tensor of this model")
+       "$WORK/v1.h5|rename|/adam_m/blocks.0.ln1.weight is missing, and /adam_m/blocks.0.ln1.weight\x01 is not a tensor of this model"
+       "$WORK/v1.h5|rootextra|unexpected object /extra at the root (only /params, /adam_m and /adam_v belong there)")
 files=()
 for i in "${!cases[@]}"; do
     IFS='|' read -r src edit want <<<"${cases[$i]}"

@@ -43,7 +43,7 @@ done
 # version 1 (the earliest HDF5 file format, no matmul, no digest) at commit 7edce5a,
 # version 2 (GPT-2 described by five shape integers, no model_config) at commit 34804ca.
 # Each verifies, and resumes with the losses and gradient norms that version continued with
-# (bitwise on the machine that wrote them; 1e-5 relative here), writing version-3
+# (bitwise on the machine that wrote them; 1e-5 relative here), writing version-4
 # checkpoints from then on.
 old_args=(model.n_layer=1 model.n_head=2 model.d_model=8 model.vocab_size=11 model.seq_len=4 train.steps=8
           train.micro_batch=2 train.global_batch=4 sample.tokens=0 log.peak_gflops=10 train.threads=1)
@@ -62,6 +62,6 @@ worst = max(abs(g[k] - w[k]) / abs(w[k]) for g, w in zip(got, want) for k in ("l
 assert worst <= 1e-5, "largest relative difference %g" % worst
 print("version %s resumed: steps 4-7 losses and grad norms match its own (largest relative difference %g)" % (sys.argv[3], worst))
 PY
-    "$SHARDLM" ckpt verify "$WORK/v${v}ck/step_000000008.h5" | grep -q '^ok: .*format version 3' \
-        || fail "the checkpoint written after resuming from version $v is not a good version-3 one"
+    "$SHARDLM" ckpt verify "$WORK/v${v}ck/step_000000008.h5" | grep -q '^ok: .*format version 4' \
+        || fail "the checkpoint written after resuming from version $v is not a good version-4 one"
 done
