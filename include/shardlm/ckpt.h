@@ -1,11 +1,13 @@
 /* shardlm/ckpt.h - HDF5 checkpoints: one file per checkpoint, written collectively
  * through MPI-IO, every tensor under its global name at its global shape.
  *
- * The writer and reader know nothing of sharding: the caller describes what this rank
- * holds as pieces - contiguous ranges of the global parameter index space with the
- * buffers that hold their parameters and AdamW moments - and each rank writes or reads
- * exactly those ranges (hyperslabs). A checkpoint written by any layout therefore loads
- * into any other. Format: docs/checkpoint-format.md. */
+ * A checkpoint is a set of tensor groups: /params, and the state groups of the optimizer
+ * that wrote it (/adam_m and /adam_v for AdamW, others for other optimizers). The writer
+ * and reader know neither sharding nor optimizers: the caller describes each group as a
+ * table of tensors and says, as pieces, which contiguous ranges of the group's index
+ * space this rank holds; each rank writes or reads exactly those ranges (hyperslabs). A
+ * checkpoint written by any layout therefore loads into any other. Format:
+ * docs/checkpoint-format.md. */
 #ifndef SHARDLM_CKPT_H
 #define SHARDLM_CKPT_H
 
@@ -20,23 +22,42 @@
 #define SLM_CKPT_FORMAT "shardlm-checkpoint"
 /* Version 2: HDF5 1.10 file format (checksummed metadata), the matmul attribute and the
  * meta_digest. Version 3: the architecture and its whole configuration (attributes arch
- * and model_config). Versions 1 and 2 (GPT-2 only) are still read. */
-#define SLM_CKPT_VERSION 3
+ * and model_config). Version 4: any optimizer's state groups beside /params, and the
+ * attributes optimizer and optimizer_step in place of adam_t. Versions 1 to 3 (AdamW
+ * only) are still read. */
+#define SLM_CKPT_VERSION 4
 #define SLM_CKPT_MIN_VERSION 1
 
-/* One contiguous range [offset, offset+count) of the parameter index space and where this
- * rank keeps it. m and v may be NULL for a range that carries parameters only. */
+/* One contiguous range [offset, offset+count) of a group's index space, and where this
+ * rank keeps it. */
 typedef struct slm_ckpt_piece {
     size_t offset, count;
-    float *params, *m, *v;
+    float *data;
 } slm_ckpt_piece;
+
+/* One tensor group of a checkpoint (/params, /adam_m, /adafactor_row, ...). Its datasets
+ * are described as tensors: name, ndim and global shape, and this rank's part of each in
+ * the group's own index space (offset, count, rows, cols, col0, runs, exactly as
+ * slm_tensor_info describes a model tensor's local part; count 0 = this rank holds none of
+ * it). pieces are the ranges of that index space this rank writes (save: across ranks
+ * every element exactly once) or reads (load: any element any number of ranks). A rank has
+ * at most one piece overlapping any one dataset. Group names are [a-z0-9_], at most 31
+ * characters. */
+typedef struct slm_ckpt_group {
+    char name[32];
+    const slm_tensor_info *tensors;
+    int ntensors;
+    const slm_ckpt_piece *pieces;
+    int npieces;
+} slm_ckpt_group;
 
 /* Everything besides tensors that a resumed run needs. */
 typedef struct slm_ckpt_meta {
     long step;             /* optimizer steps completed */
     long long samples;     /* data cursor: sequences consumed */
     long long tokens;      /* tokens trained */
-    long adam_t;           /* AdamW step count (bias correction) */
+    char optimizer[16];    /* the optimizer whose state groups the file holds, e.g. "adamw" */
+    long optimizer_step;   /* the optimizer's own step count (AdamW: its bias correction) */
     uint64_t seed;         /* init, data and sampling keys derive from it */
     slm_model_config model; /* the architecture and its whole configuration */
     char layout[160];      /* "dp=2 tp=1 pp=1 zero_stage=3 precision=bf16" */
@@ -48,14 +69,19 @@ typedef struct slm_ckpt_meta {
 /* What a checkpoint is checked against, besides its own checksums and digest. */
 typedef struct slm_ckpt_expect {
     /* The model (its `model` configuration: architecture and every parameter-shaping key)
-     * the file must hold, or NULL for any. Another model is a configuration error
-     * (SLM_ERR_CONFIG). */
+     * and, unless params_only, the optimizer the file must hold, or NULL for any. Another
+     * model or optimizer is a configuration error (SLM_ERR_CONFIG). */
     const slm_ckpt_meta *shape;
-    /* The tensor table: each of the groups params, adam_m and adam_v must hold exactly
-     * these names at these global shapes, as float32 - nothing missing, nothing extra.
-     * NULL: the file's tensors are checked for readability only. */
-    const slm_tensor_info *tensors;
-    int ntensors;
+    /* The groups (their pieces are ignored): the file must hold exactly these groups,
+     * each with exactly these datasets at these global shapes, as float32 - nothing
+     * missing, nothing extra. With params_only, only /params is checked against its
+     * table (the group named "params") and the file's other groups are only read. NULL:
+     * the file's groups are checked for readability only. */
+    const slm_ckpt_group *groups;
+    int ngroups;
+    /* Resuming the parameters with a fresh optimizer state: the optimizer and its groups
+     * need not match. */
+    int params_only;
 } slm_ckpt_expect;
 
 typedef struct slm_ckpt_stats {
@@ -63,42 +89,44 @@ typedef struct slm_ckpt_stats {
 } slm_ckpt_stats;
 
 /* Write checkpoint `step` into dir, atomically: under a temporary name, flushed and
- * fsynced, renamed, then the `latest` pointer moved. Keeps the newest `keep` checkpoints
- * and every one whose step is a multiple of keep_every (0: none). Collective. */
-slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *meta,
-                         const slm_tensor_info *tensors, int ntensors,
-                         const slm_ckpt_piece *pieces, int npieces, int keep, long keep_every,
-                         slm_ckpt_stats *stats);
+ * fsynced, renamed, then the `latest` pointer moved. groups[0] is "params"; every rank
+ * passes the same groups and tables. Keeps the newest `keep` checkpoints and every one
+ * whose step is a multiple of keep_every (0: none). Collective. */
+slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *meta, const slm_ckpt_group *groups,
+                         int ngroups, int keep, long keep_every, slm_ckpt_stats *stats);
 
 /* The checkpoint to resume from: `explicit_path` if given (it must verify), else the
  * newest checkpoint in dir that verifies against expect (may be NULL), with each damaged
  * one skipped and reported on rank 0. A checkpoint that is intact but holds another model
- * shape is not skipped: that is an error. path[0] = 0 when there is none. Collective. */
+ * or optimizer state is not skipped: that is an error. path[0] = 0 when there is none.
+ * Collective. */
 slm_status slm_ckpt_find(MPI_Comm comm, const char *dir, const char *explicit_path,
                          const slm_ckpt_expect *expect, char *path, size_t len);
 
-/* Check a checkpoint, reading all of it: format and version (1 or 2), completeness, every
+/* Check a checkpoint, reading all of it: format and version (1 to 4), completeness, every
  * metadata attribute, the meta_digest over the attributes and the tensor list (version
- * 2), nothing but the three groups at the root, the model shape and the tensor table
- * (those of expect that are given), and every chunk's checksum. meta receives the
- * attributes. Errors name the file and what is wrong; damage is SLM_ERR_FORMAT, a shape
- * other than expect's SLM_ERR_CONFIG. Collective. */
+ * 2 on), the groups at the root (versions 1-3: /params, /adam_m and /adam_v; version 4:
+ * /params and any groups of datasets), the model shape, optimizer and groups (those of
+ * expect that are given), and every chunk's checksum. meta receives the attributes.
+ * Errors name the file and what is wrong; damage is SLM_ERR_FORMAT, a model or optimizer
+ * state other than expect's SLM_ERR_CONFIG. Collective. */
 slm_status slm_ckpt_verify(MPI_Comm comm, const char *path, const slm_ckpt_expect *expect,
                            slm_ckpt_meta *meta);
 
 /* The metadata attributes of a checkpoint, checked as far as they can be without a tensor
- * table (format, version, completeness, the meta_digest of a version-2 file) and without
- * reading tensor data; *ntensors: the datasets in /params. For a tool that builds the
- * expected tensor table from what the file says it holds. Collective. */
+ * table (format, version, completeness, the groups at the root, the meta_digest) and
+ * without reading tensor data; *ntensors: the datasets in /params. For a tool that builds
+ * the expected tensor table from what the file says it holds. Collective. */
 slm_status slm_ckpt_read_meta(MPI_Comm comm, const char *path, slm_ckpt_meta *meta, int *ntensors);
 
-/* Read meta and this rank's pieces from path. Collective. */
-slm_status slm_ckpt_load(MPI_Comm comm, const char *path, const slm_tensor_info *tensors,
-                         int ntensors, const slm_ckpt_piece *pieces, int npieces,
+/* Read meta and this rank's pieces of the listed groups from path (the file may hold
+ * more groups). Collective. */
+slm_status slm_ckpt_load(MPI_Comm comm, const char *path, const slm_ckpt_group *groups, int ngroups,
                          slm_ckpt_meta *meta, slm_ckpt_stats *stats);
 
-/* Print what a checkpoint holds: meta, layout, and every tensor with its shape and size
- * (without reading the data). Collective. */
+/* Print what a checkpoint holds: meta, layout, the optimizer, every tensor of /params with
+ * its shape and size, and every group with its size (without reading the data).
+ * Collective. */
 slm_status slm_ckpt_inspect(MPI_Comm comm, const char *path, FILE *out);
 /* Write the parameters of a checkpoint as a safetensors file (F32, the global names and
  * shapes; a tied LM head is the embedding, not stored twice). Local. */

@@ -152,6 +152,22 @@ float *slm_optimizer_state_at(slm_optimizer_t opt, int g, size_t offset);
 /* Replicated group g: its whole buffer, *n floats. */
 float *slm_optimizer_replicated(slm_optimizer_t opt, int g, size_t *n);
 
+/* The state groups cfg's optimizer keeps for a model with this tensor table, described as
+ * slm_optimizer_group describes them but without creating the optimizer or its state
+ * (checking a checkpoint against the run that wrote it). out needs room for
+ * SLM_OPTIM_MAX_GROUPS; returns how many, or -1 for an unknown optimizer (or no memory
+ * for the tables). Free the tables with slm_optim_groups_free. */
+#define SLM_OPTIM_MAX_GROUPS 4
+typedef struct slm_optim_group_info {
+    char name[32];
+    slm_optim_state_kind kind;
+    slm_tensor_info *datasets;
+    int ndatasets;
+} slm_optim_group_info;
+int slm_optim_describe_groups(const slm_optim_config *cfg, const slm_tensor_info *tensors, int ntensors,
+                              slm_optim_group_info *out);
+void slm_optim_groups_free(slm_optim_group_info *groups, int n);
+
 /* State bytes an optimizer of cfg would hold over these segments (their pointers unused)
  * of a model whose tensor table is tensors - what slm_optimizer_bytes reports after
  * slm_optimizer_create - without creating it: for planning. */

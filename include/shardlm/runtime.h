@@ -6,6 +6,7 @@
 #include <mpi.h>
 #include <stdint.h>
 #include <stdio.h>
+#include "shardlm/ckpt.h"
 #include "shardlm/conf.h"
 #include "shardlm/data.h"
 #include "shardlm/model.h"
@@ -31,6 +32,14 @@ void slm_watchdog_stop(slm_watchdog_t *watchdog);
 /* Train as conf says on the ranks of comm (collective). Errors that every rank sees
  * alike (configuration, data) are raised before any communication. */
 slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm);
+/* The groups of a checkpoint written by a run with these optimizer settings over a model
+ * with this tensor table: params, then the optimizer's state groups, their tables set
+ * (those of the state groups in info, which the caller frees with slm_optim_groups_free)
+ * and no pieces. Returns how many (at most SLM_TRAIN_MAX_CKPT_GROUPS), or -1 for an
+ * unknown optimizer. Local. */
+#define SLM_TRAIN_MAX_CKPT_GROUPS (1 + SLM_OPTIM_MAX_GROUPS)
+int slm_train_ckpt_groups(const slm_optim_config *optim, const slm_tensor_info *tensors, int ntensors,
+                          slm_ckpt_group *out, slm_optim_group_info *info);
 /* Build the mesh, bind the ranks and print both, without allocating or training anything
  * (`shardlm train --dry-run`). Collective. */
 slm_status slm_train_dry_run(const slm_conf *conf, MPI_Comm comm);

@@ -5,69 +5,77 @@
 #include <sys/stat.h>
 #include "ckpt_impl.h"
 
-slm_status slm_ckpt_inspect(MPI_Comm comm, const char *path, FILE *out)
+static double entry_count(const ckpt_entry *e)
 {
-    slm_hdf5_errors_off();
-    hid_t fapl = ckpt_fapl(comm);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
-    H5Pclose(fapl);
-    SLM_CHECK(f >= 0, SLM_ERR_FORMAT, "%s: not a readable HDF5 file", path);
-    slm_ckpt_meta m;
-    slm_status st = ckpt_meta_read(f, path, &m);
-    if (st != SLM_OK) {
-        H5Fclose(f);
-        return slm_error_push(st, __FILE__, __LINE__, __func__);
-    }
-    int rank;
-    MPI_Comm_rank(comm, &rank);
-    if (rank == 0) {
-        fprintf(out, "checkpoint %s\n", path);
-        fprintf(out, "  format   %s version %d\n", SLM_CKPT_FORMAT, m.version);
-        fprintf(out, "  step     %ld (AdamW step %ld), %lld samples, %lld tokens\n", m.step, m.adam_t, m.samples,
-                m.tokens);
-        char json[2048] = "";
-        slm_model_config_to_json(&m.model, json, sizeof json);
-        fprintf(out, "  model    %s n_layer=%d n_head=%d d_model=%d vocab_size=%d seq_len=%d, seed %llu\n", m.model.arch,
-                m.model.n_layer, m.model.n_head, m.model.d_model, m.model.vocab_size, m.model.seq_len,
-                (unsigned long long)m.seed);
-        fprintf(out, "  config   %s\n", json);
-        fprintf(out, "  layout   %s\n", m.layout);
-        if (m.matmul[0]) fprintf(out, "  matmul   %s\n", m.matmul);
-    }
+    double count = 1.0;
+    for (int d = 0; d < e->ndim; d++) count *= (double)e->dims[d];
+    return count;
+}
+
+static void print_meta(FILE *out, const char *path, const slm_ckpt_meta *m)
+{
+    fprintf(out, "checkpoint %s\n", path);
+    fprintf(out, "  format   %s version %d\n", SLM_CKPT_FORMAT, m->version);
+    fprintf(out, "  step     %ld (optimizer %s, step %ld), %lld samples, %lld tokens\n", m->step, m->optimizer,
+            m->optimizer_step, m->samples, m->tokens);
+    char json[2048] = "";
+    slm_model_config_to_json(&m->model, json, sizeof json);
+    fprintf(out, "  model    %s n_layer=%d n_head=%d d_model=%d vocab_size=%d seq_len=%d, seed %llu\n", m->model.arch,
+            m->model.n_layer, m->model.n_head, m->model.d_model, m->model.vocab_size, m->model.seq_len,
+            (unsigned long long)m->seed);
+    fprintf(out, "  config   %s\n", json);
+    fprintf(out, "  layout   %s\n", m->layout);
+    if (m->matmul[0]) fprintf(out, "  matmul   %s\n", m->matmul);
+}
+
+/* Every tensor of /params with its shape, then one line per group. */
+static void print_groups(FILE *out, const ckpt_manifest *man)
+{
+    int width = 8;
+    for (int g = 0; g < man->ngroups; g++)
+        if ((int)strlen(man->groups[g]) > width) width = (int)strlen(man->groups[g]);
     double total = 0.0;
-    hsize_t n = 0;
-    for (int g = 0; g < CK_NGROUPS; g++) {
-        hid_t grp = H5Gopen2(f, ckpt_group_names[g], H5P_DEFAULT);
-        if (grp < 0) continue;
-        H5Gget_num_objs(grp, &n);
+    for (int g = 0; g < man->ngroups; g++) {
+        int first;
+        const int n = ckpt_manifest_entries(man, g, &first);
+        const int params = !strcmp(man->groups[g], "params");
         double group_total = 0.0;
-        for (hsize_t i = 0; i < n; i++) {
-            char name[256];
-            H5Gget_objname_by_idx(grp, i, name, sizeof name);
-            hid_t ds = H5Dopen2(grp, name, H5P_DEFAULT);
-            hid_t sp = H5Dget_space(ds);
-            hsize_t dims[2] = {0, 0};
-            int nd = H5Sget_simple_extent_dims(sp, dims, NULL);
-            double count = (double)dims[0] * (nd == 2 ? (double)dims[1] : 1.0);
-            group_total += count;
-            if (rank == 0 && g == CK_PARAMS) {
-                char shape[64];
-                if (nd == 2) snprintf(shape, sizeof shape, "(%llu, %llu)", (unsigned long long)dims[0],
-                                      (unsigned long long)dims[1]);
-                else snprintf(shape, sizeof shape, "(%llu)", (unsigned long long)dims[0]);
-                fprintf(out, "  %-40s %-16s %12.0f  float32\n", name, shape, count);
-            }
-            H5Sclose(sp);
-            H5Dclose(ds);
+        for (int i = first; i < first + n; i++) {
+            const ckpt_entry *e = &man->e[i];
+            group_total += entry_count(e);
+            if (!params) continue;
+            char shape[64], shown[256];
+            if (e->ndim == 2) snprintf(shape, sizeof shape, "(%llu, %llu)", (unsigned long long)e->dims[0],
+                                       (unsigned long long)e->dims[1]);
+            else snprintf(shape, sizeof shape, "(%llu)", e->ndim == 1 ? (unsigned long long)e->dims[0] : 1ull);
+            fprintf(out, "  %-40s %-16s %12.0f  %s\n", ckpt_printable(e->name, shown, sizeof shown), shape,
+                    entry_count(e), e->f32 ? "float32" : "other");
         }
         total += group_total;
-        if (rank == 0)
-            fprintf(out, "  /%-8s %zu tensors, %.0f values (%.1f MB)\n", ckpt_group_names[g], (size_t)n, group_total,
-                    group_total * 4 / 1e6);
-        H5Gclose(grp);
+        fprintf(out, "  /%-*s %d tensors, %.0f values (%.1f MB)\n", width, man->groups[g], n, group_total,
+                group_total * 4 / 1e6);
     }
-    if (rank == 0) fprintf(out, "  total    %.1f MB of float32\n", total * 4 / 1e6);
+    fprintf(out, "  total    %.1f MB of float32\n", total * 4 / 1e6);
+}
+
+slm_status slm_ckpt_inspect(MPI_Comm comm, const char *path, FILE *out)
+{
+    hid_t f = ckpt_open_collective(comm, path);
+    SLM_CHECK(f >= 0, SLM_ERR_FORMAT, "%s: not a readable HDF5 file", path);
+    slm_ckpt_meta *m = malloc(sizeof *m); /* 16 kB of configuration text */
+    ckpt_manifest man = {NULL, 0, NULL, 0};
+    slm_status st = m ? ckpt_meta_read(f, path, m) : SLM_ERROR(SLM_ERR_NOMEM, "out of memory");
+    if (st == SLM_OK) st = ckpt_manifest_read(f, path, m->version, &man);
     H5Fclose(f);
+    int rank;
+    MPI_Comm_rank(comm, &rank);
+    if (st == SLM_OK && rank == 0) {
+        print_meta(out, path, m);
+        print_groups(out, &man);
+    }
+    ckpt_manifest_free(&man);
+    free(m);
+    SLM_CALL(st);
     return SLM_OK;
 }
 

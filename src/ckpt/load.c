@@ -1,4 +1,5 @@
-/* load.c - reading a checkpoint into this rank's pieces (verify.c checks it first). */
+/* load.c - reading a checkpoint's groups into this rank's pieces (verify.c checks it
+ * first). */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,8 +8,36 @@
 #include "shardlm/agree.h"
 #include "shardlm/timer.h"
 
-slm_status slm_ckpt_load(MPI_Comm comm, const char *path, const slm_tensor_info *tensors, int ntensors,
-                         const slm_ckpt_piece *pieces, int npieces, slm_ckpt_meta *meta, slm_ckpt_stats *stats)
+/* This rank's pieces of dataset t of group g (open as grp); *bytes grows by what was read.
+ * Every rank sees the same file, so a missing dataset fails on all of them alike, before
+ * the collective read. With take = 0 the rank reads nothing of its own but still takes
+ * part (after a failure of its own, whose message stands). */
+static slm_status read_tensor(hid_t grp, const char *path, const slm_ckpt_group *g, const slm_tensor_info *t,
+                              int take, hid_t dxpl, double *bytes)
+{
+    hid_t ds = grp >= 0 ? H5Dopen2(grp, t->name, H5P_DEFAULT) : -1;
+    hid_t fspace = ds >= 0 ? H5Dget_space(ds) : -1;
+    if (fspace < 0 || H5Sget_simple_extent_npoints(fspace) != (hssize_t)slm_tensor_global_count(t)) {
+        if (fspace >= 0) H5Sclose(fspace);
+        if (ds >= 0) H5Dclose(ds);
+        SLM_CHECK(!take, SLM_ERR_FORMAT, "%s: /%s/%s is missing or has another shape", path, g->name, t->name);
+        return SLM_ERR_FORMAT;
+    }
+    float *mem;
+    size_t cnt;
+    hid_t mspace = ckpt_select_piece(fspace, t, g->pieces, take ? g->npieces : 0, &mem, &cnt);
+    *bytes += 4.0 * (double)cnt;
+    /* nothing to read from an empty dataset (it has no storage); all ranks skip it alike */
+    const herr_t rc = slm_tensor_global_count(t) ? H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, mem) : 0;
+    H5Sclose(mspace);
+    H5Sclose(fspace);
+    H5Dclose(ds);
+    SLM_CHECK(rc >= 0 || !take, SLM_ERR_FORMAT, "%s: reading /%s/%s failed (checksum?)", path, g->name, t->name);
+    return rc >= 0 ? SLM_OK : SLM_ERR_FORMAT;
+}
+
+slm_status slm_ckpt_load(MPI_Comm comm, const char *path, const slm_ckpt_group *groups, int ngroups,
+                         slm_ckpt_meta *meta, slm_ckpt_stats *stats)
 {
     double t0 = slm_now();
     hid_t f = ckpt_open_collective(comm, path);
@@ -19,37 +48,17 @@ slm_status slm_ckpt_load(MPI_Comm comm, const char *path, const slm_tensor_info 
         return slm_error_push(st, __FILE__, __LINE__, __func__);
     }
     hid_t dxpl = ckpt_dxpl_collective();
-    int ok = 1;
     double bytes = 0.0;
-    for (int g = 0; g < CK_NGROUPS; g++) {
-        hid_t grp = H5Gopen2(f, ckpt_group_names[g], H5P_DEFAULT);
-        for (int i = 0; i < ntensors; i++) {
-            const slm_tensor_info *t = &tensors[i];
-            hid_t ds = grp >= 0 ? H5Dopen2(grp, t->name, H5P_DEFAULT) : -1;
-            hid_t fspace = ds >= 0 ? H5Dget_space(ds) : -1;
-            if (fspace < 0 || H5Sget_simple_extent_npoints(fspace) != (hssize_t)slm_tensor_global_count(t)) {
-                ok = 0; /* every rank sees the same file: all fail alike, no collective mismatch */
-                if (fspace >= 0) H5Sclose(fspace);
-                if (ds >= 0) H5Dclose(ds);
-                st = SLM_ERROR(SLM_ERR_FORMAT, "%s: /%s/%s is missing or has another shape", path,
-                               ckpt_group_names[g], t->name);
-                break;
-            }
-            float *mem;
-            size_t cnt;
-            hid_t mspace = ckpt_select_piece(fspace, t, pieces, npieces, g, &mem, &cnt);
-            bytes += 4.0 * (double)cnt;
-            if (H5Dread(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, mem) < 0 && ok) {
-                ok = 0;
-                st = SLM_ERROR(SLM_ERR_FORMAT, "%s: reading /%s/%s failed (checksum?)", path, ckpt_group_names[g],
-                               t->name);
-            }
-            H5Sclose(mspace);
-            H5Sclose(fspace);
-            H5Dclose(ds);
+    /* A read can fail on one rank alone (a damaged chunk only it reads): every rank goes
+     * through every dataset all the same, so the collective reads stay matched, and the
+     * ranks agree on the first failure at the end. */
+    for (int g = 0; g < ngroups; g++) {
+        hid_t grp = H5Gopen2(f, groups[g].name, H5P_DEFAULT);
+        for (int i = 0; i < groups[g].ntensors; i++) {
+            slm_status s = read_tensor(grp, path, &groups[g], &groups[g].tensors[i], st == SLM_OK, dxpl, &bytes);
+            if (st == SLM_OK) st = s;
         }
         if (grp >= 0) H5Gclose(grp);
-        if (!ok) break;
     }
     H5Pclose(dxpl);
     H5Fclose(f);

@@ -1,123 +1,92 @@
-/* manifest.c - a checkpoint's tensor list and the digest over its metadata.
+/* manifest.c - a checkpoint's tensor list: which groups its root holds and every
+ * dataset's group, name, shape and type, read from the file's metadata without reading
+ * tensor data (or, for a writer, from the groups it is about to store). verify.c checks
+ * it against what the caller expects (expect.c) and digests it (digest.c).
  *
- * The manifest is what the three tensor groups hold - every dataset's name, shape and
- * type - read from the file's metadata without reading tensor data. verify compares it
- * with the caller's tensor table (exactly those tensors, at those shapes, float32), and
- * a version-2 file carries meta_digest, a CRC-32 over the metadata attributes and the
- * manifest written out in one canonical text form (docs/checkpoint-format.md). The
- * writer computes it from the table it writes, a reader from what it reads back, so any
- * change to an attribute's value or to a tensor's name, shape or type since the file was
- * written shows as a different digest, whatever HDF5's own checksums cover. */
+ * Which groups belong at the root depends on the version: versions 1-3 hold exactly
+ * /params, /adam_m and /adam_v (AdamW's state); version 4 holds /params and the state
+ * groups of whichever optimizer wrote it, so any group with a valid name is accepted
+ * here, and whether they are the ones a run needs is for the caller's expectation. */
 #define _GNU_SOURCE
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "ckpt_impl.h"
 
-/* CRC-32 as zlib computes it (reflected polynomial 0xEDB88320); crc32(0, "", 0) = 0 and
- * calls chain: crc = ckpt_crc32(crc, next, len). Bitwise: the digest covers a few kB. */
-static uint32_t ckpt_crc32(uint32_t crc, const void *buf, size_t len)
-{
-    const unsigned char *p = buf;
-    uint32_t c = ~crc;
-    for (size_t i = 0; i < len; i++) {
-        c ^= p[i];
-        for (int k = 0; k < 8; k++) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
-    }
-    return ~c;
-}
-
-static uint32_t add_text(uint32_t crc, const char *key, const char *value)
-{
-    char head[96];
-    size_t len = strlen(value);
-    int n = snprintf(head, sizeof head, "%s=%zu:", key, len);
-    crc = ckpt_crc32(crc, head, (size_t)n);
-    crc = ckpt_crc32(crc, value, len);
-    return ckpt_crc32(crc, "\n", 1);
-}
-
-static uint32_t add_int(uint32_t crc, const char *key, long long value)
-{
-    char line[96];
-    int n = snprintf(line, sizeof line, "%s=%lld\n", key, value);
-    return ckpt_crc32(crc, line, (size_t)n);
-}
-
-uint32_t ckpt_meta_digest(const slm_ckpt_meta *m, int version, const ckpt_manifest *man)
-{
-    uint32_t crc = 0;
-    char line[96];
-    crc = add_text(crc, "format", SLM_CKPT_FORMAT);
-    crc = add_int(crc, "version", version);
-    crc = add_int(crc, "step", m->step);
-    crc = add_int(crc, "samples", m->samples);
-    crc = add_int(crc, "tokens", m->tokens);
-    crc = add_int(crc, "adam_t", m->adam_t);
-    int n = snprintf(line, sizeof line, "seed=%llu\n", (unsigned long long)m->seed);
-    crc = ckpt_crc32(crc, line, (size_t)n);
-    crc = add_int(crc, "n_layer", m->model.n_layer);
-    crc = add_int(crc, "n_head", m->model.n_head);
-    crc = add_int(crc, "d_model", m->model.d_model);
-    crc = add_int(crc, "vocab_size", m->model.vocab_size);
-    crc = add_int(crc, "seq_len", m->model.seq_len);
-    if (version >= 3) { /* the architecture and its configuration, as stored */
-        char json[2048] = "";
-        slm_model_config_to_json(&m->model, json, sizeof json);
-        crc = add_text(crc, "arch", m->model.arch);
-        crc = add_text(crc, "model_config", json);
-    }
-    crc = add_text(crc, "layout", m->layout);
-    crc = add_text(crc, "config", m->config);
-    crc = add_text(crc, "matmul", m->matmul);
-    for (int i = 0; i < man->n; i++) {
-        const ckpt_entry *e = &man->e[i];
-        size_t len = strlen(ckpt_group_names[e->group]) + 1 + strlen(e->name);
-        n = snprintf(line, sizeof line, "tensor=%zu:%s/", len, ckpt_group_names[e->group]);
-        crc = ckpt_crc32(crc, line, (size_t)n);
-        crc = ckpt_crc32(crc, e->name, strlen(e->name));
-        crc = ckpt_crc32(crc, "\nshape=", 7);
-        for (int d = 0; d < e->ndim; d++) {
-            n = snprintf(line, sizeof line, d ? ",%llu" : "%llu", (unsigned long long)e->dims[d]);
-            crc = ckpt_crc32(crc, line, (size_t)n);
-        }
-        n = snprintf(line, sizeof line, "\ndtype=%s\n", e->f32 ? "float32" : "other");
-        crc = ckpt_crc32(crc, line, (size_t)n);
-    }
-    return crc;
-}
+static const char *const v3_groups[3] = {"params", "adam_m", "adam_v"};
 
 static int cmp_entry(const void *a, const void *b)
 {
     const ckpt_entry *x = a, *y = b;
-    return x->group != y->group ? (x->group < y->group ? -1 : 1) : strcmp(x->name, y->name);
+    int c = ckpt_group_cmp(x->group, y->group);
+    return c ? c : strcmp(x->name, y->name);
+}
+
+static int cmp_group(const void *a, const void *b)
+{
+    return ckpt_group_cmp(*(char *const *)a, *(char *const *)b);
 }
 
 void ckpt_manifest_free(ckpt_manifest *man)
 {
     for (int i = 0; i < man->n; i++) free(man->e[i].name);
+    for (int g = 0; g < man->ngroups; g++) free(man->groups[g]);
     free(man->e);
-    man->e = NULL;
-    man->n = 0;
+    free(man->groups);
+    *man = (ckpt_manifest){NULL, 0, NULL, 0};
 }
 
-slm_status ckpt_manifest_of(const slm_tensor_info *tensors, int ntensors, ckpt_manifest *man)
+int ckpt_manifest_group(const ckpt_manifest *man, const char *name)
 {
-    man->n = 0;
-    man->e = calloc((size_t)(CK_NGROUPS * ntensors) + 1, sizeof *man->e);
-    SLM_CHECK(man->e, SLM_ERR_NOMEM, "out of memory");
-    for (int g = 0; g < CK_NGROUPS; g++)
-        for (int i = 0; i < ntensors; i++) {
-            ckpt_entry *e = &man->e[man->n++];
-            e->group = g;
-            e->ndim = tensors[i].ndim;
-            for (int d = 0; d < tensors[i].ndim; d++) e->dims[d] = (hsize_t)tensors[i].shape[d];
+    for (int g = 0; g < man->ngroups; g++)
+        if (!strcmp(man->groups[g], name)) return g;
+    return -1;
+}
+
+int ckpt_manifest_entries(const ckpt_manifest *man, int g, int *first)
+{
+    int i = 0, n = 0;
+    while (i < man->n && man->e[i].group != man->groups[g]) i++;
+    while (i + n < man->n && man->e[i + n].group == man->groups[g]) n++;
+    *first = i;
+    return n;
+}
+
+/* Append a group name (the manifest owns the copy). */
+static int add_group(ckpt_manifest *man, const char *name)
+{
+    char **g = realloc(man->groups, ((size_t)man->ngroups + 1) * sizeof *g);
+    if (!g) return 0;
+    man->groups = g;
+    if (!(g[man->ngroups] = strdup(name))) return 0;
+    man->ngroups++;
+    return 1;
+}
+
+slm_status ckpt_manifest_of(const slm_ckpt_group *groups, int ngroups, ckpt_manifest *man)
+{
+    *man = (ckpt_manifest){NULL, 0, NULL, 0};
+    size_t total = 1;
+    for (int g = 0; g < ngroups; g++) total += (size_t)groups[g].ntensors;
+    man->e = calloc(total, sizeof *man->e);
+    int ok = man->e != NULL;
+    for (int g = 0; g < ngroups && ok; g++) ok = add_group(man, groups[g].name);
+    for (int g = 0; g < ngroups && ok; g++)
+        for (int i = 0; i < groups[g].ntensors && ok; i++) {
+            const slm_tensor_info *t = &groups[g].tensors[i];
+            ckpt_entry *e = &man->e[man->n];
+            e->group = man->groups[g];
+            e->ndim = t->ndim;
+            for (int d = 0; d < t->ndim; d++) e->dims[d] = (hsize_t)t->shape[d];
             e->f32 = 1;
-            if (!(e->name = strdup(tensors[i].name))) {
-                ckpt_manifest_free(man);
-                return SLM_ERROR(SLM_ERR_NOMEM, "out of memory");
-            }
+            ok = (e->name = strdup(t->name)) != NULL;
+            man->n += ok;
         }
+    if (!ok) {
+        ckpt_manifest_free(man);
+        return SLM_ERROR(SLM_ERR_NOMEM, "checkpoint: out of memory for the list of tensors");
+    }
+    qsort(man->groups, (size_t)man->ngroups, sizeof *man->groups, cmp_group);
     qsort(man->e, (size_t)man->n, sizeof *man->e, cmp_entry);
     return SLM_OK;
 }
@@ -133,16 +102,22 @@ const char *ckpt_printable(const char *name, char *buf, size_t len)
     return buf;
 }
 
+/* Listing a group: the names of its links, and whether any is not a hard link. */
 typedef struct {
     ckpt_manifest *man;
-    int group, cap, failed;
+    const char *group; /* datasets of this group are listed; NULL: the root's groups */
+    int cap, failed;
+    char odd[256]; /* the root: the first link that is not a hard one */
 } list_ctx;
 
 static herr_t add_link(hid_t grp, const char *name, const H5L_info_t *info, void *arg)
 {
     (void)grp;
-    (void)info;
     list_ctx *c = arg;
+    if (!c->group) {
+        if (info->type != H5L_TYPE_HARD && !c->odd[0]) snprintf(c->odd, sizeof c->odd, "%s", name);
+        return add_group(c->man, name) ? 0 : (c->failed = 1, -1);
+    }
     if (c->man->n == c->cap) {
         int cap = c->cap ? 2 * c->cap : 64;
         ckpt_entry *e = realloc(c->man->e, (size_t)cap * sizeof *e);
@@ -176,21 +151,62 @@ static int describe(hid_t grp, ckpt_entry *e)
     return ok;
 }
 
-slm_status ckpt_manifest_read(hid_t f, const char *path, ckpt_manifest *man)
+/* Is the object at name (a link of the root) a group? -1: it cannot be opened at all. */
+static int is_group(hid_t f, const char *name)
 {
-    list_ctx c = {man, 0, 0, 0};
-    man->e = NULL;
-    man->n = 0;
-    slm_status st = SLM_OK;
-    for (int g = 0; g < CK_NGROUPS && st == SLM_OK; g++) {
-        const char *gname = ckpt_group_names[g];
-        hid_t grp = H5Gopen2(f, gname, H5P_DEFAULT);
-        if (grp < 0) {
-            st = SLM_ERROR(SLM_ERR_FORMAT, "%s: group /%s is missing or unreadable", path, gname);
-            break;
+    hid_t o = H5Oopen(f, name, H5P_DEFAULT);
+    if (o < 0) return -1;
+    int group = H5Iget_type(o) == H5I_GROUP;
+    H5Oclose(o);
+    return group;
+}
+
+/* The root's links into man->groups, checked against what version allows there. */
+static slm_status list_root(hid_t f, const char *path, int version, ckpt_manifest *man)
+{
+    list_ctx c = {man, NULL, 0, 0, ""};
+    char shown[256];
+    if (H5Literate(f, H5_INDEX_NAME, H5_ITER_INC, NULL, add_link, &c) < 0)
+        return c.failed ? SLM_ERROR(SLM_ERR_NOMEM, "out of memory")
+                        : SLM_ERROR(SLM_ERR_FORMAT, "%s: the root group cannot be listed (corrupt metadata)", path);
+    if (version < 4) {
+        for (int g = 0; g < man->ngroups; g++) {
+            const char *name = man->groups[g];
+            SLM_CHECK(!strcmp(name, v3_groups[0]) || !strcmp(name, v3_groups[1]) || !strcmp(name, v3_groups[2]),
+                      SLM_ERR_FORMAT, "%s: unexpected object /%s at the root (only /params, /adam_m and /adam_v "
+                      "belong there)", path, ckpt_printable(name, shown, sizeof shown));
         }
+        for (int k = 0; k < 3; k++)
+            SLM_CHECK(ckpt_manifest_group(man, v3_groups[k]) >= 0, SLM_ERR_FORMAT,
+                      "%s: group /%s is missing or unreadable", path, v3_groups[k]);
+        return SLM_OK;
+    }
+    SLM_CHECK(!c.odd[0], SLM_ERR_FORMAT, "%s: unexpected object /%s at the root (a link that is not a group of its "
+              "own)", path, ckpt_printable(c.odd, shown, sizeof shown));
+    for (int g = 0; g < man->ngroups; g++) {
+        const char *name = man->groups[g];
+        SLM_CHECK(ckpt_group_name_ok(name), SLM_ERR_FORMAT, "%s: unexpected object /%s at the root (groups are "
+                  "named with 1 to 31 of a-z, 0-9 and _)", path, ckpt_printable(name, shown, sizeof shown));
+        const int group = is_group(f, name);
+        SLM_CHECK(group >= 0, SLM_ERR_FORMAT, "%s: /%s cannot be opened (corrupt metadata)", path, name);
+        SLM_CHECK(group, SLM_ERR_FORMAT, "%s: unexpected object /%s at the root (only groups of tensors belong "
+                  "there)", path, name);
+    }
+    SLM_CHECK(ckpt_manifest_group(man, "params") >= 0, SLM_ERR_FORMAT, "%s: group /params is missing", path);
+    return SLM_OK;
+}
+
+/* The datasets of every group of man->groups. */
+static slm_status list_groups(hid_t f, const char *path, ckpt_manifest *man)
+{
+    list_ctx c = {man, NULL, 0, 0, ""};
+    for (int g = 0; g < man->ngroups; g++) {
+        const char *gname = man->groups[g];
+        hid_t grp = H5Gopen2(f, gname, H5P_DEFAULT);
+        SLM_CHECK(grp >= 0, SLM_ERR_FORMAT, "%s: group /%s is missing or unreadable", path, gname);
         const int first = man->n;
-        c.group = g;
+        c.group = gname;
+        slm_status st = SLM_OK;
         if (H5Literate(grp, H5_INDEX_NAME, H5_ITER_INC, NULL, add_link, &c) < 0)
             st = c.failed ? SLM_ERROR(SLM_ERR_NOMEM, "out of memory")
                           : SLM_ERROR(SLM_ERR_FORMAT, "%s: the list of tensors in /%s cannot be read (corrupt "
@@ -202,93 +218,24 @@ slm_status ckpt_manifest_read(hid_t f, const char *path, ckpt_manifest *man)
                                gname, ckpt_printable(man->e[i].name, shown, sizeof shown));
         }
         H5Gclose(grp);
+        SLM_CALL(st);
     }
-    if (st != SLM_OK) {
-        ckpt_manifest_free(man);
-        return st;
-    }
-    qsort(man->e, (size_t)man->n, sizeof *man->e, cmp_entry);
     return SLM_OK;
 }
 
-static void shape_text(char *buf, size_t len, int ndim, const hsize_t *dims)
+slm_status ckpt_manifest_read(hid_t f, const char *path, int version, ckpt_manifest *man)
 {
-    size_t o = (size_t)snprintf(buf, len, "(");
-    for (int d = 0; d < ndim && o < len; d++)
-        o += (size_t)snprintf(buf + o, len - o, d ? ", %llu" : "%llu", (unsigned long long)dims[d]);
-    if (o < len) snprintf(buf + o, len - o, ")");
-}
-
-static int cmp_tensor_name(const void *a, const void *b)
-{
-    return strcmp((*(const slm_tensor_info *const *)a)->name, (*(const slm_tensor_info *const *)b)->name);
-}
-
-/* One group's entries against the sorted table: the first tensor missing, the first
- * entry the table lacks, and the first present with another shape or type. */
-typedef struct {
-    const slm_tensor_info *missing, *wrong;
-    const ckpt_entry *extra, *wrong_entry;
-} group_diff;
-
-static group_diff diff_group(const ckpt_entry *e, int ne, const slm_tensor_info *const *want, int nw)
-{
-    group_diff d = {NULL, NULL, NULL, NULL};
-    int i = 0, k = 0;
-    while (i < nw || k < ne) {
-        int c = k == ne ? 1 : i == nw ? -1 : strcmp(e[k].name, want[i]->name);
-        if (c < 0) {
-            if (!d.extra) d.extra = &e[k];
-            k++;
-        } else if (c > 0) {
-            if (!d.missing) d.missing = want[i];
-            i++;
-        } else {
-            const slm_tensor_info *t = want[i];
-            int same = e[k].ndim == t->ndim && e[k].f32;
-            for (int j = 0; same && j < t->ndim; j++) same = e[k].dims[j] == (hsize_t)t->shape[j];
-            if (!same && !d.wrong) d.wrong = t, d.wrong_entry = &e[k];
-            i++;
-            k++;
-        }
+    *man = (ckpt_manifest){NULL, 0, NULL, 0};
+    slm_status st = list_root(f, path, version, man);
+    if (st == SLM_OK) {
+        /* groups in their order first: entries point at these strings */
+        qsort(man->groups, (size_t)man->ngroups, sizeof *man->groups, cmp_group);
+        st = list_groups(f, path, man);
     }
-    return d;
-}
-
-slm_status ckpt_manifest_check(const ckpt_manifest *man, const slm_tensor_info *tensors, int ntensors,
-                               const char *path, slm_status code)
-{
-    const slm_tensor_info **want = malloc(((size_t)ntensors + 1) * sizeof *want);
-    SLM_CHECK(want, SLM_ERR_NOMEM, "out of memory");
-    for (int i = 0; i < ntensors; i++) want[i] = &tensors[i];
-    qsort(want, (size_t)ntensors, sizeof *want, cmp_tensor_name);
-    slm_status st = SLM_OK;
-    char shown[256], a[160], b[160];
-    int k = 0; /* the manifest is in group order */
-    for (int g = 0; g < CK_NGROUPS && st == SLM_OK; g++) {
-        const char *gname = ckpt_group_names[g];
-        int n = 0;
-        while (k + n < man->n && man->e[k + n].group == g) n++;
-        const group_diff d = diff_group(man->e + k, n, want, ntensors);
-        k += n;
-        if (d.missing && d.extra)
-            st = SLM_ERROR(code, "%s: /%s/%s is missing, and /%s/%s is not a tensor of this model (renamed?)", path,
-                           gname, d.missing->name, gname, ckpt_printable(d.extra->name, shown, sizeof shown));
-        else if (d.missing)
-            st = SLM_ERROR(code, "%s: /%s/%s is missing", path, gname, d.missing->name);
-        else if (d.extra)
-            st = SLM_ERROR(code, "%s: /%s/%s is not a tensor of this model", path, gname,
-                           ckpt_printable(d.extra->name, shown, sizeof shown));
-        else if (d.wrong && !d.wrong_entry->f32)
-            st = SLM_ERROR(code, "%s: /%s/%s is not stored as float32 (little-endian IEEE)", path, gname,
-                           d.wrong->name);
-        else if (d.wrong) {
-            hsize_t dims[2] = {(hsize_t)d.wrong->shape[0], (hsize_t)d.wrong->shape[1]};
-            shape_text(a, sizeof a, d.wrong_entry->ndim, d.wrong_entry->dims);
-            shape_text(b, sizeof b, d.wrong->ndim, dims);
-            st = SLM_ERROR(code, "%s: /%s/%s has shape %s, this model's is %s", path, gname, d.wrong->name, a, b);
-        }
+    if (st != SLM_OK) {
+        ckpt_manifest_free(man);
+        return slm_error_push(st, __FILE__, __LINE__, __func__);
     }
-    free(want);
-    return st;
+    qsort(man->e, (size_t)man->n, sizeof *man->e, cmp_entry);
+    return SLM_OK;
 }

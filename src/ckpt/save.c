@@ -7,10 +7,11 @@
  *   3. rank 0 writes dir/latest.tmp naming it, fsyncs, renames it over dir/latest, fsyncs
  *      the directory; only now does a restart see the new checkpoint;
  *   4. rank 0 applies retention.
- * Every tensor is stored chunked with HDF5's Fletcher32 filter, so each chunk carries a
- * checksum that every reader (shardlm, h5py, h5dump) checks; the file is written in the
- * HDF5 1.10 format, whose superblock, object headers, link and attribute storage carry
- * checksums too; and meta_digest covers the attributes and the list of tensors. */
+ * Every dataset (but an empty one) is stored chunked with HDF5's Fletcher32 filter, so
+ * each chunk carries a checksum that every reader (shardlm, h5py, h5dump) checks; the
+ * file is written in the HDF5 1.10 format, whose superblock, object headers, link and
+ * attribute storage carry checksums too; and meta_digest covers the attributes and the
+ * list of tensors. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -25,18 +26,24 @@
 #include "shardlm/agree.h"
 #include "shardlm/timer.h"
 
-/* Chunks of about 1 MiB (2^18 floats), whole rows for matrices. */
-static hid_t dataset_plist(const slm_tensor_info *t)
+/* Chunks of about 1 MiB (2^18 floats): whole rows of a matrix whose rows fit, else parts
+ * of one row; a vector in pieces of that size. A dataset with no elements has no chunk
+ * (HDF5 wants chunks of at least one element, within the dataset's extent) and nothing
+ * to checksum: it is stored contiguous. */
+#define CKPT_CHUNK_FLOATS ((hsize_t)1 << 18)
+
+static hid_t dataset_plist(int ndim, const hsize_t *dims)
 {
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (dims[0] == 0 || (ndim == 2 && dims[1] == 0)) return dcpl;
     hsize_t chunk[2];
-    if (t->ndim == 1) chunk[0] = slm_tensor_global_count(t) < (1u << 18) ? slm_tensor_global_count(t) : (1u << 18);
-    else {
-        hsize_t rows = ((hsize_t)1 << 18) / (hsize_t)t->shape[1];
-        chunk[0] = rows < 1 ? 1 : rows > (hsize_t)t->shape[0] ? (hsize_t)t->shape[0] : rows;
-        chunk[1] = (hsize_t)t->shape[1];
+    const hsize_t last = dims[ndim - 1] < CKPT_CHUNK_FLOATS ? dims[ndim - 1] : CKPT_CHUNK_FLOATS;
+    chunk[ndim - 1] = last;
+    if (ndim == 2) {
+        hsize_t rows = CKPT_CHUNK_FLOATS / last;
+        chunk[0] = rows > dims[0] ? dims[0] : rows;
     }
-    H5Pset_chunk(dcpl, t->ndim, chunk);
+    H5Pset_chunk(dcpl, ndim, chunk);
     H5Pset_fletcher32(dcpl);
     return dcpl;
 }
@@ -63,22 +70,43 @@ static hid_t group_plist(void)
     return gcpl;
 }
 
-static int write_tensor(hid_t group, const slm_tensor_info *t, const slm_ckpt_piece *pieces,
-                        int npieces, int which, hid_t dxpl)
+static int write_tensor(hid_t group, const slm_tensor_info *t, const slm_ckpt_group *g, hid_t dxpl)
 {
-    hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
+    const hsize_t dims[2] = {(hsize_t)t->shape[0], t->ndim == 2 ? (hsize_t)t->shape[1] : 1};
     hid_t fspace = H5Screate_simple(t->ndim, dims, NULL);
-    hid_t dcpl = dataset_plist(t);
+    hid_t dcpl = dataset_plist(t->ndim, dims);
     hid_t ds = H5Dcreate2(group, t->name, H5T_IEEE_F32LE, fspace, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     H5Pclose(dcpl);
     int ok = ds >= 0;
     float *mem;
     size_t count;
-    hid_t mspace = ckpt_select_piece(fspace, t, pieces, npieces, which, &mem, &count);
-    if (ok) ok = H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, mem) >= 0;
+    hid_t mspace = ckpt_select_piece(fspace, t, g->pieces, g->npieces, &mem, &count);
+    /* an empty dataset has no storage to write to (HDF5 fails a collective write of nothing
+     * there); every rank skips it alike, as the shape is the same on all */
+    if (ok && slm_tensor_global_count(t) > 0) ok = H5Dwrite(ds, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, mem) >= 0;
     if (ds >= 0) H5Dclose(ds);
     H5Sclose(mspace);
     H5Sclose(fspace);
+    return ok;
+}
+
+/* Every group's datasets, collectively; 1 if all ranks succeeded. */
+static int write_groups(MPI_Comm comm, hid_t file, const slm_ckpt_group *groups, int ngroups, double *bytes)
+{
+    hid_t dxpl = ckpt_dxpl_collective();
+    int ok = 1;
+    for (int g = 0; g < ngroups && ok; g++) {
+        hid_t gcpl = group_plist();
+        hid_t grp = H5Gcreate2(file, groups[g].name, H5P_DEFAULT, gcpl, H5P_DEFAULT);
+        H5Pclose(gcpl);
+        ok = slm_all_ok(comm, grp >= 0);
+        for (int i = 0; i < groups[g].ntensors && ok; i++) {
+            ok = slm_all_ok(comm, write_tensor(grp, &groups[g].tensors[i], &groups[g], dxpl));
+            *bytes += 4.0 * (double)groups[g].tensors[i].count;
+        }
+        if (grp >= 0) H5Gclose(grp);
+    }
+    H5Pclose(dxpl);
     return ok;
 }
 
@@ -145,12 +173,14 @@ static void retain(const char *dir, int keep, long keep_every, long current)
     }
 }
 
-/* Bytes a checkpoint file takes, generously: the tensors, a share for chunk checksums and
- * indexes, and the metadata. */
-static double estimate_bytes(const slm_tensor_info *tensors, int ntensors)
+/* Bytes a checkpoint file takes, generously: the tensors at their global sizes, a share
+ * for chunk checksums and indexes, and the metadata. */
+static double estimate_bytes(const slm_ckpt_group *groups, int ngroups)
 {
     double need = 64 * 1024.0;
-    for (int i = 0; i < ntensors; i++) need += CK_NGROUPS * (4.0 * (double)tensors[i].count * 1.05 + 4096.0);
+    for (int g = 0; g < ngroups; g++)
+        for (int i = 0; i < groups[g].ntensors; i++)
+            need += 4.0 * (double)slm_tensor_global_count(&groups[g].tensors[i]) * 1.05 + 4096.0;
     return need;
 }
 
@@ -192,18 +222,45 @@ static void abandon(MPI_Comm comm, hid_t file, const char *tmp)
     if (rank == 0) unlink(tmp);
 }
 
-slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *meta,
-                         const slm_tensor_info *tensors, int ntensors,
-                         const slm_ckpt_piece *pieces, int npieces, int keep, long keep_every,
-                         slm_ckpt_stats *stats)
+/* What the caller passes is the same on every rank, so these checks fail alike on all of
+ * them, before any collective. */
+static slm_status check_args(const slm_ckpt_meta *meta, const slm_ckpt_group *groups, int ngroups)
+{
+    SLM_CHECK(ngroups >= 1 && !strcmp(groups[0].name, "params"), SLM_ERR_ARG,
+              "checkpoint: the first group must be params (got %d groups, the first '%s')", ngroups,
+              ngroups >= 1 ? groups[0].name : "");
+    SLM_CHECK(ckpt_group_name_ok(meta->optimizer) && strlen(meta->optimizer) < sizeof meta->optimizer, SLM_ERR_ARG,
+              "checkpoint: optimizer = '%.*s' is not an optimizer's name (1 to %zu of a-z, 0-9 and _)",
+              (int)sizeof meta->optimizer, meta->optimizer, sizeof meta->optimizer - 1);
+    for (int g = 0; g < ngroups; g++) {
+        const slm_ckpt_group *gr = &groups[g];
+        SLM_CHECK(ckpt_group_name_ok(gr->name), SLM_ERR_ARG,
+                  "checkpoint: group name '%.*s' (group %d) is not 1 to 31 of a-z, 0-9 and _", (int)sizeof gr->name,
+                  gr->name, g);
+        for (int k = 0; k < g; k++)
+            SLM_CHECK(strcmp(groups[k].name, gr->name), SLM_ERR_ARG, "checkpoint: group /%s is given twice",
+                      gr->name);
+        for (int i = 0; i < gr->ntensors; i++) {
+            const slm_tensor_info *t = &gr->tensors[i];
+            SLM_CHECK((t->ndim == 1 || t->ndim == 2) && t->shape[0] >= 0 && (t->ndim == 1 || t->shape[1] >= 0),
+                      SLM_ERR_ARG, "checkpoint: /%s/%s has %d dimensions (1 or 2 are stored)", gr->name, t->name,
+                      t->ndim);
+        }
+    }
+    return SLM_OK;
+}
+
+slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *meta, const slm_ckpt_group *groups,
+                         int ngroups, int keep, long keep_every, slm_ckpt_stats *stats)
 {
     int rank;
     MPI_Comm_rank(comm, &rank);
     double t0 = slm_now();
+    SLM_CALL(check_args(meta, groups, ngroups));
     slm_status st = SLM_OK;
     if (rank == 0 && mkdir(dir, 0777) != 0 && errno != EEXIST)
         st = SLM_ERROR(SLM_ERR_IO, "ckpt.dir: cannot create %s: %s", dir, strerror(errno));
-    const double need = estimate_bytes(tensors, ntensors);
+    const double need = estimate_bytes(groups, ngroups);
     if (rank == 0 && st == SLM_OK) st = check_space(dir, need);
     SLM_CALL(slm_agree(comm, st));
     char name[64], tmp[SLM_PATH_MAX_CKPT], final[SLM_PATH_MAX_CKPT];
@@ -229,22 +286,10 @@ slm_status slm_ckpt_save(MPI_Comm comm, const char *dir, const slm_ckpt_meta *me
         if (ok) abandon(comm, file, tmp);
         return slm_error_push(SLM_ERR_IO, __FILE__, __LINE__, __func__);
     }
-    hid_t dxpl = ckpt_dxpl_collective();
     double bytes = 0.0;
-    for (int g = 0; g < CK_NGROUPS && ok; g++) {
-        hid_t gcpl = group_plist();
-        hid_t grp = H5Gcreate2(file, ckpt_group_names[g], H5P_DEFAULT, gcpl, H5P_DEFAULT);
-        H5Pclose(gcpl);
-        ok = slm_all_ok(comm, grp >= 0);
-        for (int i = 0; i < ntensors && ok; i++) {
-            ok = slm_all_ok(comm, write_tensor(grp, &tensors[i], pieces, npieces, g, dxpl));
-            bytes += 4.0 * (double)tensors[i].count;
-        }
-        if (grp >= 0) H5Gclose(grp);
-    }
-    H5Pclose(dxpl);
-    ckpt_manifest man = {NULL, 0};
-    if (ok) ok = slm_all_ok(comm, ckpt_manifest_of(tensors, ntensors, &man) == SLM_OK);
+    ok = write_groups(comm, file, groups, ngroups, &bytes);
+    ckpt_manifest man = {NULL, 0, NULL, 0};
+    if (ok) ok = slm_all_ok(comm, ckpt_manifest_of(groups, ngroups, &man) == SLM_OK);
     if (ok) ok = slm_all_ok(comm, ckpt_meta_write(file, meta, &man) >= 0);
     ckpt_manifest_free(&man);
     int complete = 1;

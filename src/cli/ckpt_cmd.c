@@ -8,6 +8,7 @@
 #include "shardlm/ckpt.h"
 #include "shardlm/hf.h"
 #include "shardlm/log.h"
+#include "shardlm/runtime.h"
 
 static void usage(FILE *f)
 {
@@ -110,9 +111,11 @@ static int export_cmd(MPI_Comm comm, int rank, int argc, char **argv)
     return SLM_EXIT_OK;
 }
 
-/* Verify path against the tensor table of the model its own attributes describe. The
- * attributes are checked first (the digest of a version-2 file), so a damaged shape is
- * reported as damage rather than built into a table. Collective. */
+/* Verify path against the tensor table of the model its own attributes describe, and its
+ * optimizer groups against that table as the optimizer keeps them (an optimizer whose
+ * groups are not known here: those are only read). The attributes are checked first (the
+ * digest from version 2 on), so a damaged shape is reported as damage rather than built
+ * into a table. Collective. */
 static slm_status verify_file(MPI_Comm comm, const char *path, slm_ckpt_meta *meta, slm_ckpt_meta *stored)
 {
     int nstored = 0;
@@ -126,8 +129,24 @@ static slm_status verify_file(MPI_Comm comm, const char *path, slm_ckpt_meta *me
     if (s != SLM_OK)
         return SLM_ERROR(SLM_ERR_FORMAT, "%s: its model shape does not describe a model: %s", path,
                          slm_error_message());
-    const slm_ckpt_expect expect = {stored, slm_model_tensor(model, 0), slm_model_num_tensors(model)};
+    const slm_tensor_info *table = slm_model_tensor(model, 0);
+    const int nt = slm_model_num_tensors(model);
+    /* the optimizer's settings as the run that wrote the file had them (its configuration
+     * attribute; a file older than the optimizers says nothing and is AdamW's) */
+    slm_conf conf;
+    slm_conf_defaults(&conf);
+    slm_optim_config optim;
+    if (slm_conf_load_text(&conf, stored->config, path) == SLM_OK) optim = slm_conf_optim(&conf);
+    else slm_optim_config_defaults(&optim);
+    slm_error_clear();
+    snprintf(optim.name, sizeof optim.name, "%s", stored->optimizer);
+    slm_ckpt_group groups[SLM_TRAIN_MAX_CKPT_GROUPS] = {{"params", table, nt, NULL, 0}};
+    slm_optim_group_info info[SLM_OPTIM_MAX_GROUPS];
+    const int ngroups = slm_train_ckpt_groups(&optim, table, nt, groups, info);
+    /* an optimizer this build does not know: /params checked, the rest only read */
+    const slm_ckpt_expect expect = {stored, groups, ngroups > 0 ? ngroups : 1, ngroups < 0};
     s = slm_ckpt_verify(comm, path, &expect, meta);
+    if (ngroups > 0) slm_optim_groups_free(info, ngroups - 1);
     slm_model_destroy(&model);
     SLM_CALL(s);
     return SLM_OK;

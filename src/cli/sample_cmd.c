@@ -117,9 +117,9 @@ static slm_status run(const sample_args *a, MPI_Comm comm, slm_model_t *model, c
     slm_conf_defaults(&run);
     SLM_CALL(slm_conf_load_text(&run, meta.config, path));
     SLM_CALL(slm_model_create(&meta.model, 1, 1, NULL, NULL, model));
-    slm_ckpt_piece whole = {0, slm_model_num_params(*model), slm_model_params(*model), NULL, NULL};
-    SLM_CALL(slm_ckpt_load(comm, path, slm_model_tensor(*model, 0), slm_model_num_tensors(*model), &whole, 1, &meta,
-                           NULL));
+    const slm_ckpt_piece whole = {0, slm_model_num_params(*model), slm_model_params(*model)};
+    const slm_ckpt_group params = {"params", slm_model_tensor(*model, 0), slm_model_num_tensors(*model), &whole, 1};
+    SLM_CALL(slm_ckpt_load(comm, path, &params, 1, &meta, NULL));
     if (a->encoder) SLM_CALL(slm_bpe_open(a->encoder, a->vocab, &cd->bpe));
     else if (a->tokenizer) SLM_CALL(slm_bpe_open_dir(a->tokenizer, &cd->bpe));
     else if (run.data.tokenizer[0] && slm_bpe_open_dir(run.data.tokenizer, &cd->bpe) != SLM_OK) {

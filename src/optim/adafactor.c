@@ -35,6 +35,20 @@ static size_t slots2(const slm_tensor_info *t)
     return 1;
 }
 
+enum { ROW, COL, VEC, MOM };
+
+static int ada_declare(const slm_optim_config *cfg, opt_group_decl *out)
+{
+    /* every rank declares the same groups (a checkpoint creates them collectively), even
+     * one whose stage happened to hold no matrix */
+    out[ROW] = (opt_group_decl){"adafactor_row", OPT_GROUP_ROWS};
+    out[COL] = (opt_group_decl){"adafactor_col", OPT_GROUP_COLS};
+    out[VEC] = (opt_group_decl){"adafactor_v", OPT_GROUP_1D};
+    if (cfg->adafactor.beta1 <= 0) return 3;
+    out[MOM] = (opt_group_decl){"adafactor_m", OPT_GROUP_ALL};
+    return 4;
+}
+
 static slm_status ada_setup(slm_optimizer_t o)
 {
     ada_state *s = o->impl = calloc(1, sizeof *s);
@@ -49,27 +63,13 @@ static slm_status ada_setup(slm_optimizer_t o)
     s->stats1 = malloc((n1 + 1) * sizeof(double));
     s->stats2 = malloc((n2 + 1) * sizeof(double));
     SLM_CHECK(s->stats1 && s->stats2, SLM_ERR_NOMEM, "cannot allocate Adafactor's statistics");
-    s->row = s->col = s->vec = s->mom = -1;
-    /* every rank declares the same groups (a checkpoint creates them collectively), even
-     * one whose stage happened to hold no matrix */
-    s->row = o->ngroups;
-    if (!opt_add_group(o, "adafactor_row", OPT_GROUP_ROWS)) goto nomem;
-    s->col = o->ngroups;
-    if (!opt_add_group(o, "adafactor_col", OPT_GROUP_COLS)) goto nomem;
-    s->rfac = malloc((o->groups[s->row].n + 1) * sizeof(float));
-    s->cfac = malloc((o->groups[s->col].n + 1) * sizeof(float));
-    if (!s->rfac || !s->cfac) goto nomem;
-    s->vec = o->ngroups;
-    if (!opt_add_group(o, "adafactor_v", OPT_GROUP_1D)) goto nomem;
-    if (o->cfg.adafactor.beta1 > 0) {
-        s->mom = o->ngroups;
-        if (!opt_add_group(o, "adafactor_m", OPT_GROUP_ALL)) goto nomem;
-    }
+    s->row = ROW, s->col = COL, s->vec = VEC, s->mom = o->ngroups > MOM ? MOM : -1;
+    s->rfac = malloc((o->groups[ROW].n + 1) * sizeof(float));
+    s->cfac = malloc((o->groups[COL].n + 1) * sizeof(float));
+    SLM_CHECK(s->rfac && s->cfac, SLM_ERR_NOMEM, "cannot allocate Adafactor's factors");
     const double nfact = (double)(o->groups[s->row].n + o->groups[s->col].n);
     o->extra_bytes = 8.0 * (double)(n1 + n2) + 4.0 * nfact + 32.0 * (double)nt;
     return SLM_OK;
-nomem:
-    return SLM_ERROR(SLM_ERR_NOMEM, "cannot allocate Adafactor's state for %zu parameters", o->nelem);
 }
 
 static void ada_teardown(slm_optimizer_t o)
@@ -340,4 +340,4 @@ static void ada_update(slm_optimizer_t o, const opt_piece *pc, float *p, const f
     opt_blocked_sums(pc->n, 0, apply_block, &c, NULL);
 }
 
-const opt_method opt_adafactor = {"adafactor", ada_setup, ada_teardown, ada_begin_step, ada_update};
+const opt_method opt_adafactor = {"adafactor", ada_declare, ada_setup, ada_teardown, ada_begin_step, ada_update};

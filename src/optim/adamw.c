@@ -5,12 +5,12 @@
 
 enum { M, V };
 
-static slm_status adamw_setup(slm_optimizer_t o)
+static int adamw_declare(const slm_optim_config *cfg, opt_group_decl *out)
 {
-    SLM_CHECK(opt_add_group(o, "adam_m", OPT_GROUP_ALL) && opt_add_group(o, "adam_v", OPT_GROUP_ALL), SLM_ERR_NOMEM,
-              "cannot allocate AdamW moments for %zu parameters (%.2f GiB)", o->nelem,
-              8.0 * (double)o->nelem / (1 << 30));
-    return SLM_OK;
+    (void)cfg;
+    out[M] = (opt_group_decl){"adam_m", OPT_GROUP_ALL};
+    out[V] = (opt_group_decl){"adam_v", OPT_GROUP_ALL};
+    return 2;
 }
 
 static void adamw_update(slm_optimizer_t o, const opt_piece *pc, float *p, const float *g)
@@ -21,4 +21,4 @@ static void adamw_update(slm_optimizer_t o, const opt_piece *pc, float *p, const
                      (float)o->lr, (float)c->beta1, (float)c->beta2, (float)c->eps, wd, (int)o->t);
 }
 
-const opt_method opt_adamw = {"adamw", adamw_setup, NULL, NULL, adamw_update};
+const opt_method opt_adamw = {"adamw", adamw_declare, NULL, NULL, NULL, adamw_update};

@@ -22,6 +22,14 @@ static size_t two(const slm_tensor_info *t)
     return 2;
 }
 
+static int lamb_declare(const slm_optim_config *cfg, opt_group_decl *out)
+{
+    (void)cfg;
+    out[M] = (opt_group_decl){"lamb_m", OPT_GROUP_ALL};
+    out[V] = (opt_group_decl){"lamb_v", OPT_GROUP_ALL};
+    return 2;
+}
+
 static slm_status lamb_setup(slm_optimizer_t o)
 {
     lamb_state *s = o->impl = calloc(1, sizeof *s);
@@ -32,9 +40,7 @@ static slm_status lamb_setup(slm_optimizer_t o)
     const size_t n = opt_slots(o, two, s->start);
     s->sums = malloc((n + 1) * sizeof *s->sums);
     o->extra_bytes = 8.0 * (double)n + 16.0 * o->ntensors;
-    SLM_CHECK(s->sums && opt_add_group(o, "lamb_m", OPT_GROUP_ALL) && opt_add_group(o, "lamb_v", OPT_GROUP_ALL),
-              SLM_ERR_NOMEM, "cannot allocate LAMB moments for %zu parameters (%.2f GiB)", o->nelem,
-              8.0 * (double)o->nelem / (1 << 30));
+    SLM_CHECK(s->sums, SLM_ERR_NOMEM, "cannot allocate LAMB's statistics");
     return SLM_OK;
 }
 
@@ -122,4 +128,4 @@ static void lamb_update(slm_optimizer_t o, const opt_piece *pc, float *p, const 
     for (size_t i = 0; i < pc->n; i++) p[i] -= step * direction(s, m[i], v[i], p[i], wd, eps);
 }
 
-const opt_method opt_lamb = {"lamb", lamb_setup, lamb_teardown, lamb_begin_step, lamb_update};
+const opt_method opt_lamb = {"lamb", lamb_declare, lamb_setup, lamb_teardown, lamb_begin_step, lamb_update};

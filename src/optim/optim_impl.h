@@ -9,7 +9,7 @@
 
 #include "shardlm/optim.h"
 
-#define OPT_MAX_GROUPS 4
+#define OPT_MAX_GROUPS SLM_OPTIM_MAX_GROUPS
 
 /* The part of one tensor inside one segment. */
 typedef struct {
@@ -36,9 +36,17 @@ typedef struct {
     int ndatasets;
 } opt_group;
 
+typedef struct {
+    const char *name;
+    opt_group_kind kind;
+} opt_group_decl;
+
 typedef struct opt_method {
     const char *name;
-    /* Declare the groups (opt_add_group) and any scratch. */
+    /* The state groups the method keeps with these settings (at most OPT_MAX_GROUPS); the
+     * object allocates them, zeroed, as o->groups[i] in this order. */
+    int (*declare)(const slm_optim_config *cfg, opt_group_decl *out);
+    /* Scratch and indices, after the groups exist (NULL: none). */
     slm_status (*setup)(slm_optimizer_t o);
     void (*teardown)(slm_optimizer_t o);
     /* Phases over every piece that need reduced statistics (NULL: none). */
@@ -68,8 +76,6 @@ struct slm_optimizer {
     void *impl;
 };
 
-/* Add a state group (zeroed) and return its storage; NULL when out of memory. */
-float *opt_add_group(slm_optimizer_t o, const char *name, opt_group_kind kind);
 /* Where a matrix's replicated row (kind ROWS) or column (COLS) vector starts in group g's
  * buffer; tensor i must be a matrix this rank holds part of. */
 size_t opt_vector_offset(slm_optimizer_t o, int g, int tensor);

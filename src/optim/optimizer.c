@@ -63,13 +63,13 @@ int64_t opt_global_row(const slm_tensor_info *t, int64_t r)
 }
 
 /* The datasets of a group as checkpoints see them. */
-static slm_status describe_group(slm_optimizer_t o, opt_group *g)
+static slm_status describe_group(const slm_tensor_info *tensors, int ntensors, opt_group *g)
 {
-    g->datasets = calloc((size_t)o->ntensors + 1, sizeof *g->datasets);
+    g->datasets = calloc((size_t)ntensors + 1, sizeof *g->datasets);
     SLM_CHECK(g->datasets, SLM_ERR_NOMEM, "cannot allocate the optimizer's state table");
     size_t off = 0;
-    for (int i = 0; i < o->ntensors; i++) {
-        const slm_tensor_info *t = &o->tensors[i];
+    for (int i = 0; i < ntensors; i++) {
+        const slm_tensor_info *t = &tensors[i];
         if (g->kind == OPT_GROUP_ALL || (g->kind == OPT_GROUP_1D && !opt_is_matrix(t))) {
             g->datasets[g->ndatasets++] = *t;
             continue;
@@ -99,25 +99,37 @@ static slm_status describe_group(slm_optimizer_t o, opt_group *g)
     return SLM_OK;
 }
 
-float *opt_add_group(slm_optimizer_t o, const char *name, opt_group_kind kind)
+/* The groups m declares for cfg with their dataset tables, no storage; *n of them. */
+static slm_status declare_groups(const opt_method *m, const slm_optim_config *cfg, const slm_tensor_info *tensors,
+                                 int ntensors, opt_group *groups, int *n)
 {
-    if (o->ngroups == OPT_MAX_GROUPS) return NULL;
-    opt_group *g = &o->groups[o->ngroups];
-    memset(g, 0, sizeof *g);
-    snprintf(g->name, sizeof g->name, "%s", name);
-    g->kind = kind;
-    if (describe_group(o, g) != SLM_OK) return NULL;
-    if (kind == OPT_GROUP_ALL) g->n = o->nelem;
-    else if (kind == OPT_GROUP_1D) g->n = o->nelem1d;
-    else
-        for (int d = 0; d < g->ndatasets; d++) g->n += g->datasets[d].count;
-    g->data = calloc(g->n + 1, sizeof(float));
-    if (!g->data) {
-        free(g->datasets);
-        return NULL;
+    opt_group_decl decl[OPT_MAX_GROUPS];
+    const int nd = m->declare(cfg, decl);
+    for (*n = 0; *n < nd; (*n)++) {
+        opt_group *g = &groups[*n];
+        memset(g, 0, sizeof *g);
+        snprintf(g->name, sizeof g->name, "%s", decl[*n].name);
+        g->kind = decl[*n].kind;
+        SLM_CALL(describe_group(tensors, ntensors, g));
     }
-    o->ngroups++;
-    return g->data;
+    return SLM_OK;
+}
+
+/* Storage for the declared groups: elementwise over the segments' pieces, replicated
+ * over the datasets this rank's stage holds. */
+static slm_status allocate_groups(slm_optimizer_t o)
+{
+    for (int i = 0; i < o->ngroups; i++) {
+        opt_group *g = &o->groups[i];
+        if (g->kind == OPT_GROUP_ALL) g->n = o->nelem;
+        else if (g->kind == OPT_GROUP_1D) g->n = o->nelem1d;
+        else
+            for (int d = 0; d < g->ndatasets; d++) g->n += g->datasets[d].count;
+        g->data = calloc(g->n + 1, sizeof(float));
+        SLM_CHECK(g->data, SLM_ERR_NOMEM, "cannot allocate %s's state %s: %.2f GiB", o->m->name, g->name,
+                  4.0 * (double)g->n / (1 << 30));
+    }
+    return SLM_OK;
 }
 
 size_t opt_vector_offset(slm_optimizer_t o, int g, int tensor)
@@ -176,7 +188,9 @@ slm_status slm_optimizer_create(const slm_optim_config *cfg, const slm_tensor_in
         o->nsegs = nsegs;
         st = cut_pieces(o);
     }
-    if (st == SLM_OK) st = m->setup(o);
+    if (st == SLM_OK) st = declare_groups(m, cfg, tensors, ntensors, o->groups, &o->ngroups);
+    if (st == SLM_OK) st = allocate_groups(o);
+    if (st == SLM_OK && m->setup) st = m->setup(o);
     if (st != SLM_OK) {
         slm_optimizer_destroy(&o);
         return slm_error_push(st, __FILE__, __LINE__, __func__);
@@ -268,6 +282,34 @@ float *slm_optimizer_state_at(slm_optimizer_t o, int g, size_t offset)
     if (gr->kind == OPT_GROUP_ALL) return gr->data + pc->elem + d;
     if (gr->kind == OPT_GROUP_1D && pc->elem1d != SIZE_MAX) return gr->data + pc->elem1d + d;
     return NULL;
+}
+
+int slm_optim_describe_groups(const slm_optim_config *cfg, const slm_tensor_info *tensors, int ntensors,
+                              slm_optim_group_info *out)
+{
+    const opt_method *m = method_named(cfg->name);
+    opt_group g[OPT_MAX_GROUPS];
+    int n = 0;
+    if (!m || declare_groups(m, cfg, tensors, ntensors, g, &n) != SLM_OK) {
+        for (int i = 0; i < n; i++) free(g[i].datasets);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        memcpy(out[i].name, g[i].name, sizeof out[i].name);
+        out[i].kind = g[i].kind == OPT_GROUP_ALL || g[i].kind == OPT_GROUP_1D ? SLM_OPT_STATE_ELEMENTS
+                                                                             : SLM_OPT_STATE_REPLICATED;
+        out[i].datasets = g[i].datasets;
+        out[i].ndatasets = g[i].ndatasets;
+    }
+    return n;
+}
+
+void slm_optim_groups_free(slm_optim_group_info *g, int n)
+{
+    for (int i = 0; i < n; i++) {
+        free(g[i].datasets);
+        g[i].datasets = NULL;
+    }
 }
 
 float *slm_optimizer_replicated(slm_optimizer_t o, int g, size_t *n)

@@ -3,13 +3,11 @@
  * d = d + momentum b (Nesterov) or b; p -= lr d. Without momentum it keeps no state. */
 #include "optim_impl.h"
 
-static slm_status sgd_setup(slm_optimizer_t o)
+static int sgd_declare(const slm_optim_config *cfg, opt_group_decl *out)
 {
-    if (o->cfg.sgd.momentum == 0) return SLM_OK;
-    SLM_CHECK(opt_add_group(o, "sgd_momentum", OPT_GROUP_ALL), SLM_ERR_NOMEM,
-              "cannot allocate the SGD momentum for %zu parameters (%.2f GiB)", o->nelem,
-              4.0 * (double)o->nelem / (1 << 30));
-    return SLM_OK;
+    if (cfg->sgd.momentum == 0) return 0;
+    out[0] = (opt_group_decl){"sgd_momentum", OPT_GROUP_ALL};
+    return 1;
 }
 
 static void sgd_update(slm_optimizer_t o, const opt_piece *pc, float *p, const float *g)
@@ -31,4 +29,4 @@ static void sgd_update(slm_optimizer_t o, const opt_piece *pc, float *p, const f
     }
 }
 
-const opt_method opt_sgd = {"sgd", sgd_setup, NULL, NULL, sgd_update};
+const opt_method opt_sgd = {"sgd", sgd_declare, NULL, NULL, NULL, sgd_update};

@@ -10,45 +10,111 @@
 #include "shardlm/log.h"
 #include "trainer_impl.h"
 
-/* The sharded layer's ranges as checkpoint pieces (the same fields). Tensors other ranks
- * write too are left out of what this rank writes (slm_trainer_writes). */
-static slm_ckpt_piece *pieces_of(trainer *tr, int for_read, int *n)
+/* A checkpoint holds /params and the optimizer's state groups (docs/optimizers.md). */
+#define MAX_GROUPS (1 + SLM_OPTIM_MAX_GROUPS)
+
+int slm_train_ckpt_groups(const slm_optim_config *optim, const slm_tensor_info *tensors, int ntensors,
+                          slm_ckpt_group *out, slm_optim_group_info *info)
 {
-    const int nt = slm_model_num_tensors(tr->model);
-    const int cap = 2 * slm_fsdp_num_buckets(tr->fsdp);
-    slm_fsdp_range *r = malloc((size_t)cap * sizeof *r);
-    slm_ckpt_piece *p = malloc((size_t)(cap + nt) * sizeof *p); /* (range, tensor) overlaps: <= ranges + tensors */
-    if (!r || !p) {
-        free(r);
-        free(p);
-        return NULL;
+    const int n = slm_optim_describe_groups(optim, tensors, ntensors, info);
+    if (n < 0) return -1;
+    out[0] = (slm_ckpt_group){"params", tensors, ntensors, NULL, 0};
+    for (int g = 0; g < n; g++) {
+        out[1 + g] = (slm_ckpt_group){.tensors = info[g].datasets, .ntensors = info[g].ndatasets};
+        snprintf(out[1 + g].name, sizeof out[1 + g].name, "%s", info[g].name);
     }
-    const int nr = slm_fsdp_state_ranges(tr->fsdp, for_read, r);
+    return 1 + n;
+}
+
+/* What this rank saves or restores: the groups, and their pieces in one block (each
+ * group's pieces are one run of it). */
+typedef struct {
+    slm_ckpt_group groups[MAX_GROUPS];
+    int ngroups;
+    slm_ckpt_piece *pieces;
+    int npieces;
+} ckpt_state;
+
+static void state_free(ckpt_state *s)
+{
+    free(s->pieces);
+    s->pieces = NULL;
+    s->npieces = 0;
+}
+
+/* The rank that writes a replicated optimizer vector of tensor t (every rank holding part
+ * of t keeps all of it): data-parallel rank 0, tensor-parallel rank 0, and of the tied
+ * embedding's two copies the first stage's. */
+static int writes_replicated(const trainer *tr, const slm_tensor_info *t)
+{
+    const int P = slm_mesh_pp_size(tr->mesh);
+    if (slm_mesh_dp_rank(tr->mesh) > 0 || slm_mesh_tp_rank(tr->mesh) > 0) return 0;
+    return !(P > 1 && slm_mesh_pp_rank(tr->mesh) == P - 1 && t->tied);
+}
+
+/* Group g's pieces (g = 0: the parameters, else the optimizer's group g - 1) from the
+ * sharded layer's ranges r: one per (range, tensor) overlap, left out when writing where
+ * another rank writes the same elements (slm_trainer_writes). */
+static void elementwise_pieces(trainer *tr, const slm_fsdp_range *r, int nr, int for_read, int g, ckpt_state *s)
+{
     slm_optimizer_t opt = slm_fsdp_optimizer(tr->fsdp);
-    const int adamw = !strcmp(slm_optimizer_name(opt), "adamw"); /* the groups the file format has so far */
-#define M(o) (r[i].optimizer && adamw ? slm_optimizer_state_at(opt, 0, o) : NULL)
-#define V(o) (r[i].optimizer && adamw ? slm_optimizer_state_at(opt, 1, o) : NULL)
-    /* does this rank hold anything it must not write? */
-    int all_mine = 1;
-    for (int k = 0; k < nt; k++) all_mine &= slm_model_tensor(tr->model, k)->count == 0 ||
-                                             slm_trainer_writes(tr, slm_model_tensor(tr->model, k));
-    *n = 0;
+    const int nt = slm_model_num_tensors(tr->model);
     for (int i = 0; i < nr; i++) {
-        if (for_read || all_mine) {
-            p[(*n)++] = (slm_ckpt_piece){r[i].offset, r[i].count, r[i].params, M(r[i].offset), V(r[i].offset)};
-            continue;
-        }
+        if (g == 0 ? !r[i].params : !r[i].optimizer) continue;
         for (int k = 0; k < nt; k++) {
             const slm_tensor_info *t = slm_model_tensor(tr->model, k);
             size_t lo = t->offset > r[i].offset ? t->offset : r[i].offset;
             size_t hi = t->offset + t->count < r[i].offset + r[i].count ? t->offset + t->count : r[i].offset + r[i].count;
-            if (!slm_trainer_writes(tr, t) || lo >= hi) continue;
-            const size_t d = lo - r[i].offset;
-            p[(*n)++] = (slm_ckpt_piece){lo, hi - lo, r[i].params ? r[i].params + d : NULL, M(lo), V(lo)};
+            if (lo >= hi || (!for_read && !slm_trainer_writes(tr, t))) continue;
+            float *data = g == 0 ? r[i].params + (lo - r[i].offset) : slm_optimizer_state_at(opt, g - 1, lo);
+            if (data) s->pieces[s->npieces++] = (slm_ckpt_piece){lo, hi - lo, data};
         }
     }
+}
+
+/* The groups of this run's checkpoints with this rank's pieces (for_read: what it
+ * restores, else what it saves). Local. */
+static slm_status state_of(trainer *tr, int for_read, ckpt_state *s)
+{
+    memset(s, 0, sizeof *s);
+    slm_optimizer_t opt = slm_fsdp_optimizer(tr->fsdp);
+    const int nt = slm_model_num_tensors(tr->model), nopt = slm_optimizer_num_groups(opt);
+    s->ngroups = 1 + nopt;
+    s->groups[0] = (slm_ckpt_group){"params", slm_model_tensor(tr->model, 0), nt, NULL, 0};
+    for (int g = 0; g < nopt; g++) {
+        slm_ckpt_group *cg = &s->groups[1 + g];
+        snprintf(cg->name, sizeof cg->name, "%s", slm_optimizer_group(opt, g, NULL, &cg->tensors, &cg->ntensors));
+    }
+    const int cap = 2 * slm_fsdp_num_buckets(tr->fsdp);
+    slm_fsdp_range *r = malloc((size_t)cap * sizeof *r);
+    /* at most one piece per (range, tensor) overlap - ranges + tensors - per group */
+    s->pieces = r ? malloc(((size_t)s->ngroups * (size_t)(cap + nt) + 1) * sizeof *s->pieces) : NULL;
+    if (!s->pieces) {
+        free(r);
+        return SLM_ERROR(SLM_ERR_NOMEM, "checkpoint: out of memory for the list of pieces");
+    }
+    const int nr = slm_fsdp_state_ranges(tr->fsdp, for_read, r);
+    for (int g = 0; g < s->ngroups; g++) {
+        const int first = s->npieces;
+        slm_optim_state_kind kind = SLM_OPT_STATE_ELEMENTS;
+        if (g > 0) slm_optimizer_group(opt, g - 1, &kind, NULL, NULL);
+        if (kind == SLM_OPT_STATE_ELEMENTS) {
+            elementwise_pieces(tr, r, nr, for_read, g, s);
+        } else { /* read whole; written per tensor by one rank */
+            size_t n;
+            float *data = slm_optimizer_replicated(opt, g - 1, &n);
+            const slm_ckpt_group *cg = &s->groups[g];
+            if (for_read && n) s->pieces[s->npieces++] = (slm_ckpt_piece){0, n, data};
+            for (int d = 0; !for_read && d < cg->ntensors; d++)
+                if (cg->tensors[d].count && writes_replicated(tr, &cg->tensors[d]))
+                    s->pieces[s->npieces++] =
+                        (slm_ckpt_piece){cg->tensors[d].offset, cg->tensors[d].count, data + cg->tensors[d].offset};
+        }
+        s->groups[g].pieces = s->pieces + first;
+        s->groups[g].npieces = s->npieces - first;
+    }
     free(r);
-    return p;
+    return SLM_OK;
 }
 
 static void meta_of(trainer *tr, long step, slm_ckpt_meta *m)
@@ -58,7 +124,9 @@ static void meta_of(trainer *tr, long step, slm_ckpt_meta *m)
     m->step = step;
     m->samples = tr->samples;
     m->tokens = tr->samples * (long long)tr->T;
-    m->adam_t = slm_optimizer_steps(slm_fsdp_optimizer(tr->fsdp));
+    slm_optimizer_t opt = slm_fsdp_optimizer(tr->fsdp);
+    snprintf(m->optimizer, sizeof m->optimizer, "%s", slm_optimizer_name(opt));
+    m->optimizer_step = slm_optimizer_steps(opt);
     m->seed = c->train.seed;
     m->model = *slm_model_config_of(tr->model);
     m->model.recompute = 0; /* a run choice, not part of the model */
@@ -74,12 +142,12 @@ static void meta_of(trainer *tr, long step, slm_ckpt_meta *m)
 static slm_status import_weights(trainer *tr, slm_status (*fill)(void *src, size_t offset, size_t count, float *dst),
                                  void *src)
 {
-    int n = 0;
-    slm_ckpt_piece *pieces = pieces_of(tr, 1, &n);
-    slm_status s = pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "model.init_from: out of memory for the list of pieces");
-    for (int i = 0; i < n && s == SLM_OK; i++)
-        if (pieces[i].params) s = fill(src, pieces[i].offset, pieces[i].count, pieces[i].params);
-    free(pieces);
+    ckpt_state state;
+    slm_status s = state_of(tr, 1, &state);
+    const slm_ckpt_group *params = &state.groups[0];
+    for (int i = 0; i < params->npieces && s == SLM_OK; i++)
+        s = fill(src, params->pieces[i].offset, params->pieces[i].count, params->pieces[i].data);
+    state_free(&state);
     SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), s));
     slm_fsdp_after_load(tr->fsdp, 0);
     return SLM_OK;
@@ -149,30 +217,38 @@ slm_status slm_trainer_restore(trainer *tr)
     char path[4096];
     slm_ckpt_meta meta, want;
     meta_of(tr, 0, &want);
-    /* the newest checkpoint that verifies and holds exactly this model's tensors */
-    const slm_ckpt_expect expect = {&want, slm_model_tensor(tr->model, 0), slm_model_num_tensors(tr->model)};
-    SLM_CALL(slm_ckpt_find(comm, c->ckpt.dir, c->ckpt.resume, &expect, path, sizeof path));
-    if (!path[0]) /* nothing to resume: a fresh run */
+    /* the newest checkpoint that verifies and holds exactly this model's tensors and this
+     * optimizer's state (with ckpt.reset_optimizer: its parameters; the state is not read) */
+    const int reset = c->ckpt.reset_optimizer;
+    ckpt_state state;
+    SLM_CALL(slm_agree(comm, state_of(tr, 1, &state)));
+    const slm_ckpt_expect expect = {&want, state.groups, state.ngroups, reset};
+    slm_status s = slm_ckpt_find(comm, c->ckpt.dir, c->ckpt.resume, &expect, path, sizeof path);
+    if (s != SLM_OK || !path[0]) { /* an error, or nothing to resume: a fresh run */
+        state_free(&state);
+        SLM_CALL(s);
         return !c->model.init_from[0]                       ? SLM_OK
                : slm_hf_is_model_dir(c->model.init_from) ? init_from_hf(tr)
                                                           : init_from_llmc(tr);
-    int n = 0;
-    slm_ckpt_piece *pieces = pieces_of(tr, 1, &n);
-    SLM_CALL(slm_agree(comm, pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "resume: out of memory for the list of pieces")));
+    }
     slm_ckpt_stats st;
-    slm_status s = slm_ckpt_load(comm, path, slm_model_tensor(tr->model, 0), slm_model_num_tensors(tr->model), pieces,
-                                 n, &meta, &st);
-    free(pieces);
+    s = slm_ckpt_load(comm, path, state.groups, reset ? 1 : state.ngroups, &meta, &st);
+    state_free(&state);
     SLM_CALL(s);
     SLM_CHECK(meta.step <= c->train.steps, SLM_ERR_CONFIG,
               "%s is at step %ld, past train.steps = %ld", path, meta.step, c->train.steps);
-    slm_fsdp_after_load(tr->fsdp, meta.adam_t);
+    slm_fsdp_after_load(tr->fsdp, reset ? 0 : meta.optimizer_step);
     tr->start_step = meta.step;
     tr->samples = meta.samples;
     snprintf(tr->resumed_matmul, sizeof tr->resumed_matmul, "%s", meta.matmul);
-    if (tr->rank == 0)
-        printf("resume    %s: step %ld, %lld tokens, written by %s; read in %.2f s\n", path, meta.step,
-               meta.tokens, meta.layout, st.seconds);
+    if (tr->rank == 0) {
+        printf("resume    %s: step %ld, %lld tokens, written by %s; read in %.2f s", path, meta.step, meta.tokens,
+               meta.layout, st.seconds);
+        if (reset)
+            printf("; optimizer state reset (ckpt.reset_optimizer): %s starts afresh, the checkpoint's %s at its step "
+                   "%ld is not used", want.optimizer, meta.optimizer, meta.optimizer_step);
+        printf("\n");
+    }
     return SLM_OK;
 }
 
@@ -186,11 +262,9 @@ struct slm_async_save {
     int running, threaded; /* threaded: written by its own thread (else it was written in the foreground) */
     float *buf;
     size_t cap;
-    slm_ckpt_piece *pieces;
-    int n;
+    ckpt_state state; /* its pieces point into buf */
     slm_ckpt_meta meta;
-    const slm_tensor_info *tensors;
-    int ntensors, keep;
+    int keep;
     long keep_every;
     char dir[4096];
     slm_status result;
@@ -202,8 +276,8 @@ struct slm_async_save {
 static void *write_in_background(void *arg)
 {
     struct slm_async_save *a = arg;
-    a->result = slm_ckpt_save(a->comm, a->dir, &a->meta, a->tensors, a->ntensors, a->pieces, a->n, a->keep,
-                              a->keep_every, &a->stats);
+    a->result = slm_ckpt_save(a->comm, a->dir, &a->meta, a->state.groups, a->state.ngroups, a->keep, a->keep_every,
+                              &a->stats);
     if (a->result != SLM_OK) snprintf(a->error, sizeof a->error, "%s", slm_error_message());
     return NULL;
 }
@@ -234,7 +308,7 @@ slm_status slm_trainer_finish_saves(trainer *tr)
     if (a) {
         if (a->comm != MPI_COMM_NULL) MPI_Comm_free(&a->comm);
         free(a->buf);
-        free(a->pieces);
+        state_free(&a->state);
         free(a);
         tr->async = NULL;
     }
@@ -259,37 +333,32 @@ static slm_status snapshot_buffer(trainer *tr, size_t need)
     return SLM_OK;
 }
 
-/* Copy what this rank saves into the snapshot buffer and start the writer thread; it
- * keeps pieces. Collective. */
-static slm_status save_async(trainer *tr, slm_ckpt_piece *pieces, int n, const slm_ckpt_meta *meta)
+/* Copy what this rank saves - every piece of every group - into the snapshot buffer and
+ * start the writer thread; it takes over state. Collective. */
+static slm_status save_async(trainer *tr, ckpt_state *state, const slm_ckpt_meta *meta)
 {
     const slm_conf *c = tr->conf;
     slm_status s = join_async(tr); /* one in flight at a time; its outcome was agreed */
     double t0 = MPI_Wtime();
     size_t need = 0;
-    for (int i = 0; i < n; i++) need += 3 * pieces[i].count;
+    for (int i = 0; i < state->npieces; i++) need += state->pieces[i].count;
     if (s == SLM_OK) s = slm_agree(slm_mesh_world(tr->mesh), snapshot_buffer(tr, need));
     if (s != SLM_OK) {
-        free(pieces);
+        state_free(state);
         return slm_error_push(s, __FILE__, __LINE__, __func__);
     }
     struct slm_async_save *a = tr->async;
     if (a->comm == MPI_COMM_NULL) MPI_Comm_dup(slm_mesh_world(tr->mesh), &a->comm);
-    free(a->pieces);
-    a->pieces = pieces;
-    a->n = n;
+    state_free(&a->state);
+    a->state = *state; /* the groups point into state->pieces, which moves over whole */
     float *dst = a->buf;
-    for (int i = 0; i < n; i++) {
-        float **src[3] = {&pieces[i].params, &pieces[i].m, &pieces[i].v};
-        for (int k = 0; k < 3; k++) {
-            memcpy(dst, *src[k], pieces[i].count * sizeof(float));
-            *src[k] = dst;
-            dst += pieces[i].count;
-        }
+    for (int i = 0; i < a->state.npieces; i++) {
+        slm_ckpt_piece *p = &a->state.pieces[i];
+        memcpy(dst, p->data, p->count * sizeof(float));
+        p->data = dst;
+        dst += p->count;
     }
     a->meta = *meta;
-    a->tensors = slm_model_tensor(tr->model, 0);
-    a->ntensors = slm_model_num_tensors(tr->model);
     a->keep = c->ckpt.keep;
     a->keep_every = c->ckpt.keep_every;
     snprintf(a->dir, sizeof a->dir, "%s", c->ckpt.dir);
@@ -311,18 +380,17 @@ slm_status slm_trainer_save(trainer *tr, long step, int force)
         !(done == c->train.steps || done == c->train.stop_after || (c->ckpt.every > 0 && done % c->ckpt.every == 0)))
         return SLM_OK;
     tr->saved_step = done;
-    int n = 0;
-    slm_ckpt_piece *pieces = pieces_of(tr, 0, &n);
-    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh),
-                       pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "checkpoint: out of memory for the list of pieces")));
+    ckpt_state state;
+    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), state_of(tr, 0, &state)));
     slm_ckpt_meta meta;
     meta_of(tr, done, &meta);
-    if (c->ckpt.async && !force) return save_async(tr, pieces, n, &meta); /* it keeps pieces */
-    SLM_CALL(join_async(tr)); /* a forced save is written now; one in flight commits first */
+    if (c->ckpt.async && !force) return save_async(tr, &state, &meta); /* it takes over state */
+    slm_status s = join_async(tr); /* a forced save is written now; one in flight commits first */
     slm_ckpt_stats st;
-    slm_status s = slm_ckpt_save(slm_mesh_world(tr->mesh), c->ckpt.dir, &meta, slm_model_tensor(tr->model, 0),
-                                 slm_model_num_tensors(tr->model), pieces, n, c->ckpt.keep, c->ckpt.keep_every, &st);
-    free(pieces);
+    if (s == SLM_OK)
+        s = slm_ckpt_save(slm_mesh_world(tr->mesh), c->ckpt.dir, &meta, state.groups, state.ngroups, c->ckpt.keep,
+                          c->ckpt.keep_every, &st);
+    state_free(&state);
     SLM_CALL(s);
     if (tr->rank == 0)
         printf("ckpt      step %ld -> %s/step_%09ld.h5: %.1f MB in %.2f s (%.0f MB/s), training stalled %.2f s\n",

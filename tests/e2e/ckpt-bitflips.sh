@@ -8,7 +8,8 @@
 # its metadata for the newest good one. Edits that leave well-formed HDF5 behind (made with
 # h5py, which writes valid HDF5 checksums) are caught by the metadata digest, and - with a
 # digest that matches them - by the check of the tensor list against the model; the list
-# is checked in a version-1 file (no digest) too.
+# is checked in a version-1 file (no digest) too, and the version-3 digest (adam_t where
+# version 4 names the optimizer) recomputed by h5py matches.
 . "$(dirname "$0")/common.sh"
 "$PYTHON3" -c 'import h5py, numpy' 2>/dev/null || skip "h5py missing (apt-get install python3-h5py)"
 S=$SHARDLM
@@ -53,6 +54,7 @@ done <"$WORK/resume.list"
 # edits with valid HDF5 checksums: what the digest and the tensor list are for
 TAMPER=$SLM_SRCDIR/tests/reference/ckpt_tamper.py
 gunzip -c "$SLM_SRCDIR/tests/data/ckpt-v1-step4.h5.gz" >"$WORK/v1.h5" || fail "unpacking the version-1 checkpoint"
+gunzip -c "$SLM_SRCDIR/tests/data/ckpt-v3-step4.h5.gz" >"$WORK/v3.h5" || fail "unpacking the version-3 checkpoint"
 digest="the metadata digest does not match"
 cases=("$good|none redigest|ok"
        "$good|step|$digest"
@@ -64,9 +66,18 @@ cases=("$good|none redigest|ok"
        "$good|missing redigest|/adam_v/wte is missing"
        "$good|reshape redigest|/params/wpe has shape (9, 25), this model's is (9, 24)"
        "$good|dtype redigest|/params/lnf.bias is not stored as float32"
-       "$good|rootextra|unexpected object /extra at the root"
+       "$good|dropgroup|$digest"
+       "$good|dropgroup redigest|no group /adam_v: the optimizer state was written with other settings of train.optimizer = adamw"
+       "$good|rootextra|a group /extra this run's optimizer does not keep"
+       "$good|groupextra|$digest"
+       "$good|groupextra redigest|a group /extra this run's optimizer does not keep"
+       "$good|rootdata|unexpected object /extra at the root (only groups of tensors belong there)"
        "$WORK/v1.h5|none|ok"
-       "$WORK/v1.h5|rename|/adam_m/blocks.0.ln1.weight is missing, and /adam_m/blocks.0.ln1.weight\x01 is not a tensor of this model")
+       "$WORK/v1.h5|rename|/adam_m/blocks.0.ln1.weight is missing, and /adam_m/blocks.0.ln1.weight\x01 is not a tensor of this model"
+       "$WORK/v1.h5|rootextra|unexpected object /extra at the root (only /params, /adam_m and /adam_v belong there)"
+       "$WORK/v3.h5|none redigest|ok"
+       "$WORK/v3.h5|missing redigest|/adam_v/wte is missing"
+       "$WORK/v3.h5|rootextra|unexpected object /extra at the root (only /params, /adam_m and /adam_v belong there)")
 files=()
 for i in "${!cases[@]}"; do
     IFS='|' read -r src edit want <<<"${cases[$i]}"

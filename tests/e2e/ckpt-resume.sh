@@ -41,13 +41,14 @@ done
 
 # Checkpoints of the earlier formats, written by shardlm at step 4 of the run below:
 # version 1 (the earliest HDF5 file format, no matmul, no digest) at commit 7edce5a,
-# version 2 (GPT-2 described by five shape integers, no model_config) at commit 34804ca.
+# version 2 (GPT-2 described by five shape integers, no model_config) at commit 34804ca,
+# version 3 (AdamW's groups only, its step count as adam_t) at commit 85fca7d.
 # Each verifies, and resumes with the losses and gradient norms that version continued with
-# (bitwise on the machine that wrote them; 1e-5 relative here), writing version-3
+# (bitwise on the machine that wrote them; 1e-5 relative here), writing version-4
 # checkpoints from then on.
 old_args=(model.n_layer=1 model.n_head=2 model.d_model=8 model.vocab_size=11 model.seq_len=4 train.steps=8
           train.micro_batch=2 train.global_batch=4 sample.tokens=0 log.peak_gflops=10 train.threads=1)
-for v in 1 2; do
+for v in 1 2 3; do
     gunzip -c "$SLM_SRCDIR/tests/data/ckpt-v$v-step4.h5.gz" >"$WORK/v$v.h5" || fail "unpacking the version-$v checkpoint"
     "$SHARDLM" ckpt verify "$WORK/v$v.h5" | grep -q "^ok: .*format version $v" || fail "the version-$v checkpoint does not verify"
     "$SHARDLM" train "${old_args[@]}" "ckpt.resume=$WORK/v$v.h5" "ckpt.dir=$WORK/v${v}ck" "log.metrics=$WORK/v$v.jsonl" \
@@ -62,6 +63,6 @@ worst = max(abs(g[k] - w[k]) / abs(w[k]) for g, w in zip(got, want) for k in ("l
 assert worst <= 1e-5, "largest relative difference %g" % worst
 print("version %s resumed: steps 4-7 losses and grad norms match its own (largest relative difference %g)" % (sys.argv[3], worst))
 PY
-    "$SHARDLM" ckpt verify "$WORK/v${v}ck/step_000000008.h5" | grep -q '^ok: .*format version 3' \
-        || fail "the checkpoint written after resuming from version $v is not a good version-3 one"
+    "$SHARDLM" ckpt verify "$WORK/v${v}ck/step_000000008.h5" | grep -q '^ok: .*format version 4' \
+        || fail "the checkpoint written after resuming from version $v is not a good version-4 one"
 done

@@ -8,7 +8,9 @@ shardlm's digest and tensor list can make.
 EDIT: none | step (the step attribute + 1) | config (one character of the configuration
 text changed, same length) | rename (adam_m/<first ln1.weight> gets a \\x01 appended) |
 extra (a dataset params/extra) | reshape (params/wpe one column wider) | dtype
-(params/lnf.bias as float64) | missing (adam_v/wte deleted) | rootextra (a group /extra).
+(params/lnf.bias as float64) | missing (adam_v/wte deleted) | dropgroup (the group /adam_v
+deleted) | rootextra (an empty group /extra) | groupextra (a group /extra holding a
+dataset x) | rootdata (a dataset /extra at the root).
 redigest: then store the meta_digest of the edited file (computed by ckpt_h5py.py's
 meta_digest from what h5py reads), as a writer that meant it would have.
 """
@@ -51,8 +53,14 @@ def main(src, dst, edit, redigest):
             replace(f["params"], "lnf.bias", f["params/lnf.bias"][()].astype("<f8"))
         elif edit == "missing":
             del f["adam_v/wte"]
+        elif edit == "dropgroup":
+            del f["adam_v"]
         elif edit == "rootextra":
             f.create_group("extra")
+        elif edit == "groupextra":
+            f.create_group("extra").create_dataset("x", data=np.zeros(3, "<f4"))
+        elif edit == "rootdata":
+            f.create_dataset("extra", data=np.zeros(3, "<f4"))
         elif edit != "none":
             sys.exit(f"unknown edit {edit}")
         if redigest:
