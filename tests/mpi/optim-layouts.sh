@@ -28,6 +28,11 @@ for opt in "${optimizers[@]}"; do
         printf '%s: np %d tp %d pp %d stage %d: ' "${o[0]}" "$np" "$tp" "$pp" "$stage"
         compare "$WORK/l.h5" || fail "$opt np $np tp $tp pp $pp stage $stage differs from one rank"
     done
+    # bf16 (fp32 master weights and optimizer state): within the bf16 tolerance of tests/mpi/bf16.sh
+    run_layout 2 "$WORK/b.h5" "${o[@]}" parallel.zero_stage=3 train.precision=bf16
+    printf '%s: bf16 np 2 stage 3 against fp32: ' "${o[0]}"
+    compare "$WORK/b.h5" --require-difference --rtol-losses 5e-3 --rtol-grads 1.5e-2 --rtol-norms 0.15 \
+        --rtol-final 6e-2 || fail "$opt bf16 beyond its tolerance"
 done
 # GPT-2: ZeRO 3 over 3 ranks and 2 pipeline stages
 gpt2=(model.arch=gpt2 model.n_kv_head=0 model.ffn_hidden=0 model.tie_embeddings=true)
