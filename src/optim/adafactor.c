@@ -141,7 +141,10 @@ static ada_piece piece_of(slm_optimizer_t o, const ada_state *s, const opt_piece
 static void sumsq_block(void *ctx, size_t lo, size_t hi, double *out)
 {
     const ada_piece *c = ctx;
-    for (size_t i = lo; i < hi; i++) out[0] += (double)c->p[i] * c->p[i];
+    double pp = 0.0;
+#pragma omp simd reduction(+ : pp)
+    for (size_t i = lo; i < hi; i++) pp += (double)c->p[i] * c->p[i];
+    out[0] = pp;
 }
 
 /* The columns [c0, c1) of local row r that the piece holds, as offsets from its start. */
@@ -179,6 +182,7 @@ static void gather_moments(slm_optimizer_t o, ada_state *s)
             size_t a, b;
             if (!row_span(&c, r, &a, &b)) continue;
             double rs = 0.0;
+#pragma omp simd reduction(+ : rs)
             for (size_t i = a; i < b; i++) {
                 const float gi = c.g[i] * scale;
                 rs += (double)gi * gi + eps1;
@@ -256,12 +260,14 @@ static void update_rms_block(void *ctx, size_t lo, size_t hi, double *out)
     double uu = 0.0;
     if (!c->v) {
         FOR_ROW_RUNS(c->t, c->pc->j0 + lo, hi - lo, {
+            _Pragma("omp simd reduction(+ : uu)")
             for (size_t k = 0; k < len; k++) {
                 const float u = factored(s, c->rb, c->cb, grow, gcol + (int64_t)k, g[at + k] * scale);
                 uu += (double)u * u;
             }
         });
     } else {
+#pragma omp simd reduction(+ : uu)
         for (size_t i = lo; i < hi; i++) {
             const float gi = c->g[i] * scale;
             c->v[i] = b * c->v[i] + (1.0f - b) * (gi * gi + eps1);

@@ -72,6 +72,7 @@ static void moments_block(void *ctx, size_t lo, size_t hi, double *out)
 {
     const lamb_piece *c = ctx;
     double pp = 0.0, rr = 0.0;
+#pragma omp simd reduction(+ : pp, rr)
     for (size_t i = lo; i < hi; i++) {
         const float gi = c->g[i] * c->scale;
         c->m[i] = c->b1 * c->m[i] + (1.0f - c->b1) * gi;
