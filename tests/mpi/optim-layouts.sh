@@ -101,3 +101,10 @@ print(f"step 11 loss: adamw run {a!r}, reset to lamb {b!r}; final checkpoint: op
 ok = abs(a - b) <= 1e-6 * abs(a) and int(f.attrs["optimizer_step"]) == 10 and "lamb_m" in f and "adam_m" not in f
 sys.exit(0 if ok else 1)
 PY
+# The same optimizer with settings that keep other state (a first moment) is refused too
+rm -rf "$WORK/ck"
+"$SHARDLM" train "${args[@]}" train.optimizer=adafactor adafactor.relative_step=true train.stop_after=4 \
+    "ckpt.dir=$WORK/ck" >/dev/null || fail "adafactor without a first moment"
+expect_error 1 "no group /adafactor_m" "ckpt.reset_optimizer = true" -- \
+    "$SHARDLM" train "${args[@]}" train.optimizer=adafactor adafactor.relative_step=true adafactor.beta1=0.9 \
+    "ckpt.dir=$WORK/ck"
