@@ -47,9 +47,7 @@ static void state_free(ckpt_state *s)
  * embedding's two copies the first stage's. */
 static int writes_replicated(const trainer *tr, const slm_tensor_info *t)
 {
-    const int P = slm_mesh_pp_size(tr->mesh);
-    if (slm_mesh_dp_rank(tr->mesh) > 0 || slm_mesh_tp_rank(tr->mesh) > 0) return 0;
-    return !(P > 1 && slm_mesh_pp_rank(tr->mesh) == P - 1 && t->tied);
+    return slm_mesh_dp_rank(tr->mesh) == 0 && slm_mesh_tp_rank(tr->mesh) == 0 && slm_trainer_writes(tr, t);
 }
 
 /* Group g's pieces (g = 0: the parameters, else the optimizer's group g - 1) from the
