@@ -122,6 +122,14 @@ static inline size_t slm_tensor_global_count(const slm_tensor_info *t)
 {
     return (size_t)t->shape[0] * (size_t)(t->ndim == 2 ? t->shape[1] : 1);
 }
+/* The part [*lo, *hi) of the range [offset, offset+count) of this rank's parameter index
+ * space that tensor t holds; 0 when there is none. */
+static inline int slm_tensor_overlap(const slm_tensor_info *t, size_t offset, size_t count, size_t *lo, size_t *hi)
+{
+    *lo = t->offset > offset ? t->offset : offset;
+    *hi = t->offset + t->count < offset + count ? t->offset + t->count : offset + count;
+    return *lo < *hi;
+}
 
 typedef struct slm_model *slm_model_t;
 

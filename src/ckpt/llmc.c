@@ -121,12 +121,10 @@ static size_t source_offset(const slm_llmc_t m, const slm_tensor_info *t)
 void slm_llmc_fill(slm_llmc_t m, const slm_tensor_info *tensors, int ntensors, size_t offset, size_t count,
                    float *dst)
 {
-    const size_t end = offset + count;
     for (int i = 0; i < ntensors; i++) {
         const slm_tensor_info *t = &tensors[i];
-        size_t lo = t->offset > offset ? t->offset : offset;
-        size_t hi = t->offset + t->count < end ? t->offset + t->count : end;
-        if (lo >= hi) continue;
+        size_t lo, hi;
+        if (!slm_tensor_overlap(t, offset, count, &lo, &hi)) continue;
         const float *src = m->params + source_offset(m, t);
         if (!t->tp_split) memcpy(dst + (lo - offset), src + (lo - t->offset), (hi - lo) * sizeof(float));
         else /* this rank's rows or columns of the tensor */

@@ -104,13 +104,6 @@ static void ada_teardown(slm_optimizer_t o)
         }                                                                                              \
     } while (0)
 
-static void piece_data(slm_optimizer_t o, const opt_piece *pc, const float **p, const float **g)
-{
-    const slm_optim_segment *sg = &o->segs[pc->seg];
-    *p = sg->params + (pc->offset - sg->offset);
-    *g = sg->grads + (pc->offset - sg->offset);
-}
-
 /* One piece as the block functions below see it. */
 typedef struct {
     slm_optimizer_t o;
@@ -125,9 +118,8 @@ typedef struct {
 
 static ada_piece piece_of(slm_optimizer_t o, const ada_state *s, const opt_piece *pc)
 {
-    const float *p, *g;
-    piece_data(o, pc, &p, &g);
-    ada_piece c = {o, s, &o->tensors[pc->tensor], pc, (float *)p, g, NULL, NULL, 0, 0};
+    ada_piece c = {o, s, &o->tensors[pc->tensor], pc, opt_piece_params(o, pc), opt_piece_grads(o, pc),
+                   NULL, NULL, 0, 0};
     if (opt_is_matrix(c.t)) {
         c.rb = opt_vector_offset(o, s->row, pc->tensor);
         c.cb = opt_vector_offset(o, s->col, pc->tensor);
@@ -341,7 +333,7 @@ static void apply_block(void *ctx, size_t lo, size_t hi, double *out)
 
 static void ada_update(slm_optimizer_t o, const opt_piece *pc, float *p, const float *g)
 {
-    (void)p, (void)g; /* piece_of finds them */
+    (void)p, (void)g; /* piece_of finds them (opt_piece_params, opt_piece_grads) */
     ada_piece c = piece_of(o, o->impl, pc);
     opt_blocked_sums(pc->n, 0, apply_block, &c, NULL);
 }

@@ -63,10 +63,8 @@ double slm_optim_bytes_for(const slm_optim_config *c, const slm_tensor_info *ten
             continue;
         }
         for (int s = 0; s < nsegs; s++) { /* the tensor's elements inside the segments */
-            const size_t lo = t->offset > segs[s].offset ? t->offset : segs[s].offset;
-            const size_t hi = t->offset + t->count < segs[s].offset + segs[s].count ? t->offset + t->count
-                                                                                  : segs[s].offset + segs[s].count;
-            if (lo < hi) vec += (double)(hi - lo);
+            size_t lo, hi;
+            if (slm_tensor_overlap(t, segs[s].offset, segs[s].count, &lo, &hi)) vec += (double)(hi - lo);
         }
     }
     /* the same sums as the methods' setup (groups, then scratch) */

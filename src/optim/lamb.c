@@ -97,9 +97,8 @@ static void lamb_begin_step(slm_optimizer_t o, const slm_optim_reducer *red)
         const opt_piece *pc = &o->pieces[k];
         const slm_tensor_info *t = &o->tensors[pc->tensor];
         if (!t->trainable) continue;
-        const slm_optim_segment *sg = &o->segs[pc->seg];
         lamb_piece ctx = {s, o->groups[M].data + pc->elem, o->groups[V].data + pc->elem,
-                          sg->params + (pc->offset - sg->offset), sg->grads + (pc->offset - sg->offset),
+                          opt_piece_params(o, pc), opt_piece_grads(o, pc),
                           b1, b2, eps, t->decay ? (float)c->weight_decay : 0.0f, scale};
         double sums[2];
         opt_blocked_sums(pc->n, 2, moments_block, &ctx, sums);

@@ -79,6 +79,15 @@ struct slm_optimizer {
 /* Where a matrix's replicated row (kind ROWS) or column (COLS) vector starts in group g's
  * buffer; tensor i must be a matrix this rank holds part of. */
 size_t opt_vector_offset(slm_optimizer_t o, int g, int tensor);
+/* Where piece pc's parameters and gradients are this step. */
+static inline float *opt_piece_params(slm_optimizer_t o, const opt_piece *pc)
+{
+    return o->segs[pc->seg].params + (pc->offset - o->segs[pc->seg].offset);
+}
+static inline const float *opt_piece_grads(slm_optimizer_t o, const opt_piece *pc)
+{
+    return o->segs[pc->seg].grads + (pc->offset - o->segs[pc->seg].offset);
+}
 /* A tensor is factored (Adafactor) and counted in ROWS/COLS groups when it is a matrix. */
 static inline int opt_is_matrix(const slm_tensor_info *t) { return t->ndim == 2; }
 /* The global row of local row r of t. */

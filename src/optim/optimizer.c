@@ -36,10 +36,10 @@ static slm_status cut_pieces(slm_optimizer_t o)
         o->seg_first[s] = o->npieces;
         for (int i = 0; i < o->ntensors; i++) {
             const slm_tensor_info *t = &o->tensors[i];
-            size_t lo = t->offset > sg->offset ? t->offset : sg->offset;
-            size_t hi = t->offset + t->count < sg->offset + sg->count ? t->offset + t->count : sg->offset + sg->count;
-            if (t->count == 0 || lo >= hi) continue;
-            o->pieces[o->npieces++] = (opt_piece){s, i, lo, hi - lo, lo - t->offset, base + (lo - sg->offset), SIZE_MAX};
+            size_t lo, hi;
+            if (t->count == 0 || !slm_tensor_overlap(t, sg->offset, sg->count, &lo, &hi)) continue;
+            o->pieces[o->npieces++] =
+                (opt_piece){s, i, lo, hi - lo, lo - t->offset, base + (lo - sg->offset), SIZE_MAX};
         }
         qsort(o->pieces + o->seg_first[s], (size_t)(o->npieces - o->seg_first[s]), sizeof *o->pieces, cmp_piece);
         base += sg->count;
@@ -227,12 +227,9 @@ void slm_optimizer_begin_step(slm_optimizer_t o, double lr, float grad_scale, co
 
 void slm_optimizer_update(slm_optimizer_t o, int s)
 {
-    const slm_optim_segment *sg = &o->segs[s];
     for (int k = o->seg_first[s]; k < o->seg_first[s + 1]; k++) {
         const opt_piece *pc = &o->pieces[k];
-        if (!o->tensors[pc->tensor].trainable) continue;
-        const size_t d = pc->offset - sg->offset;
-        o->m->update(o, pc, sg->params + d, sg->grads + d);
+        if (o->tensors[pc->tensor].trainable) o->m->update(o, pc, opt_piece_params(o, pc), opt_piece_grads(o, pc));
     }
 }
 

@@ -393,9 +393,9 @@ static void sumsq_by_split(slm_fsdp_t f, const float *g, size_t off, size_t n, d
     const int nt = slm_model_num_tensors(f->model);
     for (int i = 0; i < nt; i++) {
         const slm_tensor_info *t = slm_model_tensor(f->model, i);
-        size_t lo = t->offset > off ? t->offset : off;
-        size_t hi = t->offset + t->count < off + n ? t->offset + t->count : off + n;
-        if (lo < hi) *(t->tp_split ? split : whole) += slm_sumsq(g + (lo - off), hi - lo);
+        size_t lo, hi;
+        if (slm_tensor_overlap(t, off, n, &lo, &hi))
+            *(t->tp_split ? split : whole) += slm_sumsq(g + (lo - off), hi - lo);
     }
 }
 

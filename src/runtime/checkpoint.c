@@ -61,9 +61,9 @@ static void elementwise_pieces(trainer *tr, const slm_fsdp_range *r, int nr, int
         if (g == 0 ? !r[i].params : !r[i].optimizer) continue;
         for (int k = 0; k < nt; k++) {
             const slm_tensor_info *t = slm_model_tensor(tr->model, k);
-            size_t lo = t->offset > r[i].offset ? t->offset : r[i].offset;
-            size_t hi = t->offset + t->count < r[i].offset + r[i].count ? t->offset + t->count : r[i].offset + r[i].count;
-            if (lo >= hi || (!for_read && !slm_trainer_writes(tr, t))) continue;
+            size_t lo, hi;
+            if (!slm_tensor_overlap(t, r[i].offset, r[i].count, &lo, &hi) || (!for_read && !slm_trainer_writes(tr, t)))
+                continue;
             float *data = g == 0 ? r[i].params + (lo - r[i].offset) : slm_optimizer_state_at(opt, g - 1, lo);
             if (data) s->pieces[s->npieces++] = (slm_ckpt_piece){lo, hi - lo, data};
         }
