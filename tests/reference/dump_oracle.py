@@ -412,7 +412,7 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
     # warmup_init), and /lr records that.
     relative = cfg["optimizer"] == "adafactor" and cfg["adafactor_relative_step"]
     if relative:
-        lrs = [min(1e-6 * (s + 1) if cfg["adafactor_warmup_init"] else 1e-2, 1 / math.sqrt(s + 1)) for s in range(S)]
+        lrs = [optim_oracle.relative_step(s + 1, cfg["adafactor_warmup_init"]) for s in range(S)]
     else:
         lrs = [lr_at(s, cfg["lr"], cfg["warmup_steps"], S, cfg["min_lr"]) for s in range(S)]
     ref = run_trajectory(model, init, tokens, cfg, lrs)

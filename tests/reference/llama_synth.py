@@ -337,9 +337,41 @@ def lr_schedule(S, lr, warmup, min_lr):
     return out
 
 
+def step_gradients(model, P, tokens_s, out, s):
+    """Step s's gradients summed over its micro-batches (tokens_s), and its loss; the
+    first micro-batch's logits of step 0 go to out."""
+    A = tokens_s.shape[0]
+    G = {n: np.zeros_like(P[n]) for n in model.names()}
+    loss = 0.0
+    for a in range(A):
+        l, logits = model.micro_batch(P, tokens_s[a], G, 1.0 / A)
+        loss += l / A
+        if s == 0 and a == 0:
+            out["logits"] = logits
+    return G, loss
+
+
+def global_norm(G):
+    return math.sqrt(sum(float(np.sum(g.astype(np.float64) ** 2)) for g in G.values()))
+
+
+def record_and_clip(G, loss, out, s, grad_clip):
+    """Record step s's loss and gradient norm (and step 0's gradients) in out, then clip G
+    in place as shardlm does."""
+    norm = global_norm(G)
+    if s == 0:
+        out["loss0"] = loss
+        out["grads"] = {n: g.copy() for n, g in G.items()}
+    out["losses"].append(loss)
+    out["grad_norm"].append(norm)
+    if grad_clip > 0 and norm > grad_clip:
+        for n in G:
+            G[n] *= F32(grad_clip / norm)
+
+
 def train(model, P0, tokens, cfg):
     """The whole run in float32. Returns the dump's contents."""
-    S, A = tokens.shape[:2]
+    S = tokens.shape[0]
     names = model.names()
     P = {n: P0[n].copy() for n in names}
     m1 = {n: np.zeros_like(P[n]) for n in names}
@@ -348,22 +380,8 @@ def train(model, P0, tokens, cfg):
     b1, b2, eps, wd = cfg["beta1"], cfg["beta2"], cfg["eps"], cfg["weight_decay"]
     out = {"losses": [], "grad_norm": [], "lr": lrs}
     for s in range(S):
-        G = {n: np.zeros_like(P[n]) for n in names}
-        loss = 0.0
-        for a in range(A):
-            l, logits = model.micro_batch(P, tokens[s, a], G, 1.0 / A)
-            loss += l / A
-            if s == 0 and a == 0:
-                out["logits"] = logits
-        norm = math.sqrt(sum(float(np.sum(G[n].astype(np.float64) ** 2)) for n in names))
-        if s == 0:
-            out["loss0"] = loss
-            out["grads"] = {n: G[n].copy() for n in names}
-        out["losses"].append(loss)
-        out["grad_norm"].append(norm)
-        if cfg["grad_clip"] > 0 and norm > cfg["grad_clip"]:
-            for n in names:
-                G[n] *= F32(cfg["grad_clip"] / norm)
+        G, loss = step_gradients(model, P, tokens[s], out, s)
+        record_and_clip(G, loss, out, s, cfg["grad_clip"])
         t = s + 1
         for n in names:
             decayed = P[n].ndim == 2 or ("decay_norms" in model.bugs)

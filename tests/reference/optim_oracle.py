@@ -173,6 +173,12 @@ def describe(cfg):
 
 # --------------------------------------------------------------------------- the optimizers
 
+def relative_step(t, warmup_init):
+    """Adafactor's relative step size at step t = 1, 2, ...: min(1e-2, 1/sqrt(t)), or
+    min(1e-6 t, 1/sqrt(t)) with warmup_init. shardlm's /lr records it in such runs."""
+    return min(1e-6 * t if warmup_init else 1e-2, 1.0 / math.sqrt(t))
+
+
 def _rms(x):
     return float(x.norm()) / math.sqrt(x.numel())
 
@@ -197,7 +203,7 @@ class Adafactor(torch.optim.Optimizer):
     def _step_size(self, group, t, rms_p):
         if group["relative_step"]:
             warm = group["warmup_init"] and self.bug != "warmup_init_ignored"
-            rel = min(1e-6 * t if warm else 1e-2, 1.0 / math.sqrt(t))
+            rel = relative_step(t, warm)
         else:
             rel = group["lr"]
         if group["scale_parameter"]:

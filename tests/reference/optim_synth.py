@@ -95,7 +95,7 @@ def train(model, P0, tokens, cfg, run, decay_all=False, noise=0.0, seed=0):
     gradients that are exactly zero get normal noise of this fraction of the global
     norm, every step."""
     rng = np.random.default_rng(seed)
-    S, A = tokens.shape[:2]
+    S = tokens.shape[0]
     names = model.names()
     P = {n: P0[n].copy() for n in names}
     ref = optim_oracle.RefOptimizer(run["optimizer"], dict(cfg, **run), [P[n].shape for n in names],
@@ -106,30 +106,16 @@ def train(model, P0, tokens, cfg, run, decay_all=False, noise=0.0, seed=0):
     ran = dict(cfg, **run)
     recorded = lrs
     if ran["optimizer"] == "adafactor" and ran.get("adafactor_relative_step", 1):
-        recorded = [min(1e-6 * (s + 1) if ran.get("adafactor_warmup_init", 0) else 1e-2, (s + 1) ** -0.5) for s in range(S)]
+        recorded = [optim_oracle.relative_step(s + 1, ran.get("adafactor_warmup_init", 0)) for s in range(S)]
     out = {"losses": [], "grad_norm": [], "lr": recorded}
     for s in range(S):
-        G = {n: np.zeros_like(P[n]) for n in names}
-        loss = 0.0
-        for a in range(A):
-            l, logits = model.micro_batch(P, tokens[s, a], G, 1.0 / A)
-            loss += l / A
-            if s == 0 and a == 0:
-                out["logits"] = logits
+        G, loss = llama_synth.step_gradients(model, P, tokens[s], out, s)
         if noise:
-            norm = math.sqrt(sum(float(np.sum(G[n].astype(np.float64) ** 2)) for n in names))
+            norm = llama_synth.global_norm(G)
             for n in names:
                 if not np.any(G[n]):
                     G[n] = (noise * norm / math.sqrt(G[n].size) * rng.standard_normal(G[n].shape)).astype(F32)
-        norm = math.sqrt(sum(float(np.sum(G[n].astype(np.float64) ** 2)) for n in names))
-        if s == 0:
-            out["loss0"] = loss
-            out["grads"] = {n: G[n].copy() for n in names}
-        out["losses"].append(loss)
-        out["grad_norm"].append(norm)
-        if cfg["grad_clip"] > 0 and norm > cfg["grad_clip"]:
-            for n in names:
-                G[n] *= F32(cfg["grad_clip"] / norm)
+        llama_synth.record_and_clip(G, loss, out, s, cfg["grad_clip"])
         params = [P[n].astype(np.float64) for n in names]
         ref.step(params, [G[n].astype(np.float64) for n in names], lrs[s])
         for n, p in zip(names, params):
