@@ -25,6 +25,7 @@ typedef struct slm_conf {
         int rope_original_max_pos;
         char init_from[SLM_PATH_MAX];
         char init_rope_pairing[16]; /* auto | half | interleaved */
+        int n_experts, expert_top_k, moe_every, expert_hidden;
     } model;
     struct {
         long steps, stop_after;
@@ -38,6 +39,8 @@ typedef struct slm_conf {
         int recompute;
         int threads;
         double watchdog_s;
+        double moe_capacity, moe_aux_loss, moe_z_loss, moe_bias_rate;
+        char moe_balance[8]; /* loss | bias */
     } train;
     struct {
         double eps1, eps2, clip_threshold, decay_rate, beta1;

@@ -22,6 +22,20 @@
 #include "shardlm/status.h"
 
 #define SLM_ARCH_MAX 16
+#define SLM_MOE_MAX_EXPERTS 1024
+
+/* How the MoE blocks of a run route and balance (train.moe_* keys). */
+typedef enum { SLM_MOE_BALANCE_LOSS, SLM_MOE_BALANCE_BIAS } slm_moe_balance;
+typedef struct slm_moe_run {
+    double capacity;  /* capacity factor: an expert takes at most ceil(capacity N k / E) of a
+                       * micro-batch's N tokens, the most probable first; 0: dropless */
+    double aux_loss;  /* coefficient of the load-balancing loss */
+    double z_loss;    /* coefficient of the router z-loss */
+    slm_moe_balance balance; /* BIAS: also a per-expert selection bias moved toward balance */
+    double bias_rate; /* the bias's step per optimizer step */
+} slm_moe_run;
+/* The defaults: dropless, aux_loss 0.01, no z-loss, balance by the loss, bias_rate 1e-3. */
+void slm_moe_run_defaults(slm_moe_run *r);
 
 /* A model's whole configuration: every architecture reads the fields it uses and leaves
  * the others at their defaults (slm_model_config_defaults). Checkpoints store all of it. */
@@ -35,10 +49,16 @@ typedef struct slm_model_config {
     double norm_eps;
     double rope_theta;
     slm_rope_scaling rope; /* kind SLM_ROPE_NONE or SLM_ROPE_LLAMA3 and its parameters */
+    /* Mixture of experts (docs/moe.md): n_experts > 0 replaces the MLP of every moe_every-th
+     * block (block l when (l + 1) % moe_every == 0) by a router and n_experts copies of the
+     * architecture's MLP, expert_hidden wide, of which each token uses expert_top_k. With
+     * n_experts = 0 the other three are 0. */
+    int n_experts, expert_top_k, moe_every, expert_hidden;
     /* Activation recompute: keep only each block's output per micro-batch, and recompute
      * a block's inner activations (into one set shared by all blocks) just before its
      * backward. Results are bitwise those without it. A run choice, not stored. */
     int recompute;
+    slm_moe_run moe; /* how MoE blocks route and balance: run choices, not stored */
 } slm_model_config;
 
 /* The architectures built in, NULL-terminated: {"gpt2", "llama", NULL}. */
@@ -248,6 +268,33 @@ size_t slm_model_activation_bytes(slm_model_t m);
 double slm_model_flops_per_token(const slm_model_config *cfg);
 /* Parameters of the whole model, from the configuration alone. */
 double slm_model_params_of(const slm_model_config *cfg);
+
+/* ---- mixture of experts (src/model/moe.c) ---- */
+/* 1 when block l of cfg is an MoE block. */
+int slm_model_is_moe_block(const slm_model_config *cfg, int l);
+/* The MoE blocks of the model. */
+int slm_model_num_moe_layers(const slm_model_config *cfg);
+/* Parameters one token passes through: everything but the experts it is not routed to
+ * (the router and expert_top_k experts per MoE block). slm_model_params_of for dense. */
+double slm_model_active_params_of(const slm_model_config *cfg);
+
+/* Routing statistics of the micro-batches run since the last take, one record of
+ * SLM_MOE_STAT_LEN(E) doubles per MoE block of the whole model (in block order; blocks
+ * of other pipeline stages stay 0), so that ranks can sum them: the token-slots routed to
+ * each expert (E, before capacity drops), the dropped ones, the auxiliary loss and the
+ * z-loss summed over micro-batches (coefficients applied), and the micro-batches. A
+ * forward that only recomputes for backward does not count. */
+#define SLM_MOE_STAT_LEN(E) ((size_t)(E) + 4)
+enum { SLM_MOE_STAT_DROPPED, SLM_MOE_STAT_AUX, SLM_MOE_STAT_Z, SLM_MOE_STAT_MICRO }; /* after the E counts */
+size_t slm_model_moe_stats_len(const slm_model_config *cfg);
+void slm_model_moe_take_stats(slm_model_t m, double *out);
+/* The routers' selection biases (moe_balance = bias), (num_moe_layers, E) for the whole
+ * model; get writes 0 for the blocks of other stages, set reads only this stage's. */
+void slm_model_moe_get_bias(slm_model_t m, float *out);
+void slm_model_moe_set_bias(slm_model_t m, const float *in);
+/* After a step: move each bias of this stage's blocks by bias_rate toward balance, from
+ * the step's routing statistics summed over every rank that saw other tokens. Local. */
+void slm_model_moe_update_bias(slm_model_t m, const double *stats);
 
 /* The matrix products one micro-batch of B sequences runs on this rank (its stage, its
  * tensor-parallel part), forward and backward, at most max: what a GEMM backend is timed

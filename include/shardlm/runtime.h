@@ -82,6 +82,14 @@ long slm_sample_tokens(slm_next_logits_fn next_logits, void *ctx, MPI_Comm comm,
                        int seq_len, int vocab_size, double temperature, int top_k, uint64_t seed);
 
 /* Per-step record written to the JSON-lines metrics file. */
+/* The load of one MoE block in a step: the tokens its experts got, as shares of the mean
+ * (lowest, highest, coefficient of variation), the share of assignments capacity dropped,
+ * and its auxiliary and z losses (means over micro-batches). */
+typedef struct slm_moe_layer_load {
+    int block;
+    double min, max, cv, dropped, aux, z;
+} slm_moe_layer_load;
+
 typedef struct slm_step_metrics {
     long step, steps;
     double loss, lr, grad_norm, tokens_per_s, mfu, step_ms, exposed_comm_ms, peak_rss_mib;
@@ -97,6 +105,10 @@ typedef struct slm_step_metrics {
      * loading batches */
     double matmul_ms, attention_ms, elementwise_ms, optimizer_ms, data_ms;
     const char *matmul;      /* the GEMM backend in use (slm_gemm_name) */
+    /* MoE: the step's auxiliary and z losses (summed over blocks) and each block's load */
+    int moe_layers;
+    double moe_aux_loss, moe_z_loss;
+    const slm_moe_layer_load *moe;
 } slm_step_metrics;
 void slm_metrics_write(FILE *f, const slm_step_metrics *m);
 
@@ -115,6 +127,9 @@ slm_status slm_dump_logits(slm_dump_t d, const float *logits);
 slm_status slm_dump_step0(slm_dump_t d, double loss, const float *grads);
 slm_status slm_dump_finish(slm_dump_t d, const float *losses, const double *lrs,
                            const double *norms, const float *final_params);
+/* MoE: each step's auxiliary and z losses, and (moe_balance = bias; NULL otherwise) the
+ * selection biases each step routed with, (steps, MoE blocks, experts). */
+slm_status slm_dump_moe(slm_dump_t d, const double *aux, const double *z, const float *bias);
 void slm_dump_destroy(slm_dump_t *d);
 
 #endif

@@ -58,6 +58,13 @@ static const key_spec keys[] = {
     STR("model", "init_rope_pairing", model.init_rope_pairing,
         "auto | half | interleaved: how the q and k rows of a Hugging Face model.init_from pair rotary dimensions "
         "(auto: what its config.json records, else half)"),
+    NUM("model", "n_experts", K_INT, model.n_experts, 0, SLM_MOE_MAX_EXPERTS,
+        "experts of each MoE block (0 = dense MLPs; docs/moe.md)"),
+    NUM("model", "expert_top_k", K_INT, model.expert_top_k, 0, SLM_MOE_MAX_EXPERTS,
+        "experts each token is routed to (0 = 2)"),
+    NUM("model", "moe_every", K_INT, model.moe_every, 0, 1024,
+        "every moe_every-th block is an MoE block: 1 = all, 2 = blocks 1, 3, 5, ... (0 = 1)"),
+    NUM("model", "expert_hidden", K_INT, model.expert_hidden, 0, 1048576, "an expert's MLP width (0 = model.ffn_hidden)"),
     NUM("train", "steps", K_LONG, train.steps, 0, 1e15, "optimizer steps"),
     NUM("train", "stop_after", K_LONG, train.stop_after, 0, 1e15, "end this run (with a checkpoint) at this step (0 = at train.steps)"),
     NUM("train", "micro_batch", K_INT, train.micro_batch, 1, 1 << 20, "sequences per rank per micro-step"),
@@ -78,6 +85,13 @@ static const key_spec keys[] = {
     NUM("train", "recompute", K_BOOL, train.recompute, 0, 1, "activation recompute per block"),
     NUM("train", "threads", K_INT, train.threads, 0, 4096, "compute threads per rank (0 = auto)"),
     NUM("train", "watchdog_s", K_DOUBLE, train.watchdog_s, 0, 1e9, "abort when no step completes for this long (0 = off)"),
+    NUM("train", "moe_capacity", K_DOUBLE, train.moe_capacity, -1e9, 1e9,
+        "capacity factor of each expert per micro-batch (0 = dropless)"),
+    NUM("train", "moe_aux_loss", K_DOUBLE, train.moe_aux_loss, 0, 1e6, "coefficient of the MoE load-balancing loss"),
+    NUM("train", "moe_z_loss", K_DOUBLE, train.moe_z_loss, 0, 1e6, "coefficient of the router z-loss"),
+    STR("train", "moe_balance", train.moe_balance,
+        "loss | bias: balance experts by the auxiliary loss alone, or also by a selection bias"),
+    NUM("train", "moe_bias_rate", K_DOUBLE, train.moe_bias_rate, 0, 1e3, "step of the selection bias per optimizer step"),
     NUM("adafactor", "eps1", K_DOUBLE, adafactor.eps1, 0, 1, "added to the squared gradient"),
     NUM("adafactor", "eps2", K_DOUBLE, adafactor.eps2, 0, 1, "floor of the parameter scale"),
     NUM("adafactor", "clip_threshold", K_DOUBLE, adafactor.clip_threshold, 0, 1e30, "the update's RMS is clipped to this"),
@@ -153,6 +167,9 @@ void slm_conf_defaults(slm_conf *c)
     c->train.beta2 = 0.95;
     c->train.eps = 1e-8;
     strcpy(c->train.optimizer, "adamw");
+    c->train.moe_aux_loss = 0.01;
+    c->train.moe_bias_rate = 1e-3;
+    strcpy(c->train.moe_balance, "loss");
     {
         slm_optim_config o;
         slm_optim_config_defaults(&o);
@@ -353,7 +370,14 @@ slm_model_config slm_conf_model(const slm_conf *c)
                           .rope = {!strcmp(c->model.rope_scaling, "llama3") ? SLM_ROPE_LLAMA3 : SLM_ROPE_NONE,
                                    c->model.rope_factor, c->model.rope_low_freq_factor,
                                    c->model.rope_high_freq_factor, c->model.rope_original_max_pos},
-                          .recompute = c->train.recompute};
+                          .n_experts = c->model.n_experts,
+                          .expert_top_k = c->model.expert_top_k,
+                          .moe_every = c->model.moe_every,
+                          .expert_hidden = c->model.expert_hidden,
+                          .recompute = c->train.recompute,
+                          .moe = {c->train.moe_capacity, c->train.moe_aux_loss, c->train.moe_z_loss,
+                                  strcmp(c->train.moe_balance, "bias") ? SLM_MOE_BALANCE_LOSS : SLM_MOE_BALANCE_BIAS,
+                                  c->train.moe_bias_rate}};
     snprintf(m.arch, sizeof m.arch, "%s", c->model.arch);
     slm_model_config_defaults(&m);
     return m;
@@ -474,6 +498,16 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
               c->model.init_rope_pairing);
     SLM_CHECK(strcmp(c->model.arch, "gpt2") || c->model.tie_embeddings, SLM_ERR_CONFIG,
               "model.tie_embeddings = false: GPT-2's LM head is its token embedding");
+    SLM_CHECK(!strcmp(c->train.moe_balance, "loss") || !strcmp(c->train.moe_balance, "bias"), SLM_ERR_CONFIG,
+              "train.moe_balance = '%s': expected loss or bias", c->train.moe_balance);
+    if (c->model.n_experts == 0) { /* the other MoE keys would go unused: say so rather than ignore them */
+        const char *moe_keys[] = {"expert_top_k", "moe_every", "expert_hidden"};
+        const int moe_vals[] = {c->model.expert_top_k, c->model.moe_every, c->model.expert_hidden};
+        for (int i = 0; i < 3; i++)
+            SLM_CHECK(moe_vals[i] == 0, SLM_ERR_CONFIG,
+                      "model.%s = %d is set, but model.n_experts = 0 (a dense model): set model.n_experts", moe_keys[i],
+                      moe_vals[i]);
+    }
     const slm_model_config mc = slm_conf_model(c);
     SLM_CALL(slm_model_config_check(&mc, 1));
     const slm_optim_config oc = slm_conf_optim(c);

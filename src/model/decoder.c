@@ -12,6 +12,22 @@
 #include "model_impl.h"
 #include "shardlm/kernels.h"
 
+/* The hooks around block l: its unit and, for an MoE block, its experts' unit. Before
+ * runs both; after closes the experts last in forward and first in backward, so a bucket
+ * holding both closes at the end of the block either way. */
+static void block_hooks(slm_model_t m, int l, slm_pass pass, int before)
+{
+    const int bu = m->block_unit[l], xu = m->expert_unit[l];
+    if (before) {
+        slm_model_before(m, bu, pass);
+        if (xu >= 0) slm_model_before(m, xu, pass);
+        return;
+    }
+    if (pass == SLM_PASS_BACKWARD && xu >= 0) slm_model_after(m, xu, pass);
+    slm_model_after(m, bu, pass);
+    if (pass == SLM_PASS_FORWARD && xu >= 0) slm_model_after(m, xu, pass);
+}
+
 float slm_model_forward(slm_model_t m, const int32_t *inputs, const int32_t *targets, int B, int T)
 {
     return slm_model_forward_slot(m, 0, inputs, targets, B, T);
@@ -53,9 +69,9 @@ float slm_model_forward_slot(slm_model_t m, int slot, const int32_t *inputs, con
     } /* else the previous stage's output was written there */
     const float *x = m->encoded; /* residual stream entering the block, (N,C) */
     for (int l = l0; l < l1; l++) {
-        slm_model_before(m, slm_model_block_unit(m, l), SLM_PASS_FORWARD);
+        block_hooks(m, l, SLM_PASS_FORWARD, 1);
         m->arch->block_forward(m, l, x, B, T, 1);
-        slm_model_after(m, slm_model_block_unit(m, l), SLM_PASS_FORWARD);
+        block_hooks(m, l, SLM_PASS_FORWARD, 0);
         x = slm_block_out(m, l);
     }
     if (!m->stage.last) { /* x is the output the next stage reads */
@@ -79,6 +95,7 @@ void slm_model_backward_slot(slm_model_t m, int slot, float loss_scale)
     const int C = m->cfg.d_model, B = m->B, T = m->T, N = B * T;
     const int l0 = m->stage.first_layer, l1 = l0 + m->stage.n_layers;
     const size_t NC = (size_t)N * C;
+    m->loss_scale = loss_scale;
 
     if (m->has_embed) slm_model_before(m, 0, SLM_PASS_BACKWARD);
     if (m->stage.last) {
@@ -95,11 +112,11 @@ void slm_model_backward_slot(slm_model_t m, int slot, float loss_scale)
     } /* else the next stage's gradient of this stage's output was written to dres */
 
     for (int l = l1 - 1; l >= l0; l--) {
-        slm_model_before(m, slm_model_block_unit(m, l), SLM_PASS_BACKWARD);
+        block_hooks(m, l, SLM_PASS_BACKWARD, 1);
         const float *x = l > l0 ? slm_block_out(m, l - 1) : m->encoded;
         if (m->cfg.recompute) m->arch->block_forward(m, l, x, B, T, 0);
         m->arch->block_backward(m, l, x, B, T); /* dres: d(output) in, d(x) out */
-        slm_model_after(m, slm_model_block_unit(m, l), SLM_PASS_BACKWARD);
+        block_hooks(m, l, SLM_PASS_BACKWARD, 0);
     }
     /* dres holds the gradient of this stage's input */
     if (m->stage.first) m->arch->embed_backward(m, B, T);

@@ -19,8 +19,6 @@ enum { LN1W, LN1B, QKVW, QKVB, PROJW, PROJB, LN2W, LN2B, FCW, FCB, FCPROJW, FCPR
 enum { A_LN1, A_LN1_MEAN, A_LN1_RSTD, A_QKV, A_ATTY, A_RES2, A_LN2, A_LN2_MEAN, A_LN2_RSTD, A_FCH, A_FCH_GELU, A_RES3,
        BLOCK_ACTS };
 
-static int bt(int l, int k) { return EMBED_TENSORS + BLOCK_TENSORS * l + k; }
-static int lnf(const slm_model_config *c) { return bt(c->n_layer, 0); }
 
 static void defaults(slm_model_config *c)
 {
@@ -50,14 +48,14 @@ static slm_status check(const slm_model_config *c, int tp)
  * stays whole. */
 static void build(slm_model_t m)
 {
-    const int64_t C = m->cfg.d_model, V = m->cfg.vocab_size, F = m->cfg.ffn_hidden;
+    const int64_t C = m->cfg.d_model, V = m->cfg.vocab_size;
     const double std = 0.02, std_proj = 0.02 / sqrt(2.0 * m->cfg.n_layer);
     const tensor_spec wte = {"wte", V, C, SLM_SPLIT_ROWS, 1, NULL, SLM_INIT_NORMAL, std, 1};
     const tensor_spec wpe = {"wpe", m->cfg.max_pos, C, SLM_SPLIT_NONE, 1, NULL, SLM_INIT_NORMAL, std, 1};
     slm_model_add_tensor(m, -1, HELD_EMBED, &wte);
     slm_model_add_tensor(m, -1, HELD_EMBED, &wpe);
     slm_model_end_unit(m, 0);
-    const tensor_spec block[BLOCK_TENSORS] = {
+    const tensor_spec block[FCW] = {
         {"ln1.weight", C, 0, SLM_SPLIT_NONE, 1, NULL, SLM_INIT_ONES, 0, 0},
         {"ln1.bias", C, 0, SLM_SPLIT_NONE, 1, NULL, SLM_INIT_ZEROS, 0, 0},
         {"attn.qkv.weight", 3 * C, C, SLM_SPLIT_ROWS, 3, NULL, SLM_INIT_NORMAL, std, 1},
@@ -66,20 +64,58 @@ static void build(slm_model_t m)
         {"attn.proj.bias", C, 0, SLM_SPLIT_NONE, 1, NULL, SLM_INIT_ZEROS, 0, 0},
         {"ln2.weight", C, 0, SLM_SPLIT_NONE, 1, NULL, SLM_INIT_ONES, 0, 0},
         {"ln2.bias", C, 0, SLM_SPLIT_NONE, 1, NULL, SLM_INIT_ZEROS, 0, 0},
-        {"mlp.fc.weight", F, C, SLM_SPLIT_ROWS, 1, NULL, SLM_INIT_NORMAL, std, 1},
-        {"mlp.fc.bias", F, 0, SLM_SPLIT_ROWS, 1, NULL, SLM_INIT_ZEROS, 0, 0},
-        {"mlp.proj.weight", C, F, SLM_SPLIT_COLS, 1, NULL, SLM_INIT_NORMAL, std_proj, 1},
-        {"mlp.proj.bias", C, 0, SLM_SPLIT_NONE, 1, NULL, SLM_INIT_ZEROS, 0, 0},
     };
     for (int l = 0; l < m->cfg.n_layer; l++) {
-        for (int k = 0; k < BLOCK_TENSORS; k++) slm_model_add_tensor(m, l, HELD_BLOCK, &block[k]);
-        slm_model_end_unit(m, bt(l, 0));
+        for (int k = 0; k < FCW; k++) slm_model_add_tensor(m, l, HELD_BLOCK, &block[k]);
+        slm_model_add_block_mlp(m, l);
     }
     const tensor_spec lnfw = {"lnf.weight", C, 0, SLM_SPLIT_NONE, 1, NULL, SLM_INIT_ONES, 0, 0};
     const tensor_spec lnfb = {"lnf.bias", C, 0, SLM_SPLIT_NONE, 1, NULL, SLM_INIT_ZEROS, 0, 0};
     slm_model_add_tensor(m, -1, HELD_HEAD, &lnfw);
     slm_model_add_tensor(m, -1, HELD_HEAD, &lnfb);
-    slm_model_end_unit(m, lnf(&m->cfg));
+    slm_model_end_unit(m, slm_after_blocks(m));
+}
+
+/* The MLP at width F: fc (column-parallel) and proj (row-parallel), with biases. */
+static int mlp_tensors(const slm_model_config *c, int64_t F, tensor_spec *out)
+{
+    const int64_t C = c->d_model;
+    const double std = 0.02, std_proj = 0.02 / sqrt(2.0 * c->n_layer);
+    const tensor_spec mlp[4] = {
+        {"fc.weight", F, C, SLM_SPLIT_ROWS, 1, NULL, SLM_INIT_NORMAL, std, 1},
+        {"fc.bias", F, 0, SLM_SPLIT_ROWS, 1, NULL, SLM_INIT_ZEROS, 0, 0},
+        {"proj.weight", C, F, SLM_SPLIT_COLS, 1, NULL, SLM_INIT_NORMAL, std_proj, 1},
+        {"proj.bias", C, 0, SLM_SPLIT_NONE, 1, NULL, SLM_INIT_ZEROS, 0, 0},
+    };
+    memcpy(out, mlp, sizeof mlp);
+    return 4;
+}
+
+static void mlp_hidden(int FL, size_t *h1, size_t *h2) { *h1 = *h2 = (size_t)FL; }
+
+static void mlp_forward(slm_model_t m, float *const *w, const float *x, int n, int FL, float *h1, float *h2, float *y)
+{
+    const int C = m->cfg.d_model;
+    slm_matmul_forward(h1, x, w[0], w[1], n, C, FL);
+    slm_gelu_forward(h2, h1, (size_t)n * FL);
+    slm_matmul_forward(y, h2, w[2], m->tp.rank == 0 ? w[3] : NULL, n, FL, C);
+}
+
+static void mlp_backward(slm_model_t m, float *const *w, float *const *g, const float *x, const float *h1,
+                         const float *h2, const float *dy, int n, int FL, float *dx, float *dh1, float *dh2)
+{
+    const int C = m->cfg.d_model;
+    const size_t nf = (size_t)n * FL;
+    memset(dh2, 0, nf * sizeof(float));
+    slm_matmul_backward(dh2, g[2], g[3], dy, h2, w[2], n, FL, C);
+    memset(dh1, 0, nf * sizeof(float));
+    slm_gelu_backward(dh1, h1, dh2, nf);
+    slm_matmul_backward(dx, g[0], g[1], dh1, x, w[0], n, C, FL);
+}
+
+static double mlp_params(const slm_model_config *c, double F, int with_vectors)
+{
+    return 2.0 * c->d_model * F + (with_vectors ? F + c->d_model : 0.0);
 }
 
 static int block_acts(const slm_model_t m, size_t *w)
@@ -117,7 +153,7 @@ static void block_forward(slm_model_t m, int l, const float *x, int B, int T, in
 {
     const int C = m->cfg.d_model, NH = m->cfg.n_head / m->tp.size, CL = C / m->tp.size, N = B * T;
     const int FL = m->cfg.ffn_hidden / m->tp.size;
-    float *const *w = &m->pv[bt(l, 0)];
+    float *const *w = &m->pv[slm_block_tensor(m, l, 0)];
     float *a[BLOCK_ACTS];
     for (int k = 0; k < BLOCK_ACTS; k++) a[k] = slm_block_act(m, l, k);
     slm_layernorm_forward(a[A_LN1], a[A_LN1_MEAN], a[A_LN1_RSTD], x, w[LN1W], w[LN1B], N, C);
@@ -128,6 +164,11 @@ static void block_forward(slm_model_t m, int l, const float *x, int B, int T, in
     slm_model_row_parallel_forward(m, a[A_RES2], a[A_ATTY], w[PROJW], w[PROJB], N, CL, C);
     slm_residual_forward(a[A_RES2], a[A_RES2], x, (size_t)N * C);
     slm_layernorm_forward(a[A_LN2], a[A_LN2_MEAN], a[A_LN2_RSTD], a[A_RES2], w[LN2W], w[LN2B], N, C);
+    if (slm_model_is_moe_block(&m->cfg, l)) {
+        slm_moe_forward(m, l, a[A_LN2], output ? a[A_RES3] : NULL, N, output);
+        if (output) slm_residual_forward(a[A_RES3], a[A_RES3], a[A_RES2], (size_t)N * C);
+        return;
+    }
     slm_matmul_forward(a[A_FCH], a[A_LN2], w[FCW], w[FCB], N, C, FL);
     slm_model_poll(m);
     slm_gelu_forward(a[A_FCH_GELU], a[A_FCH], (size_t)N * FL);
@@ -141,18 +182,23 @@ static void block_backward(slm_model_t m, int l, const float *x, int B, int T)
     const int C = m->cfg.d_model, NH = m->cfg.n_head / m->tp.size, CL = C / m->tp.size, N = B * T;
     const int FL = m->cfg.ffn_hidden / m->tp.size;
     const size_t NC = (size_t)N * C, NCL = (size_t)N * CL, NFL = (size_t)N * FL;
-    float *const *w = &m->pv[bt(l, 0)];
-    float *const *g = &m->gv[bt(l, 0)];
+    float *const *w = &m->pv[slm_block_tensor(m, l, 0)];
+    float *const *g = &m->gv[slm_block_tensor(m, l, 0)];
     float *a[BLOCK_ACTS];
     for (int k = 0; k < BLOCK_ACTS; k++) a[k] = slm_block_act(m, l, k);
-    /* m->dres holds d(res3); res3 = res2 + proj(gelu(fc(ln2(res2)))) */
-    memset(m->dwide1, 0, NFL * sizeof(float));
-    slm_matmul_backward(m->dwide1, g[FCPROJW], g[FCPROJB], m->dres, a[A_FCH_GELU], w[FCPROJW], N, FL, C);
-    memset(m->dwide2, 0, NFL * sizeof(float));
-    slm_gelu_backward(m->dwide2, a[A_FCH], m->dwide1, NFL);
-    slm_model_poll(m);
-    memset(m->dnarrow, 0, NC * sizeof(float));
-    slm_matmul_backward(m->dnarrow, g[FCW], g[FCB], m->dwide2, a[A_LN2], w[FCW], N, C, FL);
+    /* m->dres holds d(res3); res3 = res2 + proj(gelu(fc(ln2(res2)))), or + moe(ln2(res2)) */
+    if (slm_model_is_moe_block(&m->cfg, l)) {
+        memset(m->dnarrow, 0, NC * sizeof(float));
+        slm_moe_backward(m, l, a[A_LN2], m->dres, m->dnarrow, N);
+    } else {
+        memset(m->dwide1, 0, NFL * sizeof(float));
+        slm_matmul_backward(m->dwide1, g[FCPROJW], g[FCPROJB], m->dres, a[A_FCH_GELU], w[FCPROJW], N, FL, C);
+        memset(m->dwide2, 0, NFL * sizeof(float));
+        slm_gelu_backward(m->dwide2, a[A_FCH], m->dwide1, NFL);
+        slm_model_poll(m);
+        memset(m->dnarrow, 0, NC * sizeof(float));
+        slm_matmul_backward(m->dnarrow, g[FCW], g[FCB], m->dwide2, a[A_LN2], w[FCW], N, C, FL);
+    }
     slm_model_tp_allreduce(m, m->dnarrow, NC); /* d(ln2) from every rank's MLP columns */
     slm_layernorm_backward(m->dres, g[LN2W], g[LN2B], m->dnarrow, a[A_RES2], w[LN2W], a[A_LN2_MEAN],
                            a[A_LN2_RSTD], N, C);
@@ -173,13 +219,13 @@ static void block_backward(slm_model_t m, int l, const float *x, int B, int T)
 
 static void final_norm_forward(slm_model_t m, const float *x, int N)
 {
-    const int f = lnf(&m->cfg);
+    const int f = slm_after_blocks(m);
     slm_layernorm_forward(m->fnorm, m->fstat1, m->fstat2, x, PV(m, f), PV(m, f + 1), N, m->cfg.d_model);
 }
 
 static void final_norm_backward(slm_model_t m, const float *x, const float *dout, int N)
 {
-    const int f = lnf(&m->cfg);
+    const int f = slm_after_blocks(m);
     slm_layernorm_backward(m->dres, GV(m, f), GV(m, f + 1), dout, x, PV(m, f), m->fstat1, m->fstat2, N,
                            m->cfg.d_model);
 }
@@ -236,5 +282,12 @@ const slm_arch slm_arch_gpt2 = {
     .flops_per_token = flops_per_token,
     .params_of = params_of,
     .gemm_shapes = gemm_shapes,
+    .mlp_first = FCW,
+    .mlp_tensors = mlp_tensors,
+    .mlp_acts = 1u << A_FCH | 1u << A_FCH_GELU,
+    .mlp_hidden = mlp_hidden,
+    .mlp_forward = mlp_forward,
+    .mlp_backward = mlp_backward,
+    .mlp_params = mlp_params,
     .hf = &slm_hf_gpt2,
 };

@@ -23,8 +23,6 @@ enum { ATTN_NORM, WQ, WK, WV, WO, MLP_NORM, WGATE, WUP, WDOWN, BLOCK_TENSORS };
 /* A block's activations, in memory order; the last is its output. */
 enum { A_XN1, A_RSTD1, A_QKV, A_ATTY, A_RES2, A_XN2, A_RSTD2, A_GU, A_H, A_OUT, BLOCK_ACTS };
 
-static int bt(int l, int k) { return 1 + BLOCK_TENSORS * l + k; }
-static int final_norm(const slm_model_config *c) { return bt(c->n_layer, 0); }
 
 typedef struct {
     float *cos, *sin; /* (seq_len, hs/2) */
@@ -78,32 +76,29 @@ static slm_status check(const slm_model_config *c, int tp)
 static void build(slm_model_t m)
 {
     const slm_model_config *c = &m->cfg;
-    const int64_t C = c->d_model, V = c->vocab_size, F = c->ffn_hidden, hs = C / c->n_head;
+    const int64_t C = c->d_model, V = c->vocab_size, hs = C / c->n_head;
     const int64_t Q = c->n_head * hs, KV = c->n_kv_head * hs;
     const double std = 0.02, std_proj = 0.02 / sqrt(2.0 * c->n_layer);
     const tensor_spec embed = {"embed.weight", V, C, SLM_SPLIT_ROWS, 1, NULL, SLM_INIT_NORMAL, std, 1};
     slm_model_add_tensor(m, -1, HELD_EMBED, &embed);
     slm_model_end_unit(m, EMBED);
-    const tensor_spec block[BLOCK_TENSORS] = {
+    const tensor_spec block[WGATE] = {
         {"attn_norm.weight", C, 0, SLM_SPLIT_NONE, 1, NULL, SLM_INIT_ONES, 0, 0},
         {"attn.q.weight", Q, C, SLM_SPLIT_ROWS, 1, NULL, SLM_INIT_NORMAL, std, 1},
         {"attn.k.weight", KV, C, SLM_SPLIT_ROWS, 1, NULL, SLM_INIT_NORMAL, std, 1},
         {"attn.v.weight", KV, C, SLM_SPLIT_ROWS, 1, NULL, SLM_INIT_NORMAL, std, 1},
         {"attn.o.weight", C, Q, SLM_SPLIT_COLS, 1, NULL, SLM_INIT_NORMAL, std_proj, 1},
         {"mlp_norm.weight", C, 0, SLM_SPLIT_NONE, 1, NULL, SLM_INIT_ONES, 0, 0},
-        {"mlp.gate.weight", F, C, SLM_SPLIT_ROWS, 1, NULL, SLM_INIT_NORMAL, std, 1},
-        {"mlp.up.weight", F, C, SLM_SPLIT_ROWS, 1, NULL, SLM_INIT_NORMAL, std, 1},
-        {"mlp.down.weight", C, F, SLM_SPLIT_COLS, 1, NULL, SLM_INIT_NORMAL, std_proj, 1},
     };
     for (int l = 0; l < c->n_layer; l++) {
-        for (int k = 0; k < BLOCK_TENSORS; k++) slm_model_add_tensor(m, l, HELD_BLOCK, &block[k]);
-        slm_model_end_unit(m, bt(l, 0));
+        for (int k = 0; k < WGATE; k++) slm_model_add_tensor(m, l, HELD_BLOCK, &block[k]);
+        slm_model_add_block_mlp(m, l);
     }
     const tensor_spec norm = {"norm.weight", C, 0, SLM_SPLIT_NONE, 1, NULL, SLM_INIT_ONES, 0, 0};
     const tensor_spec head = {"head.weight", V, C, SLM_SPLIT_ROWS, 1, NULL, SLM_INIT_NORMAL, std, 1};
     slm_model_add_tensor(m, -1, HELD_HEAD, &norm);
     if (!c->tie_embeddings) slm_model_add_tensor(m, -1, HELD_HEAD, &head);
-    slm_model_end_unit(m, final_norm(c));
+    slm_model_end_unit(m, slm_after_blocks(m));
 }
 
 /* This rank's widths: query heads, key/value heads (each hs wide) and MLP columns. */
@@ -113,6 +108,51 @@ static void local_widths(const slm_model_t m, int *NHl, int *NKVl, int *hs, int 
     *NKVl = m->cfg.n_kv_head / m->tp.size;
     *hs = m->cfg.d_model / m->cfg.n_head;
     *FL = m->cfg.ffn_hidden / m->tp.size;
+}
+
+/* The MLP at width F: gate and up (column-parallel, stored one after the other so one
+ * product computes both), down (row-parallel); no biases. */
+static int mlp_tensors(const slm_model_config *c, int64_t F, tensor_spec *out)
+{
+    const int64_t C = c->d_model;
+    const double std = 0.02, std_proj = 0.02 / sqrt(2.0 * c->n_layer);
+    const tensor_spec mlp[3] = {
+        {"gate.weight", F, C, SLM_SPLIT_ROWS, 1, NULL, SLM_INIT_NORMAL, std, 1},
+        {"up.weight", F, C, SLM_SPLIT_ROWS, 1, NULL, SLM_INIT_NORMAL, std, 1},
+        {"down.weight", C, F, SLM_SPLIT_COLS, 1, NULL, SLM_INIT_NORMAL, std_proj, 1},
+    };
+    memcpy(out, mlp, sizeof mlp);
+    return 3;
+}
+
+static void mlp_hidden(int FL, size_t *h1, size_t *h2)
+{
+    *h1 = 2 * (size_t)FL;
+    *h2 = (size_t)FL;
+}
+
+static void mlp_forward(slm_model_t m, float *const *w, const float *x, int n, int FL, float *h1, float *h2, float *y)
+{
+    const int C = m->cfg.d_model;
+    slm_matmul_forward(h1, x, w[0], NULL, n, C, 2 * FL); /* gate and up at once */
+    slm_swiglu_forward(h2, h1, n, FL);
+    slm_matmul_forward(y, h2, w[2], NULL, n, FL, C);
+}
+
+static void mlp_backward(slm_model_t m, float *const *w, float *const *g, const float *x, const float *h1,
+                         const float *h2, const float *dy, int n, int FL, float *dx, float *dh1, float *dh2)
+{
+    const int C = m->cfg.d_model;
+    memset(dh2, 0, (size_t)n * FL * sizeof(float));
+    slm_matmul_backward(dh2, g[2], NULL, dy, h2, w[2], n, FL, C);
+    slm_swiglu_backward(dh1, h1, dh2, n, FL); /* written */
+    slm_matmul_backward(dx, g[0], NULL, dh1, x, w[0], n, C, 2 * FL);
+}
+
+static double mlp_params(const slm_model_config *c, double F, int with_vectors)
+{
+    (void)with_vectors; /* no biases */
+    return 3.0 * c->d_model * F;
 }
 
 static int block_acts(const slm_model_t m, size_t *w)
@@ -181,7 +221,7 @@ static void block_forward(slm_model_t m, int l, const float *x, int B, int T, in
     const float eps = (float)m->cfg.norm_eps;
     int NH, NKV, hs, FL;
     local_widths(m, &NH, &NKV, &hs, &FL);
-    float *const *w = &m->pv[bt(l, 0)];
+    float *const *w = &m->pv[slm_block_tensor(m, l, 0)];
     float *a[BLOCK_ACTS];
     for (int k = 0; k < BLOCK_ACTS; k++) a[k] = slm_block_act(m, l, k);
     slm_rmsnorm_forward(a[A_XN1], a[A_RSTD1], x, w[ATTN_NORM], N, C, eps);
@@ -193,6 +233,11 @@ static void block_forward(slm_model_t m, int l, const float *x, int B, int T, in
     slm_model_row_parallel_forward(m, a[A_RES2], a[A_ATTY], w[WO], NULL, N, NH * hs, C);
     slm_residual_forward(a[A_RES2], a[A_RES2], x, (size_t)N * C);
     slm_rmsnorm_forward(a[A_XN2], a[A_RSTD2], a[A_RES2], w[MLP_NORM], N, C, eps);
+    if (slm_model_is_moe_block(&m->cfg, l)) {
+        slm_moe_forward(m, l, a[A_XN2], output ? a[A_OUT] : NULL, N, output);
+        if (output) slm_residual_forward(a[A_OUT], a[A_OUT], a[A_RES2], (size_t)N * C);
+        return;
+    }
     slm_matmul_forward(a[A_GU], a[A_XN2], w[WGATE], NULL, N, C, 2 * FL); /* gate and up at once */
     slm_model_poll(m);
     slm_swiglu_forward(a[A_H], a[A_GU], N, FL);
@@ -209,17 +254,21 @@ static void block_backward(slm_model_t m, int l, const float *x, int B, int T)
     local_widths(m, &NH, &NKV, &hs, &FL);
     const int QKV = (NH + 2 * NKV) * hs;
     const size_t NC = (size_t)N * C;
-    float *const *w = &m->pv[bt(l, 0)];
-    float *const *g = &m->gv[bt(l, 0)];
+    float *const *w = &m->pv[slm_block_tensor(m, l, 0)];
+    float *const *g = &m->gv[slm_block_tensor(m, l, 0)];
     float *a[BLOCK_ACTS];
     for (int k = 0; k < BLOCK_ACTS; k++) a[k] = slm_block_act(m, l, k);
-    /* m->dres holds d(out); out = res2 + down(swiglu(gate_up(rms(res2)))) */
-    memset(m->dwide1, 0, (size_t)N * FL * sizeof(float));
-    slm_matmul_backward(m->dwide1, g[WDOWN], NULL, m->dres, a[A_H], w[WDOWN], N, FL, C);
-    slm_swiglu_backward(m->dwide2, a[A_GU], m->dwide1, N, FL); /* written, not accumulated */
-    slm_model_poll(m);
+    /* m->dres holds d(out); out = res2 + down(swiglu(gate_up(rms(res2)))), or + moe(rms(res2)) */
     memset(m->dnarrow, 0, NC * sizeof(float));
-    slm_matmul_backward(m->dnarrow, g[WGATE], NULL, m->dwide2, a[A_XN2], w[WGATE], N, C, 2 * FL);
+    if (slm_model_is_moe_block(&m->cfg, l)) {
+        slm_moe_backward(m, l, a[A_XN2], m->dres, m->dnarrow, N);
+    } else {
+        memset(m->dwide1, 0, (size_t)N * FL * sizeof(float));
+        slm_matmul_backward(m->dwide1, g[WDOWN], NULL, m->dres, a[A_H], w[WDOWN], N, FL, C);
+        slm_swiglu_backward(m->dwide2, a[A_GU], m->dwide1, N, FL); /* written, not accumulated */
+        slm_model_poll(m);
+        slm_matmul_backward(m->dnarrow, g[WGATE], NULL, m->dwide2, a[A_XN2], w[WGATE], N, C, 2 * FL);
+    }
     slm_model_tp_allreduce(m, m->dnarrow, NC); /* d(rms2) from every rank's MLP columns */
     slm_rmsnorm_backward(m->dres, g[MLP_NORM], m->dnarrow, a[A_RES2], w[MLP_NORM], a[A_RSTD2], N, C);
     /* m->dres holds d(res2); res2 = x + o(attn(rope(qkv(rms(x))))) */
@@ -239,19 +288,19 @@ static void block_backward(slm_model_t m, int l, const float *x, int B, int T)
 
 static void final_norm_forward(slm_model_t m, const float *x, int N)
 {
-    const int f = final_norm(&m->cfg);
+    const int f = slm_after_blocks(m);
     slm_rmsnorm_forward(m->fnorm, m->fstat1, x, PV(m, f), N, m->cfg.d_model, (float)m->cfg.norm_eps);
 }
 
 static void final_norm_backward(slm_model_t m, const float *x, const float *dout, int N)
 {
-    const int f = final_norm(&m->cfg);
+    const int f = slm_after_blocks(m);
     slm_rmsnorm_backward(m->dres, GV(m, f), dout, x, PV(m, f), m->fstat1, N, m->cfg.d_model);
 }
 
 static int head_tensor(const slm_model_t m)
 {
-    return m->cfg.tie_embeddings ? EMBED : final_norm(&m->cfg) + 1;
+    return m->cfg.tie_embeddings ? EMBED : slm_after_blocks(m) + 1;
 }
 
 /* 6 x (the matrix weights a token passes through) + 12 L C T for the attention. */
@@ -303,5 +352,12 @@ const slm_arch slm_arch_llama = {
     .flops_per_token = flops_per_token,
     .params_of = params_of,
     .gemm_shapes = gemm_shapes,
+    .mlp_first = WGATE,
+    .mlp_tensors = mlp_tensors,
+    .mlp_acts = 1u << A_GU | 1u << A_H,
+    .mlp_hidden = mlp_hidden,
+    .mlp_forward = mlp_forward,
+    .mlp_backward = mlp_backward,
+    .mlp_params = mlp_params,
     .hf = &slm_hf_llama,
 };

@@ -49,6 +49,13 @@ void slm_model_config_defaults(slm_model_config *cfg)
     if (a) a->defaults(cfg);
     if (cfg->max_pos <= 0) cfg->max_pos = cfg->seq_len;
     if (cfg->rope.kind == SLM_ROPE_NONE) cfg->rope = (slm_rope_scaling){0}; /* its parameters mean nothing */
+    if (cfg->n_experts > 0) {
+        if (cfg->expert_top_k <= 0) cfg->expert_top_k = 2;
+        if (cfg->moe_every <= 0) cfg->moe_every = 1;
+        if (cfg->expert_hidden <= 0) cfg->expert_hidden = cfg->ffn_hidden;
+    } else { /* dense: they mean nothing */
+        cfg->n_experts = cfg->expert_top_k = cfg->moe_every = cfg->expert_hidden = 0;
+    }
 }
 
 slm_status slm_model_config_check(const slm_model_config *c, int tp_size)
@@ -70,6 +77,21 @@ slm_status slm_model_config_check(const slm_model_config *c, int tp_size)
               "parallel.tp = %d does not divide model.n_head = %d", tp_size, c->n_head);
     SLM_CHECK(c->vocab_size >= tp_size, SLM_ERR_CONFIG, "model.vocab_size = %d is smaller than parallel.tp = %d",
               c->vocab_size, tp_size);
+    if (c->n_experts > 0) {
+        SLM_CHECK(c->n_experts <= SLM_MOE_MAX_EXPERTS, SLM_ERR_CONFIG, "model.n_experts = %d: at most %d",
+                  c->n_experts, SLM_MOE_MAX_EXPERTS);
+        SLM_CHECK(c->expert_top_k >= 1 && c->expert_top_k <= c->n_experts, SLM_ERR_CONFIG,
+                  "model.expert_top_k = %d: each token goes to between 1 and model.n_experts = %d experts",
+                  c->expert_top_k, c->n_experts);
+        SLM_CHECK(c->moe_every >= 1 && c->moe_every <= c->n_layer, SLM_ERR_CONFIG,
+                  "model.moe_every = %d: between 1 (every block) and model.n_layer = %d (one MoE block)", c->moe_every,
+                  c->n_layer);
+        SLM_CHECK(c->expert_hidden > 0 && c->expert_hidden % tp_size == 0, SLM_ERR_CONFIG,
+                  "model.expert_hidden = %d: must be positive and a multiple of parallel.tp = %d", c->expert_hidden,
+                  tp_size);
+        SLM_CHECK(c->moe.capacity >= 0, SLM_ERR_CONFIG, "train.moe_capacity = %g must be 0 (dropless) or positive",
+                  c->moe.capacity);
+    }
     return a->check ? a->check(c, tp_size) : SLM_OK;
 }
 
@@ -116,6 +138,8 @@ void slm_model_add_tensor(slm_model_t m, int block, tensor_home home, const tens
     t->trainable = 1;
     t->reduce = SLM_REDUCE_DATA;
     t->tied = home == HELD_EMBED && m->cfg.tie_embeddings;
+    if (block >= 0 && m->block_first[block] < 0) m->block_first[block] = m->ntensors - 1;
+    if (home == HELD_HEAD && m->after_blocks < 0) m->after_blocks = m->ntensors - 1;
     const int here = home == HELD_BLOCK ? block >= m->stage.first_layer &&
                                               block < m->stage.first_layer + m->stage.n_layers
                      : home == HELD_HEAD ? m->stage.last
@@ -136,7 +160,26 @@ void slm_model_end_unit(slm_model_t m, int first_tensor)
     m->unit_first[u] = first_tensor;
     m->unit_count[u] = m->ntensors - first_tensor;
     for (int i = first_tensor; i < m->ntensors; i++) m->tensors[i].unit = u;
+    const int b = m->tensors[first_tensor].block;
+    if (b >= 0) *(m->block_first[b] == first_tensor ? &m->block_unit[b] : &m->expert_unit[b]) = u;
     if (m->tensors[first_tensor].tied && !(m->stage.first && m->stage.last)) m->tied_unit = u;
+}
+
+void slm_model_add_block_mlp(slm_model_t m, int l)
+{
+    if (slm_model_is_moe_block(&m->cfg, l)) {
+        slm_moe_build(m, l);
+        return;
+    }
+    tensor_spec mlp[8];
+    const int n = m->arch->mlp_tensors(&m->cfg, m->cfg.ffn_hidden, mlp);
+    for (int k = 0; k < n; k++) {
+        char name[48];
+        snprintf(name, sizeof name, "mlp.%s", mlp[k].name);
+        mlp[k].name = name;
+        slm_model_add_tensor(m, l, HELD_BLOCK, &mlp[k]);
+    }
+    slm_model_end_unit(m, m->block_first[l]);
 }
 
 int slm_model_num_units(slm_model_t m) { return m->nunits; }
@@ -183,8 +226,12 @@ static size_t layout_acts(slm_model_t m, float *base)
     m->encoded = take(base, &off, N * C);
     for (int l = m->stage.first_layer; l < m->stage.first_layer + m->stage.n_layers; l++) {
         float **v = &m->bacts[(size_t)l * m->nacts];
+        const int moe = slm_model_is_moe_block(&m->cfg, l);
         for (int k = 0; k < m->nacts; k++)
-            v[k] = m->cfg.recompute && k < m->nacts - 1 ? m->work[k] : take(base, &off, N * m->act_width[k]);
+            v[k] = moe && (m->arch->mlp_acts >> k & 1u) ? NULL /* the experts have their own */
+                   : m->cfg.recompute && k < m->nacts - 1 ? m->work[k]
+                                                           : take(base, &off, N * m->act_width[k]);
+        if (moe) slm_moe_layout(m, l, m->cfg.recompute ? m->moe_work : take(base, &off, slm_moe_act_floats(m, N)), N);
     }
     m->fnorm = take(base, &off, N * C);
     m->fstat1 = take(base, &off, N);
@@ -202,6 +249,7 @@ static size_t layout_work(slm_model_t m, float *base)
     const size_t N = (size_t)m->max_batch * (size_t)m->cfg.seq_len;
     size_t off = 0;
     for (int k = 0; k < m->nacts - 1; k++) m->work[k] = take(base, &off, N * m->act_width[k]);
+    if (m->cfg.n_experts > 0) m->moe_work = take(base, &off, slm_moe_act_floats(m, N));
     return off;
 }
 
@@ -234,13 +282,21 @@ static slm_status model_shell(const slm_model_config *cfg_in, int max_batch, con
         m->v0 = (int)((int64_t)m->tp.rank * cfg.vocab_size / m->tp.size);
         m->vl = (int)((int64_t)(m->tp.rank + 1) * cfg.vocab_size / m->tp.size) - m->v0;
     }
-    m->cap_tensors = 8 + 16 * cfg.n_layer; /* the architectures' tables stay below this */
+    /* the architectures' tables stay below this: 16 per block, plus a router and the experts */
+    m->cap_tensors = 8 + 16 * cfg.n_layer + (1 + 8 * cfg.n_experts) * slm_model_num_moe_layers(&cfg);
     m->tensors = calloc((size_t)m->cap_tensors, sizeof *m->tensors);
-    m->unit_first = calloc((size_t)cfg.n_layer + 2, sizeof(int));
-    m->unit_count = calloc((size_t)cfg.n_layer + 2, sizeof(int));
+    m->unit_first = calloc(2 * (size_t)cfg.n_layer + 2, sizeof(int)); /* an MoE block has two */
+    m->unit_count = calloc(2 * (size_t)cfg.n_layer + 2, sizeof(int));
+    m->block_first = malloc((size_t)cfg.n_layer * sizeof(int));
+    m->block_unit = malloc((size_t)cfg.n_layer * sizeof(int));
+    m->expert_unit = malloc((size_t)cfg.n_layer * sizeof(int));
+    m->after_blocks = -1;
+    for (int l = 0; m->block_first && m->block_unit && m->expert_unit && l < cfg.n_layer; l++)
+        m->block_first[l] = m->block_unit[l] = m->expert_unit[l] = -1;
     m->nacts = m->arch->block_acts(m, m->act_width);
     m->bacts = calloc((size_t)cfg.n_layer * (size_t)m->nacts, sizeof(float *));
-    if (!m->tensors || !m->unit_first || !m->unit_count || !m->bacts) {
+    if (!m->tensors || !m->unit_first || !m->unit_count || !m->bacts || !m->block_first || !m->block_unit ||
+        !m->expert_unit || slm_moe_setup(m) != SLM_OK) {
         slm_model_destroy(&m);
         return SLM_ERROR(SLM_ERR_NOMEM, "cannot allocate the model's tables");
     }
@@ -257,6 +313,7 @@ static slm_status model_shell(const slm_model_config *cfg_in, int max_batch, con
     m->acts_floats = layout_acts(m, NULL);
     m->datt_floats = slm_attention_scratch_floats(cfg.seq_len, threads);
     m->dacts_floats = 2 * N * C + 2 * N * m->wide + m->datt_floats;
+    if (cfg.n_experts > 0) m->dacts_floats += slm_moe_scratch_floats(m, N);
     *out = m;
     return SLM_OK;
 }
@@ -329,6 +386,7 @@ slm_status slm_model_create(const slm_model_config *cfg, int max_batch, int own_
     m->dwide1 = m->dnarrow + N * C;
     m->dwide2 = m->dwide1 + N * m->wide;
     m->datt = m->dwide2 + N * m->wide;
+    m->moe_scratch = m->datt + m->datt_floats;
     if (m->arch->setup) {
         slm_status s = m->arch->setup(m);
         if (s != SLM_OK) {
@@ -351,7 +409,11 @@ void slm_model_destroy(slm_model_t *model)
     slm_model_t m = *model;
     if (!m) return;
     if (m->arch && m->arch->teardown) m->arch->teardown(m);
+    slm_moe_teardown(m);
     free(m->tensors);
+    free(m->block_first);
+    free(m->block_unit);
+    free(m->expert_unit);
     free(m->unit_first);
     free(m->unit_count);
     free(m->pv);
@@ -423,7 +485,7 @@ double slm_model_flops_per_token(const slm_model_config *cfg)
     slm_model_config c = *cfg;
     slm_model_config_defaults(&c);
     const slm_arch *a = slm_arch_find(c.arch);
-    return a ? a->flops_per_token(&c) : 0.0;
+    return a ? a->flops_per_token(&c) + slm_moe_flops_delta(&c) : 0.0;
 }
 
 double slm_model_params_of(const slm_model_config *cfg)
@@ -431,7 +493,15 @@ double slm_model_params_of(const slm_model_config *cfg)
     slm_model_config c = *cfg;
     slm_model_config_defaults(&c);
     const slm_arch *a = slm_arch_find(c.arch);
-    return a ? a->params_of(&c) : 0.0;
+    return a ? a->params_of(&c) + slm_moe_params_delta(&c) : 0.0;
+}
+
+double slm_model_active_params_of(const slm_model_config *cfg)
+{
+    slm_model_config c = *cfg;
+    slm_model_config_defaults(&c);
+    const slm_arch *a = slm_arch_find(c.arch);
+    return a ? a->params_of(&c) + slm_moe_active_delta(&c) : 0.0;
 }
 
 int slm_model_gemm_shapes(slm_model_t m, int B, slm_gemm_shape *out, int max)

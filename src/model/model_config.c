@@ -34,6 +34,10 @@ static const field fields[] = {
     FLD("rope_low_freq_factor", F_DOUBLE, rope.low_freq_factor, 1),
     FLD("rope_high_freq_factor", F_DOUBLE, rope.high_freq_factor, 1),
     FLD("rope_original_max_pos", F_INT, rope.original_max_pos, 1),
+    FLD("n_experts", F_INT, n_experts, 1),
+    FLD("expert_top_k", F_INT, expert_top_k, 0), /* routing, not parameters */
+    FLD("moe_every", F_INT, moe_every, 1),
+    FLD("expert_hidden", F_INT, expert_hidden, 1),
 };
 #define NFIELDS (sizeof fields / sizeof fields[0])
 

@@ -58,6 +58,13 @@ struct slm_model {
     float *datt;    /* attention scratch, forward and backward, for the threads there were */
     size_t datt_floats;
     slm_model_hooks hooks;
+    int *block_first;            /* (n_layer) each block's first tensor */
+    int *block_unit, *expert_unit; /* (n_layer) this stage's units of each block; -1: none */
+    int after_blocks;            /* the first tensor after the blocks (the final norm's) */
+    struct moe_state *moe;       /* moe.c's, NULL without MoE blocks */
+    float *moe_work;             /* with recompute: the MoE activations all MoE blocks share */
+    float *moe_scratch;          /* the MoE backward's scratch, in the activation-gradient block */
+    float loss_scale;            /* of the backward running */
     int32_t *inputs_all, *targets_all; /* (slots,N) copies of each slot's batch */
     int *slot_B, *slot_T;              /* (slots) their shapes */
     int32_t *inputs, *targets;         /* the selected slot's */
@@ -65,6 +72,18 @@ struct slm_model {
     void *priv; /* the architecture's own (e.g. rotary tables) */
 };
 
+/* Building the table. Where a tensor lives. */
+typedef enum { HELD_BLOCK, HELD_EMBED, HELD_HEAD } tensor_home;
+typedef struct tensor_spec {
+    const char *name; /* block tensors are prefixed "blocks.%d." */
+    int64_t d0, d1;   /* d1 = 0: 1-D */
+    slm_split split;
+    int nparts;       /* SLM_SPLIT_ROWS of a fused tensor: rows in nparts equal-width parts */
+    const int64_t *part_rows; /* or parts of these heights (nparts of them); NULL: equal */
+    slm_init_kind init;
+    double init_std;
+    int decay;
+} tensor_spec;
 struct slm_arch {
     const char *name;
     /* Fill zero fields of cfg with this architecture's defaults. */
@@ -99,6 +118,23 @@ struct slm_arch {
     double (*params_of)(const slm_model_config *cfg);
     /* The products of one micro-batch (see slm_model_gemm_shapes). */
     int (*gemm_shapes)(slm_model_t m, int B, slm_gemm_shape *out, int max);
+    /* The dense MLP, which is also an expert (moe.c): the block's tensors before the
+     * MLP's (always the block's last ones), the MLP's table at width F, the block
+     * activations only it uses (a bit each), and its forward and backward over n rows at
+     * this rank's width FL. h1 and h2 hold what backward reads (widths from hidden:
+     * floats per row). The output is a row-parallel partial sum, with the bias (if any)
+     * from tensor-parallel rank 0; backward accumulates the weight gradients and writes
+     * the input gradient (a partial sum too), using dh1 and dh2 as scratch. */
+    int mlp_first;
+    int (*mlp_tensors)(const slm_model_config *cfg, int64_t F, tensor_spec *out);
+    unsigned mlp_acts;
+    void (*mlp_hidden)(int FL, size_t *h1, size_t *h2);
+    void (*mlp_forward)(slm_model_t m, float *const *w, const float *x, int n, int FL, float *h1, float *h2,
+                        float *y);
+    void (*mlp_backward)(slm_model_t m, float *const *w, float *const *g, const float *x, const float *h1,
+                         const float *h2, const float *dy, int n, int FL, float *dx, float *dh1, float *dh2);
+    /* Parameters of one MLP of width F: its matrices (with_vectors 0), or all of it. */
+    double (*mlp_params)(const slm_model_config *cfg, double F, int with_vectors);
     /* Hugging Face's config.json keys and tensor names (hf_impl.h); NULL: no such form. */
     const slm_hf_arch *hf;
 };
@@ -109,23 +145,41 @@ const slm_arch *slm_arch_find(const char *name);
 /* The architecture whose Hugging Face model_type is model_type, or NULL. */
 const slm_arch *slm_arch_find_hf(const char *model_type);
 
-/* Building the table. Where a tensor lives. */
-typedef enum { HELD_BLOCK, HELD_EMBED, HELD_HEAD } tensor_home;
-typedef struct tensor_spec {
-    const char *name; /* block tensors are prefixed "blocks.%d." */
-    int64_t d0, d1;   /* d1 = 0: 1-D */
-    slm_split split;
-    int nparts;       /* SLM_SPLIT_ROWS of a fused tensor: rows in nparts equal-width parts */
-    const int64_t *part_rows; /* or parts of these heights (nparts of them); NULL: equal */
-    slm_init_kind init;
-    double init_std;
-    int decay;
-} tensor_spec;
 /* Append a tensor of block `block` (or -1) living in `home`. */
 void slm_model_add_tensor(slm_model_t m, int block, tensor_home home, const tensor_spec *s);
+/* Append block l's MLP - the dense one (named "mlp.*"), or a router and experts - and
+ * close the block's unit(s): what every architecture's build calls after the block's
+ * mlp_first tensors. */
+void slm_model_add_block_mlp(slm_model_t m, int l);
 /* Close the current unit: the tensors appended since the last call form one unit (if
  * this stage holds them). */
 void slm_model_end_unit(slm_model_t m, int first_tensor);
+
+/* Tensor k of block l, and the block's tensor views. */
+static inline int slm_block_tensor(const slm_model_t m, int l, int k) { return m->block_first[l] + k; }
+/* The final norm's first tensor. */
+static inline int slm_after_blocks(const slm_model_t m) { return m->after_blocks; }
+
+/* moe.c: the router and the experts of MoE block l (after the block's mlp_first
+ * tensors; closes the block's unit and adds the experts' unit); the MoE forward of
+ * block l from its normed input x (N = B*T rows) into out (N,C), whole (summed over the
+ * tensor-parallel group); with count 0 (recompute before backward) statistics are left
+ * alone; and its backward from dout into dx (N,C, accumulated), whole. */
+void slm_moe_build(slm_model_t m, int l);
+slm_status slm_moe_setup(slm_model_t m);
+void slm_moe_teardown(slm_model_t m);
+void slm_moe_forward(slm_model_t m, int l, const float *x, float *out, int N, int count);
+void slm_moe_backward(slm_model_t m, int l, const float *x, const float *dout, float *dx, int N);
+/* Floats of one MoE block's activations for N tokens (per slot), and of the scratch its
+ * backward needs; the views into base (or nothing, base NULL). */
+size_t slm_moe_act_floats(const slm_model_t m, size_t N);
+size_t slm_moe_scratch_floats(const slm_model_t m, size_t N);
+void slm_moe_layout(slm_model_t m, int l, float *base, size_t N);
+/* What the MoE blocks add to the architecture's dense counts: parameters, active
+ * parameters, FLOPs per token. */
+double slm_moe_params_delta(const slm_model_config *cfg);
+double slm_moe_active_delta(const slm_model_config *cfg);
+double slm_moe_flops_delta(const slm_model_config *cfg);
 
 /* Block l's activation buffer k, and its last (the output). */
 static inline float *slm_block_act(slm_model_t m, int l, int k) { return m->bacts[(size_t)l * m->nacts + k]; }
@@ -159,7 +213,7 @@ static inline void slm_model_tp_allreduce(slm_model_t m, float *buf, size_t n)
 void slm_model_row_parallel_forward(slm_model_t m, float *out, const float *inp, const float *w, const float *bias,
                                     int N, int IC, int OC);
 /* Unit numbers of this stage. */
-static inline int slm_model_block_unit(slm_model_t m, int l) { return m->has_embed + l - m->stage.first_layer; }
+static inline int slm_model_block_unit(slm_model_t m, int l) { return m->block_unit[l]; }
 static inline int slm_model_last_unit(slm_model_t m) { return m->nunits - 1; }
 /* The GEMM shapes of a linear layer (N,IC) -> (N,OC), `times` per micro-batch: forward,
  * input gradient, weight gradient. */

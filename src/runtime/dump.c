@@ -137,6 +137,15 @@ slm_status slm_dump_create(const char *path, const slm_conf *c, slm_model_t mode
     attr_double(d->file, "sgd_momentum", c->sgd.momentum);
     attr_double(d->file, "sgd_dampening", c->sgd.dampening);
     attr_long(d->file, "sgd_nesterov", c->sgd.nesterov);
+    attr_long(d->file, "n_experts", mc->n_experts); /* MoE (docs/moe.md); 0 for a dense model */
+    attr_long(d->file, "expert_top_k", mc->expert_top_k);
+    attr_long(d->file, "moe_every", mc->moe_every);
+    attr_long(d->file, "expert_hidden", mc->expert_hidden);
+    attr_double(d->file, "moe_capacity", mc->moe.capacity);
+    attr_double(d->file, "moe_aux_loss", mc->moe.aux_loss);
+    attr_double(d->file, "moe_z_loss", mc->moe.z_loss);
+    attr_double(d->file, "moe_bias_rate", mc->moe.bias_rate);
+    attr_string(d->file, "moe_balance", mc->moe.balance == SLM_MOE_BALANCE_BIAS ? "bias" : "loss");
     *out = d;
     attr_long(d->file, "dp", dp);
     SLM_CALL(write_params(d, "init", init));
@@ -188,6 +197,23 @@ slm_status slm_dump_finish(slm_dump_t d, const float *losses, const double *lrs,
     SLM_CALL(write_array(d, "grad_norm", H5T_NATIVE_DOUBLE, 1, &n, norms));
     SLM_CALL(write_params(d, "final", final_params));
     return SLM_OK;
+}
+
+slm_status slm_dump_moe(slm_dump_t d, const double *aux, const double *z, const float *bias)
+{
+    const slm_model_config *c = slm_model_config_of(d->model);
+    hsize_t n = (hsize_t)d->steps;
+    SLM_CALL(write_array(d, "moe_aux_loss", H5T_NATIVE_DOUBLE, 1, &n, aux));
+    SLM_CALL(write_array(d, "moe_z_loss", H5T_NATIVE_DOUBLE, 1, &n, z));
+    if (!bias) return SLM_OK;
+    const size_t nmoe = (size_t)slm_model_num_moe_layers(c), cnt = (size_t)d->steps * nmoe * c->n_experts;
+    double *b = malloc((cnt ? cnt : 1) * sizeof(double));
+    SLM_CHECK(b, SLM_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < cnt; i++) b[i] = bias[i];
+    hsize_t dims[3] = {n, (hsize_t)nmoe, (hsize_t)c->n_experts};
+    slm_status st = write_array(d, "moe_bias", H5T_NATIVE_DOUBLE, 3, dims, b);
+    free(b);
+    return st;
 }
 
 void slm_dump_destroy(slm_dump_t *dp)

@@ -34,7 +34,24 @@ void slm_metrics_write(FILE *f, const slm_step_metrics *m)
     num(f, "elementwise_ms", m->elementwise_ms, 0);
     num(f, "optimizer_ms", m->optimizer_ms, 0);
     num(f, "data_ms", m->data_ms, 0);
-    num(f, "overlap", m->overlap_fraction, 1);
+    num(f, "overlap", m->overlap_fraction, m->moe_layers == 0);
+    if (m->moe_layers > 0) {
+        num(f, "moe_aux_loss", m->moe_aux_loss, 0);
+        num(f, "moe_z_loss", m->moe_z_loss, 0);
+        fputs("\"moe\":[", f);
+        for (int i = 0; i < m->moe_layers; i++) {
+            const slm_moe_layer_load *l = &m->moe[i];
+            fprintf(f, "%s{\"block\":%d,", i ? "," : "", l->block);
+            num(f, "load_min", l->min, 0);
+            num(f, "load_max", l->max, 0);
+            num(f, "load_cv", l->cv, 0);
+            num(f, "dropped", l->dropped, 0);
+            num(f, "aux_loss", l->aux, 0);
+            num(f, "z_loss", l->z, 1);
+            fputs("}", f);
+        }
+        fputs("]", f);
+    }
     fputs("}\n", f);
     fflush(f);
 }

@@ -92,6 +92,7 @@ static slm_status setup_local(trainer *tr)
     tr->norms = calloc(ns, sizeof(double));
     SLM_CHECK(tr->windows && tr->inputs && tr->targets && tr->losses && tr->lrs && tr->norms,
               SLM_ERR_NOMEM, "cannot allocate the batch buffers");
+    SLM_CALL(slm_trainer_moe_init(tr));
     if (P > 1) { /* the 1F1B schedule's buffers, allocated once here rather than every step */
         const size_t n = (size_t)tr->B * tr->T * (size_t)c->model.d_model;
         tr->pipe_act_sent = malloc((size_t)tr->pipe_slots * sizeof *tr->pipe_act_sent);
@@ -209,6 +210,7 @@ static void teardown(trainer *tr)
     free(tr->losses);
     free(tr->lrs);
     free(tr->norms);
+    slm_trainer_moe_free(tr);
     free(tr->pipe_act_sent);
     free(tr->pipe_grad_sent);
     free(tr->pipe_grad_buf);
@@ -344,6 +346,7 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
     const slm_conf *c = tr->conf;
     double loss = 0.0;
     slm_fsdp_begin_step(tr->fsdp);
+    slm_trainer_moe_discard(tr); /* evaluation and sampling route tokens too */
     const int pipelined = slm_mesh_pp_size(tr->mesh) > 1;
     if (pipelined) {
         slm_trainer_pipeline_step(tr, step, &loss, &tr->pipe_wait_s, &tr->pipe_bytes);
@@ -366,6 +369,7 @@ static slm_status one_step(trainer *tr, long step, double *loss_out, double *nor
     if (pipelined) /* only the last stage has it */
         MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, slm_mesh_pp_comm(tr->mesh));
     loss /= (double)tr->accum * tr->dp;
+    slm_trainer_moe_step(tr, step);
     SLM_CHECK(isfinite(loss), SLM_ERR_INTERNAL,
               "the loss became %g at step %ld: lower train.lr (%g) or check the data", loss, step, c->train.lr);
     slm_activity_set("gradient norm (MPI_Allreduce)", -1);
@@ -508,7 +512,16 @@ static slm_status train_steps(trainer *tr)
                               cs.exposed_ms, slm_peak_rss_mib(), (long long)((step + 1) * tokens_per_step),
                               cs.bytes_sent, overlap, tp_bytes, tr->pipe_bytes, tr->pipe_wait_s * 1e3, val,
                               kind_s[0] * 1e3, kind_s[1] * 1e3, kind_s[2] * 1e3, kind_s[3] * 1e3, kind_s[4] * 1e3,
-                              tr->matmul.choice};
+                              tr->matmul.choice, 0, 0.0, 0.0, NULL};
+        const int nmoe = tr->moe_len ? slm_model_num_moe_layers(slm_model_config_of(tr->model)) : 0;
+        slm_moe_layer_load moe_load[nmoe > 0 ? nmoe : 1];
+        if (nmoe) {
+            slm_trainer_moe_summary(tr, moe_load);
+            m.moe_layers = nmoe;
+            m.moe_aux_loss = tr->moe_aux[step];
+            m.moe_z_loss = tr->moe_z[step];
+            m.moe = moe_load;
+        }
         if (tr->metrics) slm_metrics_write(tr->metrics, &m);
         if (tr->rank == 0 && ((step + 1) % c->log.every == 0 || step == 0 || step == steps - 1)) {
             char eta[32], comm[160] = "";
@@ -523,6 +536,7 @@ static slm_status train_steps(trainer *tr)
             printf("step %*ld/%ld | loss %.4f | lr %.2e | norm %6.3f | %8.0f tok/s | mfu %5.1f%% | %7.1f ms%s | eta %s\n",
                    (int)snprintf(NULL, 0, "%ld", steps), step + 1, steps, loss, lr, norm, tps,
                    100.0 * m.mfu, dt * 1e3, comm, eta);
+            slm_trainer_moe_log(tr, step);
             fflush(stdout);
         }
         if (isfinite(val) && tr->rank == 0) {
@@ -564,6 +578,8 @@ static slm_status train_steps(trainer *tr)
         float *v;
         SLM_CALL(gather_whole(tr, 0, &v));
         slm_status written = tr->rank == 0 ? slm_dump_finish(tr->dump, tr->losses, tr->lrs, tr->norms, v) : SLM_OK;
+        if (written == SLM_OK && tr->rank == 0 && tr->moe_len)
+            written = slm_dump_moe(tr->dump, tr->moe_aux, tr->moe_z, tr->moe_bias_hist);
         slm_activity_set("MPI_Allreduce: agreeing on the dump's last write", -1);
         SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), written));
     }

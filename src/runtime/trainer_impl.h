@@ -46,6 +46,11 @@ typedef struct {
     float *pipe_grad_buf;      /* (pipe_slots, B*T*C) gradients being sent to the previous stage */
     slm_matmul_choice matmul;  /* the GEMM backend in use and how it was chosen */
     char resumed_matmul[32];   /* the backend the resumed checkpoint was trained with, or "" */
+    size_t moe_len;            /* MoE: the routing statistics (slm_model_moe_stats_len), */
+    double *moe_stats;         /* ... of the last step, summed over the ranks */
+    double *moe_aux, *moe_z;   /* (steps) the auxiliary and z losses of each step */
+    float *moe_bias;           /* (MoE blocks, experts) the whole model's selection biases */
+    float *moe_bias_hist;      /* (steps, ...) with log.dump and moe_balance = bias: those of each step */
     slm_status deferred;       /* the first failure of this step that could not stop it, see */
     char deferred_msg[1024];   /* slm_trainer_defer */
 } trainer;
@@ -67,6 +72,17 @@ void slm_trainer_defer(trainer *tr, slm_status s);
  * (1F1B); *loss: the sum of their mean losses on the last stage, 0 elsewhere; *wait_s:
  * the time this stage waited for the others. Collective over the pipeline group. */
 void slm_trainer_pipeline_step(trainer *tr, long step, double *loss, double *wait_s, double *bytes);
+
+/* moe_stats.c: the MoE routing statistics of a run. Init allocates (nothing for a dense
+ * model); discard drops what forwards outside training steps counted; step takes this
+ * step's, sums them over all ranks (collective), records the losses and moves the
+ * selection biases; summary interprets them per MoE block; log prints rank 0's line. */
+slm_status slm_trainer_moe_init(trainer *tr);
+void slm_trainer_moe_free(trainer *tr);
+void slm_trainer_moe_discard(trainer *tr);
+void slm_trainer_moe_step(trainer *tr, long step);
+void slm_trainer_moe_summary(const trainer *tr, slm_moe_layer_load *out);
+void slm_trainer_moe_log(const trainer *tr, long step);
 
 /* checkpoint.c: resume from ckpt.resume or the newest good checkpoint in ckpt.dir (if
  * any); save after `step` when ckpt.every says so, the run ends, or (force) a preemption
