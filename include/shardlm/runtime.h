@@ -37,9 +37,13 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm);
  * (those of the state groups in info, which the caller frees with slm_optim_groups_free)
  * and no pieces. Returns how many (at most SLM_TRAIN_MAX_CKPT_GROUPS), or -1 for an
  * unknown optimizer. Local. */
-#define SLM_TRAIN_MAX_CKPT_GROUPS (1 + SLM_OPTIM_MAX_GROUPS)
+#define SLM_TRAIN_MAX_CKPT_GROUPS (2 + SLM_OPTIM_MAX_GROUPS)
 int slm_train_ckpt_groups(const slm_optim_config *optim, const slm_tensor_info *tensors, int ntensors,
                           slm_ckpt_group *out, slm_optim_group_info *info);
+/* A model with MoE blocks also stores its routers' state: the group "moe_router", one
+ * dataset "bias" of shape (MoE blocks, experts), whose table this fills into *table.
+ * Returns 1 when the model has it (written into *out, no pieces), else 0. Local. */
+int slm_train_moe_ckpt_group(const slm_model_config *model, slm_tensor_info *table, slm_ckpt_group *out);
 /* Build the mesh, bind the ranks and print both, without allocating or training anything
  * (`shardlm train --dry-run`). Collective. */
 slm_status slm_train_dry_run(const slm_conf *conf, MPI_Comm comm);

@@ -10,8 +10,26 @@
 #include "shardlm/log.h"
 #include "trainer_impl.h"
 
-/* A checkpoint holds /params and the optimizer's state groups (docs/optimizers.md). */
-#define MAX_GROUPS (1 + SLM_OPTIM_MAX_GROUPS)
+/* A checkpoint holds /params, the optimizer's state groups (docs/optimizers.md) and the
+ * MoE routers' state (docs/moe.md). */
+#define MAX_GROUPS SLM_TRAIN_MAX_CKPT_GROUPS
+
+int slm_train_moe_ckpt_group(const slm_model_config *mc, slm_tensor_info *t, slm_ckpt_group *out)
+{
+    const int nmoe = slm_model_num_moe_layers(mc);
+    if (!nmoe) return 0;
+    memset(t, 0, sizeof *t);
+    snprintf(t->name, sizeof t->name, "bias");
+    t->ndim = 2;
+    t->shape[0] = t->rows = nmoe;
+    t->shape[1] = t->cols = mc->n_experts;
+    t->count = (size_t)nmoe * mc->n_experts;
+    t->nruns = 1;
+    t->runs[0] = (slm_row_run){0, 0, nmoe};
+    t->block = t->unit = -1;
+    *out = (slm_ckpt_group){"moe_router", t, 1, NULL, 0};
+    return 1;
+}
 
 int slm_train_ckpt_groups(const slm_optim_config *optim, const slm_tensor_info *tensors, int ntensors,
                           slm_ckpt_group *out, slm_optim_group_info *info)
@@ -83,6 +101,8 @@ static slm_status state_of(trainer *tr, int for_read, ckpt_state *s)
         slm_ckpt_group *cg = &s->groups[1 + g];
         snprintf(cg->name, sizeof cg->name, "%s", slm_optimizer_group(opt, g, NULL, &cg->tensors, &cg->ntensors));
     }
+    const int moe = slm_train_moe_ckpt_group(slm_model_config_of(tr->model), &tr->moe_table, &s->groups[s->ngroups]);
+    s->ngroups += moe;
     const int cap = 2 * slm_fsdp_num_buckets(tr->fsdp);
     slm_fsdp_range *r = malloc((size_t)cap * sizeof *r);
     /* at most one piece per (range, tensor) overlap - ranges + tensors - per group */
@@ -94,6 +114,13 @@ static slm_status state_of(trainer *tr, int for_read, ckpt_state *s)
     const int nr = slm_fsdp_state_ranges(tr->fsdp, for_read, r);
     for (int g = 0; g < s->ngroups; g++) {
         const int first = s->npieces;
+        if (moe && g == s->ngroups - 1) { /* the routers' biases: whole on every rank, written by rank 0 */
+            if (for_read || tr->rank == 0)
+                s->pieces[s->npieces++] = (slm_ckpt_piece){0, tr->moe_table.count, tr->moe_bias};
+            s->groups[g].pieces = s->pieces + first;
+            s->groups[g].npieces = s->npieces - first;
+            continue;
+        }
         slm_optim_state_kind kind = SLM_OPT_STATE_ELEMENTS;
         if (g > 0) slm_optimizer_group(opt, g - 1, &kind, NULL, NULL);
         if (kind == SLM_OPT_STATE_ELEMENTS) {
@@ -236,6 +263,7 @@ slm_status slm_trainer_restore(trainer *tr)
     SLM_CHECK(meta.step <= c->train.steps, SLM_ERR_CONFIG,
               "%s is at step %ld, past train.steps = %ld", path, meta.step, c->train.steps);
     slm_fsdp_after_load(tr->fsdp, reset ? 0 : meta.optimizer_step);
+    if (!reset) slm_trainer_moe_scatter_bias(tr);
     tr->start_step = meta.step;
     tr->samples = meta.samples;
     snprintf(tr->resumed_matmul, sizeof tr->resumed_matmul, "%s", meta.matmul);
@@ -378,6 +406,7 @@ slm_status slm_trainer_save(trainer *tr, long step, int force)
         !(done == c->train.steps || done == c->train.stop_after || (c->ckpt.every > 0 && done % c->ckpt.every == 0)))
         return SLM_OK;
     tr->saved_step = done;
+    slm_trainer_moe_gather_bias(tr);
     ckpt_state state;
     SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), state_of(tr, 0, &state)));
     slm_ckpt_meta meta;

@@ -42,13 +42,19 @@ void slm_trainer_moe_discard(trainer *tr)
 }
 
 /* The whole model's biases on every rank: each pipeline stage holds its own blocks'. */
-static void whole_bias(trainer *tr)
+void slm_trainer_moe_gather_bias(trainer *tr)
 {
+    if (!tr->moe_len) return;
     const slm_model_config *mc = slm_model_config_of(tr->model);
     const int n = slm_model_num_moe_layers(mc) * mc->n_experts;
     slm_model_moe_get_bias(tr->model, tr->moe_bias);
     if (slm_mesh_pp_size(tr->mesh) > 1)
         MPI_Allreduce(MPI_IN_PLACE, tr->moe_bias, n, MPI_FLOAT, MPI_SUM, slm_mesh_pp_comm(tr->mesh));
+}
+
+void slm_trainer_moe_scatter_bias(trainer *tr)
+{
+    if (tr->moe_len) slm_model_moe_set_bias(tr->model, tr->moe_bias);
 }
 
 void slm_trainer_moe_step(trainer *tr, long step)
@@ -71,7 +77,7 @@ void slm_trainer_moe_step(trainer *tr, long step)
     tr->moe_aux[step] = aux;
     tr->moe_z[step] = z;
     if (tr->moe_bias_hist) { /* the biases this step routed with */
-        whole_bias(tr);
+        slm_trainer_moe_gather_bias(tr);
         memcpy(tr->moe_bias_hist + (size_t)step * nmoe * E, tr->moe_bias, (size_t)nmoe * E * sizeof(float));
     }
     slm_model_moe_update_bias(tr->model, tr->moe_stats);

@@ -50,6 +50,7 @@ typedef struct {
     double *moe_stats;         /* ... of the last step, summed over the ranks */
     double *moe_aux, *moe_z;   /* (steps) the auxiliary and z losses of each step */
     float *moe_bias;           /* (MoE blocks, experts) the whole model's selection biases */
+    slm_tensor_info moe_table; /* the checkpoint's table of moe_bias */
     float *moe_bias_hist;      /* (steps, ...) with log.dump and moe_balance = bias: those of each step */
     slm_status deferred;       /* the first failure of this step that could not stop it, see */
     char deferred_msg[1024];   /* slm_trainer_defer */
@@ -83,6 +84,10 @@ void slm_trainer_moe_discard(trainer *tr);
 void slm_trainer_moe_step(trainer *tr, long step);
 void slm_trainer_moe_summary(const trainer *tr, slm_moe_layer_load *out);
 void slm_trainer_moe_log(const trainer *tr, long step);
+/* Gather the whole model's selection biases into tr->moe_bias (before a save), or hand
+ * tr->moe_bias to the model (after a load). Collective over the pipeline group / local. */
+void slm_trainer_moe_gather_bias(trainer *tr);
+void slm_trainer_moe_scatter_bias(trainer *tr);
 
 /* checkpoint.c: resume from ckpt.resume or the newest good checkpoint in ckpt.dir (if
  * any); save after `step` when ckpt.every says so, the run ends, or (force) a preemption
