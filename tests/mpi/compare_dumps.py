@@ -10,7 +10,11 @@ noise, and AdamW normalizes noise into steps of size about lr, so those entries 
 to |difference| <= 2 * sum(lr) instead (the oracle does the same). With an optimizer that
 takes a statistic of a whole tensor (Adafactor's update RMS and parameter scale, LAMB's
 trust ratio; --whole-tensor-statistics), that noise enters the step of the whole qkv.bias
-tensor, so all of it is held to the same bound."""
+tensor, so all of it is held to the same bound.
+
+Dumps of MoE models (docs/moe.md) also hold each step's auxiliary and z losses, held to
+the losses' tolerance, and with moe_balance = bias the selection biases each step routed
+with, which move by whole steps of moe_bias_rate and so must be equal."""
 import argparse, sys
 import h5py, numpy as np
 
@@ -54,7 +58,17 @@ worst = {}
 for name in ([] if a.from_step else ref["init"]):
     if not np.array_equal(ref["init"][name][()], cand["init"][name][()]):
         failures.append(f"init/{name} differs: initialization depends on the layout")
-for key in ("losses", "grad_norm"):
+moe = [k for k in ("moe_aux_loss", "moe_z_loss") if k in ref]
+for k in moe + (["moe_bias"] if "moe_bias" in ref else []):
+    if k not in cand:
+        failures.append(f"{k}: in the reference, not in the candidate")
+moe = [k for k in moe if k in cand]
+if "moe_bias" in ref and "moe_bias" in cand:
+    checks += 1
+    if not np.array_equal(ref["moe_bias"][()][a.from_step:], cand["moe_bias"][()][a.from_step:]):
+        failures.append("moe_bias: the selection biases differ")
+for key in ["losses", "grad_norm"] + moe:
+    tol.setdefault(key, tol["losses"])
     for s, (x, y) in enumerate(zip(cand[key][()], ref[key][()])):
         if s < a.from_step:
             continue
