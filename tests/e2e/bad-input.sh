@@ -10,6 +10,17 @@ expect_error 2 "train.global_batch = 12" -- "$S" train train.global_batch=12
 expect_error 2 "cannot open config file $WORK/missing.ini" -- "$S" train "$WORK/missing.ini"
 printf '[model]\nn_layer = 2\n[train]\nwarmup = 3\n' >"$WORK/bad.ini"
 expect_error 2 "unknown key train.warmup" "bad.ini:4" -- "$S" train "$WORK/bad.ini"
+# mixture of experts: impossible routing, a negative capacity, MoE keys on a dense model
+expect_error 2 "model.expert_top_k = 7: each token goes to between 1 and model.n_experts = 6 experts" -- \
+    "$S" train model.n_experts=6 model.expert_top_k=7
+expect_error 2 "train.moe_capacity = -0.5 must be 0 (dropless) or positive" -- \
+    "$S" train model.n_experts=6 train.moe_capacity=-0.5
+expect_error 2 "model.expert_top_k = 2 is set, but model.n_experts = 0" -- "$S" train model.expert_top_k=2
+expect_error 2 "model.moe_every = 5: between 1 (every block) and model.n_layer = 4" -- \
+    "$S" train model.n_experts=4 model.moe_every=5
+expect_error 2 "train.moe_balance = 'aux': expected loss or bias" -- "$S" train model.n_experts=4 train.moe_balance=aux
+expect_error 2 "model.expert_hidden = 13: must be positive and a multiple of parallel.tp = 2" -- \
+    "$MPIEXEC" -n 2 "$S" train model.n_experts=4 model.expert_hidden=13 parallel.tp=2
 # optimizers: an unknown one, and settings the method cannot take, naming the key
 expect_error 2 "train.optimizer = adam: unknown (adamw, adafactor, lamb, sgd)" -- "$S" train train.optimizer=adam
 expect_error 2 "sgd.nesterov = true needs sgd.momentum > 0" -- "$S" train train.optimizer=sgd sgd.nesterov=true
