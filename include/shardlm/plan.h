@@ -113,4 +113,8 @@ typedef struct slm_plan_time {
 void slm_plan_step_time(const slm_model_config *cfg, const slm_plan_layout *layout, const slm_plan_memory *mem,
                         const slm_calibration *cal, slm_plan_time *out);
 
+/* The bytes of expert parameters one rank holds (fp32, the pipeline stage with the most),
+ * for an MoE model at tensor-parallel size tp and pp stages. Local. */
+double slm_plan_expert_bytes(const slm_model_config *cfg, int tp, int pp);
+
 #endif

@@ -270,6 +270,14 @@ static void print_text(const plan_args *a, const slm_conf *c, const plan_result 
            "trained token\n",
            mc->arch, mc->n_layer, mc->n_head, mc->d_model, mc->vocab_size, mc->seq_len, r->shape.params,
            slm_model_flops_per_token(mc));
+    if (mc->n_experts > 0) {
+        const double total = slm_model_params_of(mc), active = slm_model_active_params_of(mc);
+        printf("moe       %d of %d blocks with %d experts of width %d, top %d: %.4g parameters in all, %.4g active per "
+               "token (%.1f%%); a routed token costs %.4g FLOPs; experts %.1f MiB of parameters per rank\n",
+               slm_model_num_moe_layers(mc), mc->n_layer, mc->n_experts, mc->expert_hidden, mc->expert_top_k, total,
+               active, 100.0 * active / total, slm_model_flops_per_token(mc),
+               slm_plan_expert_bytes(mc, r->lay.tp, r->lay.pp) / (1024.0 * 1024.0));
+    }
     printf("tokens    %.3g parameters are compute-optimal with %.3g tokens (%.3g FLOPs); at %.3g tokens the law "
            "predicts loss %.4f\n",
            r->N, r->D_for_N, r->C_for_N, r->D, slm_law_loss(l, r->N, r->D));

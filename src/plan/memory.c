@@ -1,25 +1,27 @@
 /* memory.c - the memory a layout needs per rank, from the model's and the sharded
  * training state's own accounting (slm_model_measure, slm_fsdp_memory_for). */
 #include <stdlib.h>
+#include <string.h>
 #include "shardlm/parallel.h"
 #include "shardlm/plan.h"
 
-/* The stage's gradient buckets as the fsdp layer forms them: its units are the first (the
- * embeddings where the stage has them), blocks of max_unit and the last (the final norm on
- * the last stage), grouped by the layer's own rule. */
+/* The stage's gradient buckets as the fsdp layer forms them, from the stage's units (the
+ * embeddings where the stage has them, each block - an MoE block's experts a unit of
+ * their own - and the final norm on the last stage), grouped by the layer's own rule. */
 typedef struct stage_buckets {
     int n;
     size_t first, largest_rest; /* parameters of bucket 0 and of the largest after it */
 } stage_buckets;
 
-static stage_buckets buckets_of(const slm_model_footprint *fp, double bucket_mb)
+static stage_buckets buckets_of(slm_model_t m, double bucket_mb)
 {
-    size_t sizes[fp->nunits], sum[fp->nunits];
-    int of[fp->nunits];
-    for (int u = 0; u < fp->nunits; u++) sizes[u] = u == 0 ? fp->unit0 : u == fp->nunits - 1 ? fp->unit_last : fp->max_unit;
-    stage_buckets b = {slm_fsdp_group_units(sizes, fp->nunits, bucket_mb, of), 0, 0};
+    const int nu = slm_model_num_units(m);
+    size_t sizes[nu], sum[nu], off;
+    int of[nu];
+    for (int u = 0; u < nu; u++) slm_model_unit_range(m, u, &off, &sizes[u]);
+    stage_buckets b = {slm_fsdp_group_units(sizes, nu, bucket_mb, of), 0, 0};
     for (int i = 0; i < b.n; i++) sum[i] = 0;
-    for (int u = 0; u < fp->nunits; u++) sum[of[u]] += sizes[u];
+    for (int u = 0; u < nu; u++) sum[of[u]] += sizes[u];
     b.first = sum[0];
     for (int i = 1; i < b.n; i++)
         if (sum[i] > b.largest_rest) b.largest_rest = sum[i];
@@ -28,13 +30,10 @@ static stage_buckets buckets_of(const slm_model_footprint *fp, double bucket_mb)
 
 /* The optimizer's state on a rank of stage st, from the stage's tensor table (Adafactor's
  * depends on the matrices' shapes, not only on the parameter count). */
-static slm_status optimizer_bytes(const slm_model_config *cfg, const slm_plan_layout *lay, const slm_model_stage *st,
-                                  double *bytes)
+static slm_status optimizer_bytes(slm_model_t m, const slm_plan_layout *lay, double *bytes)
 {
     slm_optim_config adamw;
     slm_optim_config_defaults(&adamw);
-    slm_model_t m = NULL;
-    SLM_CALL(slm_model_describe_part(cfg, lay->tp, st, &m));
     slm_optim_segment *seg = malloc((size_t)slm_model_num_units(m) * sizeof *seg);
     if (seg) { /* dp rank 0, whose memory line `shardlm train` prints */
         const int n = slm_fsdp_rank_segments(m, lay->bucket_mb, lay->dp, 0, lay->zero_stage, seg);
@@ -42,7 +41,6 @@ static slm_status optimizer_bytes(const slm_model_config *cfg, const slm_plan_la
                                      slm_model_num_tensors(m), seg, n);
     }
     free(seg);
-    slm_model_destroy(&m);
     SLM_CHECK(seg, SLM_ERR_NOMEM, "out of memory");
     return SLM_OK;
 }
@@ -65,9 +63,13 @@ slm_status slm_plan_memory_for(const slm_model_config *cfg, const slm_plan_layou
         const slm_model_stage st = {s * L / P, (s + 1) * L / P - s * L / P, s == 0, s == P - 1, slots};
         slm_model_footprint fp;
         SLM_CALL(slm_model_measure(cfg, lay->micro_batch, lay->tp, &st, lay->threads, &fp));
-        const stage_buckets b = buckets_of(&fp, lay->bucket_mb);
+        slm_model_t part = NULL;
+        SLM_CALL(slm_model_describe_part(cfg, lay->tp, &st, &part));
+        const stage_buckets b = buckets_of(part, lay->bucket_mb);
         double opt_bytes = 0.0;
-        SLM_CALL(optimizer_bytes(cfg, lay, &st, &opt_bytes));
+        const slm_status os = optimizer_bytes(part, lay, &opt_bytes);
+        slm_model_destroy(&part);
+        SLM_CALL(os);
         const slm_fsdp_memory m = slm_fsdp_memory_for(fp.params, b.first, b.largest_rest, b.n, lay->dp,
                                                       lay->zero_stage, lay->bf16, opt_bytes);
         const double total =
@@ -78,4 +80,26 @@ slm_status slm_plan_memory_for(const slm_model_config *cfg, const slm_plan_layou
                                      st.first || st.last ? (double)fp.unit0 : 0};
     }
     return SLM_OK;
+}
+
+double slm_plan_expert_bytes(const slm_model_config *cfg, int tp, int pp)
+{
+    double most = 0.0;
+    const int L = cfg->n_layer;
+    for (int s = 0; s < pp; s++) { /* the stage that holds the most experts */
+        const slm_model_stage st = {s * L / pp, (s + 1) * L / pp - s * L / pp, s == 0, s == pp - 1, 1};
+        slm_model_t m = NULL;
+        if (slm_model_describe_part(cfg, tp, &st, &m) != SLM_OK) {
+            slm_error_clear();
+            continue;
+        }
+        double bytes = 0.0;
+        for (int i = 0; i < slm_model_num_tensors(m); i++) {
+            const slm_tensor_info *t = slm_model_tensor(m, i);
+            if (strstr(t->name, ".moe.experts.")) bytes += (double)t->count * sizeof(float);
+        }
+        slm_model_destroy(&m);
+        most = bytes > most ? bytes : most;
+    }
+    return most;
 }

@@ -55,6 +55,31 @@ plan_vs_train 4 "${llama[@]}" train.optimizer=adafactor adafactor.beta1=0.9 para
     parallel.microbatches=4
 plan_vs_train 2 train.optimizer=lamb parallel.zero_stage=1
 plan_vs_train 1 train.optimizer=sgd sgd.momentum=0.9
+# MoE: experts in every second block (a router and expert units beside dense blocks), and
+# in every block of a Llama under tp x pp with recompute (the experts' activations shared)
+moe=(model.n_experts=6 model.expert_hidden=200 model.moe_every=2)
+plan_vs_train 2 "${moe[@]}" parallel.zero_stage=3
+plan_vs_train 2 "${moe[@]}" parallel.zero_stage=2 parallel.bucket_mb=2
+plan_vs_train 4 "${llama[@]}" model.n_experts=6 model.expert_hidden=200 parallel.tp=2 parallel.pp=2 \
+    parallel.microbatches=4 train.recompute=true
+"$SHARDLM" plan "${moe[@]}" >"$WORK/moe" || fail "plan of an MoE model"
+"$PYTHON3" - "$WORK/moe" <<'PY' || fail "plan's MoE line"
+# 4 blocks of d_model 128, vocab 256, max_pos 64; blocks 1 and 3 hold a router (6 x 128)
+# and 6 GELU experts of width 200 (2 x 128 x 200 + 200 + 128 each) instead of the dense MLP
+# (2 x 128 x 512 + 512 + 128), 2 of which a token uses
+import re, sys
+line = next(l for l in open(sys.argv[1]) if l.startswith("moe"))
+C, F, Fe, E, k, L, V, P = 128, 512, 200, 6, 2, 4, 256, 64
+dense_block = 4 * C * C + 2 * C * F + 9 * C + F
+expert = 2 * C * Fe + Fe + C
+moe_block = dense_block - (2 * C * F + F + C) + E * C + E * expert
+total = V * C + P * C + 2 * dense_block + 2 * moe_block + 2 * C
+active = total - 2 * (E - k) * expert
+got = [float(x) for x in re.search(r"([\d.e+]+) parameters in all, ([\d.e+]+) active", line).groups()]
+print(line.strip())
+print("want", total, active)
+sys.exit(0 if abs(got[0] - total) < 1e-3 * total and abs(got[1] - active) < 1e-3 * active else 1)
+PY
 
 # plan starts no MPI: it answers where MPI cannot start (a PML that does not exist makes
 # MPI_Init fail, as `bench gemm` shows); under a launcher, the launcher's rank 0 alone
