@@ -145,6 +145,14 @@ slm_status slm_ckpt_export_hf(const char *path, const char *dir, const char *dty
 {
     ckpt_source *s;
     SLM_CALL(source_open(path, &s));
+    if (s->meta.model.n_experts > 0) { /* before anything is written */
+        const int E = s->meta.model.n_experts;
+        source_close(s);
+        return SLM_ERROR(SLM_ERR_UNSUPPORTED,
+                         "%s holds a mixture-of-experts model (model.n_experts = %d): a Hugging Face directory is "
+                         "written for dense GPT-2 and Llama models only; --format safetensors writes every tensor under "
+                         "shardlm's names", path, E);
+    }
     slm_hf_writer_t w = NULL;
     slm_status st = slm_hf_writer_create(dir, &s->meta.model, dtype, max_shard_bytes, pairing, &w);
     if (st == SLM_OK) st = export_each(s, add_hf, w);

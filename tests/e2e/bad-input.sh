@@ -21,6 +21,11 @@ expect_error 2 "model.moe_every = 5: between 1 (every block) and model.n_layer =
 expect_error 2 "train.moe_balance = 'aux': expected loss or bias" -- "$S" train model.n_experts=4 train.moe_balance=aux
 expect_error 2 "model.expert_hidden = 13: must be positive and a multiple of parallel.tp = 2" -- \
     "$MPIEXEC" -n 2 "$S" train model.n_experts=4 model.expert_hidden=13 parallel.tp=2
+# an MoE checkpoint has no Hugging Face form here: refused before the directory is made
+"$S" train model.n_experts=4 train.steps=1 sample.tokens=0 "ckpt.dir=$WORK/moe-ck" >/dev/null || fail "MoE run"
+expect_error 1 "holds a mixture-of-experts model (model.n_experts = 4)" "--format safetensors" -- \
+    "$S" ckpt export "$(ls "$WORK"/moe-ck/step_*.h5)" "$WORK/moe-hf" --format hf
+[ ! -e "$WORK/moe-hf" ] || fail "the refused export left $WORK/moe-hf behind"
 # optimizers: an unknown one, and settings the method cannot take, naming the key
 expect_error 2 "train.optimizer = adam: unknown (adamw, adafactor, lamb, sgd)" -- "$S" train train.optimizer=adam
 expect_error 2 "sgd.nesterov = true needs sgd.momentum > 0" -- "$S" train train.optimizer=sgd sgd.nesterov=true
