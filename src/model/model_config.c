@@ -98,6 +98,10 @@ slm_status slm_model_config_to_json(const slm_model_config *c, char *buf, size_t
     for (size_t i = 0; i < NFIELDS; i++) {
         const field *f = &fields[i];
         const char *p = (const char *)c + f->offset;
+        /* a dense model's JSON is the one files had before MoE: their digests cover it */
+        if (c->n_experts == 0 && f->offset >= offsetof(slm_model_config, n_experts) &&
+            f->offset <= offsetof(slm_model_config, expert_hidden))
+            continue;
         json_t *v = f->type == F_INT      ? json_integer(*(const int *)p)
                     : f->type == F_DOUBLE ? json_real(*(const double *)p)
                                           : json_string(rope_kind_name(*(const int *)p));
