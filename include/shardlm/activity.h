@@ -6,6 +6,8 @@
 
 /* what: a static string ("MPI_Wait: reduce-scatter"); detail: e.g. a bucket, or -1. */
 void slm_activity_set(const char *what, int detail);
+/* The same with a formatted text (a peer, a block), kept until the next set. */
+void slm_activity_set_text(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void slm_activity_set_step(long step);
 /* A completed step: the watchdog's clock restarts. */
 void slm_activity_progress(void);

@@ -54,7 +54,7 @@ typedef struct slm_conf {
         int nesterov;
     } sgd;
     struct {
-        int tp, pp, zero_stage, microbatches;
+        int tp, pp, ep, zero_stage, microbatches;
         int overlap;
         double bucket_mb;
         char bind[8];

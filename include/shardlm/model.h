@@ -184,6 +184,21 @@ typedef struct slm_model_tp {
     void *ctx;
 } slm_model_tp;
 
+/* Expert parallelism: the experts of every MoE block are split over the size ranks of an
+ * expert-parallel group (carved out of the data-parallel group), this rank holding the
+ * contiguous n_experts/size of them from rank * n_experts/size. Tokens travel to the rank
+ * of their expert and back: counts exchanges, for each rank, n ints (one per expert of
+ * that rank) and receives n from each; rows exchanges rows of width floats, send[q] and
+ * recv[q] rows with rank q (packed in rank order). block and backward say what for (the
+ * watchdog names them). Both are collective over the group. */
+typedef struct slm_model_ep {
+    int rank, size; /* size 1: every expert here */
+    void (*counts)(void *ctx, const int *send, int *recv, int n);
+    void (*rows)(void *ctx, const float *send, const int *send_rows, float *recv, const int *recv_rows, int width,
+                 int block, int backward);
+    void *ctx;
+} slm_model_ep;
+
 /* Pipeline parallelism: the part of the model one stage runs. The first stage embeds the
  * tokens, the last applies the final norm, the LM head and the loss. Every tensor of the
  * model stays in the table (global names, shapes and offsets); those of other stages have
@@ -198,10 +213,10 @@ typedef struct slm_model_stage {
 /* Allocate a model for micro-batches of up to max_batch sequences of cfg->seq_len. With
  * own_storage, the model allocates full parameter and gradient blocks and binds every unit
  * to them; without, nothing is bound until slm_model_bind_unit is called (a sharded
- * layout provides the storage). tp: this rank's part, or NULL for the whole model. stage:
- * NULL for all of it. Local. */
+ * layout provides the storage). tp, ep: this rank's part, or NULL for the whole model.
+ * stage: NULL for all of it. Local. */
 slm_status slm_model_create(const slm_model_config *cfg, int max_batch, int own_storage, const slm_model_tp *tp,
-                            const slm_model_stage *stage, slm_model_t *model);
+                            const slm_model_ep *ep, const slm_model_stage *stage, slm_model_t *model);
 /* What slm_model_create would hold on one rank, without allocating it: this rank's
  * parameters, the sizes of its units (the first, the largest after it, the last) and the
  * activation bytes with `threads` OpenMP threads. Local. */
@@ -210,14 +225,14 @@ typedef struct slm_model_footprint {
     int nunits;
     size_t activation_bytes;
 } slm_model_footprint;
-slm_status slm_model_measure(const slm_model_config *cfg, int max_batch, int tp_size, const slm_model_stage *stage,
-                             int threads, slm_model_footprint *out);
+slm_status slm_model_measure(const slm_model_config *cfg, int max_batch, int tp_size, int ep_size,
+                             const slm_model_stage *stage, int threads, slm_model_footprint *out);
 /* The whole model's tensor table alone (one rank, one stage), nothing allocated for
  * parameters or activations: for tools that check a file against the model it claims to
  * hold. Only table and config queries may be used on it. Local. */
 slm_status slm_model_describe(const slm_model_config *cfg, slm_model_t *model);
-/* The same for the part tensor-parallel rank 0 of tp_size holds of a pipeline stage. */
-slm_status slm_model_describe_part(const slm_model_config *cfg, int tp_size, const slm_model_stage *stage,
+/* The same for the part tensor- and expert-parallel rank 0 hold of a pipeline stage. */
+slm_status slm_model_describe_part(const slm_model_config *cfg, int tp_size, int ep_size, const slm_model_stage *stage,
                                    slm_model_t *model);
 /* Free everything; sets *model to NULL; NULL is a no-op. */
 void slm_model_destroy(slm_model_t *model);
@@ -236,6 +251,8 @@ void slm_model_unit_range(slm_model_t m, int u, size_t *offset, size_t *count);
 /* The unit this stage shares with the other end of the pipeline (the tied embedding and
  * head, held by the first and the last stage), or -1. */
 int slm_model_tied_unit(slm_model_t m);
+/* The group that reduces the gradients of unit u's tensors. */
+slm_reduce_group slm_model_unit_reduce(slm_model_t m, int u);
 /* 1 when the model has a tied unit at all (whatever the stage). */
 int slm_model_has_tied(const slm_model_config *cfg);
 /* Point the parameter and/or gradient views of unit u at storage whose first element is

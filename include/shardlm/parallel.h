@@ -54,6 +54,25 @@ void slm_mesh_tp_allreduce_max(void *mesh, float *buf, size_t n);
 /* Time spent in (they block: all of it exposed) and bytes sent by (ring volume) those
  * all-reduces since the last call. Local. */
 void slm_mesh_take_tp_stats(slm_mesh_t mesh, double *ms, double *bytes);
+
+/* Expert parallelism (src/parallel/experts.c): split the data-parallel group into groups
+ * of ep consecutive ranks that share each MoE block's experts (ep divides dp), and the
+ * expert-data-parallel groups of the ranks holding the same experts (dp / ep of them,
+ * ranks ep apart). Collective over the world. */
+slm_status slm_mesh_set_ep(slm_mesh_t mesh, int ep);
+MPI_Comm slm_mesh_ep_comm(slm_mesh_t mesh);  /* MPI_COMM_NULL before slm_mesh_set_ep */
+MPI_Comm slm_mesh_edp_comm(slm_mesh_t mesh); /* the data-parallel group when ep is 1 */
+int slm_mesh_ep_rank(slm_mesh_t mesh);
+int slm_mesh_ep_size(slm_mesh_t mesh);
+/* The exchanges slm_model_ep asks for, over the expert-parallel group (ctx: the mesh).
+ * Counts go by MPI_Alltoall. Rows go rank to rank, each rank's rows into their own place,
+ * so what arrives first changes nothing; while a rank waits, the watchdog's report names
+ * the MoE block, the direction and the first rank whose rows have not arrived. */
+void slm_mesh_ep_counts(void *mesh, const int *send, int *recv, int n);
+void slm_mesh_ep_rows(void *mesh, const float *send, const int *send_rows, float *recv, const int *recv_rows,
+                      int width, int block, int backward);
+/* Time in and bytes sent by the expert exchanges since the last take. */
+void slm_mesh_take_ep_stats(slm_mesh_t mesh, double *ms, double *bytes);
 /* Rank 0 prints the shape of the mesh. */
 void slm_mesh_print(slm_mesh_t mesh, FILE *out);
 
@@ -93,6 +112,9 @@ typedef struct slm_fsdp_options {
     MPI_Comm tied;  /* first and last pipeline stage, which both hold the model's tied unit
                      * (slm_model_tied_unit): its gradient is summed over them (or NULL) */
     int count_tied; /* 0: leave the tied unit out of the gradient norm (the last stage's copy) */
+    int ep;         /* expert parallelism: the experts' units reduce and shard over edp, and
+                     * the gradient norm sums the experts over ep (1: none) */
+    MPI_Comm ep_comm, edp;
 } slm_fsdp_options;
 
 /* Communication accounting since the last slm_fsdp_take_stats. */
@@ -182,14 +204,20 @@ slm_status slm_net_measure(MPI_Comm comm, size_t bytes, int reps, slm_net_measur
 
 /* The buckets of n model units of size[u] parameters: the first unit (the embeddings) alone,
  * then consecutive units until a bucket reaches bucket_mb MiB of fp32 (0: every unit its
- * own). Fills bucket_of[u] unless it is NULL; returns the number of buckets. */
-int slm_fsdp_group_units(const size_t *size, int n, double bucket_mb, int *bucket_of);
+ * own), never across a change of group[u] (units that reduce over other ranks; NULL: all
+ * alike). Fills bucket_of[u] unless it is NULL; returns the number of buckets. */
+int slm_fsdp_group_units(const size_t *size, const int *group, int n, double bucket_mb, int *bucket_of);
+/* The groups of model's units for slm_fsdp_group_units under expert parallelism of ep
+ * ranks: 1 for a unit of experts, 0 for the rest; NULL (nothing written) when ep is 1,
+ * where the experts reduce over the data-parallel group like everything else. */
+const int *slm_fsdp_unit_groups(slm_model_t model, int ep, int *group);
 
 /* The ranges of model's parameter index space rank `rank` of dp updates under zero_stage
- * with buckets of bucket_mb (as slm_fsdp_create cuts them): stage 0 one segment over
- * everything, else the rank's chunk of every bucket, one segment each (pointers NULL).
+ * with buckets of bucket_mb (as slm_fsdp_create cuts them, experts over dp / ep ranks):
+ * stage 0 one segment over everything, else the rank's chunk of every bucket, one segment
+ * each (pointers NULL).
  * out needs room for slm_model_num_units(model) entries; returns how many. Local. */
-int slm_fsdp_rank_segments(slm_model_t model, double bucket_mb, int dp, int rank, int zero_stage,
+int slm_fsdp_rank_segments(slm_model_t model, double bucket_mb, int dp, int ep, int rank, int zero_stage,
                            slm_optim_segment *out);
 
 /* What slm_fsdp_create allocates, by kind, for a model of nparams parameters on this

@@ -62,6 +62,7 @@ typedef struct slm_plan_layout {
     int threads;                   /* OpenMP threads per rank (attention's scratch) */
     double bucket_mb;              /* parallel.bucket_mb: how the gradient reduction is split */
     slm_optim_config optim;        /* the optimizer whose state is counted (name "": AdamW) */
+    int ep;                        /* expert-parallel ranks (0 or 1: none) */
 } slm_plan_layout;
 
 /* Bytes per rank by kind, as `shardlm train` allocates them and its `memory` line prints,
@@ -115,6 +116,6 @@ void slm_plan_step_time(const slm_model_config *cfg, const slm_plan_layout *layo
 
 /* The bytes of expert parameters one rank holds (fp32, the pipeline stage with the most),
  * for an MoE model at tensor-parallel size tp and pp stages. Local. */
-double slm_plan_expert_bytes(const slm_model_config *cfg, int tp, int pp);
+double slm_plan_expert_bytes(const slm_model_config *cfg, int tp, int ep, int pp);
 
 #endif

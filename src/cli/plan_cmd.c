@@ -101,7 +101,7 @@ static slm_plan_layout layout_of(const slm_conf *c, int ranks, int tp, int pp, i
 {
     return (slm_plan_layout){ranks / (tp * pp),      tp, pp, zero_stage, !strcmp(c->train.precision, "bf16"),
                              c->train.micro_batch, c->train.global_batch, c->train.threads > 0 ? c->train.threads : 1,
-                             c->parallel.bucket_mb, slm_conf_optim(c)};
+                             c->parallel.bucket_mb, slm_conf_optim(c), c->parallel.ep};
 }
 
 static void print_memory_text(const slm_plan_memory *m, const slm_plan_layout *l, const slm_model_config *mc)
@@ -276,7 +276,7 @@ static void print_text(const plan_args *a, const slm_conf *c, const plan_result 
                "token (%.1f%%); a routed token costs %.4g FLOPs; experts %.1f MiB of parameters per rank\n",
                slm_model_num_moe_layers(mc), mc->n_layer, mc->n_experts, mc->expert_hidden, mc->expert_top_k, total,
                active, 100.0 * active / total, slm_model_flops_per_token(mc),
-               slm_plan_expert_bytes(mc, r->lay.tp, r->lay.pp) / (1024.0 * 1024.0));
+               slm_plan_expert_bytes(mc, r->lay.tp, r->lay.ep, r->lay.pp) / (1024.0 * 1024.0));
     }
     printf("tokens    %.3g parameters are compute-optimal with %.3g tokens (%.3g FLOPs); at %.3g tokens the law "
            "predicts loss %.4f\n",

@@ -116,7 +116,7 @@ static slm_status run(const sample_args *a, MPI_Comm comm, slm_model_t *model, c
     slm_conf run;
     slm_conf_defaults(&run);
     SLM_CALL(slm_conf_load_text(&run, meta.config, path));
-    SLM_CALL(slm_model_create(&meta.model, 1, 1, NULL, NULL, model));
+    SLM_CALL(slm_model_create(&meta.model, 1, 1, NULL, NULL, NULL, model));
     const slm_ckpt_piece whole = {0, slm_model_num_params(*model), slm_model_params(*model)};
     const slm_ckpt_group params = {"params", slm_model_tensor(*model, 0), slm_model_num_tensors(*model), &whole, 1};
     SLM_CALL(slm_ckpt_load(comm, path, &params, 1, &meta, NULL));

@@ -110,6 +110,8 @@ static const key_spec keys[] = {
     NUM("sgd", "nesterov", K_BOOL, sgd.nesterov, 0, 1, "Nesterov momentum"),
     NUM("parallel", "tp", K_INT, parallel.tp, 1, 4096, "tensor-parallel ranks"),
     NUM("parallel", "pp", K_INT, parallel.pp, 1, 4096, "pipeline stages"),
+    NUM("parallel", "ep", K_INT, parallel.ep, 1, 4096,
+        "expert-parallel ranks: each MoE block's experts split over this many data-parallel ranks (divides dp)"),
     NUM("parallel", "zero_stage", K_INT, parallel.zero_stage, 0, 3, "ZeRO stage 0-3"),
     NUM("parallel", "microbatches", K_INT, parallel.microbatches, 0, 1 << 20, "micro-batches per step (0 = derived from the batch sizes)"),
     NUM("parallel", "overlap", K_BOOL, parallel.overlap, 0, 1, "reduce gradients while backward runs"),
@@ -185,6 +187,7 @@ void slm_conf_defaults(slm_conf *c)
     strcpy(c->train.matmul, "auto");
     c->parallel.tp = 1;
     c->parallel.pp = 1;
+    c->parallel.ep = 1;
     c->parallel.overlap = 1;
     strcpy(c->parallel.bind, "auto");
     strcpy(c->data.train, "synthetic");
@@ -553,6 +556,14 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
               "parallel.zero_stage = %d with parallel.pp = %d: pipeline parallelism composes with ZeRO "
               "stages 0 and 1 in this version", c->parallel.zero_stage, c->parallel.pp);
     int dp = world / (c->parallel.tp * c->parallel.pp);
+    SLM_CHECK(c->parallel.ep == 1 || c->model.n_experts > 0, SLM_ERR_CONFIG,
+              "parallel.ep = %d needs experts to split: set model.n_experts", c->parallel.ep);
+    SLM_CHECK(dp % c->parallel.ep == 0, SLM_ERR_CONFIG,
+              "parallel.ep = %d does not divide the %d data-parallel ranks (world %d / (parallel.tp = %d x "
+              "parallel.pp = %d))", c->parallel.ep, dp, world, c->parallel.tp, c->parallel.pp);
+    SLM_CHECK(c->model.n_experts % c->parallel.ep == 0, SLM_ERR_CONFIG,
+              "parallel.ep = %d does not divide model.n_experts = %d: each expert-parallel rank holds the same "
+              "number of experts", c->parallel.ep, c->model.n_experts);
     SLM_CHECK(c->train.global_batch % (c->train.micro_batch * dp) == 0, SLM_ERR_CONFIG,
               "train.global_batch = %d is not a multiple of train.micro_batch = %d x %d data-parallel "
               "ranks", c->train.global_batch, c->train.micro_batch, dp);

@@ -136,16 +136,20 @@ void slm_model_add_tensor(slm_model_t m, int block, tensor_home home, const tens
     t->decay = s->decay;
     t->block = block;
     t->trainable = 1;
-    t->reduce = SLM_REDUCE_DATA;
+    t->reduce = m->adding_expert >= 0 ? SLM_REDUCE_EXPERT_DATA : SLM_REDUCE_DATA;
     t->tied = home == HELD_EMBED && m->cfg.tie_embeddings;
     if (block >= 0 && m->block_first[block] < 0) m->block_first[block] = m->ntensors - 1;
     if (home == HELD_HEAD && m->after_blocks < 0) m->after_blocks = m->ntensors - 1;
-    const int here = home == HELD_BLOCK ? block >= m->stage.first_layer &&
+    int here = home == HELD_BLOCK ? block >= m->stage.first_layer &&
                                               block < m->stage.first_layer + m->stage.n_layers
                      : home == HELD_HEAD ? m->stage.last
                                          : m->has_embed;
+    if (m->adding_expert >= 0) { /* an expert of another expert-parallel rank is not here */
+        const int per = m->cfg.n_experts / m->ep.size;
+        here &= m->adding_expert / per == m->ep.rank;
+    }
     t->unit = -1;
-    if (!here) t->rows = 0; /* another pipeline stage's */
+    if (!here) t->rows = 0; /* another pipeline stage's or expert-parallel rank's */
     t->count = (size_t)t->rows * (size_t)t->cols;
     t->offset = m->nparams;
     t->goffset = m->gparams;
@@ -155,7 +159,9 @@ void slm_model_add_tensor(slm_model_t m, int block, tensor_home home, const tens
 
 void slm_model_end_unit(slm_model_t m, int first_tensor)
 {
-    if (first_tensor >= m->ntensors || m->tensors[first_tensor].rows == 0) return; /* another stage's */
+    int held = 0; /* an expert unit may start with another expert-parallel rank's experts */
+    for (int i = first_tensor; i < m->ntensors; i++) held |= m->tensors[i].rows > 0;
+    if (!held) return; /* another stage's */
     const int u = m->nunits++;
     m->unit_first[u] = first_tensor;
     m->unit_count[u] = m->ntensors - first_tensor;
@@ -183,6 +189,8 @@ void slm_model_add_block_mlp(slm_model_t m, int l)
 }
 
 int slm_model_num_units(slm_model_t m) { return m->nunits; }
+
+slm_reduce_group slm_model_unit_reduce(slm_model_t m, int u) { return m->tensors[m->unit_first[u]].reduce; }
 int slm_model_tied_unit(slm_model_t m) { return m->tied_unit; }
 
 void slm_model_unit_range(slm_model_t m, int u, size_t *offset, size_t *count)
@@ -257,7 +265,7 @@ static size_t layout_work(slm_model_t m, float *base)
  * allocated yet: what slm_model_create fills in and slm_model_measure reports. threads
  * sizes attention's scratch. */
 static slm_status model_shell(const slm_model_config *cfg_in, int max_batch, const slm_model_tp *tp,
-                              const slm_model_stage *stage, int threads, slm_model_t *out)
+                              const slm_model_ep *ep, const slm_model_stage *stage, int threads, slm_model_t *out)
 {
     *out = NULL;
     slm_model_config cfg = *cfg_in;
@@ -265,6 +273,9 @@ static slm_status model_shell(const slm_model_config *cfg_in, int max_batch, con
     const int tp_size = tp ? tp->size : 1;
     SLM_CALL(slm_model_config_check(&cfg, tp_size));
     SLM_CHECK(max_batch > 0, SLM_ERR_ARG, "micro-batch size %d must be positive", max_batch);
+    const int ep_size = ep ? ep->size : 1;
+    SLM_CHECK(ep_size == 1 || (cfg.n_experts > 0 && cfg.n_experts % ep_size == 0), SLM_ERR_CONFIG,
+              "parallel.ep = %d does not divide model.n_experts = %d", ep_size, cfg.n_experts);
     const slm_model_stage whole = {0, cfg.n_layer, 1, 1, 1};
     const slm_model_stage *st = stage ? stage : &whole;
     SLM_CHECK(st->n_layers >= 1 && st->first_layer >= 0 && st->first_layer + st->n_layers <= cfg.n_layer &&
@@ -275,6 +286,8 @@ static slm_status model_shell(const slm_model_config *cfg_in, int max_batch, con
     m->cfg = cfg;
     m->max_batch = max_batch;
     m->tp = tp ? *tp : (slm_model_tp){0, 1, NULL, NULL, NULL};
+    m->ep = ep ? *ep : (slm_model_ep){0, 1, NULL, NULL, NULL};
+    m->adding_expert = -1;
     m->stage = *st;
     m->has_embed = st->first || (st->last && cfg.tie_embeddings);
     m->tied_unit = -1;
@@ -318,12 +331,13 @@ static slm_status model_shell(const slm_model_config *cfg_in, int max_batch, con
     return SLM_OK;
 }
 
-slm_status slm_model_measure(const slm_model_config *cfg, int max_batch, int tp_size, const slm_model_stage *stage,
-                             int threads, slm_model_footprint *out)
+slm_status slm_model_measure(const slm_model_config *cfg, int max_batch, int tp_size, int ep_size,
+                             const slm_model_stage *stage, int threads, slm_model_footprint *out)
 {
     const slm_model_tp tp = {0, tp_size, NULL, NULL, NULL};
+    const slm_model_ep ep = {0, ep_size, NULL, NULL, NULL};
     slm_model_t m;
-    SLM_CALL(model_shell(cfg, max_batch, &tp, stage, threads, &m));
+    SLM_CALL(model_shell(cfg, max_batch, &tp, &ep, stage, threads, &m));
     *out = (slm_model_footprint){m->nparams, 0, 0, 0, m->nunits, slm_model_activation_bytes(m)};
     for (int u = 0; u < m->nunits; u++) {
         size_t off, n;
@@ -338,24 +352,26 @@ slm_status slm_model_measure(const slm_model_config *cfg, int max_batch, int tp_
 
 slm_status slm_model_describe(const slm_model_config *cfg, slm_model_t *model)
 {
-    return model_shell(cfg, 1, NULL, NULL, 1, model);
+    return model_shell(cfg, 1, NULL, NULL, NULL, 1, model);
 }
 
-slm_status slm_model_describe_part(const slm_model_config *cfg, int tp_size, const slm_model_stage *stage,
+slm_status slm_model_describe_part(const slm_model_config *cfg, int tp_size, int ep_size, const slm_model_stage *stage,
                                    slm_model_t *model)
 {
     const slm_model_tp tp = {0, tp_size, NULL, NULL, NULL};
-    return model_shell(cfg, 1, &tp, stage, 1, model);
+    const slm_model_ep ep = {0, ep_size, NULL, NULL, NULL};
+    return model_shell(cfg, 1, &tp, &ep, stage, 1, model);
 }
 
 slm_status slm_model_create(const slm_model_config *cfg, int max_batch, int own_storage, const slm_model_tp *tp,
-                            const slm_model_stage *stage, slm_model_t *out)
+                            const slm_model_ep *ep, const slm_model_stage *stage, slm_model_t *out)
 {
     *out = NULL;
     SLM_CHECK(!tp || tp->size == 1 || (tp->allreduce && tp->allreduce_max), SLM_ERR_ARG,
               "tensor parallelism without its all-reduces");
     slm_model_t m;
-    SLM_CALL(model_shell(cfg, max_batch, tp, stage, omp_get_max_threads(), &m));
+    SLM_CHECK(!ep || ep->size == 1 || (ep->counts && ep->rows), SLM_ERR_ARG, "expert parallelism without its exchanges");
+    SLM_CALL(model_shell(cfg, max_batch, tp, ep, stage, omp_get_max_threads(), &m));
     const slm_model_stage *st = &m->stage;
     if (own_storage) {
         m->params = alloc_floats(m->nparams);

@@ -21,7 +21,9 @@ struct slm_model {
     const slm_arch *arch;
     slm_model_config cfg;
     slm_model_tp tp;
+    slm_model_ep ep;
     slm_model_stage stage;
+    int adding_expert; /* while building: the expert whose tensors are being added, or -1 */
     int has_embed; /* the embedding unit is here */
     int nunits;
     int *unit_first, *unit_count; /* this stage's units: their first tensor and how many */

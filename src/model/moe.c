@@ -33,14 +33,19 @@ typedef struct {
     int *routed;           /* (E) slots that chose each expert (before drops) */
     int *start;            /* (E+1) each expert's first row; start[E] rows in all */
     int *tok;              /* (rows) the token of each row */
-    float *xin;            /* (rows,C) the experts' inputs */
-    float *h1, *h2;        /* (rows,W1), (rows,W2) the experts' hidden activations */
-    float *y;              /* (rows,C) the experts' outputs (tensor-parallel partial sums) */
+    float *yl;             /* (rows,C) the experts' outputs for this rank's rows (partial sums
+                            * under tensor parallelism); y itself without expert parallelism */
+    /* this rank's experts, over the rows the expert-parallel group sent them: */
+    int *from;             /* (ep, local experts) rows from each rank for each local expert */
+    float *xin;            /* (in,C) their inputs, expert after expert, ranks in order within */
+    float *h1, *h2;        /* (in,W1), (in,W2) hidden activations */
+    float *y;              /* (in,C) outputs */
 } moe_views;
 
 struct moe_state {
     int E, k, FL;           /* experts, top-k, this rank's expert width */
     int per;                /* tensors per expert */
+    int ep, el, e0;         /* expert-parallel ranks; this rank's experts: el from e0 */
     size_t W1, W2;          /* floats per row of h1 and h2 */
     int nmoe;               /* MoE blocks of the whole model */
     int *index;             /* (n_layer) block -> its MoE number, or -1 */
@@ -81,7 +86,8 @@ void slm_moe_build(slm_model_t m, int l)
     tensor_spec mlp[8];
     const int n = m->arch->mlp_tensors(c, c->expert_hidden, mlp);
     const int first = m->ntensors;
-    for (int e = 0; e < c->n_experts; e++)
+    for (int e = 0; e < c->n_experts; e++) {
+        m->adding_expert = e;
         for (int k = 0; k < n; k++) {
             char name[48];
             snprintf(name, sizeof name, "moe.experts.%d.%s", e, mlp[k].name);
@@ -89,6 +95,8 @@ void slm_moe_build(slm_model_t m, int l)
             s.name = name;
             slm_model_add_tensor(m, l, HELD_BLOCK, &s);
         }
+    }
+    m->adding_expert = -1;
     slm_model_end_unit(m, first);
 }
 
@@ -96,8 +104,15 @@ void slm_moe_build(slm_model_t m, int l)
 
 static size_t up16(size_t n) { return (n + 15) / 16 * 16; }
 
-/* Rows an expert-ordered buffer may need: every slot of the micro-batch. */
-static size_t max_rows(const slm_model_t m, size_t N) { return N * (size_t)m->cfg.expert_top_k; }
+/* Rows of this rank's micro-batch for the experts (every slot), and rows its experts may
+ * get from the expert-parallel group: with dropless routing, each rank's every token for
+ * as many of them as it chose. */
+static size_t local_rows(const slm_model_t m, size_t N) { return N * (size_t)m->cfg.expert_top_k; }
+static size_t expert_rows(const slm_model_t m, size_t N)
+{
+    const size_t ep = (size_t)m->ep.size, el = (size_t)m->cfg.n_experts / ep, k = (size_t)m->cfg.expert_top_k;
+    return ep == 1 ? local_rows(m, N) : ep * N * (k < el ? k : el);
+}
 
 static void hidden_widths(const slm_model_t m, size_t *w1, size_t *w2)
 {
@@ -107,11 +122,11 @@ static void hidden_widths(const slm_model_t m, size_t *w1, size_t *w2)
 size_t slm_moe_act_floats(const slm_model_t m, size_t N)
 {
     const size_t E = (size_t)m->cfg.n_experts, k = (size_t)m->cfg.expert_top_k, C = (size_t)m->cfg.d_model;
-    const size_t R = max_rows(m, N);
+    const size_t R = local_rows(m, N), X = expert_rows(m, N), ep = (size_t)m->ep.size;
     size_t w1, w2;
     hidden_widths(m, &w1, &w2);
-    return 2 * up16(N * E) + up16(N) + 3 * up16(N * k) + up16(E) + up16(E + 1) + up16(R) + up16(R * C) +
-           up16(R * w1) + up16(R * w2) + up16(R * C);
+    return 2 * up16(N * E) + up16(N) + 3 * up16(N * k) + up16(E) + up16(E + 1) + up16(R) +
+           (ep > 1 ? up16(R * C) : 0) + up16(E) + up16(X * C) + up16(X * w1) + up16(X * w2) + up16(X * C);
 }
 
 void slm_moe_layout(slm_model_t m, int l, float *base, size_t N)
@@ -123,7 +138,8 @@ void slm_moe_layout(slm_model_t m, int l, float *base, size_t N)
         memset(v, 0, sizeof *v);
         return;
     }
-    const size_t E = (size_t)s->E, k = (size_t)s->k, C = (size_t)m->cfg.d_model, R = max_rows(m, N);
+    const size_t E = (size_t)s->E, k = (size_t)s->k, C = (size_t)m->cfg.d_model;
+    const size_t R = local_rows(m, N), X = expert_rows(m, N);
     float *p = base;
 #define TAKE(n) (p += up16(n), p - up16(n))
     v->logits = TAKE(N * E);
@@ -135,22 +151,96 @@ void slm_moe_layout(slm_model_t m, int l, float *base, size_t N)
     v->routed = (int *)TAKE(E);
     v->start = (int *)TAKE(E + 1);
     v->tok = (int *)TAKE(R);
-    v->xin = TAKE(R * C);
-    v->h1 = TAKE(R * s->W1);
-    v->h2 = TAKE(R * s->W2);
-    v->y = TAKE(R * C);
+    v->yl = s->ep > 1 ? TAKE(R * C) : NULL;
+    v->from = (int *)TAKE(E);
+    v->xin = TAKE(X * C);
+    v->h1 = TAKE(X * s->W1);
+    v->h2 = TAKE(X * s->W2);
+    v->y = TAKE(X * C);
+    if (s->ep == 1) v->yl = v->y;
 #undef TAKE
 }
 
-/* Backward's scratch: d(rows) in and out (R,C) each, d(h1), d(h2), d(logits) (N,E), and
- * the slot weights' gradients (N,k). */
+/* The scratch of forward and backward: rows in this rank's order (R,C) twice, rows in
+ * the exchange's order (X,C), rows of this rank's experts (X,C) twice, d(h1), d(h2),
+ * d(logits) (N,E) and the slot weights' gradients (N,k). */
 size_t slm_moe_scratch_floats(const slm_model_t m, size_t N)
 {
     const size_t E = (size_t)m->cfg.n_experts, k = (size_t)m->cfg.expert_top_k, C = (size_t)m->cfg.d_model;
-    const size_t R = max_rows(m, N);
+    const size_t R = local_rows(m, N), X = expert_rows(m, N);
     size_t w1, w2;
     hidden_widths(m, &w1, &w2);
-    return 2 * up16(R * C) + up16(R * w1) + up16(R * w2) + up16(N * E) + up16(N * k);
+    return 2 * up16(R * C) + 3 * up16(X * C) + up16(X * w1) + up16(X * w2) + up16(N * E) + up16(N * k);
+}
+
+typedef struct {
+    float *a, *b;        /* (R,C) rows in this rank's order */
+    float *xchg;         /* (X,C) rows as the exchange packs them: by rank, then expert */
+    float *c, *d;        /* (X,C) rows of this rank's experts */
+    float *dh1, *dh2;    /* (X,W1), (X,W2) */
+    float *dlogits, *dw; /* (N,E), (N,k) */
+} moe_scratch;
+
+static moe_scratch scratch_of(const slm_model_t m, int N)
+{
+    const struct moe_state *s = m->moe;
+    const size_t C = (size_t)m->cfg.d_model, R = local_rows(m, (size_t)N), X = expert_rows(m, (size_t)N);
+    moe_scratch k;
+    float *p = m->moe_scratch;
+#define TAKE(n) (p += up16(n), p - up16(n))
+    k.a = TAKE(R * C);
+    k.b = TAKE(R * C);
+    k.xchg = TAKE(X * C);
+    k.c = TAKE(X * C);
+    k.d = TAKE(X * C);
+    k.dh1 = TAKE(X * s->W1);
+    k.dh2 = TAKE(X * s->W2);
+    k.dlogits = TAKE((size_t)N * s->E);
+    k.dw = TAKE((size_t)N * s->k);
+#undef TAKE
+    return k;
+}
+
+/* ---- the exchange between expert-parallel ranks ------------------------------------------------ */
+
+/* Rows of local expert j from rank q, and where they start in the exchange's order (by
+ * rank, then expert) and in the experts' order (by expert, then rank). */
+static int from_rows(const moe_views *v, const struct moe_state *s, int q, int j) { return v->from[q * s->el + j]; }
+static void expert_starts(const moe_views *v, const struct moe_state *s, int *estart)
+{
+    estart[0] = 0;
+    for (int j = 0; j < s->el; j++) {
+        estart[j + 1] = estart[j];
+        for (int q = 0; q < s->ep; q++) estart[j + 1] += from_rows(v, s, q, j);
+    }
+}
+
+/* Copy rows of width C between the exchange's order and the experts' order. */
+static void reorder(const moe_views *v, const struct moe_state *s, const float *src, float *dst, int C, int to_experts)
+{
+    int estart[s->el + 1], at = 0;
+    expert_starts(v, s, estart);
+    int fill[s->el];
+    for (int j = 0; j < s->el; j++) fill[j] = estart[j];
+    for (int q = 0; q < s->ep; q++)
+        for (int j = 0; j < s->el; j++) {
+            const size_t n = (size_t)from_rows(v, s, q, j) * C;
+            const float *from = to_experts ? src + (size_t)at * C : src + (size_t)fill[j] * C;
+            float *to = to_experts ? dst + (size_t)fill[j] * C : dst + (size_t)at * C;
+            memcpy(to, from, n * sizeof(float));
+            at += from_rows(v, s, q, j);
+            fill[j] += from_rows(v, s, q, j);
+        }
+}
+
+/* Rows this rank sends to each rank (its experts' rows, in expert order), and receives. */
+static void exchange_rows(const moe_views *v, const struct moe_state *s, int *send, int *recv)
+{
+    for (int q = 0; q < s->ep; q++) {
+        send[q] = v->start[(q + 1) * s->el] - v->start[q * s->el];
+        recv[q] = 0;
+        for (int j = 0; j < s->el; j++) recv[q] += from_rows(v, s, q, j);
+    }
 }
 
 slm_status slm_moe_setup(slm_model_t m)
@@ -163,6 +253,9 @@ slm_status slm_moe_setup(slm_model_t m)
     s->E = c->n_experts;
     s->k = c->expert_top_k;
     s->FL = c->expert_hidden / m->tp.size;
+    s->ep = m->ep.size;
+    s->el = s->E / s->ep;
+    s->e0 = m->ep.rank * s->el;
     tensor_spec mlp[8];
     s->per = m->arch->mlp_tensors(c, c->expert_hidden, mlp);
     hidden_widths(m, &s->W1, &s->W2);
@@ -260,6 +353,45 @@ static int expert_tensor(const slm_model_t m, int l, int e)
 }
 static int router_tensor(const slm_model_t m, int l) { return slm_block_tensor(m, l, m->arch->mlp_first); }
 
+/* Rows of x to their experts and the experts' outputs back into v->yl: without expert
+ * parallelism in place; with it, this rank's rows go to the ranks of their experts (the
+ * counts first), its experts run over what every rank sent, expert after expert, and the
+ * outputs go back to the ranks the rows came from. */
+static void run_experts(slm_model_t m, int l, const float *x, int N)
+{
+    struct moe_state *s = m->moe;
+    const moe_views *v = &s->v[l];
+    const int C = m->cfg.d_model, R = v->start[s->E];
+    const moe_scratch k = scratch_of(m, N);
+    float *rows = s->ep == 1 ? v->xin : k.a; /* this rank's rows, expert after expert */
+#pragma omp parallel for
+    for (int r = 0; r < R; r++) memcpy(rows + (size_t)r * C, x + (size_t)v->tok[r] * C, (size_t)C * sizeof(float));
+    int send[s->ep], recv[s->ep];
+    if (s->ep == 1) {
+        for (int j = 0; j < s->el; j++) v->from[j] = v->start[j + 1] - v->start[j];
+    } else {
+        int counts[s->E];
+        for (int e = 0; e < s->E; e++) counts[e] = v->start[e + 1] - v->start[e];
+        m->ep.counts(m->ep.ctx, counts, v->from, s->el); /* agreed before any row moves */
+        exchange_rows(v, s, send, recv);
+        m->ep.rows(m->ep.ctx, rows, send, k.xchg, recv, C, l, 0);
+        reorder(v, s, k.xchg, v->xin, C, 1);
+    }
+    int estart[s->el + 1];
+    expert_starts(v, s, estart);
+    for (int j = 0; j < s->el; j++) {
+        const int r0 = estart[j], n = estart[j + 1] - r0;
+        if (n == 0) continue;
+        m->arch->mlp_forward(m, &m->pv[expert_tensor(m, l, s->e0 + j)], v->xin + (size_t)r0 * C, n, s->FL,
+                             v->h1 + (size_t)r0 * s->W1, v->h2 + (size_t)r0 * s->W2, v->y + (size_t)r0 * C);
+        slm_model_poll(m);
+    }
+    if (s->ep > 1) {
+        reorder(v, s, v->y, k.xchg, C, 0);
+        m->ep.rows(m->ep.ctx, k.xchg, recv, v->yl, send, C, l, 0);
+    }
+}
+
 void slm_moe_forward(slm_model_t m, int l, const float *x, float *out, int N, int count)
 {
     struct moe_state *s = m->moe;
@@ -291,16 +423,7 @@ void slm_moe_forward(slm_model_t m, int l, const float *x, float *out, int N, in
             v->tok[*r] = t;
         }
     free(fill);
-    const int R = v->start[E];
-#pragma omp parallel for
-    for (int r = 0; r < R; r++) memcpy(v->xin + (size_t)r * C, x + (size_t)v->tok[r] * C, (size_t)C * sizeof(float));
-    for (int e = 0; e < E; e++) {
-        const int r0 = v->start[e], n = v->start[e + 1] - r0;
-        if (n == 0) continue;
-        m->arch->mlp_forward(m, &m->pv[expert_tensor(m, l, e)], v->xin + (size_t)r0 * C, n, s->FL, v->h1 + (size_t)r0 * s->W1,
-                             v->h2 + (size_t)r0 * s->W2, v->y + (size_t)r0 * C);
-        slm_model_poll(m);
-    }
+    run_experts(m, l, x, N);
     if (!out) return; /* recompute: backward has all it reads */
 #pragma omp parallel for
     for (int t = 0; t < N; t++) { /* slot order, so the sum is the same on every run */
@@ -309,7 +432,7 @@ void slm_moe_forward(slm_model_t m, int l, const float *x, float *out, int N, in
         for (int j = 0; j < k; j++) {
             const int r = v->row[t * k + j];
             if (r < 0) continue;
-            const float wj = v->w[t * k + j], *y = v->y + (size_t)r * C;
+            const float wj = v->w[t * k + j], *y = v->yl + (size_t)r * C;
             for (int c = 0; c < C; c++) o[c] += wj * y[c];
         }
     }
@@ -337,13 +460,12 @@ void slm_moe_backward(slm_model_t m, int l, const float *x, const float *dout, f
 {
     struct moe_state *s = m->moe;
     const moe_views *v = &s->v[l];
-    const int E = s->E, k = s->k, C = m->cfg.d_model, R = v->start[E];
+    const int E = s->E, k = s->k, C = m->cfg.d_model;
     const slm_moe_run *run = &m->cfg.moe;
     /* the micro-batch's weight in the objective: loss_scale is 1 / (its tokens x micro-batches) */
     const double mb_weight = (double)m->loss_scale * N;
-    const size_t RM = max_rows(m, (size_t)N); /* the scratch as slm_moe_scratch_floats counts it */
-    float *dy = m->moe_scratch, *dxin = dy + up16(RM * C), *dh1 = dxin + up16(RM * C);
-    float *dh2 = dh1 + up16(RM * s->W1), *dlogits = dh2 + up16(RM * s->W2), *dw = dlogits + up16((size_t)N * E);
+    const moe_scratch sc = scratch_of(m, N);
+    float *dy = sc.a, *dxl = sc.b, *dlogits = sc.dlogits, *dw = sc.dw;
 #pragma omp parallel for
     for (int t = 0; t < N; t++)
         for (int j = 0; j < k; j++) {
@@ -351,7 +473,7 @@ void slm_moe_backward(slm_model_t m, int l, const float *x, const float *dout, f
             float *d = dw + t * k + j;
             *d = 0.0f;
             if (r < 0) continue;
-            const float *y = v->y + (size_t)r * C, *g = dout + (size_t)t * C;
+            const float *y = v->yl + (size_t)r * C, *g = dout + (size_t)t * C;
             float *dyr = dy + (size_t)r * C;
             const float wj = v->w[t * k + j];
             double acc = 0.0;
@@ -359,14 +481,29 @@ void slm_moe_backward(slm_model_t m, int l, const float *x, const float *dout, f
             *d = (float)acc;
         }
     slm_model_tp_allreduce(m, dw, (size_t)N * k); /* the outputs were partial sums */
-    memset(dxin, 0, (size_t)R * C * sizeof(float));
-    for (int e = E - 1; e >= 0; e--) {
-        const int r0 = v->start[e], n = v->start[e + 1] - r0;
+    /* the experts' gradients: d(rows) to the experts' ranks, d(inputs) back */
+    int send[s->ep], recv[s->ep], estart[s->el + 1];
+    float *dye = dy, *dxe = dxl;
+    if (s->ep > 1) {
+        exchange_rows(v, s, send, recv);
+        m->ep.rows(m->ep.ctx, dy, send, sc.xchg, recv, C, l, 1);
+        reorder(v, s, sc.xchg, sc.c, C, 1);
+        dye = sc.c;
+        dxe = sc.d;
+    }
+    expert_starts(v, s, estart);
+    memset(dxe, 0, (size_t)estart[s->el] * C * sizeof(float));
+    for (int j = s->el - 1; j >= 0; j--) {
+        const int r0 = estart[j], n = estart[j + 1] - r0, e = s->e0 + j;
         if (n == 0) continue;
         m->arch->mlp_backward(m, &m->pv[expert_tensor(m, l, e)], &m->gv[expert_tensor(m, l, e)], v->xin + (size_t)r0 * C,
-                              v->h1 + (size_t)r0 * s->W1, v->h2 + (size_t)r0 * s->W2, dy + (size_t)r0 * C, n, s->FL,
-                              dxin + (size_t)r0 * C, dh1, dh2);
+                              v->h1 + (size_t)r0 * s->W1, v->h2 + (size_t)r0 * s->W2, dye + (size_t)r0 * C, n, s->FL,
+                              dxe + (size_t)r0 * C, sc.dh1, sc.dh2);
         slm_model_poll(m);
+    }
+    if (s->ep > 1) {
+        reorder(v, s, dxe, sc.xchg, C, 0);
+        m->ep.rows(m->ep.ctx, sc.xchg, recv, dxl, send, C, l, 1);
     }
     /* the router: through the renormalised weights, the auxiliary loss and the z-loss */
     const double aux_c = run->aux_loss * E / ((double)N * k * N) * mb_weight, z_c = run->z_loss * 2.0 / N * mb_weight;
@@ -392,7 +529,7 @@ void slm_moe_backward(slm_model_t m, int l, const float *x, const float *dout, f
         for (int j = 0; j < k; j++) {
             const int r = v->row[t * k + j];
             if (r < 0) continue;
-            const float *g = dxin + (size_t)r * C;
+            const float *g = dxl + (size_t)r * C;
             for (int c = 0; c < C; c++) d[c] += g[c];
         }
     }

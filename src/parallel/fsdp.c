@@ -217,7 +217,11 @@ slm_status slm_fsdp_create(slm_model_t model, MPI_Comm dp, const slm_fsdp_option
         size_t off;
         slm_model_unit_range(model, mu, &off, &sizes[mu]);
     }
-    f->nunits = slm_fsdp_group_units(sizes, nmu, opt->bucket_mb, f->bucket_of);
+    int *groups = malloc((size_t)nmu * sizeof(int));
+    SLM_CHECK(groups, SLM_ERR_NOMEM, "out of memory");
+    f->nunits = slm_fsdp_group_units(sizes, slm_fsdp_unit_groups(model, opt->ep, groups), nmu, opt->bucket_mb,
+                                     f->bucket_of);
+    free(groups);
     free(sizes);
     for (int mu = 0; mu < nmu; mu++) {
         size_t off, n;
@@ -228,10 +232,16 @@ slm_status slm_fsdp_create(slm_model_t model, MPI_Comm dp, const slm_fsdp_option
         un->n += n;
     }
     for (int i = 0; i < FSDP_MAX_OPS; i++) f->req[i] = MPI_REQUEST_NULL;
-    const int stage = opt->zero_stage, p = f->size;
-    size_t max_block = 0;
+    const int stage = opt->zero_stage;
+    size_t max_block = 0, max_chunk = 0;
     for (int u = 0; u < f->nunits; u++) {
         fsdp_unit *un = &f->u[u];
+        /* experts reduce and shard over the ranks that hold the same experts */
+        un->expert = opt->ep > 1 && slm_model_unit_reduce(model, un->first) == SLM_REDUCE_EXPERT_DATA;
+        un->comm = un->expert ? opt->edp : dp;
+        MPI_Comm_rank(un->comm, &un->rank);
+        MPI_Comm_size(un->comm, &un->size);
+        const int p = un->size;
         SLM_CHECK(un->n <= INT_MAX, SLM_ERR_UNSUPPORTED,
                   "a bucket of %zu parameters is more than an MPI count holds: lower parallel.bucket_mb", un->n);
         un->chunk = (un->n + (size_t)p - 1) / (size_t)p;
@@ -245,8 +255,9 @@ slm_status slm_fsdp_create(slm_model_t model, MPI_Comm dp, const slm_fsdp_option
             un->counts[r] = (int)(hi - lo);
             un->displs[r] = (int)lo;
         }
-        un->own_lo = (size_t)un->displs[f->rank];
-        un->own_n = (size_t)un->counts[f->rank];
+        un->own_lo = (size_t)un->displs[un->rank];
+        un->own_n = (size_t)un->counts[un->rank];
+        if (u != 0 && un->n / (size_t)p + 1 > max_chunk) max_chunk = un->n / (size_t)p + 1; /* what recv holds */
         un->shard_off = f->shard_total;
         f->shard_total += un->chunk;
         un->pslot = un->gslot = -1;
@@ -264,7 +275,7 @@ slm_status slm_fsdp_create(slm_model_t model, MPI_Comm dp, const slm_fsdp_option
         f->gpool.size = max_block;
         for (int s = 0; s < FSDP_SLOTS && ok; s++) {
             ok &= (f->gpool.buf[s] = alloc_f(max_block, &f->mem.grad_buckets)) != NULL;
-            ok &= (f->gpool.recv[s] = alloc_f(max_block / (size_t)p + 1, &f->mem.grad_buckets)) != NULL;
+            ok &= (f->gpool.recv[s] = alloc_f(max_chunk, &f->mem.grad_buckets)) != NULL;
         }
     }
     if (stage == 3) {
@@ -284,7 +295,7 @@ slm_status slm_fsdp_create(slm_model_t model, MPI_Comm dp, const slm_fsdp_option
             ok &= (f->unit0_wire_recv = alloc_h(f->u[0].chunk, &f->mem.grad_buckets)) != NULL;
             for (int s = 0; s < FSDP_SLOTS && ok; s++) {
                 ok &= (f->gpool.wire[s] = alloc_h(max_block, &f->mem.grad_buckets)) != NULL;
-                ok &= (f->gpool.wire_recv[s] = alloc_h(max_block / (size_t)p + 1, &f->mem.grad_buckets)) != NULL;
+                ok &= (f->gpool.wire_recv[s] = alloc_h(max_chunk, &f->mem.grad_buckets)) != NULL;
             }
         }
         if (stage == 3) {
@@ -404,15 +415,20 @@ static void sumsq_by_split(slm_fsdp_t f, const float *g, size_t off, size_t n, d
  * the same), every pipeline stage's tensors, and the tied embedding once. */
 static double grad_norm_model_parallel(slm_fsdp_t f)
 {
-    double s[2] = {0.0, 0.0}; /* split, whole */
+    double s[4] = {0.0, 0.0, 0.0, 0.0}; /* split, whole; the same of the experts' buckets */
     const int skip = f->o.count_tied ? -1 : slm_model_tied_unit(f->model);
     for (int u = 0; u < f->nunits; u++) {
         if (u == skip) continue;
         const fsdp_unit *un = &f->u[u];
-        if (f->o.zero_stage == 0) sumsq_by_split(f, f->full_grads + un->off, un->off, un->n, &s[0], &s[1]);
-        else sumsq_by_split(f, f->shard_grads + un->shard_off, un->off + un->own_lo, un->own_n, &s[0], &s[1]);
+        double *d = un->expert ? s + 2 : s;
+        if (f->o.zero_stage == 0) sumsq_by_split(f, f->full_grads + un->off, un->off, un->n, &d[0], &d[1]);
+        else sumsq_by_split(f, f->shard_grads + un->shard_off, un->off + un->own_lo, un->own_n, &d[0], &d[1]);
     }
-    if (f->o.zero_stage > 0) MPI_Allreduce(MPI_IN_PLACE, s, 2, MPI_DOUBLE, MPI_SUM, f->dp);
+    /* sharded, every element is one dp rank's; whole, each expert is on one rank of an ep group */
+    if (f->o.zero_stage > 0) MPI_Allreduce(MPI_IN_PLACE, s, 4, MPI_DOUBLE, MPI_SUM, f->dp);
+    else if (f->o.ep > 1) MPI_Allreduce(MPI_IN_PLACE, s + 2, 2, MPI_DOUBLE, MPI_SUM, f->o.ep_comm);
+    s[0] += s[2];
+    s[1] += s[3];
     if (f->o.tp != MPI_COMM_NULL) MPI_Allreduce(MPI_IN_PLACE, &s[0], 1, MPI_DOUBLE, MPI_SUM, f->o.tp);
     double total = s[0] + s[1];
     if (f->o.pp != MPI_COMM_NULL) MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_DOUBLE, MPI_SUM, f->o.pp);
@@ -432,7 +448,7 @@ double slm_fsdp_sum_tied(slm_fsdp_t f)
 
 double slm_fsdp_grad_norm(slm_fsdp_t f)
 {
-    if (f->o.tp != MPI_COMM_NULL || f->o.pp != MPI_COMM_NULL || !f->o.count_tied)
+    if (f->o.tp != MPI_COMM_NULL || f->o.pp != MPI_COMM_NULL || !f->o.count_tied || f->o.ep > 1)
         return grad_norm_model_parallel(f);
     if (f->o.zero_stage == 0) return sqrt(slm_sumsq(f->full_grads, f->nparams));
     double local = 0.0, total = 0.0;
@@ -475,7 +491,7 @@ slm_status slm_fsdp_optimizer_step(slm_fsdp_t f, double lr)
 slm_status slm_fsdp_gather(slm_fsdp_t f, int grads, float *full)
 {
     fsdp_wait_all(f);
-    const int root = f->rank == 0;
+    const int root = f->rank < (f->o.ep > 1 ? f->o.ep : 1); /* dp rank 0, and the first ep for their experts */
     const int stage = f->o.zero_stage;
     if (!grads && stage < 3 && !(f->bf16 && stage > 0)) { /* a whole (master) vector is here */
         if (root) memcpy(full, f->bf16 ? f->master : f->full_params, f->nparams * sizeof(float));
@@ -488,8 +504,8 @@ slm_status slm_fsdp_gather(slm_fsdp_t f, int grads, float *full)
     const float *shard = grads ? f->shard_grads : stage == 3 ? f->shard_params : f->master;
     for (int u = 0; u < f->nunits; u++) {
         const fsdp_unit *un = &f->u[u];
-        MPI_Gatherv(shard + un->shard_off, (int)un->own_n, MPI_FLOAT, root ? full + un->off : NULL,
-                    un->counts, un->displs, MPI_FLOAT, 0, f->dp);
+        MPI_Gatherv(shard + un->shard_off, (int)un->own_n, MPI_FLOAT, un->rank == 0 ? full + un->off : NULL,
+                    un->counts, un->displs, MPI_FLOAT, 0, un->comm);
     }
     return SLM_OK;
 }
@@ -569,21 +585,29 @@ double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16,
     }
 }
 
-int slm_fsdp_group_units(const size_t *size, int n, double bucket_mb, int *bucket_of)
+const int *slm_fsdp_unit_groups(slm_model_t model, int ep, int *group)
+{
+    if (ep <= 1) return NULL;
+    for (int u = 0; u < slm_model_num_units(model); u++)
+        group[u] = slm_model_unit_reduce(model, u) == SLM_REDUCE_EXPERT_DATA;
+    return group;
+}
+
+int slm_fsdp_group_units(const size_t *size, const int *group, int n, double bucket_mb, int *bucket_of)
 {
     /* the embeddings alone: they finish last in backward and the head needs them first */
     const double cap = bucket_mb * (1 << 20) / sizeof(float);
     int buckets = 0;
     double open = 0;
     for (int u = 0; u < n; u++) {
-        if (u <= 1 || open >= cap) buckets++, open = 0;
+        if (u <= 1 || open >= cap || (group && group[u] != group[u - 1])) buckets++, open = 0;
         open += (double)size[u];
         if (bucket_of) bucket_of[u] = buckets - 1;
     }
     return buckets;
 }
 
-int slm_fsdp_rank_segments(slm_model_t model, double bucket_mb, int dp, int rank, int zero_stage,
+int slm_fsdp_rank_segments(slm_model_t model, double bucket_mb, int dp, int ep, int rank, int zero_stage,
                            slm_optim_segment *out)
 {
     const int nmu = slm_model_num_units(model);
@@ -592,17 +616,19 @@ int slm_fsdp_rank_segments(slm_model_t model, double bucket_mb, int dp, int rank
         return 1;
     }
     size_t sizes[nmu], offs[nmu];
-    int of[nmu];
+    int of[nmu], groups[nmu], expert[nmu];
     for (int mu = 0; mu < nmu; mu++) slm_model_unit_range(model, mu, &offs[mu], &sizes[mu]);
-    const int nb = slm_fsdp_group_units(sizes, nmu, bucket_mb, of);
+    const int nb = slm_fsdp_group_units(sizes, slm_fsdp_unit_groups(model, ep, groups), nmu, bucket_mb, of);
     for (int b = 0; b < nb; b++) out[b] = (slm_optim_segment){0, 0, NULL, NULL};
     for (int mu = nmu - 1; mu >= 0; mu--) { /* a bucket starts at its first unit */
         out[of[mu]].offset = offs[mu];
         out[of[mu]].count += sizes[mu];
+        expert[of[mu]] = ep > 1 && slm_model_unit_reduce(model, mu) == SLM_REDUCE_EXPERT_DATA;
     }
-    for (int b = 0; b < nb; b++) { /* the bucket's elements in dp chunks of ceil(n / dp), as create cuts them */
-        const size_t n = out[b].count, chunk = (n + (size_t)dp - 1) / (size_t)dp;
-        size_t lo = (size_t)rank * chunk, hi = lo + chunk;
+    for (int b = 0; b < nb; b++) { /* the bucket's elements in p chunks of ceil(n / p), as create cuts them */
+        const int p = expert[b] ? dp / ep : dp, r = expert[b] ? rank / ep : rank;
+        const size_t n = out[b].count, chunk = (n + (size_t)p - 1) / (size_t)p;
+        size_t lo = (size_t)r * chunk, hi = lo + chunk;
         if (lo > n) lo = n;
         if (hi > n) hi = n;
         out[b].offset += lo;

@@ -107,22 +107,22 @@ static void launch_bf16(slm_fsdp_t f, op_kind kind, int unit, MPI_Request *r)
     switch (kind) {
     case OP_ALLREDUCE:
         slm_bf16_from_f32(f->wire + un->off, f->full_grads + un->off, un->n);
-        MPI_Iallreduce(MPI_IN_PLACE, f->wire + un->off, n, MPI_UINT16_T, f->bf16_sum, f->dp, r);
+        MPI_Iallreduce(MPI_IN_PLACE, f->wire + un->off, n, MPI_UINT16_T, f->bf16_sum, un->comm, r);
         break;
     case OP_REDUCE_SCATTER:
         slm_bf16_from_f32(grad_wire(f, unit), fsdp_unit_grads(f, unit), un->n);
         MPI_Ireduce_scatter(grad_wire(f, unit), grad_wire_recv(f, unit), un->counts, MPI_UINT16_T,
-                            f->bf16_sum, f->dp, r);
+                            f->bf16_sum, un->comm, r);
         break;
     case OP_GATHER:
         slm_bf16_from_f32(f->wire_shard + un->shard_off, f->shard_params + un->shard_off, un->own_n);
         MPI_Iallgatherv(f->wire_shard + un->shard_off, own, MPI_UINT16_T, param_wire(f, unit), un->counts,
-                        un->displs, MPI_UINT16_T, f->dp, r);
+                        un->displs, MPI_UINT16_T, un->comm, r);
         break;
     case OP_ALLGATHER:
         slm_bf16_from_f32(f->wire + un->off + un->own_lo, f->master + un->shard_off, un->own_n);
         MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, f->wire + un->off, un->counts, un->displs,
-                        MPI_UINT16_T, f->dp, r);
+                        MPI_UINT16_T, un->comm, r);
         break;
     default: break;
     }
@@ -143,26 +143,26 @@ int fsdp_launch(slm_fsdp_t f, op_kind kind, int unit, int slot)
     else
         switch (kind) {
         case OP_ALLREDUCE:
-            MPI_Iallreduce(MPI_IN_PLACE, f->full_grads + un->off, n, MPI_FLOAT, MPI_SUM, f->dp, r);
+            MPI_Iallreduce(MPI_IN_PLACE, f->full_grads + un->off, n, MPI_FLOAT, MPI_SUM, un->comm, r);
             break;
         case OP_REDUCE_SCATTER: {
             float *recv = f->o.zero_stage == 1 ? f->shard_grads + un->shard_off : unit_recv(f, unit);
-            MPI_Ireduce_scatter(fsdp_unit_grads(f, unit), recv, un->counts, MPI_FLOAT, MPI_SUM, f->dp, r);
+            MPI_Ireduce_scatter(fsdp_unit_grads(f, unit), recv, un->counts, MPI_FLOAT, MPI_SUM, un->comm, r);
             break;
         }
         case OP_GATHER: /* stage 3: the owned shard into the unit's gathered buffer */
             MPI_Iallgatherv(f->shard_params + un->shard_off, own, MPI_FLOAT, fsdp_unit_params(f, unit),
-                            un->counts, un->displs, MPI_FLOAT, f->dp, r);
+                            un->counts, un->displs, MPI_FLOAT, un->comm, r);
             break;
         case OP_ALLGATHER: /* stages 1-2: updated shards back into the replicated vector */
             MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, f->full_params + un->off, un->counts,
-                            un->displs, MPI_FLOAT, f->dp, r);
+                            un->displs, MPI_FLOAT, un->comm, r);
             break;
         default: break;
         }
     if (kind == OP_GATHER) un->gathered = 1;
     f->ops[i] = (fsdp_op){kind, unit, slot, slm_now(),
-                          ring_bytes(kind, un->n, f->size, f->bf16 ? sizeof(uint16_t) : sizeof(float))};
+                          ring_bytes(kind, un->n, un->size, f->bf16 ? sizeof(uint16_t) : sizeof(float))};
     if (f->inflight++ == 0) f->busy_since = slm_now();
     f->stats.bytes_sent += f->ops[i].bytes; /* counted when started, so a step owns its bytes */
     f->stats.collectives++;

@@ -18,10 +18,12 @@ typedef struct {
 } fsdp_op;
 
 /* A unit of communication - a bucket of one or more consecutive model units (the
- * embeddings always alone) - and this rank's part of it. Its elements are split in dp
- * chunks of `chunk` (the last ones shorter or empty). */
+ * embeddings always alone) - and this rank's part of it. Its elements are split in `size`
+ * chunks of `chunk` (the last ones shorter or empty) over its communicator. */
 typedef struct {
     int first, last;       /* the model units it holds */
+    MPI_Comm comm;         /* the ranks that sum its gradients and share it: dp, or edp for experts */
+    int rank, size, expert;
     size_t off, n;         /* range in the parameter index space */
     size_t chunk;          /* ceil(n / dp) */
     size_t own_lo, own_n;  /* this rank's part, relative to off */

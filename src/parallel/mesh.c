@@ -39,6 +39,8 @@ slm_status slm_mesh_create(MPI_Comm comm, int tp, int pp, slm_mesh_t *out)
     MPI_Comm_split_type(m->world, MPI_COMM_TYPE_SHARED, m->rank, MPI_INFO_NULL, &m->node);
     MPI_Comm_rank(m->node, &m->local_rank);
     MPI_Comm_size(m->node, &m->local_size);
+    m->ep = m->edp = MPI_COMM_NULL;
+    m->ep_size = 1;
     *out = m;
     return SLM_OK;
 }
@@ -48,6 +50,9 @@ void slm_mesh_destroy(slm_mesh_t *mp)
     slm_mesh_t m = *mp;
     if (!m) return;
     MPI_Comm_free(&m->node);
+    if (m->ep != MPI_COMM_NULL) MPI_Comm_free(&m->ep);
+    if (m->edp != MPI_COMM_NULL) MPI_Comm_free(&m->edp);
+    free(m->ep_world);
     if (m->tied != MPI_COMM_NULL) MPI_Comm_free(&m->tied);
     MPI_Comm_free(&m->mp);
     MPI_Comm_free(&m->stage);

@@ -13,13 +13,13 @@ typedef struct stage_buckets {
     size_t first, largest_rest; /* parameters of bucket 0 and of the largest after it */
 } stage_buckets;
 
-static stage_buckets buckets_of(slm_model_t m, double bucket_mb)
+static stage_buckets buckets_of(slm_model_t m, double bucket_mb, int ep)
 {
     const int nu = slm_model_num_units(m);
     size_t sizes[nu], sum[nu], off;
-    int of[nu];
+    int of[nu], groups[nu];
     for (int u = 0; u < nu; u++) slm_model_unit_range(m, u, &off, &sizes[u]);
-    stage_buckets b = {slm_fsdp_group_units(sizes, nu, bucket_mb, of), 0, 0};
+    stage_buckets b = {slm_fsdp_group_units(sizes, slm_fsdp_unit_groups(m, ep, groups), nu, bucket_mb, of), 0, 0};
     for (int i = 0; i < b.n; i++) sum[i] = 0;
     for (int u = 0; u < nu; u++) sum[of[u]] += sizes[u];
     b.first = sum[0];
@@ -36,7 +36,8 @@ static slm_status optimizer_bytes(slm_model_t m, const slm_plan_layout *lay, dou
     slm_optim_config_defaults(&adamw);
     slm_optim_segment *seg = malloc((size_t)slm_model_num_units(m) * sizeof *seg);
     if (seg) { /* dp rank 0, whose memory line `shardlm train` prints */
-        const int n = slm_fsdp_rank_segments(m, lay->bucket_mb, lay->dp, 0, lay->zero_stage, seg);
+        const int n = slm_fsdp_rank_segments(m, lay->bucket_mb, lay->dp, lay->ep > 1 ? lay->ep : 1, 0, lay->zero_stage,
+                                             seg);
         *bytes = slm_optim_bytes_for(lay->optim.name[0] ? &lay->optim : &adamw, slm_model_tensor(m, 0),
                                      slm_model_num_tensors(m), seg, n);
     }
@@ -56,16 +57,17 @@ slm_status slm_plan_memory_for(const slm_model_config *cfg, const slm_plan_layou
     SLM_CHECK(lay->micro_batch >= 1 && lay->global_batch % (lay->micro_batch * lay->dp) == 0, SLM_ERR_ARG,
               "global batch %d is not a multiple of micro_batch %d x dp %d", lay->global_batch, lay->micro_batch,
               lay->dp);
+    const int ep = lay->ep > 1 ? lay->ep : 1;
     const int P = lay->pp, L = cfg->n_layer, accum = lay->global_batch / (lay->micro_batch * lay->dp);
     *out = (slm_plan_memory){0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     for (int s = 0; s < P; s++) { /* the layer split and micro-batches in flight of `shardlm train` */
         const int slots = P - s < accum ? P - s : accum;
         const slm_model_stage st = {s * L / P, (s + 1) * L / P - s * L / P, s == 0, s == P - 1, slots};
         slm_model_footprint fp;
-        SLM_CALL(slm_model_measure(cfg, lay->micro_batch, lay->tp, &st, lay->threads, &fp));
+        SLM_CALL(slm_model_measure(cfg, lay->micro_batch, lay->tp, ep, &st, lay->threads, &fp));
         slm_model_t part = NULL;
-        SLM_CALL(slm_model_describe_part(cfg, lay->tp, &st, &part));
-        const stage_buckets b = buckets_of(part, lay->bucket_mb);
+        SLM_CALL(slm_model_describe_part(cfg, lay->tp, ep, &st, &part));
+        const stage_buckets b = buckets_of(part, lay->bucket_mb, ep);
         double opt_bytes = 0.0;
         const slm_status os = optimizer_bytes(part, lay, &opt_bytes);
         slm_model_destroy(&part);
@@ -82,14 +84,14 @@ slm_status slm_plan_memory_for(const slm_model_config *cfg, const slm_plan_layou
     return SLM_OK;
 }
 
-double slm_plan_expert_bytes(const slm_model_config *cfg, int tp, int pp)
+double slm_plan_expert_bytes(const slm_model_config *cfg, int tp, int ep, int pp)
 {
     double most = 0.0;
     const int L = cfg->n_layer;
     for (int s = 0; s < pp; s++) { /* the stage that holds the most experts */
         const slm_model_stage st = {s * L / pp, (s + 1) * L / pp - s * L / pp, s == 0, s == pp - 1, 1};
         slm_model_t m = NULL;
-        if (slm_model_describe_part(cfg, tp, &st, &m) != SLM_OK) {
+        if (slm_model_describe_part(cfg, tp, ep, &st, &m) != SLM_OK) {
             slm_error_clear();
             continue;
         }

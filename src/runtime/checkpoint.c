@@ -61,11 +61,13 @@ static void state_free(ckpt_state *s)
 }
 
 /* The rank that writes a replicated optimizer vector of tensor t (every rank holding part
- * of t keeps all of it): data-parallel rank 0, tensor-parallel rank 0, and of the tied
+ * of t keeps all of it): data-parallel rank 0 (for an expert, the rank of the first
+ * expert-parallel group that holds it), tensor-parallel rank 0, and of the tied
  * embedding's two copies the first stage's. */
 static int writes_replicated(const trainer *tr, const slm_tensor_info *t)
 {
-    return slm_mesh_dp_rank(tr->mesh) == 0 && slm_mesh_tp_rank(tr->mesh) == 0 && slm_trainer_writes(tr, t);
+    const int holders = t->reduce == SLM_REDUCE_EXPERT_DATA ? slm_mesh_ep_size(tr->mesh) : 1; /* an expert: its rank */
+    return slm_mesh_dp_rank(tr->mesh) < holders && slm_mesh_tp_rank(tr->mesh) == 0 && slm_trainer_writes(tr, t);
 }
 
 /* Group g's pieces (g = 0: the parameters, else the optimizer's group g - 1) from the

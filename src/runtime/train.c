@@ -72,14 +72,17 @@ static slm_status setup_local(trainer *tr)
     const int P = slm_mesh_pp_size(tr->mesh), s = slm_mesh_pp_rank(tr->mesh), L = c->model.n_layer;
     tr->pipe_slots = P - s < tr->accum ? P - s : tr->accum;
     slm_model_stage stage = {s * L / P, (s + 1) * L / P - s * L / P, s == 0, s == P - 1, tr->pipe_slots};
-    SLM_CALL(slm_model_create(&mc, tr->B, 0, &tp, &stage, &tr->model));
+    slm_model_ep ep = {slm_mesh_ep_rank(tr->mesh), slm_mesh_ep_size(tr->mesh), slm_mesh_ep_counts, slm_mesh_ep_rows,
+                       tr->mesh};
+    SLM_CALL(slm_model_create(&mc, tr->B, 0, &tp, &ep, &stage, &tr->model));
     slm_fsdp_options fo = {c->parallel.zero_stage, c->parallel.overlap, c->parallel.bucket_mb, uses_bf16(c),
                            slm_conf_optim(c),
                            tp.size > 1 ? slm_mesh_tp_comm(tr->mesh) : MPI_COMM_NULL,
                            slm_mesh_stage_comm(tr->mesh),
                            P > 1 ? slm_mesh_pp_comm(tr->mesh) : MPI_COMM_NULL,
                            slm_model_has_tied(&mc) ? slm_mesh_tied_comm(tr->mesh) : MPI_COMM_NULL,
-                           !(P > 1 && s == P - 1)};
+                           !(P > 1 && s == P - 1), ep.size, slm_mesh_ep_comm(tr->mesh),
+                           slm_mesh_edp_comm(tr->mesh)};
     SLM_CALL(slm_fsdp_create(tr->model, tr->dp_comm, &fo, &tr->fsdp));
     slm_fsdp_init_params(tr->fsdp, c->train.seed);
     size_t BT = (size_t)tr->B * tr->T;
@@ -150,17 +153,18 @@ static slm_status gather_whole(trainer *tr, int grads, float **out)
 {
     SLM_CALL(slm_fsdp_gather(tr->fsdp, grads, tr->full));
     *out = tr->full;
-    if (!tr->whole || tr->dp_rank != 0) return SLM_OK;
+    const int ep = slm_mesh_ep_size(tr->mesh);
+    if (!tr->whole || tr->dp_rank >= ep) return SLM_OK;
+    /* each element from one rank: dp rank 0's, and each expert from the first ep ranks' */
     const size_t ng = slm_model_num_global_params(tr->model);
     memset(tr->whole, 0, ng * sizeof(float));
     for (int i = 0; i < slm_model_num_tensors(tr->model); i++) {
         const slm_tensor_info *t = slm_model_tensor(tr->model, i);
-        if (!slm_trainer_writes(tr, t)) continue;
+        if (!slm_trainer_writes(tr, t) || (t->reduce != SLM_REDUCE_EXPERT_DATA && tr->dp_rank != 0)) continue;
         for (size_t j = 0; j < t->count; j++) tr->whole[t->goffset + slm_tensor_global_index(t, j)] = tr->full[t->offset + j];
     }
     SLM_CHECK(ng <= INT_MAX, SLM_ERR_UNSUPPORTED, "log.dump: the model is too large to dump");
-    MPI_Reduce(tr->rank == 0 ? MPI_IN_PLACE : tr->whole, tr->whole, (int)ng, MPI_FLOAT, MPI_SUM, 0,
-               slm_mesh_mp_comm(tr->mesh));
+    MPI_Reduce(tr->rank == 0 ? MPI_IN_PLACE : tr->whole, tr->whole, (int)ng, MPI_FLOAT, MPI_SUM, 0, tr->dump_comm);
     *out = tr->whole;
     return SLM_OK;
 }
@@ -173,9 +177,12 @@ static slm_status setup_dump(trainer *tr)
     if (!c->log.dump[0]) return SLM_OK;
     /* the gathers are collective: every rank takes part, and all agree on the buffers */
     int ok = 1;
-    if (tr->dp_rank == 0) {
+    const int ep = slm_mesh_ep_size(tr->mesh);
+    /* the ranks that hold a whole model between them: dp rank 0, and the first ep for the experts */
+    MPI_Comm_split(slm_mesh_world(tr->mesh), tr->dp_rank < ep ? 0 : MPI_UNDEFINED, tr->rank, &tr->dump_comm);
+    if (tr->dp_rank < ep) {
         ok = (tr->full = malloc(slm_model_num_params(tr->model) * sizeof(float))) != NULL;
-        if (slm_mesh_tp_size(tr->mesh) > 1 || slm_mesh_pp_size(tr->mesh) > 1)
+        if (slm_mesh_tp_size(tr->mesh) > 1 || slm_mesh_pp_size(tr->mesh) > 1 || ep > 1)
             ok &= (tr->whole = malloc(slm_model_num_global_params(tr->model) * sizeof(float))) != NULL;
     }
     if (tr->dp == 1 && tr->start_step == 0) { /* step 0's logits, gathered whatever the layout */
@@ -206,6 +213,7 @@ static void teardown(trainer *tr)
     free(tr->targets);
     free(tr->full);
     free(tr->whole);
+    if (tr->dump_comm != MPI_COMM_NULL) MPI_Comm_free(&tr->dump_comm);
     free(tr->logits0);
     free(tr->losses);
     free(tr->lrs);
@@ -246,7 +254,8 @@ static void print_summary(const trainer *tr)
     double opt_expected = 0.0;
     slm_optim_segment *seg = malloc((size_t)slm_model_num_units(tr->model) * sizeof *seg);
     if (seg) {
-        const int ns = slm_fsdp_rank_segments(tr->model, c->parallel.bucket_mb, tr->dp, 0, c->parallel.zero_stage, seg);
+        const int ns = slm_fsdp_rank_segments(tr->model, c->parallel.bucket_mb, tr->dp, c->parallel.ep, 0,
+                                              c->parallel.zero_stage, seg);
         opt_expected = slm_optim_bytes_for(&oc, slm_model_tensor(tr->model, 0), slm_model_num_tensors(tr->model), seg, ns);
     }
     free(seg);
@@ -649,8 +658,9 @@ slm_status slm_train_dry_run(const slm_conf *conf, MPI_Comm comm)
 
 slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
 {
-    trainer tr = {.conf = conf};
+    trainer tr = {.conf = conf, .dump_comm = MPI_COMM_NULL};
     SLM_CALL(slm_mesh_create(comm, conf->parallel.tp, conf->parallel.pp, &tr.mesh));
+    SLM_CALL(slm_mesh_set_ep(tr.mesh, conf->parallel.ep));
     tr.rank = slm_mesh_rank(tr.mesh);
     tr.world = slm_mesh_size(tr.mesh);
     tr.dp = slm_mesh_dp_size(tr.mesh);

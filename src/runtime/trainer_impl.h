@@ -27,7 +27,8 @@ typedef struct {
     int32_t *windows;          /* (B, T+1) */
     int32_t *inputs, *targets; /* (B, T) */
     float *full;               /* dp rank 0, with log.dump: this rank's parameter vector */
-    float *whole;              /* ... with tensor parallelism: the whole model's (reduced to rank 0) */
+    float *whole;              /* ... with model or expert parallelism: the whole model's (reduced to rank 0) */
+    MPI_Comm dump_comm;        /* with log.dump: the ranks whose parameters make up the whole model */
     float *logits0;            /* (B,T,V) with log.dump at dp 1: step 0's first logits, this rank's columns */
     float *losses;
     double *lrs, *norms;

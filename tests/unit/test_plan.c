@@ -91,12 +91,12 @@ static void test_params(void)
                                      LLAMA(2, 4, 4, 24, 0, 37, 9, 1)};
     for (int i = 0; i < (int)(sizeof cfgs / sizeof cfgs[0]); i++) {
         slm_model_footprint fp;
-        CU_ASSERT_FATAL(slm_model_measure(&cfgs[i], 2, 1, NULL, omp_get_max_threads(), &fp) == SLM_OK);
+        CU_ASSERT_FATAL(slm_model_measure(&cfgs[i], 2, 1, 1, NULL, omp_get_max_threads(), &fp) == SLM_OK);
         CU_ASSERT_EQUAL((double)fp.params, params_of(cfgs[i]));
         CU_ASSERT_EQUAL(fp.nunits, cfgs[i].n_layer + 2);
         /* ... and the activations of a model really created */
         slm_model_t m;
-        CU_ASSERT_FATAL(slm_model_create(&cfgs[i], 2, 0, NULL, NULL, &m) == SLM_OK);
+        CU_ASSERT_FATAL(slm_model_create(&cfgs[i], 2, 0, NULL, NULL, NULL, &m) == SLM_OK);
         CU_ASSERT_EQUAL(fp.activation_bytes, slm_model_activation_bytes(m));
         slm_model_destroy(&m);
     }
