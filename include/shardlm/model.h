@@ -193,7 +193,7 @@ typedef struct slm_model_tp {
  * watchdog names them). Both are collective over the group. */
 typedef struct slm_model_ep {
     int rank, size; /* size 1: every expert here */
-    void (*counts)(void *ctx, const int *send, int *recv, int n);
+    void (*counts)(void *ctx, const int *send, int *recv, int n, int block);
     void (*rows)(void *ctx, const float *send, const int *send_rows, float *recv, const int *recv_rows, int width,
                  int block, int backward);
     void *ctx;

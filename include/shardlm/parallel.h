@@ -65,10 +65,10 @@ MPI_Comm slm_mesh_edp_comm(slm_mesh_t mesh); /* the data-parallel group when ep 
 int slm_mesh_ep_rank(slm_mesh_t mesh);
 int slm_mesh_ep_size(slm_mesh_t mesh);
 /* The exchanges slm_model_ep asks for, over the expert-parallel group (ctx: the mesh).
- * Counts go by MPI_Alltoall. Rows go rank to rank, each rank's rows into their own place,
- * so what arrives first changes nothing; while a rank waits, the watchdog's report names
- * the MoE block, the direction and the first rank whose rows have not arrived. */
-void slm_mesh_ep_counts(void *mesh, const int *send, int *recv, int n);
+ * Counts and rows go rank to rank, each rank's part into its own place, so what arrives
+ * first changes nothing; while a rank waits, the watchdog's report names the MoE block,
+ * the direction and the first rank whose part has not arrived. */
+void slm_mesh_ep_counts(void *mesh, const int *send, int *recv, int n, int block);
 void slm_mesh_ep_rows(void *mesh, const float *send, const int *send_rows, float *recv, const int *recv_rows,
                       int width, int block, int backward);
 /* Time in and bytes sent by the expert exchanges since the last take. */

@@ -372,7 +372,7 @@ static void run_experts(slm_model_t m, int l, const float *x, int N)
     } else {
         int counts[s->E];
         for (int e = 0; e < s->E; e++) counts[e] = v->start[e + 1] - v->start[e];
-        m->ep.counts(m->ep.ctx, counts, v->from, s->el); /* agreed before any row moves */
+        m->ep.counts(m->ep.ctx, counts, v->from, s->el, l); /* agreed before any row moves */
         exchange_rows(v, s, send, recv);
         m->ep.rows(m->ep.ctx, rows, send, k.xchg, recv, C, l, 0);
         reorder(v, s, k.xchg, v->xin, C, 1);

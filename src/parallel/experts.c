@@ -29,49 +29,60 @@ MPI_Comm slm_mesh_edp_comm(slm_mesh_t m) { return m->edp != MPI_COMM_NULL ? m->e
 int slm_mesh_ep_rank(slm_mesh_t m) { return m->ep_rank; }
 int slm_mesh_ep_size(slm_mesh_t m) { return m->ep_size; }
 
-void slm_mesh_ep_counts(void *mesh, const int *send, int *recv, int n)
+/* Every rank's part of send to that rank and every rank's part of recv from it (counts
+ * in elements of type, packed in rank order), rank to rank; waiting, the activity names
+ * the first rank whose part has not arrived. */
+static void exchange(slm_mesh_t m, const void *send, const int *send_n, void *recv, const int *recv_n,
+                     MPI_Datatype type, int tag, const char *what, int block, int backward)
+{
+    const int P = m->ep_size, me = m->ep_rank;
+    int size;
+    MPI_Type_size(type, &size);
+    const double t0 = slm_now();
+    MPI_Request req[2 * P];
+    size_t so = 0, ro = 0;
+    double bytes = 0.0;
+    for (int q = 0; q < P; q++) {
+        req[q] = req[P + q] = MPI_REQUEST_NULL;
+        if (q == me) {
+            memcpy((char *)recv + ro * size, (const char *)send + so * size, (size_t)send_n[q] * size);
+        } else {
+            MPI_Irecv((char *)recv + ro * size, recv_n[q], type, q, tag, m->ep, &req[q]);
+            MPI_Isend((const char *)send + so * size, send_n[q], type, q, tag, m->ep, &req[P + q]);
+            bytes += (double)send_n[q] * size;
+        }
+        so += (size_t)send_n[q];
+        ro += (size_t)recv_n[q];
+    }
+    const char *dir = backward ? "backward" : "forward";
+    for (int q = 0; q < P; q++) { /* in rank order: the report names the first one missing */
+        if (req[q] == MPI_REQUEST_NULL) continue;
+        slm_activity_set_text("MoE block %d %s: waiting for the %s of world rank %d (expert-parallel rank %d of %d)",
+                              block, dir, what, m->ep_world[q], q, P);
+        MPI_Wait(&req[q], MPI_STATUS_IGNORE);
+    }
+    slm_activity_set_text("MoE block %d %s: sending %s to the expert-parallel ranks", block, dir, what);
+    MPI_Waitall(P, req + P, MPI_STATUSES_IGNORE);
+    m->ep_ms += (slm_now() - t0) * 1e3;
+    m->ep_bytes += bytes;
+}
+
+/* Tags: counts and rows of one block apart, and apart from other blocks' */
+void slm_mesh_ep_counts(void *mesh, const int *send, int *recv, int n, int block)
 {
     slm_mesh_t m = mesh;
-    const double t0 = slm_now();
-    slm_activity_set_text("MPI_Alltoall: MoE row counts with the %d expert-parallel ranks", m->ep_size);
-    MPI_Alltoall(send, n, MPI_INT, recv, n, MPI_INT, m->ep);
-    m->ep_ms += (slm_now() - t0) * 1e3;
-    m->ep_bytes += (double)n * (m->ep_size - 1) * sizeof(int);
+    int each[m->ep_size];
+    for (int q = 0; q < m->ep_size; q++) each[q] = n;
+    exchange(m, send, each, recv, each, MPI_INT, 2 * block, "row counts", block, 0);
 }
 
 void slm_mesh_ep_rows(void *mesh, const float *send, const int *send_rows, float *recv, const int *recv_rows,
                       int width, int block, int backward)
 {
     slm_mesh_t m = mesh;
-    const int P = m->ep_size, me = m->ep_rank;
-    const double t0 = slm_now();
-    MPI_Request req[2 * P];
-    size_t so = 0, ro = 0;
-    double bytes = 0.0;
-    for (int q = 0; q < P; q++) {
-        const size_t sn = (size_t)send_rows[q] * width, rn = (size_t)recv_rows[q] * width;
-        req[q] = req[P + q] = MPI_REQUEST_NULL;
-        if (q == me) {
-            memcpy(recv + ro, send + so, sn * sizeof(float)); /* the same count both ways */
-        } else {
-            MPI_Irecv(recv + ro, (int)rn, MPI_FLOAT, q, block, m->ep, &req[q]);
-            MPI_Isend(send + so, (int)sn, MPI_FLOAT, q, block, m->ep, &req[P + q]);
-            bytes += (double)sn * sizeof(float);
-        }
-        so += sn;
-        ro += rn;
-    }
-    for (int q = 0; q < P; q++) { /* in rank order: the report names the first one missing */
-        if (req[q] == MPI_REQUEST_NULL) continue;
-        slm_activity_set_text("MoE block %d %s: waiting for the rows of world rank %d (expert-parallel rank %d of %d)",
-                              block, backward ? "backward" : "forward", m->ep_world[q], q, P);
-        MPI_Wait(&req[q], MPI_STATUS_IGNORE);
-    }
-    slm_activity_set_text("MoE block %d %s: sending rows to the expert-parallel ranks", block,
-                          backward ? "backward" : "forward");
-    MPI_Waitall(P, req + P, MPI_STATUSES_IGNORE);
-    m->ep_ms += (slm_now() - t0) * 1e3;
-    m->ep_bytes += bytes;
+    int sn[m->ep_size], rn[m->ep_size];
+    for (int q = 0; q < m->ep_size; q++) sn[q] = send_rows[q] * width, rn[q] = recv_rows[q] * width;
+    exchange(m, send, sn, recv, rn, MPI_FLOAT, 2 * block + 1, "rows", block, backward);
 }
 
 void slm_mesh_take_ep_stats(slm_mesh_t m, double *ms, double *bytes)

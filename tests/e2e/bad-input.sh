@@ -21,6 +21,12 @@ expect_error 2 "model.moe_every = 5: between 1 (every block) and model.n_layer =
 expect_error 2 "train.moe_balance = 'aux': expected loss or bias" -- "$S" train model.n_experts=4 train.moe_balance=aux
 expect_error 2 "model.expert_hidden = 13: must be positive and a multiple of parallel.tp = 2" -- \
     "$MPIEXEC" -n 2 "$S" train model.n_experts=4 model.expert_hidden=13 parallel.tp=2
+# expert parallelism that cannot split the experts or the data-parallel ranks
+expect_error 2 "parallel.ep = 3 does not divide the 2 data-parallel ranks" -- \
+    "$MPIEXEC" -n 2 "$S" train model.n_experts=6 parallel.ep=3
+expect_error 2 "parallel.ep = 4 does not divide model.n_experts = 6" -- \
+    "$MPIEXEC" -n 4 "$S" train model.n_experts=6 parallel.ep=4 train.global_batch=32
+expect_error 2 "parallel.ep = 2 needs experts to split: set model.n_experts" -- "$MPIEXEC" -n 2 "$S" train parallel.ep=2
 # an MoE checkpoint has no Hugging Face form here: refused before the directory is made
 "$S" train model.n_experts=4 train.steps=1 sample.tokens=0 "ckpt.dir=$WORK/moe-ck" >/dev/null || fail "MoE run"
 expect_error 1 "holds a mixture-of-experts model (model.n_experts = 4)" "--format safetensors" -- \
