@@ -188,8 +188,9 @@ int slm_fsdp_num_buckets(slm_fsdp_t f);
 slm_fsdp_memory slm_fsdp_memory_of(slm_fsdp_t f);
 /* The per-rank bytes the stage is expected to need for parameters (with fp32 masters
  * apart when bf16) and gradients, plus optimizer_bytes: the figure the log prints next to
- * the measured one. */
-double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16, double optimizer_bytes);
+ * the measured one. Of the nparams, experts are sharded over dp / ep ranks. */
+double slm_fsdp_expected_bytes(size_t nparams, size_t experts, int dp, int ep, int zero_stage, int bf16,
+                               double optimizer_bytes);
 /* The network between the ranks of comm: one-way latency of an 8-byte message and
  * bandwidth of a `bytes` message between the first and the last rank (ping-pong, median
  * of `reps`), and the bus bandwidth of an all-reduce of `bytes` over all ranks (2 (p-1)/p
@@ -222,11 +223,14 @@ int slm_fsdp_rank_segments(slm_model_t model, double bucket_mb, int dp, int ep, 
 
 /* What slm_fsdp_create allocates, by kind, for a model of nparams parameters on this
  * rank in nbuckets buckets (slm_fsdp_group_units: bucket 0, the embeddings, of bucket0
- * elements, the largest other one max_bucket), without creating it: for planning. The
- * shards are counted as nparams/dp + nbuckets (each bucket's shard is rounded up), so this
- * is at most a few elements per bucket above what is allocated. The optimizer's state is
- * optimizer_bytes (slm_optim_bytes_for). */
-slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t bucket0, size_t max_bucket, int nbuckets, int dp,
+ * elements, the largest other one max_bucket), without creating it: for planning. Under
+ * expert parallelism (ep > 1) `experts` of the parameters are in expert buckets, the
+ * largest max_expert_bucket, sharded over dp / ep ranks. The shards are counted as
+ * nparams/dp + nbuckets (each bucket's shard is rounded up), so this is at most a few
+ * elements per bucket above what is allocated. The optimizer's state is optimizer_bytes
+ * (slm_optim_bytes_for). */
+slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t experts, size_t bucket0, size_t max_bucket,
+                                    size_t max_expert_bucket, int nbuckets, int dp, int ep,
                                     int zero_stage, int bf16, double optimizer_bytes);
 
 #endif

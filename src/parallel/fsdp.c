@@ -572,16 +572,19 @@ slm_fsdp_stats slm_fsdp_take_stats(slm_fsdp_t f)
 slm_fsdp_memory slm_fsdp_memory_of(slm_fsdp_t f) { return f->mem; }
 int slm_fsdp_num_buckets(slm_fsdp_t f) { return f->nunits; }
 
-double slm_fsdp_expected_bytes(size_t nparams, int dp, int zero_stage, int bf16, double optimizer_bytes)
+double slm_fsdp_expected_bytes(size_t nparams, size_t experts, int dp, int ep, int zero_stage, int bf16,
+                               double optimizer_bytes)
 {
-    double n = (double)nparams;
+    const double n = (double)nparams;
+    /* an element's share of the sharded state: 1/dp, for experts 1/(dp/ep) */
+    const double share = ep > 1 ? ((double)(nparams - experts) / dp + (double)experts * ep / dp) : n / dp;
     /* bf16 keeps the fp32 masters apart from the computed-with copy at stages 0-2; stage 1
      * keeps the whole local gradient and receives the reduced chunk beside it */
     switch (zero_stage) {
     case 0: return (bf16 ? 12.0 : 8.0) * n + optimizer_bytes;
-    case 1: return 8.0 * n + (bf16 ? 8.0 : 4.0) * n / dp + optimizer_bytes;
-    case 2: return 4.0 * n + (bf16 ? 8.0 : 4.0) * n / dp + optimizer_bytes;
-    default: return 8.0 * n / dp + optimizer_bytes;
+    case 1: return 8.0 * n + (bf16 ? 8.0 : 4.0) * share + optimizer_bytes;
+    case 2: return 4.0 * n + (bf16 ? 8.0 : 4.0) * share + optimizer_bytes;
+    default: return 8.0 * share + optimizer_bytes;
     }
 }
 
@@ -637,15 +640,18 @@ int slm_fsdp_rank_segments(slm_model_t model, double bucket_mb, int dp, int ep, 
     return nb;
 }
 
-slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t bucket0, size_t max_bucket, int nbuckets, int dp,
-                                    int zero_stage, int bf16, double optimizer_bytes)
+slm_fsdp_memory slm_fsdp_memory_for(size_t nparams, size_t experts, size_t bucket0, size_t max_bucket,
+                                    size_t max_expert_bucket, int nbuckets, int dp, int ep, int zero_stage, int bf16,
+                                    double optimizer_bytes)
 {
     /* the allocations of slm_fsdp_create, one line each, with a shard of ceil(n/p) per bucket */
     const double n = (double)nparams, p = dp, f = 4.0, h = 2.0, slots = FSDP_SLOTS;
-    const double shard = ceil(n / p) + nbuckets, chunk0 = ceil((double)bucket0 / p), mx = (double)max_bucket;
-    /* elements of the stage-2/3 gradient pool and of the stage-3 gathered units; bf16 keeps a
-     * second pool of each in 2-byte elements */
-    const double pool = zero_stage >= 2 ? bucket0 + chunk0 + slots * (mx + floor(mx / p) + 1) : 0;
+    const double pe = ep > 1 ? (double)(dp / ep) : p, ne = ep > 1 ? (double)experts : 0.0;
+    const double shard = ceil((n - ne) / p) + ceil(ne / pe) + nbuckets, chunk0 = ceil((double)bucket0 / p);
+    const double mxe = ep > 1 ? (double)max_expert_bucket : 0.0, mx = fmax((double)max_bucket, mxe);
+    /* the receive buffers hold the largest chunk of any bucket (over its own ranks) plus one */
+    const double recv = fmax(floor((double)max_bucket / p), floor(mxe / pe)) + 1;
+    const double pool = zero_stage >= 2 ? bucket0 + chunk0 + slots * (mx + recv) : 0;
     const double gathered = zero_stage == 3 ? bucket0 + slots * mx : 0;
     slm_fsdp_memory m = {0, 0, 0, 0, 0};
     m.params = f * (zero_stage < 3 ? n : shard);

@@ -10,7 +10,8 @@
  * their own - and the final norm on the last stage), grouped by the layer's own rule. */
 typedef struct stage_buckets {
     int n;
-    size_t first, largest_rest; /* parameters of bucket 0 and of the largest after it */
+    size_t first, largest_rest;   /* parameters of bucket 0 and of the largest other one */
+    size_t largest_expert, experts; /* under expert parallelism: the largest bucket of experts, and their parameters */
 } stage_buckets;
 
 static stage_buckets buckets_of(slm_model_t m, double bucket_mb, int ep)
@@ -19,12 +20,20 @@ static stage_buckets buckets_of(slm_model_t m, double bucket_mb, int ep)
     size_t sizes[nu], sum[nu], off;
     int of[nu], groups[nu];
     for (int u = 0; u < nu; u++) slm_model_unit_range(m, u, &off, &sizes[u]);
-    stage_buckets b = {slm_fsdp_group_units(sizes, slm_fsdp_unit_groups(m, ep, groups), nu, bucket_mb, of), 0, 0};
+    const int *g = slm_fsdp_unit_groups(m, ep, groups);
+    stage_buckets b = {slm_fsdp_group_units(sizes, g, nu, bucket_mb, of), 0, 0, 0, 0};
+    int expert[nu];
     for (int i = 0; i < b.n; i++) sum[i] = 0;
-    for (int u = 0; u < nu; u++) sum[of[u]] += sizes[u];
+    for (int u = 0; u < nu; u++) {
+        sum[of[u]] += sizes[u];
+        expert[of[u]] = g && g[u];
+        if (g && g[u]) b.experts += sizes[u];
+    }
     b.first = sum[0];
-    for (int i = 1; i < b.n; i++)
-        if (sum[i] > b.largest_rest) b.largest_rest = sum[i];
+    for (int i = 1; i < b.n; i++) {
+        size_t *largest = expert[i] ? &b.largest_expert : &b.largest_rest;
+        if (sum[i] > *largest) *largest = sum[i];
+    }
     return b;
 }
 
@@ -72,8 +81,8 @@ slm_status slm_plan_memory_for(const slm_model_config *cfg, const slm_plan_layou
         const slm_status os = optimizer_bytes(part, lay, &opt_bytes);
         slm_model_destroy(&part);
         SLM_CALL(os);
-        const slm_fsdp_memory m = slm_fsdp_memory_for(fp.params, b.first, b.largest_rest, b.n, lay->dp,
-                                                      lay->zero_stage, lay->bf16, opt_bytes);
+        const slm_fsdp_memory m = slm_fsdp_memory_for(fp.params, b.experts, b.first, b.largest_rest, b.largest_expert,
+                                                      b.n, lay->dp, ep, lay->zero_stage, lay->bf16, opt_bytes);
         const double total =
             m.params + m.grads + m.optimizer + m.gathered + m.grad_buckets + (double)fp.activation_bytes;
         if (total > out->total)

@@ -169,6 +169,15 @@ static slm_status gather_whole(trainer *tr, int grads, float **out)
     return SLM_OK;
 }
 
+/* The parameters of this rank's experts (their gradients reduce over the expert-data-parallel group). */
+static size_t expert_params(slm_model_t model)
+{
+    size_t n = 0;
+    for (int i = 0; i < slm_model_num_tensors(model); i++)
+        if (slm_model_tensor(model, i)->reduce == SLM_REDUCE_EXPERT_DATA) n += slm_model_tensor(model, i)->count;
+    return n;
+}
+
 /* The oracle dump starts with the parameters the run starts from (fresh, imported or
  * resumed). */
 static slm_status setup_dump(trainer *tr)
@@ -264,7 +273,8 @@ static void print_summary(const trainer *tr)
            "activations %.1f MiB\n",
            m.params / mib, m.grads / mib, oc.name, m.optimizer / mib, (m.params + m.grads + m.optimizer) / mib,
            c->parallel.zero_stage,
-           slm_fsdp_expected_bytes(n, tr->dp, c->parallel.zero_stage, uses_bf16(c), opt_expected) / mib,
+           slm_fsdp_expected_bytes(n, expert_params(tr->model), tr->dp, c->parallel.ep, c->parallel.zero_stage,
+                                   uses_bf16(c), opt_expected) / mib,
            m.gathered / mib, m.grad_buckets / mib, (double)slm_model_activation_bytes(tr->model) / mib);
     const int P = c->parallel.pp, L = c->model.n_layer;
     if (P > 1) {

@@ -62,6 +62,9 @@ plan_vs_train 2 "${moe[@]}" parallel.zero_stage=3
 plan_vs_train 2 "${moe[@]}" parallel.zero_stage=2 parallel.bucket_mb=2
 plan_vs_train 4 "${llama[@]}" model.n_experts=6 model.expert_hidden=200 parallel.tp=2 parallel.pp=2 \
     parallel.microbatches=4 train.recompute=true
+# expert parallelism: the experts split over 2 ranks and sharded over the other 2
+for z in 0 1 2 3; do plan_vs_train 4 "${moe[@]}" parallel.ep=2 parallel.zero_stage=$z; done
+plan_vs_train 4 "${moe[@]}" parallel.ep=2 parallel.zero_stage=2 parallel.bucket_mb=2 train.precision=bf16
 "$SHARDLM" plan "${moe[@]}" >"$WORK/moe" || fail "plan of an MoE model"
 "$PYTHON3" - "$WORK/moe" <<'PY' || fail "plan's MoE line"
 # 4 blocks of d_model 128, vocab 256, max_pos 64; blocks 1 and 3 hold a router (6 x 128)
