@@ -558,7 +558,7 @@ def check_dump_report(path, model_cls, want, rtol, verbose, opts=None):
         diagnose_grads(model, f, names, ref)
     diagnosed = False
     if moe_on and (set(rep.failed()) & {"logits", "loss0", "grads"}):
-        diagnose_moe(model, init, tokens, f, names, rtol)
+        diagnose_moe(model, init, tokens, f, names, rtol, ref)
         diagnosed = True
 
     # LR schedule, or Adafactor's relative step size (lrs above)
@@ -586,6 +586,7 @@ def check_dump_report(path, model_cls, want, rtol, verbose, opts=None):
     if moe_on:
         series += [("moe_aux_loss", ref["moe"].aux_steps, r32["moe"].aux_steps, "moe_aux"),
                    ("moe_z_loss", ref["moe"].z_steps, r32["moe"].z_steps, "moe_z")]
+    step0_bad = set()   # series failing at step 0
     for key, refv, v32, label in series:
         v = get(key)
         if v is None or np.asarray(v).shape != (S,):
@@ -601,6 +602,8 @@ def check_dump_report(path, model_cls, want, rtol, verbose, opts=None):
         fl = [abs(v32[s] - refv[s]) / scale[s] for s in range(S)]
         tol = [max(rtol, FLOOR_K * x) for x in fl]
         bad = [s for s in range(S) if not e[s] <= tol[s]]
+        if 0 in bad:
+            step0_bad.add(label)
         k = int(np.argmax(e))
         note = ""
         if label == "grad_norm":
@@ -622,8 +625,8 @@ def check_dump_report(path, model_cls, want, rtol, verbose, opts=None):
                 print("  first failing step: %d" % bad[0])
 
     if moe_on:
-        if not diagnosed and set(rep.failed()) & {"moe_aux", "moe_z"}:
-            diagnose_moe(model, init, tokens, f, names, rtol)
+        if not diagnosed and step0_bad & {"moe_aux", "moe_z"}:
+            diagnose_moe(model, init, tokens, f, names, rtol, ref)
         if not check_moe_bias(rep, cfg, ref, get, S, rtol, verbose):
             diagnose_moe_updates(model, init, tokens, cfg, lrs, get("moe_bias"), rtol)
         if opts.get("expect_drops"):
@@ -804,9 +807,10 @@ def check_moe_bias(rep, cfg, ref, get, S, rtol, verbose):
     return ok
 
 
-def diagnose_moe(model, init, tokens, f, names, rtol):
+def diagnose_moe(model, init, tokens, f, names, rtol, ref):
     """When step-0 checks of an MoE run fail: step 0 replayed with each of moe_ref's layer
-    mistakes, against the dump's logits, gradients, aux and z losses."""
+    mistakes, against the dump's logits, gradients, aux and z losses. A mistake that
+    changes nothing on this step (ref: the oracle's own run) is named as such."""
     def get0(key):
         if key not in f:
             return None
@@ -823,11 +827,16 @@ def diagnose_moe(model, init, tokens, f, names, rtol):
              "z": rel_err(z0, r["moe"].z_steps[0]) if z0 is not None else float("nan")}
         ge = [rel_err(f["step0/grads/" + n][()], r["grads0"][n]) for n in names if "step0/grads/" + n in f]
         e["grads"] = max(ge) if ge else float("nan")
-        rows.append((max(v for v in e.values() if v == v), what, e))
+        same = max([rel_err(r["logits0"], ref["logits0"]),
+                    rel_err(r["moe"].aux_steps[0], ref["moe"].aux_steps[0]),
+                    rel_err(r["moe"].z_steps[0], ref["moe"].z_steps[0])] +
+                   [rel_err(r["grads0"][n], ref["grads0"][n]) for n in names]) <= 1e-12
+        rows.append((max(v for v in e.values() if v == v), what, e, same))
     print("  MoE diagnostics (step 0 replayed with one mistake; rel.err of the dump's values):")
-    for worst, what, e in sorted(rows, key=lambda t: t[0]):
+    for worst, what, e, same in sorted(rows, key=lambda t: (t[3], t[0])):
         print("    %-62s logits %.1e grads %.1e aux %.1e z %.1e%s" % (
-            what, e["logits"], e["grads"], e["aux"], e["z"], "   <-- matches" if worst <= rtol else ""))
+            what, e["logits"], e["grads"], e["aux"], e["z"],
+            "   (changes nothing on step 0)" if same else "   <-- matches" if worst <= rtol else ""))
 
 
 def diagnose_moe_updates(model, init, tokens, cfg, lrs, dumped, rtol):
@@ -903,7 +912,8 @@ def main(model_cls, doc):
         sys.exit(rc)
 
     if a.dump:
-        nf = check_dump(a.dump, model_cls, None, a.rtol, a.verbose)
+        nf = check_dump(a.dump, model_cls, None, a.rtol, a.verbose,
+                        {"margin": a.moe_margin, "expect_drops": a.moe_expect_drops})
         sys.exit(1 if nf else 0)
 
     need = [k for k in ("n_layer", "n_head", "d_model", "vocab", "seq_len", "batch")

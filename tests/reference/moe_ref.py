@@ -222,7 +222,7 @@ def check_args(ap, a):
         ap.error("the MoE flags need --n-experts")
     if g.get("n_experts", 0) < 0:
         ap.error("--n-experts must be >= 0")
-    if a.moe_expect_drops and not g.get("moe_capacity"):
+    if a.moe_expect_drops and not g.get("moe_capacity") and not a.dump:
         ap.error("--moe-expect-drops needs --moe-capacity > 0")
 
 

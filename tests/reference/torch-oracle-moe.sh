@@ -31,8 +31,11 @@ run llama_oracle.py --n-layer 2 --n-head 6 --n-kv-head 2 --d-model 60 --ffn-hidd
 # Llama, bias balancing (rate 0.01, so that the bias moves the routing within 10 steps)
 run llama_oracle.py --n-layer 2 --n-head 4 --n-kv-head 2 --d-model 40 --ffn-hidden 36 --vocab 53 --seq-len 6 \
     --batch 2 $MOE --expert-hidden 37 --moe-balance bias --moe-bias-rate 0.01
-# Llama, capacity 1.0 with drops and bias balancing together, experts 52 wide
-run llama_oracle.py --n-layer 2 --n-head 2 --n-kv-head 1 --d-model 12 --ffn-hidden 20 --vocab 23 --seq-len 12 \
+# Llama, capacity 1.0 with drops and bias balancing together, experts 52 wide. The capacity
+# runs have one sequence per micro-batch: equal tokens at the same position of two sequences
+# (and, in a Llama, a sequence opening with a repeated token) have equal probabilities, an
+# exact tie at a capacity boundary that the seed search would have to step around
+run llama_oracle.py --n-layer 2 --n-head 2 --n-kv-head 1 --d-model 24 --ffn-hidden 20 --vocab 101 --seq-len 12 \
     --batch 1 $MOE --expert-hidden 52 --moe-capacity 1.0 --moe-expect-drops --moe-balance bias --moe-bias-rate 0.01
 # shardlm's MoE defaults (top 2, every block, expert_hidden = ffn_hidden, aux 0.01, z 0,
 # dropless, loss balancing): the dump must echo them
