@@ -19,7 +19,12 @@ dump carries - and hands it to `main`. Everything else lives here:
     zero throughout is measured in `grads` by its norm relative to the global gradient
     norm (it has no norm of its own);
   * diagnostics when a check fails: hints per gradient tensor, and for the logits the
-    model's plausible mistakes (`Model.variants`), naming the one the dump matches.
+    model's plausible mistakes (`Model.variants`), naming the one the dump matches;
+  * mixture-of-experts blocks (moe_ref.py): the MoE flags and root attributes, the aux
+    and z losses in the objective, the bias balancing, the routing-margin check that
+    decides whether an MoE run can be compared at all (and `seed_search`, which looks for
+    a seed whose run can), the checks of /moe_aux_loss, /moe_z_loss and /moe_bias, and
+    step 0 replayed with moe_ref.BUGS' mistakes when it fails.
 
 The dump's `arch` root attribute names its architecture ("gpt2", "llama"); dumps written
 before it existed have none and are GPT-2. A dump of another architecture than the
@@ -38,6 +43,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+import moe_ref
 import optim_oracle
 
 DT = torch.float64
@@ -52,6 +58,10 @@ TINY = 1e-30
 ZERO_GRAD_TOL = 2.0
 # Trajectory checks accept up to FLOOR_K times the error of a float32 replay.
 FLOOR_K = 10.0
+# An MoE run is compared only when its smallest routing margin is at least --moe-margin
+# and MARGIN_K times the largest difference of the float32 replay's routing scores from
+# float64's (see moe_ref).
+MARGIN_K = 10.0
 
 # The oracle for each architecture a dump may name.
 ORACLES = {"gpt2": "gpt2_oracle.py", "llama": "llama_oracle.py"}
@@ -128,8 +138,15 @@ class Model:
     def param_shapes(self):
         raise NotImplementedError
 
-    def forward(self, P, idx):
-        """P: name -> tensor; idx (B,T) int64 -> logits (B,T,V), in P's dtype."""
+    @classmethod
+    def dense_hidden(cls, cfg):
+        """The dense MLP width, which expert_hidden = 0 stands for."""
+        raise NotImplementedError
+
+    def forward(self, P, idx, moe=None):
+        """P: name -> tensor; idx (B,T) int64 -> logits (B,T,V), in P's dtype. The MLP half
+        of an MoE block (moe_ref.is_moe_block) is moe_ref.mlp(..., moe): `moe` is the run's
+        moe_ref.Tracker (None: zero bias, nothing recorded)."""
         raise NotImplementedError
 
     def is_decayed(self, name, shape):
@@ -170,9 +187,11 @@ def lr_at(s, lr, warmup, steps, min_lr):
     return min_lr + coeff * (lr - min_lr)
 
 
-def step_loss_and_grads(model, P, names, tok_step):
+def step_loss_and_grads(model, P, names, tok_step, moe=None):
     """tok_step (A,B,T+1). Zeroes grads, accumulates the gradient of the mean loss
-    over the whole global batch, returns (loss, logits of micro-batch 0)."""
+    over the whole global batch, returns (loss, logits of micro-batch 0). With MoE blocks
+    (moe: the run's moe_ref.Tracker) the objective adds, averaged over the micro-batches,
+    each micro-batch's aux + z losses; the loss returned is the cross-entropy alone."""
     for n in names:
         P[n].grad = None
     A = tok_step.shape[0]
@@ -181,28 +200,44 @@ def step_loss_and_grads(model, P, names, tok_step):
     for a in range(A):
         inp = tok_step[a, :, :-1]
         tgt = tok_step[a, :, 1:]
-        logits = model.forward(P, inp)
+        if moe is None:
+            logits = model.forward(P, inp)
+        else:
+            moe.begin_micro(a)
+            logits = model.forward(P, inp, moe=moe)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1))
-        (loss / A).backward()
+        if moe is None:
+            (loss / A).backward()
+        else:
+            ((loss + moe.objective()) / A).backward()
+            moe.end_micro(A)
         total += loss.item() / A
         if a == 0:
             logits0 = logits.detach().clone()
+    for n in names:   # an expert no token reached: its gradient is zero, and the step runs
+        if P[n].grad is None:
+            P[n].grad = torch.zeros_like(P[n])
     return total, logits0
 
 
-def run_trajectory(model, init, tokens, cfg, lrs, dtype=DT):
+def run_trajectory(model, init, tokens, cfg, lrs, dtype=DT, moe_bug=None, steps=None):
     """Training run (float64 by default): returns dict(loss0, logits0, grads0, losses,
-    gnorms, final, nclip, zbound, zunit). Results are returned as float64 numpy arrays.
+    gnorms, final, nclip, zbound, zunit, moe). Results are returned as float64 numpy arrays.
     lrs: the learning rate of each step (unused by Adafactor with relative_step);
     zbound: per tensor, the sum of the optimizer's per-step bounds on how far rounding
-    noise moves an element whose exact gradient is zero (zunit names it)."""
+    noise moves an element whose exact gradient is zero (zunit names it); moe: the run's
+    moe_ref.Tracker (aux and z losses per step, bias rows, routing margins), or None for
+    a dense model. moe_bug: a moe_ref.BUGS mistake, for diagnostics; steps: fewer steps."""
     names = model.param_names()
     P = {n: torch.tensor(init[n], dtype=dtype).requires_grad_(True) for n in names}
     opt = optim_oracle.make_optimizer(model, P, names, cfg)
     allp = [P[n] for n in names]
-    out = {"losses": [], "gnorms": [], "nclip": 0}
-    for s in range(cfg["steps"]):
-        loss, logits0 = step_loss_and_grads(model, P, names, tokens[s])
+    moe = moe_ref.Tracker(cfg, moe_bug) if moe_ref.enabled(cfg) else None
+    out = {"losses": [], "gnorms": [], "nclip": 0, "moe": moe}
+    for s in range(cfg["steps"] if steps is None else steps):
+        if moe is not None:
+            moe.begin_step(s)
+        loss, logits0 = step_loss_and_grads(model, P, names, tokens[s], moe)
         gn = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in allp))
         if s == 0:
             out["loss0"] = loss
@@ -216,6 +251,8 @@ def run_trajectory(model, init, tokens, cfg, lrs, dtype=DT):
         out["losses"].append(loss)
         out["gnorms"].append(gn)
         opt.step(lrs[s], min(gn, cfg["grad_clip"]) if cfg["grad_clip"] > 0 else gn)
+        if moe is not None:
+            moe.end_step()
     out["final"] = {n: P[n].detach().double().numpy().copy() for n in names}
     out["zbound"], out["zunit"] = dict(opt.zbound), opt.zunit
     return out
@@ -237,6 +274,7 @@ class Report:
     def __init__(self, rtol):
         self.rtol = rtol
         self.rows = []
+        self.tie = False    # the run routes too near a tie to be compared (MoE)
 
     def add(self, name, err, where="", note="", ok=None, soft=None):
         if ok is None:
@@ -297,9 +335,9 @@ def tensor_table(title, errs, rtol, show_all):
 def read_config(f, model_cls, want, rep):
     """The configuration check. Returns the configuration the oracle simulates, or None
     when the dump cannot be checked at all (the report then says why)."""
-    ints = COMMON_INTS + list(model_cls.int_attrs) + optim_oracle.INT_ATTRS
-    floats = COMMON_FLOATS + list(model_cls.float_attrs) + optim_oracle.FLOAT_ATTRS
-    strs = list(model_cls.str_attrs) + optim_oracle.STR_ATTRS
+    ints = COMMON_INTS + list(model_cls.int_attrs) + optim_oracle.INT_ATTRS + moe_ref.INT_ATTRS
+    floats = COMMON_FLOATS + list(model_cls.float_attrs) + optim_oracle.FLOAT_ATTRS + moe_ref.FLOAT_ATTRS
+    strs = list(model_cls.str_attrs) + optim_oracle.STR_ATTRS + moe_ref.STR_ATTRS
     arch = dump_arch(f)
     if arch is not None and arch != model_cls.arch or arch is None and model_cls.arch_required:
         what = ("dump has no arch attribute (so is GPT-2)" if arch is None else "dump is arch=%s" % arch)
@@ -315,10 +353,13 @@ def read_config(f, model_cls, want, rep):
                 cfg[k] = cfg[k].strip("\0 ")
     # The optimizer attributes are optional: a dump without `optimizer` is AdamW, and
     # absent settings take their defaults, against which a request is then compared.
-    optional = list(model_cls.optional_attrs(cfg if want is None else dict(cfg, **want))) + \
-        list(optim_oracle.ATTRS)
+    # So are the MoE ones of a dense model (a dump without n_experts is dense).
+    merged = cfg if want is None else dict(cfg, **want)
+    optional = list(model_cls.optional_attrs(merged)) + list(optim_oracle.ATTRS) + \
+        list(moe_ref.optional_attrs(merged))
     missing = [k for k in ints + floats + strs if k not in cfg and k not in optional]
     optim_oracle.fill_defaults(cfg)
+    moe_ref.fill_defaults(cfg)
     if missing and want is None:
         rep.add("config", float("inf"), "", "missing attributes: " + ",".join(missing), ok=False)
         return None
@@ -338,7 +379,8 @@ def read_config(f, model_cls, want, rep):
     if want is not None:   # the oracle simulates what was asked for
         sim.update(want)
     model_cls.cfg_defaults(sim)
-    problems = model_cls.config_problems(sim) + optim_oracle.config_problems(sim)
+    problems = model_cls.config_problems(sim) + optim_oracle.config_problems(sim) + \
+        moe_ref.config_problems(sim)
     if problems:
         mism.append("cannot simulate: " + "; ".join(problems))
     rep.add("config", 0.0 if not mism else float("inf"), "",
@@ -349,15 +391,19 @@ def read_config(f, model_cls, want, rep):
     return cfg
 
 
-def check_dump(path, model_cls, want, rtol, verbose):
+def check_dump(path, model_cls, want, rtol, verbose, opts=None):
     """Check the dump at `path` against a float64 replay of `model_cls`. `want`: the
     requested root attributes (the oracle simulates those), or None to take the
-    configuration from the dump. Prints the report; returns the number of failed checks."""
-    return check_dump_report(path, model_cls, want, rtol, verbose)[0]
+    configuration from the dump. Prints the report; returns the number of failed checks.
+    opts (MoE runs): margin (the smallest routing margin to compare at, default
+    moe_ref.MARGIN), expect_drops (fail unless assignments are dropped), stop_on_tie
+    (return at once, report.tie set, when the margin is too small)."""
+    return check_dump_report(path, model_cls, want, rtol, verbose, opts)[0]
 
 
-def check_dump_report(path, model_cls, want, rtol, verbose):
+def check_dump_report(path, model_cls, want, rtol, verbose, opts=None):
     """check_dump, returning (failed count, Report)."""
+    opts = dict(opts or {})
     rep = Report(rtol)
     f = h5py.File(path, "r")
 
@@ -379,6 +425,9 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
     if line:
         print(line)
     print(optim_oracle.describe(cfg))
+    moe_on = moe_ref.enabled(cfg)
+    if moe_on:
+        print(moe_ref.describe(cfg))
 
     # ---- structure: tokens and init weights must be present and well-shaped
     problems = []
@@ -416,6 +465,51 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
     else:
         lrs = [lr_at(s, cfg["lr"], cfg["warmup_steps"], S, cfg["min_lr"]) for s in range(S)]
     ref = run_trajectory(model, init, tokens, cfg, lrs)
+    seed = attr(f, "seed", int) if "seed" in f.attrs else None
+    threshold = opts.get("margin", moe_ref.MARGIN)
+    if moe_on:
+        margin = routing_margin(ref["moe"], threshold)
+        if not margin[0] and opts.get("stop_on_tie"):
+            rep.add("margin", margin[1], margin[2], margin[3], ok=False, soft=False)
+            rep.tie = True
+            f.close()
+            return 1, rep
+
+    # Float32 replay: the same model and optimizer run in float32 from the same init and
+    # tokens. Its distance from float64 measures how strongly this particular problem
+    # amplifies float32 rounding (Adam and Adafactor normalise near-zero gradient elements
+    # into lr-sized steps), so trajectory checks (losses, grad_norm, final) accept
+    # max(rtol, FLOOR_K * that distance) per step / tensor.
+    r32 = run_trajectory(model, {n: v.astype(np.float32) for n, v in init.items()}, tokens,
+                         cfg, lrs, dtype=torch.float32)
+
+    # MoE: the routing margin along the float64 run decides whether the comparison means
+    # anything (see moe_ref): at least --moe-margin, and MARGIN_K times the distance of
+    # the float32 replay's routing scores from float64's; the replay also shows whether
+    # rounding moved a decision.
+    if moe_on:
+        ok, val, where, note = margin
+        ndiff, dev = routing_differences(ref["moe"], r32["moe"])
+        note += "; float32 replay: scores within %.1e, routes %s" % (
+            dev, "alike" if not ndiff else "%d token-slots otherwise" % ndiff)
+        if ok and val < MARGIN_K * dev:
+            ok = False
+            note += "; the margin must also be %gx that" % MARGIN_K
+        rep.add("margin", val, where, note, ok=ok, soft=False)
+        if not ok:
+            rep.tie = True
+            if opts.get("stop_on_tie"):
+                f.close()
+                return 1, rep
+            print("  routing margin %.3e is below %s (%s): routing is discontinuous, and this "
+                  "near a tie float32 rounding can route a token otherwise than float64, so the "
+                  "comparison of this run is not meaningful and other failures need not be bugs."
+                  % (val, "%g" % threshold if val < threshold else
+                     "%g x the float32 replay's score differences" % MARGIN_K, where))
+            if seed is not None:
+                print("  try another seed: --seed %d (or --seed-search 10 to let the oracle try "
+                      "train.seed = %d, %d, ... until the margin is large enough)"
+                      % (seed + 1, seed, seed + 1))
 
     def get(key):
         return f[key][()] if key in f else None
@@ -462,6 +556,10 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
     tensor_table("step-0 gradient errors", errs, rtol, verbose)
     if not worst[1] <= rtol:
         diagnose_grads(model, f, names, ref)
+    diagnosed = False
+    if moe_on and (set(rep.failed()) & {"logits", "loss0", "grads"}):
+        diagnose_moe(model, init, tokens, f, names, rtol, ref)
+        diagnosed = True
 
     # LR schedule, or Adafactor's relative step size (lrs above)
     flr = get("lr")
@@ -482,32 +580,37 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
             if all(abs(flr[s] - sched[s]) <= rtol * sched[s] for s in range(S)):
                 print("  diagnostic: /lr holds the schedule, not Adafactor's relative step size")
 
-    # Float32 replay: the same model and optimizer run in float32 from the same init and
-    # tokens. Its distance from float64 measures how strongly this particular problem
-    # amplifies float32 rounding (Adam and Adafactor normalise near-zero gradient elements
-    # into lr-sized steps), so trajectory checks (losses, grad_norm, final) accept
-    # max(rtol, FLOOR_K * that distance) per step / tensor.
-    r32 = run_trajectory(model, {n: v.astype(np.float32) for n, v in init.items()}, tokens,
-                         cfg, lrs, dtype=torch.float32)
-
-    # (d) losses, (e) grad norms
-    for key, refv, v32, label in (("losses", ref["losses"], r32["losses"], "losses"),
-                                  ("grad_norm", ref["gnorms"], r32["gnorms"], "grad_norm")):
+    # (d) losses, (e) grad norms, and with MoE blocks the auxiliary and z losses
+    series = [("losses", ref["losses"], r32["losses"], "losses"),
+              ("grad_norm", ref["gnorms"], r32["gnorms"], "grad_norm")]
+    if moe_on:
+        series += [("moe_aux_loss", ref["moe"].aux_steps, r32["moe"].aux_steps, "moe_aux"),
+                   ("moe_z_loss", ref["moe"].z_steps, r32["moe"].z_steps, "moe_z")]
+    step0_bad = set()   # series failing at step 0
+    for key, refv, v32, label in series:
         v = get(key)
         if v is None or np.asarray(v).shape != (S,):
             rep.add(label, float("inf"), "", "/%s missing or wrong shape" % key, ok=False)
             continue
         v = np.asarray(v, dtype=np.float64)
-        e = [abs(v[s] - refv[s]) / max(abs(refv[s]), TINY) if np.isfinite(v[s]) else float("inf")
-             for s in range(S)]
-        fl = [abs(v32[s] - refv[s]) / max(abs(refv[s]), TINY) for s in range(S)]
+        # the z-loss falls by orders of magnitude as the router learns (logsumexp -> 0 by
+        # cancellation): the MoE losses are measured against their step's value, or a
+        # tenth of the series' largest when they fall below it
+        scale = [max(abs(refv[s]), (0.1 * max(abs(x) for x in refv)) if label in ("moe_aux", "moe_z")
+                     else 0.0, TINY) for s in range(S)]
+        e = [abs(v[s] - refv[s]) / scale[s] if np.isfinite(v[s]) else float("inf") for s in range(S)]
+        fl = [abs(v32[s] - refv[s]) / scale[s] for s in range(S)]
         tol = [max(rtol, FLOOR_K * x) for x in fl]
         bad = [s for s in range(S) if not e[s] <= tol[s]]
+        if 0 in bad:
+            step0_bad.add(label)
         k = int(np.argmax(e))
         note = ""
         if label == "grad_norm":
             note = ("clipping (norm > %g) in %d/%d oracle steps" % (cfg["grad_clip"], ref["nclip"], S)
                     if cfg["grad_clip"] > 0 else "clipping disabled (grad_clip <= 0)")
+        if label in ("moe_aux", "moe_z"):
+            note = "oracle steps 0 and %d: %.6g, %.6g" % (S - 1, refv[0], refv[-1])
         if any(e[s] > rtol for s in range(S)) and not bad:
             note += "%sabove rtol only where the float32 replay is too (floor %.1e)" \
                 % ("; " if note else "", max(fl))
@@ -520,6 +623,16 @@ def check_dump_report(path, model_cls, want, rtol, verbose):
                                                              "" if s not in bad else "   <-- FAIL"))
             if bad:
                 print("  first failing step: %d" % bad[0])
+
+    if moe_on:
+        if not diagnosed and step0_bad & {"moe_aux", "moe_z"}:
+            diagnose_moe(model, init, tokens, f, names, rtol, ref)
+        if not check_moe_bias(rep, cfg, ref, get, S, rtol, verbose):
+            diagnose_moe_updates(model, init, tokens, cfg, lrs, get("moe_bias"), rtol)
+        if opts.get("expect_drops"):
+            d = ref["moe"].drops
+            rep.add("drops", float(d), "", "%d of %d token-slots dropped along the oracle's run "
+                    "(the run must drop some)" % (d, ref["moe"].slots), ok=d > 0, soft=False)
 
     # (f) final parameters. Slices whose exact gradient is identically zero (see
     # Model.zero_grad_rows) are excluded here and checked separately below: there a float32
@@ -636,6 +749,111 @@ def diagnose_logits(model, init, idx, lg, rtol):
         print("    %-52s %.3e%s" % (label, e, "   <-- matches" if e <= rtol else ""))
 
 
+# --------------------------------------------------------------------------- MoE
+
+def routing_margin(tracker, threshold):
+    """(ok, smallest margin, where, note) of a float64 run's routing (moe_ref.Tracker)."""
+    mt, wt = tracker.margin
+    mc, wc = tracker.cap_margin
+    parts = ["top-k margin %s" % ("%.3e at %s" % (mt, wt) if wt else "none (k = E)")]
+    if tracker.cfg["moe_capacity"] > 0:
+        parts.append("capacity margin %s" % ("%.3e at %s" % (mc, wc) if wc else
+                                             "none (no expert over its capacity)"))
+    val, where = (mt, "top-k") if mt <= mc else (mc, "capacity")
+    if val == float("inf"):
+        where = ""
+    note = "%s; pass >= %g; %d of %d token-slots dropped" % (
+        "; ".join(parts), threshold, tracker.drops, tracker.slots)
+    return val >= threshold, val, where, note
+
+
+def routing_differences(a, b):
+    """(token-slots two runs (moe_ref.Tracker) route or drop otherwise, the largest
+    difference of their selection scores and probabilities)."""
+    n, d = 0, 0.0
+    for (_, _, _, ra), (_, _, _, rb) in zip(a.routings, b.routings):
+        n += int(np.sum(ra.chosen != rb.chosen)) + int(np.sum(ra.keep != rb.keep))
+        d = max(d, float(np.abs(ra.s - rb.s).max()), float(np.abs(ra.p - rb.p).max()))
+    return n + abs(len(a.routings) - len(b.routings)), d
+
+
+def check_moe_bias(rep, cfg, ref, get, S, rtol, verbose):
+    """/moe_bias against the replayed bias balancing: max |shardlm - oracle| / r. Required
+    with moe_balance = bias, checked whenever present. Returns False when it fails."""
+    v = get("moe_bias")
+    if cfg["moe_balance"] != "bias" and v is None:
+        return True
+    refb = ref["moe"].bias_array()
+    r = cfg["moe_bias_rate"]
+    if v is None or np.asarray(v).shape != refb.shape:
+        rep.add("moe_bias", float("inf"), "", "/moe_bias %s, expected shape %s" % (
+            "missing" if v is None else "of shape %s" % (np.asarray(v).shape,), refb.shape), ok=False)
+        return False
+    v = np.asarray(v, dtype=np.float64)
+    d = np.abs(v - refb) if np.all(np.isfinite(v)) else np.full(refb.shape, np.inf)
+    per = d.reshape(S, -1).max(1) / max(r, TINY)
+    k = int(np.argmax(per))
+    ok = rep.add("moe_bias", float(per[k]), "step %d" % k,
+                 "max|shardlm - oracle| / r (r = %g); oracle's last bias in [%g, %g], moved in %d of %d steps"
+                 % (r, refb[-1].min(), refb[-1].max(),
+                    sum(1 for s in range(1, S) if np.any(refb[s] != refb[s - 1])), S - 1),
+                 soft=False)
+    if not ok or verbose:
+        print("  /moe_bias per step (layer rows; shardlm / oracle):")
+        for s in range(S):
+            print("    %3d: %s / %s%s" % (s, np.array2string(v[s], precision=5),
+                                          np.array2string(refb[s], precision=5),
+                                          "" if per[s] <= rtol else "   <-- FAIL"))
+    return ok
+
+
+def diagnose_moe(model, init, tokens, f, names, rtol, ref):
+    """When step-0 checks of an MoE run fail: step 0 replayed with each of moe_ref's layer
+    mistakes, against the dump's logits, gradients, aux and z losses. A mistake that
+    changes nothing on this step (ref: the oracle's own run) is named as such."""
+    def get0(key):
+        if key not in f:
+            return None
+        v = np.asarray(f[key][()], dtype=np.float64)
+        return v.reshape(-1)[0] if key in ("moe_aux_loss", "moe_z_loss") else v
+    lg, a0, z0 = get0("step0/logits"), get0("moe_aux_loss"), get0("moe_z_loss")
+    rows = []
+    for bug, (what, kind, _) in moe_ref.BUGS.items():
+        if kind != "layer" or not moe_ref.applicable(bug, model.cfg):
+            continue
+        r = run_trajectory(model, init, tokens, model.cfg, [0.0], moe_bug=bug, steps=1)
+        e = {"logits": rel_err(lg, r["logits0"]) if lg is not None else float("nan"),
+             "aux": rel_err(a0, r["moe"].aux_steps[0]) if a0 is not None else float("nan"),
+             "z": rel_err(z0, r["moe"].z_steps[0]) if z0 is not None else float("nan")}
+        ge = [rel_err(f["step0/grads/" + n][()], r["grads0"][n]) for n in names if "step0/grads/" + n in f]
+        e["grads"] = max(ge) if ge else float("nan")
+        same = max([rel_err(r["logits0"], ref["logits0"]),
+                    rel_err(r["moe"].aux_steps[0], ref["moe"].aux_steps[0]),
+                    rel_err(r["moe"].z_steps[0], ref["moe"].z_steps[0])] +
+                   [rel_err(r["grads0"][n], ref["grads0"][n]) for n in names]) <= 1e-12
+        rows.append((max(v for v in e.values() if v == v), what, e, same))
+    print("  MoE diagnostics (step 0 replayed with one mistake; rel.err of the dump's values):")
+    for worst, what, e, same in sorted(rows, key=lambda t: (t[3], t[0])):
+        print("    %-62s logits %.1e grads %.1e aux %.1e z %.1e%s" % (
+            what, e["logits"], e["grads"], e["aux"], e["z"],
+            "   (changes nothing on step 0)" if same else "   <-- matches" if worst <= rtol else ""))
+
+
+def diagnose_moe_updates(model, init, tokens, cfg, lrs, dumped, rtol):
+    """When /moe_bias fails: the bias balancing replayed with each update mistake."""
+    if dumped is None:
+        return
+    dumped = np.asarray(dumped, dtype=np.float64)
+    print("  bias balancing diagnostics (the run replayed with one mistake; max|d|/r of /moe_bias):")
+    for bug, (what, kind, _) in moe_ref.BUGS.items():
+        if kind != "update" or not moe_ref.applicable(bug, cfg):
+            continue
+        b = run_trajectory(model, init, tokens, cfg, lrs, moe_bug=bug)["moe"].bias_array()
+        e = float(np.abs(b - dumped).max()) / max(cfg["moe_bias_rate"], TINY) \
+            if b.shape == dumped.shape else float("inf")
+        print("    %-62s %.2e%s" % (what, e, "   <-- matches" if e <= rtol else ""))
+
+
 # --------------------------------------------------------------------------- driver
 
 def find_binary(arg):
@@ -663,6 +881,7 @@ def parser(model_cls, doc):
     ap.add_argument("--batch", type=int, help="micro-batch size")
     ap.add_argument("--accum", type=int, default=1, help="gradient accumulation steps")
     model_cls.add_args(ap)
+    moe_ref.add_args(ap)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--lr", type=float, default=1e-2)
@@ -693,7 +912,8 @@ def main(model_cls, doc):
         sys.exit(rc)
 
     if a.dump:
-        nf = check_dump(a.dump, model_cls, None, a.rtol, a.verbose)
+        nf = check_dump(a.dump, model_cls, None, a.rtol, a.verbose,
+                        {"margin": a.moe_margin, "expect_drops": a.moe_expect_drops})
         sys.exit(1 if nf else 0)
 
     need = [k for k in ("n_layer", "n_head", "d_model", "vocab", "seq_len", "batch")
@@ -703,12 +923,14 @@ def main(model_cls, doc):
     if a.d_model % a.n_head:
         ap.error("--d-model must be divisible by --n-head")
     model_cls.check_args(ap, a)
+    moe_ref.check_args(ap, a)
     want = {"n_layer": a.n_layer, "n_head": a.n_head, "d_model": a.d_model,
             "vocab_size": a.vocab, "seq_len": a.seq_len, "micro_batch": a.batch,
             "grad_accum": a.accum, "steps": a.steps, "warmup_steps": a.warmup,
             "lr": a.lr, "min_lr": a.min_lr, "weight_decay": a.weight_decay,
             "grad_clip": a.grad_clip, "beta1": a.beta1, "beta2": a.beta2, "eps": a.eps}
     want.update(model_cls.want_from_args(a))
+    want.update(moe_ref.want_from_args(a, model_cls.dense_hidden(want)))
     want.update(optim_oracle.want_from_settings(a.set))
     # Adafactor's relative step replaces train.lr, which shardlm then refuses to be given
     relative = want.get("optimizer") == "adafactor" and want.get("adafactor_relative_step", 1)
@@ -734,32 +956,65 @@ def main(model_cls, doc):
     for p in (dump, metrics):
         if os.path.exists(p):
             os.remove(p)
-    cmd = [binary, "train"] + ([a.config] if a.config else []) + model_cls.leading_settings(a) + [
-        "model.n_layer=%d" % a.n_layer, "model.n_head=%d" % a.n_head,
-        "model.d_model=%d" % a.d_model, "model.vocab_size=%d" % a.vocab,
-        "model.seq_len=%d" % a.seq_len] + model_cls.settings_from_args(a) + [
-        "train.steps=%d" % a.steps, "train.micro_batch=%d" % a.batch,
-        "train.global_batch=%d" % (a.batch * a.accum),
-        ] + ([] if relative else ["train.lr=%r" % a.lr]) + [
-        "train.warmup_steps=%d" % a.warmup, "train.min_lr=%r" % a.min_lr,
-        "train.weight_decay=%r" % a.weight_decay, "train.grad_clip=%r" % a.grad_clip,
-        "train.seed=%d" % a.seed, "train.beta1=%r" % a.beta1, "train.beta2=%r" % a.beta2,
-        "train.eps=%r" % a.eps,
-        "data.train=synthetic", "log.every=1", "log.metrics=" + metrics, "log.dump=" + dump] + a.set
+
+    def command(seed):
+        return [binary, "train"] + ([a.config] if a.config else []) + model_cls.leading_settings(a) + [
+            "model.n_layer=%d" % a.n_layer, "model.n_head=%d" % a.n_head,
+            "model.d_model=%d" % a.d_model, "model.vocab_size=%d" % a.vocab,
+            "model.seq_len=%d" % a.seq_len] + model_cls.settings_from_args(a) + \
+            moe_ref.settings_from_args(a) + [
+            "train.steps=%d" % a.steps, "train.micro_batch=%d" % a.batch,
+            "train.global_batch=%d" % (a.batch * a.accum),
+            ] + ([] if relative else ["train.lr=%r" % a.lr]) + [
+            "train.warmup_steps=%d" % a.warmup, "train.min_lr=%r" % a.min_lr,
+            "train.weight_decay=%r" % a.weight_decay, "train.grad_clip=%r" % a.grad_clip,
+            "train.seed=%d" % seed, "train.beta1=%r" % a.beta1, "train.beta2=%r" % a.beta2,
+            "train.eps=%r" % a.eps,
+            "data.train=synthetic", "log.every=1", "log.metrics=" + metrics, "log.dump=" + dump] + a.set
+
     if not tmp:
         print("files are kept in " + workdir)
-    print("running: " + " ".join(cmd))
-    sys.stdout.flush()
+    opts = {"margin": a.moe_margin, "expect_drops": a.moe_expect_drops}
     try:
-        nf = run_and_check(cmd, dump, model_cls, want, a)
+        if a.seed_search > 0:
+            nf = seed_search(command, a.seed, a.seed_search, dump, model_cls, want, a, opts)
+        else:
+            cmd = command(a.seed)
+            print("running: " + " ".join(cmd))
+            sys.stdout.flush()
+            nf = run_and_check(cmd, dump, model_cls, want, a, opts)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
     sys.exit(1 if nf else 0)
 
 
-def run_and_check(cmd, dump, model_cls, want, a):
-    """Run shardlm, then check its dump; returns the number of failed checks."""
+def seed_search(command, first, tries, dump, model_cls, want, a, opts):
+    """Run shardlm with train.seed = first, first+1, ... (at most `tries` runs) until the
+    float64 replay of its run routes with enough margin (see moe_ref and check_dump_report),
+    then check that run. Deterministic: the same seeds in the same order. Returns the
+    number of failed checks (1 when no seed qualifies)."""
+    for seed in range(first, first + tries):
+        cmd = command(seed)
+        print("== seed search: train.seed=%d" % seed)
+        print("running: " + " ".join(cmd))
+        sys.stdout.flush()
+        nf = run_and_check(cmd, dump, model_cls, want, a, dict(opts, stop_on_tie=True), True)
+        if nf is not None:
+            print("seed search: checked train.seed=%d, the first of %d..%d whose routing is clear of ties"
+                  % (seed, first, seed))
+            return nf
+    print("seed search: none of train.seed = %d..%d routes clear of ties (margin >= %g and >= %g x "
+          "the float32 replay's score differences); no comparison of these runs would be meaningful "
+          "(more --seed-search tries, or fewer tokens per step)" % (first, first + tries - 1,
+                                                                   opts["margin"], MARGIN_K))
+    print("0 passed, 1 failed")
+    return 1
+
+
+def run_and_check(cmd, dump, model_cls, want, a, opts=None, searching=False):
+    """Run shardlm, then check its dump; returns the number of failed checks (searching:
+    None when the run routes too near a tie, after printing its margin)."""
     try:
         r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            timeout=a.timeout, cwd=os.path.dirname(dump))
@@ -781,4 +1036,9 @@ def run_and_check(cmd, dump, model_cls, want, a):
         print("----")
         print("0 passed, 1 failed")
         return 1
-    return check_dump(dump, model_cls, want, a.rtol, a.verbose)
+    nf, rep = check_dump_report(dump, model_cls, want, a.rtol, a.verbose, opts)
+    if searching and rep.tie:
+        m = [r for r in rep.rows if r[0] == "margin"][0]
+        print("routing too near a tie, margin %.3e (%s): %s; trying the next seed" % (m[2], m[3], m[4]))
+        return None
+    return nf

@@ -21,6 +21,26 @@ initial weights and the dumped token stream, and checks:
   zero_grad  the few parameter rows whose exact gradient is identically zero
              (key bias; with T == 1 all q/k rows of qkv), excluded from `final`
 
+With mixture-of-experts blocks (--n-experts E and the other MoE flags, see moe_ref.py;
+model.n_experts etc. in shardlm) the MLP of block l is the MoE layer when
+(l + 1) % moe_every == 0, grads, grad_norm and final are of the whole objective
+(cross-entropy plus the micro-batch average of each MoE layer's aux + z losses), and:
+
+  margin     the smallest routing margin along the float64 run (k-th against (k+1)-th
+             selection score of any token; with a capacity, an expert's last kept against
+             first dropped probability) must be >= --moe-margin (1e-5) and 10x the float32
+             replay's score differences: nearer a tie the comparison is not meaningful, the
+             report says so and names a seed to try (--seed-search N tries seeds itself)
+  moe_aux    /moe_aux_loss, every step (as losses; measured against the step's value, or a
+  moe_z      tenth of the series' largest), and /moe_z_loss
+  moe_bias   /moe_bias (steps, MoE layers, E) against the replayed bias balancing, as
+             max|shardlm - oracle| / moe_bias_rate; required with --moe-balance bias
+  drops      with --moe-expect-drops: the float64 run dropped some assignments
+
+and the config check covers the MoE root attributes (a dump without them is dense). When
+a step-0 check fails, step 0 is replayed with each of moe_ref.BUGS' mistakes and the one
+the dump matches is named.
+
 Error metric: normwise relative error ||a-b||_2 / max(||b||_2, tiny) per tensor
 (|a-b|/|b| for scalars), b being the float64 oracle value. A check passes when
 its largest error is <= --rtol, except:
@@ -47,6 +67,10 @@ passed but sit far above float32 rounding (more than rtol/10).
 Example:
   /usr/bin/python3 tests/reference/gpt2_oracle.py --shardlm build/shardlm \
       --n-layer 2 --n-head 2 --d-model 12 --vocab 11 --seq-len 4 --batch 3 --accum 2
+  /usr/bin/python3 tests/reference/gpt2_oracle.py --shardlm build/shardlm \
+      --n-layer 2 --n-head 3 --d-model 24 --vocab 37 --seq-len 7 --batch 2 \
+      --n-experts 6 --expert-top-k 2 --expert-hidden 37 --moe-aux-loss 0.1 --moe-z-loss 0.01 \
+      --seed-search 10
 
 --dump FILE skips running shardlm and checks an existing dump (the config is
 then taken from the dump's attributes; the CLI shape flags are ignored). A dump whose
@@ -63,24 +87,29 @@ import torch
 
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 import dump_oracle  # noqa: E402
+import moe_ref  # noqa: E402
 from dump_oracle import rel_err  # noqa: E402
 
 
 # --------------------------------------------------------------------------- model
 
-def param_names(n_layer):
+def param_names(n_layer, cfg=None):
+    """cfg: the MoE attributes (moe_ref), when the model may have MoE blocks."""
     names = ["wte", "wpe"]
     for i in range(n_layer):
         p = "blocks.%d." % i
         names += [p + s for s in (
             "ln1.weight", "ln1.bias", "attn.qkv.weight", "attn.qkv.bias",
-            "attn.proj.weight", "attn.proj.bias", "ln2.weight", "ln2.bias",
-            "mlp.fc.weight", "mlp.fc.bias", "mlp.proj.weight", "mlp.proj.bias")]
+            "attn.proj.weight", "attn.proj.bias", "ln2.weight", "ln2.bias")]
+        if cfg is not None and moe_ref.is_moe_block(cfg, i):
+            names += [n for n, _ in moe_ref.block_tensors(p, cfg, "gpt2")]
+        else:
+            names += [p + s for s in ("mlp.fc.weight", "mlp.fc.bias", "mlp.proj.weight", "mlp.proj.bias")]
     names += ["lnf.weight", "lnf.bias"]
     return names
 
 
-def param_shapes(L, C, V, T):
+def param_shapes(L, C, V, T, cfg=None):
     s = {"wte": (V, C), "wpe": (T, C), "lnf.weight": (C,), "lnf.bias": (C,)}
     for i in range(L):
         p = "blocks.%d." % i
@@ -89,9 +118,14 @@ def param_shapes(L, C, V, T):
             p + "attn.qkv.weight": (3 * C, C), p + "attn.qkv.bias": (3 * C,),
             p + "attn.proj.weight": (C, C), p + "attn.proj.bias": (C,),
             p + "ln2.weight": (C,), p + "ln2.bias": (C,),
-            p + "mlp.fc.weight": (4 * C, C), p + "mlp.fc.bias": (4 * C,),
-            p + "mlp.proj.weight": (C, 4 * C), p + "mlp.proj.bias": (C,),
         })
+        if cfg is not None and moe_ref.is_moe_block(cfg, i):
+            s.update(moe_ref.block_tensors(p, cfg, "gpt2"))
+        else:
+            s.update({
+                p + "mlp.fc.weight": (4 * C, C), p + "mlp.fc.bias": (4 * C,),
+                p + "mlp.proj.weight": (C, 4 * C), p + "mlp.proj.bias": (C,),
+            })
     return s
 
 
@@ -125,8 +159,9 @@ def attention(x, P, pre, n_head):
     return linear(y, P[pre + "attn.proj.weight"], P[pre + "attn.proj.bias"])
 
 
-def forward(P, idx, n_layer, n_head):
-    """idx (B,T) int64 -> logits (B,T,V)."""
+def forward(P, idx, n_layer, n_head, cfg=None, moe=None):
+    """idx (B,T) int64 -> logits (B,T,V). cfg: the MoE attributes, when the model may have
+    MoE blocks (their MLP half is moe_ref's layer, `moe` the run's moe_ref.Tracker)."""
     B, T = idx.shape
     x = P["wte"][idx] + P["wpe"][:T].unsqueeze(0)
     for i in range(n_layer):
@@ -134,6 +169,9 @@ def forward(P, idx, n_layer, n_head):
         h = layernorm(x, P[pre + "ln1.weight"], P[pre + "ln1.bias"])
         x = x + attention(h, P, pre, n_head)
         h = layernorm(x, P[pre + "ln2.weight"], P[pre + "ln2.bias"])
+        if cfg is not None and moe_ref.is_moe_block(cfg, i):
+            x = x + moe_ref.mlp(h, P, pre, i, "gpt2", cfg, moe)
+            continue
         h = gelu_tanh(linear(h, P[pre + "mlp.fc.weight"], P[pre + "mlp.fc.bias"]))
         x = x + linear(h, P[pre + "mlp.proj.weight"], P[pre + "mlp.proj.bias"])
     x = layernorm(x, P["lnf.weight"], P["lnf.bias"])
@@ -165,15 +203,19 @@ class GPT2(dump_oracle.Model):
     arch = "gpt2"
     arch_required = False
 
+    @classmethod
+    def dense_hidden(cls, cfg):
+        return 4 * cfg["d_model"]
+
     def param_names(self):
-        return param_names(self.cfg["n_layer"])
+        return param_names(self.cfg["n_layer"], self.cfg)
 
     def param_shapes(self):
         c = self.cfg
-        return param_shapes(c["n_layer"], c["d_model"], c["vocab_size"], c["seq_len"])
+        return param_shapes(c["n_layer"], c["d_model"], c["vocab_size"], c["seq_len"], c)
 
-    def forward(self, P, idx):
-        return forward(P, idx, self.cfg["n_layer"], self.cfg["n_head"])
+    def forward(self, P, idx, moe=None):
+        return forward(P, idx, self.cfg["n_layer"], self.cfg["n_head"], self.cfg, moe)
 
     def is_decayed(self, name, shape):
         return is_decayed(name, shape)

@@ -38,6 +38,10 @@ Parameter names and global shapes, as in the dump:
   .mlp_norm.weight (C), .mlp.gate.weight (F,C), .mlp.up.weight (F,C), .mlp.down.weight (C,F);
   norm.weight (C); head.weight (V,C) only when untied.
 
+Mixture-of-experts blocks (--n-experts E ...): as in gpt2_oracle.py, with SwiGLU experts
+blocks.<l>.moe.experts.<e>.gate.weight (Fe,C), .up.weight (Fe,C), .down.weight (C,Fe) and
+the router blocks.<l>.moe.router.weight (E,C) in place of the block's mlp.* tensors.
+
 The dump's root attributes are GPT-2's plus arch ("llama"), n_kv_head, ffn_hidden,
 tie_embeddings (0/1), norm_eps, rope_theta, rope_scaling ("none" | "llama3"),
 rope_factor, rope_low_freq_factor, rope_high_freq_factor, rope_original_max_pos (the
@@ -79,6 +83,7 @@ import torch
 
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 import dump_oracle  # noqa: E402
+import moe_ref  # noqa: E402
 from dump_oracle import rel_err  # noqa: E402
 
 SCALINGS = ("none", "llama3")
@@ -157,21 +162,25 @@ def rope_apply(x, cos, sin, pairing="half"):
 
 # --------------------------------------------------------------------------- model
 
-def param_names(n_layer, tied):
+def param_names(n_layer, tied, cfg=None):
+    """cfg: the MoE attributes (moe_ref), when the model may have MoE blocks."""
     names = ["embed.weight"]
     for i in range(n_layer):
         p = "blocks.%d." % i
         names += [p + s for s in (
             "attn_norm.weight", "attn.q.weight", "attn.k.weight", "attn.v.weight",
-            "attn.o.weight", "mlp_norm.weight", "mlp.gate.weight", "mlp.up.weight",
-            "mlp.down.weight")]
+            "attn.o.weight", "mlp_norm.weight")]
+        if cfg is not None and moe_ref.is_moe_block(cfg, i):
+            names += [n for n, _ in moe_ref.block_tensors(p, cfg, "llama")]
+        else:
+            names += [p + s for s in ("mlp.gate.weight", "mlp.up.weight", "mlp.down.weight")]
     names += ["norm.weight"]
     if not tied:
         names += ["head.weight"]
     return names
 
 
-def param_shapes(L, C, H, K, Fh, V, tied):
+def param_shapes(L, C, H, K, Fh, V, tied, cfg=None):
     hs = C // H
     s = {"embed.weight": (V, C), "norm.weight": (C,)}
     if not tied:
@@ -182,9 +191,12 @@ def param_shapes(L, C, H, K, Fh, V, tied):
             p + "attn_norm.weight": (C,), p + "attn.q.weight": (H * hs, C),
             p + "attn.k.weight": (K * hs, C), p + "attn.v.weight": (K * hs, C),
             p + "attn.o.weight": (C, H * hs), p + "mlp_norm.weight": (C,),
-            p + "mlp.gate.weight": (Fh, C), p + "mlp.up.weight": (Fh, C),
-            p + "mlp.down.weight": (C, Fh),
         })
+        if cfg is not None and moe_ref.is_moe_block(cfg, i):
+            s.update(moe_ref.block_tensors(p, cfg, "llama"))
+        else:
+            s.update({p + "mlp.gate.weight": (Fh, C), p + "mlp.up.weight": (Fh, C),
+                      p + "mlp.down.weight": (C, Fh)})
     return s
 
 
@@ -207,8 +219,10 @@ OPTIONS = {"pairing": ("half", "interleaved"), "rope": ("on", "off"),
            "scale": ("1/sqrt(hs)", "1/sqrt(C)")}
 
 
-def forward(P, idx, cfg, opt=None):
-    """idx (B,T) int64 -> logits (B,T,V), in the dtype of P. opt: OPTIONS overrides."""
+def forward(P, idx, cfg, opt=None, moe=None):
+    """idx (B,T) int64 -> logits (B,T,V), in the dtype of P. opt: OPTIONS overrides. The
+    MLP half of an MoE block (moe_ref.is_moe_block(cfg, l)) is moe_ref's layer; moe: the
+    run's moe_ref.Tracker."""
     o = {k: v[0] for k, v in OPTIONS.items()}
     o.update(opt or {})
     B, T = idx.shape
@@ -245,6 +259,9 @@ def forward(P, idx, cfg, opt=None):
         y = (att @ v).transpose(1, 2).reshape(B, T, H * hs)
         h = x + y @ P[pre + "attn.o.weight"].t()
         m = rms_norm(h, P[pre + "mlp_norm.weight"], eps, eps_out)
+        if moe_ref.is_moe_block(cfg, i):
+            x = h + moe_ref.mlp(m, P, pre, i, "llama", cfg, moe)
+            continue
         g = m @ P[pre + "mlp.gate.weight"].t()
         u = m @ P[pre + "mlp.up.weight"].t()
         z = silu(g) * u if o["mlp"] == "silu(gate)*up" else silu(u) * g
@@ -372,16 +389,20 @@ class Llama(dump_oracle.Model):
         return p
 
     # ---- model
+    @classmethod
+    def dense_hidden(cls, cfg):
+        return cfg["ffn_hidden"]
+
     def param_names(self):
-        return param_names(self.cfg["n_layer"], self.cfg["tie_embeddings"])
+        return param_names(self.cfg["n_layer"], self.cfg["tie_embeddings"], self.cfg)
 
     def param_shapes(self):
         c = self.cfg
         return param_shapes(c["n_layer"], c["d_model"], c["n_head"], c["n_kv_head"],
-                            c["ffn_hidden"], c["vocab_size"], c["tie_embeddings"])
+                            c["ffn_hidden"], c["vocab_size"], c["tie_embeddings"], c)
 
-    def forward(self, P, idx):
-        return forward(P, idx, self.cfg, self.opt)
+    def forward(self, P, idx, moe=None):
+        return forward(P, idx, self.cfg, self.opt, moe)
 
     def zero_grad_rows(self, name):
         """With T == 1 each softmax has one element: q and k have no influence."""

@@ -193,62 +193,87 @@ class SynthLlama:
                 P[n] = (std * rng.standard_normal(s)).astype(F32)
         return P
 
-    # ---- one sequence at a time
+    # ---- one sequence at a time, one half-block at a time
+    def phase(self, T):
+        """The unit rotations (T, hs/2) of positions 0..T-1."""
+        return np.exp(1j * np.outer(np.arange(T), self.freqs))
+
     def seq_forward(self, P, ids):
         """ids (T,) -> logits (T,V) and the cache for seq_backward."""
-        T, H, K, hs = len(ids), self.H, self.K, self.hs
-        outside = "eps_outside" in self.bugs
-        inter = "interleaved" in self.bugs
-        pos = np.arange(T)
-        phase = np.exp(1j * np.outer(pos, self.freqs))          # (T, hs/2)
+        phase = self.phase(len(ids))          # (T, hs/2)
         x = P["embed.weight"][ids].copy()
         caches = []
         for l in range(self.L):
-            p = "blocks.%d." % l
-            a, c1 = rms_fwd(x, P[p + "attn_norm.weight"], self.eps, outside)
-            q = a @ P[p + "attn.q.weight"].T
-            k = a @ P[p + "attn.k.weight"].T
-            v = a @ P[p + "attn.v.weight"].T
-            qr = np.empty_like(q)
-            kr = np.empty_like(k)
-            for j in range(H):
-                qr[:, j * hs:(j + 1) * hs] = rotate(q[:, j * hs:(j + 1) * hs], phase, inter)
-            for g in range(K):
-                kr[:, g * hs:(g + 1) * hs] = rotate(k[:, g * hs:(g + 1) * hs], phase, inter)
-            y = np.zeros((T, H * hs), dtype=F32)
-            probs = {}
-            for g in range(K):
-                kg, vg = kr[:, g * hs:(g + 1) * hs], v[:, g * hs:(g + 1) * hs]
-                for j in self.readers[g]:
-                    qj = qr[:, j * hs:(j + 1) * hs]
-                    pj = np.zeros((T, T), dtype=F32)
-                    for t in range(T):     # query t sees keys 0..t
-                        s = (kg[:t + 1] @ qj[t]) / F32(math.sqrt(hs))
-                        e = np.exp(s - s.max())
-                        pj[t, :t + 1] = e / e.sum()
-                    probs[j] = pj
-                    y[:, j * hs:(j + 1) * hs] = pj @ vg
-            h = x + y @ P[p + "attn.o.weight"].T
-            m, c2 = rms_fwd(h, P[p + "mlp_norm.weight"], self.eps, outside)
-            gt = m @ P[p + "mlp.gate.weight"].T
-            u = m @ P[p + "mlp.up.weight"].T
-            sg = sigmoid(gt)
-            z = gt * sg * u
-            xn = h + z @ P[p + "mlp.down.weight"].T
-            caches.append(dict(x=x, a=a, c1=c1, q=q, k=k, v=v, qr=qr, kr=kr, probs=probs, y=y,
-                               h=h, m=m, c2=c2, gt=gt, u=u, sg=sg, z=z))
-            x = xn
-        nf, cf = rms_fwd(x, P["norm.weight"], self.eps, outside)
+            h, c = self.attn_forward(P, l, x, phase)
+            x, cm = self.mlp_forward(P, l, h)
+            c.update(cm)
+            caches.append(c)
+        logits, ch = self.head_forward(P, x)
+        ch.update(layers=caches, phase=phase, ids=ids)
+        return logits, ch
+
+    def attn_forward(self, P, l, x, phase):
+        """The attention half of block l on one sequence x (T, C): h = x + o(attention)."""
+        T, H, K, hs = x.shape[0], self.H, self.K, self.hs
+        outside = "eps_outside" in self.bugs
+        inter = "interleaved" in self.bugs
+        p = "blocks.%d." % l
+        a, c1 = rms_fwd(x, P[p + "attn_norm.weight"], self.eps, outside)
+        q = a @ P[p + "attn.q.weight"].T
+        k = a @ P[p + "attn.k.weight"].T
+        v = a @ P[p + "attn.v.weight"].T
+        qr = np.empty_like(q)
+        kr = np.empty_like(k)
+        for j in range(H):
+            qr[:, j * hs:(j + 1) * hs] = rotate(q[:, j * hs:(j + 1) * hs], phase, inter)
+        for g in range(K):
+            kr[:, g * hs:(g + 1) * hs] = rotate(k[:, g * hs:(g + 1) * hs], phase, inter)
+        y = np.zeros((T, H * hs), dtype=F32)
+        probs = {}
+        for g in range(K):
+            kg, vg = kr[:, g * hs:(g + 1) * hs], v[:, g * hs:(g + 1) * hs]
+            for j in self.readers[g]:
+                qj = qr[:, j * hs:(j + 1) * hs]
+                pj = np.zeros((T, T), dtype=F32)
+                for t in range(T):     # query t sees keys 0..t
+                    s = (kg[:t + 1] @ qj[t]) / F32(math.sqrt(hs))
+                    e = np.exp(s - s.max())
+                    pj[t, :t + 1] = e / e.sum()
+                probs[j] = pj
+                y[:, j * hs:(j + 1) * hs] = pj @ vg
+        h = x + y @ P[p + "attn.o.weight"].T
+        return h, dict(x=x, a=a, c1=c1, q=q, k=k, v=v, qr=qr, kr=kr, probs=probs, y=y, h=h)
+
+    def mlp_forward(self, P, l, h):
+        """The MLP half of block l on h (T, C): h + down(silu(gate m) * up m), m = rms2(h)."""
+        p = "blocks.%d." % l
+        m, c2 = rms_fwd(h, P[p + "mlp_norm.weight"], self.eps, "eps_outside" in self.bugs)
+        gt = m @ P[p + "mlp.gate.weight"].T
+        u = m @ P[p + "mlp.up.weight"].T
+        sg = sigmoid(gt)
+        z = gt * sg * u
+        xn = h + z @ P[p + "mlp.down.weight"].T
+        return xn, dict(m=m, c2=c2, gt=gt, u=u, sg=sg, z=z)
+
+    def head_forward(self, P, x):
+        """The final norm and the head: x (T, C) -> logits (T, V)."""
+        nf, cf = rms_fwd(x, P["norm.weight"], self.eps, "eps_outside" in self.bugs)
         W = P["embed.weight"] if self.tied or "head_is_embed" in self.bugs else P["head.weight"]
         logits = nf @ W.T
-        return logits.astype(F32), dict(layers=caches, x=x, nf=nf, cf=cf, phase=phase, ids=ids)
+        return logits.astype(F32), dict(x=x, nf=nf, cf=cf)
 
     def seq_backward(self, P, cache, dlogits, G):
         """Accumulates into G the gradient for dlogits (T,V)."""
-        H, K, hs = self.H, self.K, self.hs
+        dx = self.head_backward(P, cache, dlogits, G)
+        for l in reversed(range(self.L)):
+            c = cache["layers"][l]
+            dh = self.mlp_backward(P, l, c, dx, G)
+            dx = self.attn_backward(P, l, c, dh, G, cache["phase"])
+        np.add.at(G["embed.weight"], cache["ids"], dx)
+
+    def head_backward(self, P, cache, dlogits, G):
+        """head_forward's backward: the gradient with respect to its input x."""
         outside = "eps_outside" in self.bugs
-        inter = "interleaved" in self.bugs
-        phase = cache["phase"]
         W = P["embed.weight"] if self.tied or "head_is_embed" in self.bugs else P["head.weight"]
         dW = dlogits.T @ cache["nf"]
         if "head_is_embed" in self.bugs:
@@ -261,52 +286,68 @@ class SynthLlama:
         dnf = dlogits @ W
         dx, dw = rms_bwd(dnf, P["norm.weight"], cache["cf"], outside)
         G["norm.weight"] += dw
-        for l in reversed(range(self.L)):
-            p = "blocks.%d." % l
-            c = cache["layers"][l]
-            # MLP: x_out = h + down(silu(gt) * u)
-            G[p + "mlp.down.weight"] += dx.T @ c["z"]
-            dz = dx @ P[p + "mlp.down.weight"]
-            du = dz * c["gt"] * c["sg"]
-            dgt = dz * c["u"] * c["sg"] * (1 + c["gt"] * (1 - c["sg"]))
-            G[p + "mlp.gate.weight"] += dgt.T @ c["m"]
-            G[p + "mlp.up.weight"] += du.T @ c["m"]
-            dm = dgt @ P[p + "mlp.gate.weight"] + du @ P[p + "mlp.up.weight"]
-            dh_n, dw = rms_bwd(dm, P[p + "mlp_norm.weight"], c["c2"], outside)
-            G[p + "mlp_norm.weight"] += dw
-            dh = dx + dh_n
-            # attention: h = x + o(y)
-            G[p + "attn.o.weight"] += dh.T @ c["y"]
-            dy = dh @ P[p + "attn.o.weight"]
-            dqr = np.zeros_like(c["qr"])
-            dkr = np.zeros_like(c["kr"])
-            dv = np.zeros_like(c["v"])
-            for g in range(K):
-                kg, vg = c["kr"][:, g * hs:(g + 1) * hs], c["v"][:, g * hs:(g + 1) * hs]
-                for j in self.readers[g]:
-                    pj = c["probs"][j]
-                    dyj = dy[:, j * hs:(j + 1) * hs]
-                    dv[:, g * hs:(g + 1) * hs] += pj.T @ dyj
-                    dp = dyj @ vg.T
-                    ds = pj * (dp - np.sum(dp * pj, axis=1, keepdims=True))
-                    ds /= F32(math.sqrt(hs))
-                    dqr[:, j * hs:(j + 1) * hs] = ds @ kg
-                    dkr[:, g * hs:(g + 1) * hs] += ds.T @ c["qr"][:, j * hs:(j + 1) * hs]
-            back = np.conj(phase)       # the inverse rotation is the transpose
-            dq = np.empty_like(dqr)
-            dk = np.empty_like(dkr)
-            for j in range(H):
-                dq[:, j * hs:(j + 1) * hs] = rotate(dqr[:, j * hs:(j + 1) * hs], back, inter)
-            for g in range(K):
-                dk[:, g * hs:(g + 1) * hs] = rotate(dkr[:, g * hs:(g + 1) * hs], back, inter)
-            G[p + "attn.q.weight"] += dq.T @ c["a"]
-            G[p + "attn.k.weight"] += dk.T @ c["a"]
-            G[p + "attn.v.weight"] += dv.T @ c["a"]
-            da = dq @ P[p + "attn.q.weight"] + dk @ P[p + "attn.k.weight"] + dv @ P[p + "attn.v.weight"]
-            dxa, dw = rms_bwd(da, P[p + "attn_norm.weight"], c["c1"], outside)
-            G[p + "attn_norm.weight"] += dw
-            dx = dh + dxa
-        np.add.at(G["embed.weight"], cache["ids"], dx)
+        return dx
+
+    def mlp_backward(self, P, l, c, dx, G):
+        """mlp_forward's backward: dx the gradient with respect to its output, returns the
+        one with respect to h (the residual included)."""
+        p = "blocks.%d." % l
+        # MLP: x_out = h + down(silu(gt) * u)
+        G[p + "mlp.down.weight"] += dx.T @ c["z"]
+        dz = dx @ P[p + "mlp.down.weight"]
+        du = dz * c["gt"] * c["sg"]
+        dgt = dz * c["u"] * c["sg"] * (1 + c["gt"] * (1 - c["sg"]))
+        G[p + "mlp.gate.weight"] += dgt.T @ c["m"]
+        G[p + "mlp.up.weight"] += du.T @ c["m"]
+        dm = dgt @ P[p + "mlp.gate.weight"] + du @ P[p + "mlp.up.weight"]
+        dh_n, dw = rms_bwd(dm, P[p + "mlp_norm.weight"], c["c2"], "eps_outside" in self.bugs)
+        G[p + "mlp_norm.weight"] += dw
+        return dx + dh_n
+
+    def attn_backward(self, P, l, c, dh, G, phase):
+        """attn_forward's backward: dh the gradient with respect to h, returns the one with
+        respect to x (the residual included)."""
+        H, K, hs = self.H, self.K, self.hs
+        outside = "eps_outside" in self.bugs
+        inter = "interleaved" in self.bugs
+        p = "blocks.%d." % l
+        # attention: h = x + o(y)
+        G[p + "attn.o.weight"] += dh.T @ c["y"]
+        dy = dh @ P[p + "attn.o.weight"]
+        dqr = np.zeros_like(c["qr"])
+        dkr = np.zeros_like(c["kr"])
+        dv = np.zeros_like(c["v"])
+        for g in range(K):
+            kg, vg = c["kr"][:, g * hs:(g + 1) * hs], c["v"][:, g * hs:(g + 1) * hs]
+            for j in self.readers[g]:
+                pj = c["probs"][j]
+                dyj = dy[:, j * hs:(j + 1) * hs]
+                dv[:, g * hs:(g + 1) * hs] += pj.T @ dyj
+                dp = dyj @ vg.T
+                ds = pj * (dp - np.sum(dp * pj, axis=1, keepdims=True))
+                ds /= F32(math.sqrt(hs))
+                dqr[:, j * hs:(j + 1) * hs] = ds @ kg
+                dkr[:, g * hs:(g + 1) * hs] += ds.T @ c["qr"][:, j * hs:(j + 1) * hs]
+        back = np.conj(phase)       # the inverse rotation is the transpose
+        dq = np.empty_like(dqr)
+        dk = np.empty_like(dkr)
+        for j in range(H):
+            dq[:, j * hs:(j + 1) * hs] = rotate(dqr[:, j * hs:(j + 1) * hs], back, inter)
+        for g in range(K):
+            dk[:, g * hs:(g + 1) * hs] = rotate(dkr[:, g * hs:(g + 1) * hs], back, inter)
+        G[p + "attn.q.weight"] += dq.T @ c["a"]
+        G[p + "attn.k.weight"] += dk.T @ c["a"]
+        G[p + "attn.v.weight"] += dv.T @ c["a"]
+        da = dq @ P[p + "attn.q.weight"] + dk @ P[p + "attn.k.weight"] + dv @ P[p + "attn.v.weight"]
+        dxa, dw = rms_bwd(da, P[p + "attn_norm.weight"], c["c1"], outside)
+        G[p + "attn_norm.weight"] += dw
+        return dh + dxa
+
+    def begin_step(self, s):
+        """Called by train before step s (moe_synth's model keeps per-step state)."""
+
+    def end_step(self, s, out):
+        """Called by train after step s's update; may record into the run's `out`."""
 
     def micro_batch(self, P, window, G, scale):
         """window (B,T+1). Adds scale * d(mean loss)/dP to G; returns (mean loss, logits)."""
@@ -380,6 +421,7 @@ def train(model, P0, tokens, cfg):
     b1, b2, eps, wd = cfg["beta1"], cfg["beta2"], cfg["eps"], cfg["weight_decay"]
     out = {"losses": [], "grad_norm": [], "lr": lrs}
     for s in range(S):
+        model.begin_step(s)
         G, loss = step_gradients(model, P, tokens[s], out, s)
         record_and_clip(G, loss, out, s, cfg["grad_clip"])
         t = s + 1
@@ -392,6 +434,7 @@ def train(model, P0, tokens, cfg):
             mh = m1[n] / F32(1 - b1 ** t)
             vh = m2[n] / F32(1 - b2 ** t)
             P[n] -= F32(lrs[s]) * mh / (np.sqrt(vh) + F32(eps))
+        model.end_step(s, out)
     out["final"] = P
     return out
 
