@@ -109,6 +109,7 @@ typedef struct slm_step_metrics {
      * loading batches */
     double matmul_ms, attention_ms, elementwise_ms, optimizer_ms, data_ms;
     const char *matmul;      /* the GEMM backend in use (slm_gemm_name) */
+    double ep_comm_ms, ep_comm_bytes; /* of exposed_comm_ms and comm_bytes: the experts' exchanges */
     /* MoE: the step's auxiliary and z losses (summed over blocks) and each block's load */
     int moe_layers;
     double moe_aux_loss, moe_z_loss;

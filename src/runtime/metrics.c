@@ -27,6 +27,8 @@ void slm_metrics_write(FILE *f, const slm_step_metrics *m)
     num(f, "comm_bytes", m->comm_bytes, 0);
     num(f, "tp_comm_bytes", m->tp_comm_bytes, 0);
     num(f, "pp_comm_bytes", m->pp_comm_bytes, 0);
+    num(f, "ep_comm_ms", m->ep_comm_ms, 0);
+    num(f, "ep_comm_bytes", m->ep_comm_bytes, 0);
     num(f, "pipeline_wait_ms", m->pipeline_wait_ms, 0);
     num(f, "val_loss", m->val_loss, 0);
     num(f, "matmul_ms", m->matmul_ms, 0);

@@ -508,9 +508,11 @@ static slm_status train_steps(trainer *tr)
         slm_fsdp_stats cs = slm_fsdp_take_stats(tr->fsdp);
         double tp_ms, tp_bytes; /* blocking: exposed and busy alike */
         slm_mesh_take_tp_stats(tr->mesh, &tp_ms, &tp_bytes);
-        cs.exposed_ms += tp_ms;
-        cs.comm_ms += tp_ms;
-        cs.bytes_sent += tp_bytes + tr->pipe_bytes;
+        double ep_ms, ep_bytes; /* the experts' exchanges block too */
+        slm_mesh_take_ep_stats(tr->mesh, &ep_ms, &ep_bytes);
+        cs.exposed_ms += tp_ms + ep_ms;
+        cs.comm_ms += tp_ms + ep_ms;
+        cs.bytes_sent += tp_bytes + tr->pipe_bytes + ep_bytes;
         tr->losses[step] = (float)loss;
         tr->lrs[step] = lr;
         tr->norms[step] = norm;
@@ -531,7 +533,7 @@ static slm_status train_steps(trainer *tr)
                               cs.exposed_ms, slm_peak_rss_mib(), (long long)((step + 1) * tokens_per_step),
                               cs.bytes_sent, overlap, tp_bytes, tr->pipe_bytes, tr->pipe_wait_s * 1e3, val,
                               kind_s[0] * 1e3, kind_s[1] * 1e3, kind_s[2] * 1e3, kind_s[3] * 1e3, kind_s[4] * 1e3,
-                              tr->matmul.choice, 0, 0.0, 0.0, NULL};
+                              tr->matmul.choice, ep_ms, ep_bytes, 0, 0.0, 0.0, NULL};
         const int nmoe = tr->moe_len ? slm_model_num_moe_layers(slm_model_config_of(tr->model)) : 0;
         slm_moe_layer_load moe_load[nmoe > 0 ? nmoe : 1];
         if (nmoe) {
