@@ -6,7 +6,8 @@
 # parallel, tp x pp, expert parallel (ep 2 and 3, with every ZeRO stage, tp and pp), and
 # bitwise with activation recompute. With capacity (tokens dropped) and the selection-bias
 # balance, the biases each step routed with are equal in every layout; a checkpoint of
-# tp 2 x pp 2 resumes on 3 ranks at ZeRO 3 with them, and one of ep 2 at ep 3 and ep 1.
+# tp 2 x pp 2 resumes on 3 ranks at ZeRO 3 with them, and one of ep 2 at ep 3 and ep 1;
+# resumed in its own layout, an ep 2 run is bitwise the run that was not stopped.
 own_settings=(model.arch=llama model.n_head=4 model.n_kv_head=2 model.ffn_hidden=26 model.tie_embeddings=false
               model.n_experts=6 model.expert_top_k=2 model.expert_hidden=14 train.moe_aux_loss=0.1
               train.moe_z_loss=0.01 train.matmul=openblas)
@@ -57,6 +58,16 @@ sys.exit(0 if dropped > 0 and np.abs(b[-1]).max() > 0 and not np.abs(b[0]).any()
 PY
 extra=("${cap[@]}")
 check_layouts capacity+bias "4 2 2 1" "3 1 1 3" "4 1 1 2 2"
+# the routers' biases are all the state routing carries across steps: 10 steps at ep 2 and
+# the same run stopped at step 5 and resumed end bitwise equal
+run_layout 2 "$WORK/whole.h5" "${cap[@]}" parallel.ep=2
+rm -rf "$WORK/ck"
+run_layout 2 "$WORK/first.h5" "${cap[@]}" parallel.ep=2 train.stop_after=5 "ckpt.dir=$WORK/ck"
+run_layout 2 "$WORK/second.h5" "${cap[@]}" parallel.ep=2 "ckpt.dir=$WORK/ck"
+grep -q "^resume .*step 5" "$WORK/out" || { cat "$WORK/out"; fail "did not resume at step 5"; }
+printf 'capacity+bias: ep 2 resumed at step 5, same layout: '
+"$PYTHON3" "$(dirname "$0")/compare_dumps.py" "$WORK/whole.h5" "$WORK/second.h5" --from-step 5 --rtol 0 \
+    || fail "the resumed MoE run is not bit-exact"
 # a checkpoint of tp 2 x pp 2 resumes on 3 ranks at ZeRO 3, the biases with it
 rm -rf "$WORK/ck"
 run_layout 4 "$WORK/first.h5" "${cap[@]}" parallel.tp=2 parallel.pp=2 parallel.microbatches=12 train.stop_after=5 \
