@@ -4,7 +4,7 @@
 gpt2_oracle.py and llama_oracle.py replace the dense MLP of block l by the layer below
 when (l + 1) % moe_every == 0; dump_oracle.py adds the auxiliary and z losses to the
 objective, replays the bias balancing and checks the MoE datasets of the dump. Written
-from the contract's formulas, one expert at a time (an explicit loop over experts).
+from the formulas of docs/moe.md, one expert at a time (an explicit loop over experts).
 
 On the N = B*T tokens of one micro-batch (token t = b*T + position, as (B, T, C) flattens),
 x the normed input (the output of ln2 / mlp_norm), E experts, top k:

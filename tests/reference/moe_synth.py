@@ -10,7 +10,7 @@ loss through P_i, the z-loss, the softmax and the router.
 
 `SynthMoE` puts it into llama_synth's float32 Llama (layer by layer over the micro-batch,
 since routing, capacity and the losses couple its sequences), with the objective, the bias
-balancing and the dump datasets of the contract, and `write_dump` writes such runs in
+balancing and the dump datasets of docs/moe.md and docs/testing.md, and `write_dump` writes such runs in
 shardlm's dump layout. Options (`SYNTH_BUGS`) make a run commit one mistake.
 
 self_test (moe_ref.py --self-test):
@@ -446,7 +446,7 @@ def bias_update_tests(row):
 # --------------------------------------------------------------------------- the models' hooks
 
 def expected_names(arch, cfg):
-    """The MoE tensors of the contract, written out (name -> shape)."""
+    """The MoE tensors docs/moe.md lists, written out (name -> shape)."""
     C, E, Fe = cfg["d_model"], cfg["n_experts"], cfg["expert_hidden"]
     out = {}
     for l in range(cfg["n_layer"]):
@@ -494,7 +494,7 @@ def hook_tests(row):
             want = {n: ds[n] for n in dn if n not in gone}
             want.update(exp)
             ok = set(mn) == set(want) and len(mn) == len(set(mn)) and all(ms[n] == want[n] for n in mn)
-            row("%s moe_every %d: parameter names and shapes as the contract lists (%d MoE tensors "
+            row("%s moe_every %d: parameter names and shapes as docs/moe.md lists (%d MoE tensors "
                 "in blocks %s)" % (arch, every, len(exp), moe_blocks), ok)
             # experts equal to the dense MLP: the logits are the dense model's
             P = {n: torch.tensor(rng.standard_normal(ds[n]) * (0.3 if len(ds[n]) == 2 else 0.1)
