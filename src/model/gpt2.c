@@ -97,8 +97,9 @@ static void mlp_forward(slm_model_t m, float *const *w, const float *x, int n, i
 {
     const int C = m->cfg.d_model;
     slm_matmul_forward(h1, x, w[0], w[1], n, C, FL);
+    slm_model_poll(m);
     slm_gelu_forward(h2, h1, (size_t)n * FL);
-    slm_matmul_forward(y, h2, w[2], m->tp.rank == 0 ? w[3] : NULL, n, FL, C);
+    if (y) slm_matmul_forward(y, h2, w[2], m->tp.rank == 0 ? w[3] : NULL, n, FL, C);
 }
 
 static void mlp_backward(slm_model_t m, float *const *w, float *const *g, const float *x, const float *h1,
@@ -110,6 +111,7 @@ static void mlp_backward(slm_model_t m, float *const *w, float *const *g, const 
     slm_matmul_backward(dh2, g[2], g[3], dy, h2, w[2], n, FL, C);
     memset(dh1, 0, nf * sizeof(float));
     slm_gelu_backward(dh1, h1, dh2, nf);
+    slm_model_poll(m);
     slm_matmul_backward(dx, g[0], g[1], dh1, x, w[0], n, C, FL);
 }
 
@@ -169,11 +171,9 @@ static void block_forward(slm_model_t m, int l, const float *x, int B, int T, in
         if (output) slm_residual_forward(a[A_RES3], a[A_RES3], a[A_RES2], (size_t)N * C);
         return;
     }
-    slm_matmul_forward(a[A_FCH], a[A_LN2], w[FCW], w[FCB], N, C, FL);
-    slm_model_poll(m);
-    slm_gelu_forward(a[A_FCH_GELU], a[A_FCH], (size_t)N * FL);
+    mlp_forward(m, &w[FCW], a[A_LN2], N, FL, a[A_FCH], a[A_FCH_GELU], output ? a[A_RES3] : NULL);
     if (!output) return;
-    slm_model_row_parallel_forward(m, a[A_RES3], a[A_FCH_GELU], w[FCPROJW], w[FCPROJB], N, FL, C);
+    slm_model_tp_allreduce(m, a[A_RES3], (size_t)N * C); /* row-parallel: every rank's MLP columns */
     slm_residual_forward(a[A_RES3], a[A_RES3], a[A_RES2], (size_t)N * C);
 }
 
@@ -181,24 +181,16 @@ static void block_backward(slm_model_t m, int l, const float *x, int B, int T)
 {
     const int C = m->cfg.d_model, NH = m->cfg.n_head / m->tp.size, CL = C / m->tp.size, N = B * T;
     const int FL = m->cfg.ffn_hidden / m->tp.size;
-    const size_t NC = (size_t)N * C, NCL = (size_t)N * CL, NFL = (size_t)N * FL;
+    const size_t NC = (size_t)N * C, NCL = (size_t)N * CL;
     float *const *w = &m->pv[slm_block_tensor(m, l, 0)];
     float *const *g = &m->gv[slm_block_tensor(m, l, 0)];
     float *a[BLOCK_ACTS];
     for (int k = 0; k < BLOCK_ACTS; k++) a[k] = slm_block_act(m, l, k);
     /* m->dres holds d(res3); res3 = res2 + proj(gelu(fc(ln2(res2)))), or + moe(ln2(res2)) */
-    if (slm_model_is_moe_block(&m->cfg, l)) {
-        memset(m->dnarrow, 0, NC * sizeof(float));
-        slm_moe_backward(m, l, a[A_LN2], m->dres, m->dnarrow, N);
-    } else {
-        memset(m->dwide1, 0, NFL * sizeof(float));
-        slm_matmul_backward(m->dwide1, g[FCPROJW], g[FCPROJB], m->dres, a[A_FCH_GELU], w[FCPROJW], N, FL, C);
-        memset(m->dwide2, 0, NFL * sizeof(float));
-        slm_gelu_backward(m->dwide2, a[A_FCH], m->dwide1, NFL);
-        slm_model_poll(m);
-        memset(m->dnarrow, 0, NC * sizeof(float));
-        slm_matmul_backward(m->dnarrow, g[FCW], g[FCB], m->dwide2, a[A_LN2], w[FCW], N, C, FL);
-    }
+    memset(m->dnarrow, 0, NC * sizeof(float));
+    if (slm_model_is_moe_block(&m->cfg, l)) slm_moe_backward(m, l, a[A_LN2], m->dres, m->dnarrow, N);
+    else mlp_backward(m, &w[FCW], &g[FCW], a[A_LN2], a[A_FCH], a[A_FCH_GELU], m->dres, N, FL, m->dnarrow, m->dwide2,
+                      m->dwide1);
     slm_model_tp_allreduce(m, m->dnarrow, NC); /* d(ln2) from every rank's MLP columns */
     slm_layernorm_backward(m->dres, g[LN2W], g[LN2B], m->dnarrow, a[A_RES2], w[LN2W], a[A_LN2_MEAN],
                            a[A_LN2_RSTD], N, C);

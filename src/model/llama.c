@@ -135,8 +135,9 @@ static void mlp_forward(slm_model_t m, float *const *w, const float *x, int n, i
 {
     const int C = m->cfg.d_model;
     slm_matmul_forward(h1, x, w[0], NULL, n, C, 2 * FL); /* gate and up at once */
+    slm_model_poll(m);
     slm_swiglu_forward(h2, h1, n, FL);
-    slm_matmul_forward(y, h2, w[2], NULL, n, FL, C);
+    if (y) slm_matmul_forward(y, h2, w[2], NULL, n, FL, C);
 }
 
 static void mlp_backward(slm_model_t m, float *const *w, float *const *g, const float *x, const float *h1,
@@ -146,6 +147,7 @@ static void mlp_backward(slm_model_t m, float *const *w, float *const *g, const 
     memset(dh2, 0, (size_t)n * FL * sizeof(float));
     slm_matmul_backward(dh2, g[2], NULL, dy, h2, w[2], n, FL, C);
     slm_swiglu_backward(dh1, h1, dh2, n, FL); /* written */
+    slm_model_poll(m);
     slm_matmul_backward(dx, g[0], NULL, dh1, x, w[0], n, C, 2 * FL);
 }
 
@@ -238,11 +240,9 @@ static void block_forward(slm_model_t m, int l, const float *x, int B, int T, in
         if (output) slm_residual_forward(a[A_OUT], a[A_OUT], a[A_RES2], (size_t)N * C);
         return;
     }
-    slm_matmul_forward(a[A_GU], a[A_XN2], w[WGATE], NULL, N, C, 2 * FL); /* gate and up at once */
-    slm_model_poll(m);
-    slm_swiglu_forward(a[A_H], a[A_GU], N, FL);
+    mlp_forward(m, &w[WGATE], a[A_XN2], N, FL, a[A_GU], a[A_H], output ? a[A_OUT] : NULL);
     if (!output) return;
-    slm_model_row_parallel_forward(m, a[A_OUT], a[A_H], w[WDOWN], NULL, N, FL, C);
+    slm_model_tp_allreduce(m, a[A_OUT], (size_t)N * C); /* row-parallel: every rank's MLP columns */
     slm_residual_forward(a[A_OUT], a[A_OUT], a[A_RES2], (size_t)N * C);
 }
 
@@ -260,15 +260,9 @@ static void block_backward(slm_model_t m, int l, const float *x, int B, int T)
     for (int k = 0; k < BLOCK_ACTS; k++) a[k] = slm_block_act(m, l, k);
     /* m->dres holds d(out); out = res2 + down(swiglu(gate_up(rms(res2)))), or + moe(rms(res2)) */
     memset(m->dnarrow, 0, NC * sizeof(float));
-    if (slm_model_is_moe_block(&m->cfg, l)) {
-        slm_moe_backward(m, l, a[A_XN2], m->dres, m->dnarrow, N);
-    } else {
-        memset(m->dwide1, 0, (size_t)N * FL * sizeof(float));
-        slm_matmul_backward(m->dwide1, g[WDOWN], NULL, m->dres, a[A_H], w[WDOWN], N, FL, C);
-        slm_swiglu_backward(m->dwide2, a[A_GU], m->dwide1, N, FL); /* written, not accumulated */
-        slm_model_poll(m);
-        slm_matmul_backward(m->dnarrow, g[WGATE], NULL, m->dwide2, a[A_XN2], w[WGATE], N, C, 2 * FL);
-    }
+    if (slm_model_is_moe_block(&m->cfg, l)) slm_moe_backward(m, l, a[A_XN2], m->dres, m->dnarrow, N);
+    else mlp_backward(m, &w[WGATE], &g[WGATE], a[A_XN2], a[A_GU], a[A_H], m->dres, N, FL, m->dnarrow, m->dwide2,
+                      m->dwide1);
     slm_model_tp_allreduce(m, m->dnarrow, NC); /* d(rms2) from every rank's MLP columns */
     slm_rmsnorm_backward(m->dres, g[MLP_NORM], m->dnarrow, a[A_RES2], w[MLP_NORM], a[A_RSTD2], N, C);
     /* m->dres holds d(res2); res2 = x + o(attn(rope(qkv(rms(x))))) */

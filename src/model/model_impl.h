@@ -125,8 +125,9 @@ struct slm_arch {
      * activations only it uses (a bit each), and its forward and backward over n rows at
      * this rank's width FL. h1 and h2 hold what backward reads (widths from hidden:
      * floats per row). The output is a row-parallel partial sum, with the bias (if any)
-     * from tensor-parallel rank 0; backward accumulates the weight gradients and writes
-     * the input gradient (a partial sum too), using dh1 and dh2 as scratch. */
+     * from tensor-parallel rank 0; y NULL stops at h1 and h2 (recompute needs no more).
+     * Backward accumulates the weight gradients and the input gradient into dx (a partial
+     * sum too), using dh1 and dh2 as scratch. The dense blocks use the same two. */
     int mlp_first;
     int (*mlp_tensors)(const slm_model_config *cfg, int64_t F, tensor_spec *out);
     unsigned mlp_acts;
