@@ -446,6 +446,16 @@ TRAIN_DEFAULTS = {"steps": 10, "warmup_steps": 3, "lr": 1e-2, "min_lr": 1e-3,
                   "eps": 1e-4, "seed": 1234}
 
 
+def write_step_records(f, r):
+    """The records of a run r in the dump f besides tokens and parameters: step 0's logits and
+    loss, and each step's loss, learning rate and gradient norm (docs/testing.md)."""
+    f["step0/logits"] = r["logits"].astype(F32)
+    f["step0/loss"] = np.float64(r["loss0"])
+    f["losses"] = np.array(r["losses"], dtype=F32)
+    f["lr"] = np.array(r["lr"], dtype=np.float64)
+    f["grad_norm"] = np.array(r["grad_norm"], dtype=np.float64)
+
+
 def write_dump(path, cfg, bugs=(), poke=None, noise=0.0):
     """A synthetic dump of cfg (model and training attributes) made with `bugs`.
     poke (name, flat index, fraction): that gradient element of step 0 moved by the
@@ -483,11 +493,7 @@ def write_dump(path, cfg, bugs=(), poke=None, noise=0.0):
                      * rng.standard_normal(g.shape)).astype(F32)
             f["step0/grads/" + n] = g
             f["final/" + n] = r["final"][n]
-        f["step0/logits"] = r["logits"].astype(F32)
-        f["step0/loss"] = np.float64(r["loss0"])
-        f["losses"] = np.array(r["losses"], dtype=F32)
-        f["lr"] = np.array(r["lr"], dtype=np.float64)
-        f["grad_norm"] = np.array(r["grad_norm"], dtype=np.float64)
+        write_step_records(f, r)
     return r
 
 

@@ -706,11 +706,7 @@ def write_dump(path, cfg, bugs=(), init=None, attrs=None, drop=()):
             f["init/" + n] = P0[n]
             f["step0/grads/" + n] = r["grads"][n]
             f["final/" + n] = r["final"][n]
-        f["step0/logits"] = r["logits"].astype(F32)
-        f["step0/loss"] = np.float64(r["loss0"])
-        f["losses"] = np.array(r["losses"], dtype=F32)
-        f["lr"] = np.array(r["lr"], dtype=np.float64)
-        f["grad_norm"] = np.array(r["grad_norm"], dtype=np.float64)
+        llama_synth.write_step_records(f, r)
         if cfg["n_experts"] > 0:
             for key, val in (("moe_aux_loss", r["moe_aux"]), ("moe_z_loss", r["moe_z"])):
                 if key not in drop:
