@@ -82,6 +82,13 @@ typedef struct slm_conf {
         double peak_gflops;
     } log;
     struct {
+        int count;            /* k islands (1: none; docs/islands.md) */
+        long sync_every;      /* H: inner steps between outer steps */
+        double outer_lr, outer_momentum;
+        int nesterov;
+        char compress[8];     /* none | bf16 | int8: the pseudo-gradient as it crosses between islands */
+    } islands;
+    struct {
         int tokens;
         double temperature;
         int top_k;
@@ -116,7 +123,8 @@ slm_status slm_conf_set(slm_conf *conf, const char *assignment);
  * to do. Local. */
 slm_status slm_conf_resolve_model(slm_conf *conf);
 /* Cross-key checks (n_head divides d_model, batch sizes agree with the world, ...).
- * world is the number of ranks the run will use. Local. */
+ * world is the number of ranks the run will use (all islands' together: each island
+ * has world / islands.count). Local. */
 slm_status slm_conf_validate(const slm_conf *conf, int world);
 /* Print the resolved configuration as a table (section, key, value). */
 void slm_conf_print(const slm_conf *conf, FILE *f);

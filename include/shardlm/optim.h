@@ -174,4 +174,51 @@ void slm_optim_groups_free(slm_optim_group_info *groups, int n);
 double slm_optim_bytes_for(const slm_optim_config *cfg, const slm_tensor_info *tensors, int ntensors,
                            const slm_optim_segment *segs, int nsegs);
 
+/* ---- the islands' outer optimizer (docs/islands.md) --------------------------------------- */
+
+/* Islands train apart and meet every islands.sync_every steps. At a meeting each island
+ * holds θ (its parameters) and the anchor (the parameters all islands started the round
+ * from); its pseudo-gradient is Δ = anchor − θ, and the outer step is an SGD step on the
+ * anchor with the islands' mean Δ as the gradient (PyTorch's SGD: momentum, optionally
+ * Nesterov, no dampening or weight decay), after which θ = anchor. The object keeps the
+ * anchor and the momentum for chunks of the parameter index space (the sharding layer's
+ * owned chunks, slm_fsdp_owned_chunks); it never sees a communicator: the caller sums
+ * the Δ of the islands between slm_outer_delta and slm_outer_apply. */
+typedef struct slm_outer_config {
+    double lr, momentum;
+    int nesterov;
+} slm_outer_config;
+typedef struct slm_outer *slm_outer_t;
+
+/* Over the chunks (params: where the live parameters are; grads unused; copied), the
+ * anchor set to the parameters they hold now. Local. */
+slm_status slm_outer_create(const slm_outer_config *cfg, const slm_tensor_info *tensors, int ntensors,
+                            const slm_optim_segment *chunks, int nchunks, slm_outer_t *outer);
+void slm_outer_destroy(slm_outer_t *outer);
+/* A fresh round from the parameters as they are: anchor = θ, momentum as if no outer
+ * step had been taken (after a load of parameters alone). Local. */
+void slm_outer_reset(slm_outer_t outer);
+int slm_outer_num_chunks(slm_outer_t outer);
+/* Chunk c as it was handed in (offset, count, params). */
+const slm_optim_segment *slm_outer_chunk(slm_outer_t outer, int c);
+/* Compute chunk c's Δ = anchor − θ into a buffer of its own and return it (count floats);
+ * the caller replaces it by the sum over the islands before slm_outer_apply. */
+float *slm_outer_delta(slm_outer_t outer, int c);
+/* Count the outer step; delta_scale multiplies the summed Δ as it is read (1 / islands). */
+void slm_outer_begin(slm_outer_t outer, float delta_scale);
+/* The step on chunk c's anchor, then θ = anchor. sumsq (ntensors, or NULL): each
+ * tensor's squared norm of the anchor's change is added to its entry. Local. */
+void slm_outer_apply(slm_outer_t outer, int c, double *sumsq);
+/* Outer steps taken (the momentum's first step is special), and setting them on a load. */
+long slm_outer_steps(slm_outer_t outer);
+void slm_outer_set_steps(slm_outer_t outer, long t);
+/* The state groups checkpoints store, elementwise over every tensor like the parameters:
+ * "outer_anchor", and "outer_momentum" when the momentum is not 0 (slm_outer_group_names).
+ * slm_outer_state_at: group g at parameter element offset, the elements after it up to the
+ * end of its tensor's part of the chunk following; NULL outside the chunks. */
+int slm_outer_num_groups(slm_outer_t outer);
+float *slm_outer_state_at(slm_outer_t outer, int g, size_t offset);
+/* The names of the groups an outer optimizer with this momentum keeps; returns how many. */
+int slm_outer_group_names(double momentum, const char **names);
+
 #endif

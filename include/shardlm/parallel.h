@@ -177,6 +177,19 @@ typedef struct slm_fsdp_range {
  * when restoring (for_read = 1: also the replicated copies the stage keeps). out needs
  * room for 2 x buckets entries; returns how many were written. Local. */
 int slm_fsdp_state_ranges(slm_fsdp_t f, int for_read, slm_fsdp_range *out);
+/* The chunk of every bucket this rank owns (at every ZeRO stage, also 0 where the
+ * optimizer's segment is the whole vector): the outer optimizer of islands keeps its state
+ * for these, so it is sharded over the data-parallel ranks whatever the stage. params
+ * points at the fp32 (master) values; grads is NULL. out needs room for the buckets;
+ * returns how many. Local. */
+int slm_fsdp_owned_chunks(slm_fsdp_t f, slm_optim_segment *out);
+/* Complete every collective still in flight (the all-gathers an update started), so the
+ * owned chunks may be read and written. Collective over dp. */
+void slm_fsdp_settle(slm_fsdp_t f);
+/* After the owned chunks' parameters were changed from outside (the outer step): make
+ * the copies derived from them right again - the replicated vector (all-gathered over
+ * each bucket's ranks), bf16 copies, gathered stage-3 units. Collective over dp. */
+void slm_fsdp_chunks_changed(slm_fsdp_t f);
 /* After the read ranges were filled: rebuild what derives from them (bf16 copies,
  * masters, the optimizer's step count) and drop gathered copies. Local. */
 void slm_fsdp_after_load(slm_fsdp_t f, long optimizer_steps);
@@ -212,6 +225,22 @@ int slm_fsdp_group_units(const size_t *size, const int *group, int n, double buc
  * ranks: 1 for a unit of experts, 0 for the rest; NULL (nothing written) when ep is 1,
  * where the experts reduce over the data-parallel group like everything else. */
 const int *slm_fsdp_unit_groups(slm_model_t model, int ep, int *group);
+
+/* Islands (islands.c, docs/islands.md): comm cut into `count` islands of consecutive
+ * ranks (*island: this rank's, *index: its number) and the communicator across them that
+ * joins the ranks with the same rank in their islands. Collective over comm. */
+slm_status slm_islands_split(MPI_Comm comm, int count, MPI_Comm *island, MPI_Comm *across, int *index);
+/* What one outer step took. */
+typedef struct slm_islands_stats {
+    int islands;     /* that took part */
+    double wait_ms;  /* until the last island arrived */
+    double comm_ms;  /* summing the pseudo-gradients and applying the step */
+    double bytes;    /* sent by this rank (ring volume) */
+} slm_islands_stats;
+/* The outer step: every chunk's pseudo-gradient summed over the islands (each chunk's sum
+ * started at once, each applied as it completes), the outer optimizer's step, θ = anchor.
+ * sumsq as slm_outer_apply. Collective over across. */
+void slm_islands_outer_step(MPI_Comm across, slm_outer_t outer, double *sumsq, slm_islands_stats *stats);
 
 /* The ranges of model's parameter index space rank `rank` of dp updates under zero_stage
  * with buckets of bucket_mb (as slm_fsdp_create cuts them, experts over dp / ep ranks):

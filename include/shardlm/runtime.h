@@ -37,13 +37,18 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm);
  * (those of the state groups in info, which the caller frees with slm_optim_groups_free)
  * and no pieces. Returns how many (at most SLM_TRAIN_MAX_CKPT_GROUPS), or -1 for an
  * unknown optimizer. Local. */
-#define SLM_TRAIN_MAX_CKPT_GROUPS (2 + SLM_OPTIM_MAX_GROUPS)
+#define SLM_TRAIN_MAX_CKPT_GROUPS (4 + SLM_OPTIM_MAX_GROUPS)
 int slm_train_ckpt_groups(const slm_optim_config *optim, const slm_tensor_info *tensors, int ntensors,
                           slm_ckpt_group *out, slm_optim_group_info *info);
 /* A model with MoE blocks also stores its routers' state: the group "moe_router", one
  * dataset "bias" of shape (MoE blocks, experts), whose table this fills into *table.
  * Returns 1 when the model has it (written into *out, no pieces), else 0. Local. */
 int slm_train_moe_ckpt_group(const slm_model_config *model, slm_tensor_info *table, slm_ckpt_group *out);
+/* A run with islands (islands.count > 1) also stores its outer optimizer: "outer_anchor"
+ * and, with momentum, "outer_momentum", elementwise over the model's tensors (this table).
+ * Returns how many it wrote into out (no pieces). Local. */
+int slm_train_outer_ckpt_groups(const slm_conf *conf, const slm_tensor_info *tensors, int ntensors,
+                                slm_ckpt_group *out);
 /* Build the mesh, bind the ranks and print both, without allocating or training anything
  * (`shardlm train --dry-run`). Collective. */
 slm_status slm_train_dry_run(const slm_conf *conf, MPI_Comm comm);
@@ -114,6 +119,12 @@ typedef struct slm_step_metrics {
     int moe_layers;
     double moe_aux_loss, moe_z_loss;
     const slm_moe_layer_load *moe;
+    /* islands: the outer step after this step, when there was one (outer_step > 0: the
+     * how-manieth), with the islands that took part, the bytes this rank sent for it, the
+     * norm of the anchor's step, the time waiting for the other islands and in the sums */
+    long outer_step;
+    int outer_islands, island;
+    double outer_bytes, outer_norm, outer_wait_ms, outer_ms;
 } slm_step_metrics;
 void slm_metrics_write(FILE *f, const slm_step_metrics *m);
 

@@ -145,8 +145,9 @@ static slm_status verify_file(MPI_Comm comm, const char *path, slm_ckpt_meta *me
     const int ngroups = slm_train_ckpt_groups(&optim, table, nt, groups, info);
     slm_tensor_info moe_table;
     const int moe = ngroups > 0 ? slm_train_moe_ckpt_group(&stored->model, &moe_table, &groups[ngroups]) : 0;
+    const int outer = ngroups > 0 ? slm_train_outer_ckpt_groups(&conf, table, nt, &groups[ngroups + moe]) : 0;
     /* an optimizer this build does not know: /params checked, the rest only read */
-    const slm_ckpt_expect expect = {stored, groups, ngroups > 0 ? ngroups + moe : 1, ngroups < 0};
+    const slm_ckpt_expect expect = {stored, groups, ngroups > 0 ? ngroups + moe + outer : 1, ngroups < 0};
     s = slm_ckpt_verify(comm, path, &expect, meta);
     if (ngroups > 0) slm_optim_groups_free(info, ngroups - 1);
     slm_model_destroy(&model);

@@ -137,6 +137,14 @@ static const key_spec keys[] = {
     STR("log", "metrics", log.metrics, "JSON-lines metrics file (empty = none)"),
     STR("log", "dump", log.dump, "HDF5 file of init/grads/final state for oracle tests"),
     NUM("log", "peak_gflops", K_DOUBLE, log.peak_gflops, 0, 1e12, "peak for MFU (0 = measure)"),
+    NUM("islands", "count", K_INT, islands.count, 1, 4096,
+        "islands: the ranks split into this many meshes that train apart and meet every sync_every steps (docs/islands.md)"),
+    NUM("islands", "sync_every", K_LONG, islands.sync_every, 1, 1e15, "inner steps between outer steps (H)"),
+    NUM("islands", "outer_lr", K_DOUBLE, islands.outer_lr, 0, 100, "learning rate of the outer SGD"),
+    NUM("islands", "outer_momentum", K_DOUBLE, islands.outer_momentum, 0, 0.999999, "momentum of the outer SGD (0 = none)"),
+    NUM("islands", "nesterov", K_BOOL, islands.nesterov, 0, 1, "Nesterov momentum in the outer SGD"),
+    STR("islands", "compress", islands.compress,
+        "none | bf16 | int8: how pseudo-gradients cross between islands (int8 with error feedback)"),
     NUM("sample", "tokens", K_INT, sample.tokens, 0, 1 << 20, "tokens sampled after training"),
     NUM("sample", "temperature", K_DOUBLE, sample.temperature, 0, 100, "sampling temperature"),
     NUM("sample", "top_k", K_INT, sample.top_k, 0, 1 << 30, "sample among the k most likely tokens (0 = all)"),
@@ -198,6 +206,12 @@ void slm_conf_defaults(slm_conf *c)
     c->data.shuffle = 1;
     c->eval.batches = 4;
     c->sample.tokens = 200;
+    c->islands.count = 1;
+    c->islands.sync_every = 100;
+    c->islands.outer_lr = 0.7;
+    c->islands.outer_momentum = 0.9;
+    c->islands.nesterov = 1;
+    strcpy(c->islands.compress, "none");
     c->sample.temperature = 0.8;
 }
 
@@ -539,6 +553,12 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
     SLM_CHECK(!strcmp(c->parallel.bind, "auto") || !strcmp(c->parallel.bind, "cores") ||
                   !strcmp(c->parallel.bind, "none"),
               SLM_ERR_CONFIG, "parallel.bind = '%s': expected auto, cores or none", c->parallel.bind);
+    SLM_CHECK(!strcmp(c->islands.compress, "none") || !strcmp(c->islands.compress, "bf16") ||
+                  !strcmp(c->islands.compress, "int8"),
+              SLM_ERR_CONFIG, "islands.compress = '%s': expected none, bf16 or int8", c->islands.compress);
+    SLM_CHECK(world % c->islands.count == 0, SLM_ERR_CONFIG,
+              "%d ranks cannot be split into islands.count = %d islands of equal size", world, c->islands.count);
+    world /= c->islands.count; /* from here on: one island's ranks */
     SLM_CHECK(world % (c->parallel.tp * c->parallel.pp) == 0, SLM_ERR_CONFIG,
               "%d ranks cannot be split into parallel.tp = %d x parallel.pp = %d", world,
               c->parallel.tp, c->parallel.pp);

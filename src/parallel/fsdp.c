@@ -537,6 +537,51 @@ int slm_fsdp_state_ranges(slm_fsdp_t f, int for_read, slm_fsdp_range *out)
     return n;
 }
 
+/* The fp32 values of a bucket's owned chunk (the master copy when bf16). */
+static float *owned_params(slm_fsdp_t f, const fsdp_unit *un)
+{
+    switch (f->o.zero_stage) {
+    case 0: return (f->bf16 ? f->master : f->full_params) + un->off + un->own_lo;
+    case 3: return f->shard_params + un->shard_off;
+    default: return f->bf16 ? f->master + un->shard_off : f->full_params + un->off + un->own_lo;
+    }
+}
+
+int slm_fsdp_owned_chunks(slm_fsdp_t f, slm_optim_segment *out)
+{
+    fsdp_wait_all(f); /* no parameter all-gather may still be writing */
+    for (int u = 0; u < f->nunits; u++) {
+        const fsdp_unit *un = &f->u[u];
+        out[u] = (slm_optim_segment){un->off + un->own_lo, un->own_n, owned_params(f, un), NULL};
+    }
+    return f->nunits;
+}
+
+void slm_fsdp_settle(slm_fsdp_t f) { fsdp_wait_all(f); }
+
+void slm_fsdp_chunks_changed(slm_fsdp_t f)
+{
+    const int stage = f->o.zero_stage;
+    if (stage == 3) { /* gathered copies are stale */
+        for (int u = 0; u < f->nunits; u++) release_params(f, u);
+        return;
+    }
+    if (stage == 0) { /* every rank keeps the whole (master) vector: exchange the chunks exactly */
+        float *whole = f->bf16 ? f->master : f->full_params;
+        for (int u = 0; u < f->nunits; u++) {
+            const fsdp_unit *un = &f->u[u];
+            MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, whole + un->off, un->counts, un->displs, MPI_FLOAT,
+                           un->comm);
+        }
+        if (f->bf16) {
+            memcpy(f->full_params, f->master, f->nparams * sizeof(float));
+            slm_bf16_round(f->full_params, f->nparams);
+        }
+        return;
+    }
+    for (int u = 0; u < f->nunits; u++) fsdp_wait(f, fsdp_launch(f, OP_ALLGATHER, u, -1)); /* as after an update */
+}
+
 void slm_fsdp_after_load(slm_fsdp_t f, long optimizer_steps)
 {
     slm_optimizer_set_steps(f->opt, optimizer_steps);

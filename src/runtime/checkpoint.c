@@ -90,6 +90,35 @@ static void elementwise_pieces(trainer *tr, const slm_fsdp_range *r, int nr, int
     }
 }
 
+/* The outer optimizer's groups (islands): its chunks' pieces, as elementwise_pieces. */
+static void outer_pieces(trainer *tr, int for_read, int g, ckpt_state *s)
+{
+    const int nt = slm_model_num_tensors(tr->model);
+    for (int c = 0; c < slm_outer_num_chunks(tr->outer); c++) {
+        const slm_optim_segment *ch = slm_outer_chunk(tr->outer, c);
+        for (int k = 0; k < nt; k++) {
+            const slm_tensor_info *t = slm_model_tensor(tr->model, k);
+            size_t lo, hi;
+            if (!slm_tensor_overlap(t, ch->offset, ch->count, &lo, &hi) || (!for_read && !slm_trainer_writes(tr, t)))
+                continue;
+            float *data = slm_outer_state_at(tr->outer, g, lo);
+            if (data) s->pieces[s->npieces++] = (slm_ckpt_piece){lo, hi - lo, data};
+        }
+    }
+}
+
+int slm_train_outer_ckpt_groups(const slm_conf *c, const slm_tensor_info *tensors, int ntensors, slm_ckpt_group *out)
+{
+    if (c->islands.count <= 1) return 0;
+    const char *names[2];
+    const int n = slm_outer_group_names(c->islands.outer_momentum, names);
+    for (int g = 0; g < n; g++) {
+        out[g] = (slm_ckpt_group){.tensors = tensors, .ntensors = ntensors};
+        snprintf(out[g].name, sizeof out[g].name, "%s", names[g]);
+    }
+    return n;
+}
+
 /* The groups of this run's checkpoints with this rank's pieces (for_read: what it
  * restores, else what it saves). Local. */
 static slm_status state_of(trainer *tr, int for_read, ckpt_state *s)
@@ -105,6 +134,8 @@ static slm_status state_of(trainer *tr, int for_read, ckpt_state *s)
     }
     const int moe = slm_train_moe_ckpt_group(slm_model_config_of(tr->model), &tr->moe_table, &s->groups[s->ngroups]);
     s->ngroups += moe;
+    const int first_outer = s->ngroups;
+    s->ngroups += slm_train_outer_ckpt_groups(tr->conf, slm_model_tensor(tr->model, 0), nt, &s->groups[s->ngroups]);
     const int cap = 2 * slm_fsdp_num_buckets(tr->fsdp);
     slm_fsdp_range *r = malloc((size_t)cap * sizeof *r);
     /* at most one piece per (range, tensor) overlap - ranges + tensors - per group */
@@ -116,7 +147,13 @@ static slm_status state_of(trainer *tr, int for_read, ckpt_state *s)
     const int nr = slm_fsdp_state_ranges(tr->fsdp, for_read, r);
     for (int g = 0; g < s->ngroups; g++) {
         const int first = s->npieces;
-        if (moe && g == s->ngroups - 1) { /* the routers' biases: whole on every rank, written by rank 0 */
+        if (g >= first_outer) { /* the islands' outer optimizer */
+            outer_pieces(tr, for_read, g - first_outer, s);
+            s->groups[g].pieces = s->pieces + first;
+            s->groups[g].npieces = s->npieces - first;
+            continue;
+        }
+        if (moe && g == first_outer - 1) { /* the routers' biases: whole on every rank, written by rank 0 */
             if (for_read || tr->rank == 0)
                 s->pieces[s->npieces++] = (slm_ckpt_piece){0, tr->moe_table.count, tr->moe_bias};
             s->groups[g].pieces = s->pieces + first;
@@ -254,9 +291,10 @@ slm_status slm_trainer_restore(trainer *tr)
     if (s != SLM_OK || !path[0]) { /* an error, or nothing to resume: a fresh run */
         state_free(&state);
         SLM_CALL(s);
-        return !c->model.init_from[0]                       ? SLM_OK
-               : slm_hf_is_model_dir(c->model.init_from) ? init_from_hf(tr)
-                                                          : init_from_llmc(tr);
+        if (c->model.init_from[0])
+            SLM_CALL(slm_hf_is_model_dir(c->model.init_from) ? init_from_hf(tr) : init_from_llmc(tr));
+        if (tr->outer) slm_outer_reset(tr->outer); /* the first round starts from the imported weights */
+        return SLM_OK;
     }
     slm_ckpt_stats st;
     s = slm_ckpt_load(comm, path, state.groups, reset ? 1 : state.ngroups, &meta, &st);
@@ -266,6 +304,8 @@ slm_status slm_trainer_restore(trainer *tr)
               "%s is at step %ld, past train.steps = %ld", path, meta.step, c->train.steps);
     slm_fsdp_after_load(tr->fsdp, reset ? 0 : meta.optimizer_step);
     if (!reset) slm_trainer_moe_scatter_bias(tr);
+    if (tr->outer && reset) slm_outer_reset(tr->outer); /* a new first round from the loaded parameters */
+    else if (tr->outer) slm_outer_set_steps(tr->outer, meta.step / c->islands.sync_every);
     tr->start_step = meta.step;
     tr->samples = meta.samples;
     snprintf(tr->resumed_matmul, sizeof tr->resumed_matmul, "%s", meta.matmul);

@@ -36,7 +36,15 @@ void slm_metrics_write(FILE *f, const slm_step_metrics *m)
     num(f, "elementwise_ms", m->elementwise_ms, 0);
     num(f, "optimizer_ms", m->optimizer_ms, 0);
     num(f, "data_ms", m->data_ms, 0);
-    num(f, "overlap", m->overlap_fraction, m->moe_layers == 0);
+    num(f, "overlap", m->overlap_fraction, m->moe_layers == 0 && m->outer_step == 0);
+    if (m->outer_step > 0) {
+        fprintf(f, "\"island\":%d,\"outer_step\":%ld,\"outer_islands\":%d,", m->island, m->outer_step,
+                m->outer_islands);
+        num(f, "outer_bytes", m->outer_bytes, 0);
+        num(f, "outer_norm", m->outer_norm, 0);
+        num(f, "outer_wait_ms", m->outer_wait_ms, 0);
+        num(f, "outer_ms", m->outer_ms, m->moe_layers == 0);
+    }
     if (m->moe_layers > 0) {
         num(f, "moe_aux_loss", m->moe_aux_loss, 0);
         num(f, "moe_z_loss", m->moe_z_loss, 0);

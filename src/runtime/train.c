@@ -54,7 +54,9 @@ static slm_status setup_local(trainer *tr)
     slm_model_config mc = slm_conf_model(c);
     tr->B = c->train.micro_batch;
     tr->T = c->model.seq_len;
-    size_t need = (size_t)c->train.steps * (size_t)c->train.global_batch * (size_t)tr->T + (size_t)tr->T + 1;
+    /* the one stream all islands read from: k global batches per step */
+    size_t need = (size_t)c->train.steps * (size_t)c->train.global_batch * (size_t)tr->islands * (size_t)tr->T +
+                  (size_t)tr->T + 1;
     if (need > SYNTH_MAX_TOKENS) need = SYNTH_MAX_TOKENS;
     /* Every rank opens the same data the same way, so a bad file fails everywhere alike,
      * before the first collective. */
@@ -85,6 +87,7 @@ static slm_status setup_local(trainer *tr)
                            slm_mesh_edp_comm(tr->mesh)};
     SLM_CALL(slm_fsdp_create(tr->model, tr->dp_comm, &fo, &tr->fsdp));
     slm_fsdp_init_params(tr->fsdp, c->train.seed);
+    SLM_CALL(slm_trainer_islands_init(tr)); /* its first anchor: these parameters */
     size_t BT = (size_t)tr->B * tr->T;
     tr->windows = malloc((size_t)tr->B * (tr->T + 1) * sizeof(int32_t));
     tr->inputs = malloc(BT * sizeof(int32_t));
@@ -228,6 +231,7 @@ static void teardown(trainer *tr)
     free(tr->lrs);
     free(tr->norms);
     slm_trainer_moe_free(tr);
+    slm_trainer_islands_free(tr);
     free(tr->pipe_act_sent);
     free(tr->pipe_grad_sent);
     free(tr->pipe_grad_buf);
@@ -285,6 +289,14 @@ static void print_summary(const trainer *tr)
         printf("%d micro-batches per step (1F1B), ideal bubble (pp-1)/(micro-batches+pp-1) = %.0f%%\n", tr->accum,
                100.0 * (P - 1) / (tr->accum + P - 1));
     }
+    if (tr->islands > 1) {
+        const slm_conf *c0 = c;
+        printf("islands   %d islands of %d rank%s; outer step every %ld steps and at the last: SGD lr %g, momentum %g%s, "
+               "pseudo-gradients as %s; this is island %d, reading global batch %d of every %d\n",
+               tr->islands, tr->world, tr->world > 1 ? "s" : "", c0->islands.sync_every, c0->islands.outer_lr,
+               c0->islands.outer_momentum, c0->islands.nesterov && c0->islands.outer_momentum > 0 ? " (Nesterov)" : "",
+               c0->islands.compress, tr->island, tr->island, tr->islands);
+    }
     printf("data      %s\n", slm_dataset_describe(tr->data));
     printf("compute   %.3g GFLOP per token (6 x the matrix weights a token passes through + 12*L*C*T), linear "
            "layers by %s, peak %.1f "
@@ -313,7 +325,9 @@ static void fill_batch(trainer *tr, slm_dataset_t ds, uint64_t first, uint64_t m
 void slm_trainer_load_batch(trainer *tr, long step, int micro)
 {
     const double t0 = slm_now();
-    fill_batch(tr, tr->data, (uint64_t)tr->samples, (uint64_t)micro);
+    /* island i of k reads the i-th of k consecutive global batches of the one stream */
+    const uint64_t first = (uint64_t)tr->samples + (uint64_t)tr->island * (uint64_t)tr->conf->train.global_batch;
+    fill_batch(tr, tr->data, first, (uint64_t)micro);
     tr->data_s += slm_now() - t0;
     if (tr->dump && tr->dp == 1) slm_trainer_defer(tr, slm_dump_tokens(tr->dump, step, micro, tr->windows));
 }
@@ -334,7 +348,7 @@ static slm_status step_outcome(trainer *tr)
     slm_status s = slm_kernels_status();
     if (s == SLM_OK && tr->deferred != SLM_OK) s = SLM_ERROR(tr->deferred, "%s", tr->deferred_msg);
     slm_activity_set("MPI_Allreduce: agreeing on the step's outcome", -1);
-    return slm_agree(slm_mesh_world(tr->mesh), s);
+    return slm_agree(tr->job, s); /* islands too: none may wait at an outer step for one that stopped */
 }
 
 void slm_trainer_keep_logits(trainer *tr, long step, int micro)
@@ -417,7 +431,7 @@ static slm_status check_preemption(trainer *tr, long step)
 {
     int sig = slm_signal_pending(), any = 0;
     slm_activity_set("MPI_Allreduce: preemption flag", -1);
-    MPI_Allreduce(&sig, &any, 1, MPI_INT, MPI_MAX, slm_mesh_world(tr->mesh));
+    MPI_Allreduce(&sig, &any, 1, MPI_INT, MPI_MAX, tr->job); /* every island stops at the same step */
     if (!any) return SLM_OK;
     const slm_conf *c = tr->conf;
     SLM_CHECK(c->ckpt.dir[0], SLM_ERR_IO, "signal %d after step %ld, but ckpt.dir is not set: nothing was saved",
@@ -496,7 +510,9 @@ static slm_status train_steps(trainer *tr)
         tr->data_s = 0;
         SLM_CALL(one_step(tr, step, &loss, &norm, &lr));
         SLM_CALL(step_outcome(tr));
-        tr->samples += c->train.global_batch;
+        tr->samples += (long long)c->train.global_batch * tr->islands;
+        slm_step_metrics outer = {0};
+        SLM_CALL(slm_trainer_outer_step(tr, step, loss, &outer));
         double dt = slm_now() - t0;
         const slm_kernel_time k1 = slm_kernel_clock; /* before evaluation runs kernels too */
         double val = NAN; /* after the step's timing: evaluation is not training time */
@@ -533,7 +549,9 @@ static slm_status train_steps(trainer *tr)
                               cs.exposed_ms, slm_peak_rss_mib(), (long long)((step + 1) * tokens_per_step),
                               cs.bytes_sent, overlap, tp_bytes, tr->pipe_bytes, tr->pipe_wait_s * 1e3, val,
                               kind_s[0] * 1e3, kind_s[1] * 1e3, kind_s[2] * 1e3, kind_s[3] * 1e3, kind_s[4] * 1e3,
-                              tr->matmul.choice, ep_ms, ep_bytes, 0, 0.0, 0.0, NULL};
+                              tr->matmul.choice, ep_ms, ep_bytes, 0, 0.0, 0.0, NULL,
+                              outer.outer_step, outer.outer_islands, outer.island, outer.outer_bytes,
+                              outer.outer_norm, outer.outer_wait_ms, outer.outer_ms};
         const int nmoe = tr->moe_len ? slm_model_num_moe_layers(slm_model_config_of(tr->model)) : 0;
         slm_moe_layer_load moe_load[nmoe > 0 ? nmoe : 1];
         if (nmoe) {
@@ -668,10 +686,45 @@ slm_status slm_train_dry_run(const slm_conf *conf, MPI_Comm comm)
     return s;
 }
 
+/* All islands resumed the same step (each from its own directory), or none goes on. */
+static slm_status agree_islands_start(trainer *tr)
+{
+    if (tr->islands <= 1) return SLM_OK;
+    long lo = tr->start_step, hi = tr->start_step;
+    MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_LONG, MPI_MIN, tr->job);
+    MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_LONG, MPI_MAX, tr->job);
+    SLM_CHECK(lo == hi, SLM_ERR_CONFIG,
+              "the islands resumed different steps (from %ld to %ld; this is island %d, at step %ld, from %s): "
+              "islands in one job resume together - remove the newer checkpoints of the islands ahead, or set "
+              "ckpt.resume", lo, hi, tr->island, tr->start_step, tr->conf->ckpt.dir);
+    return SLM_OK;
+}
+
 slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
 {
-    trainer tr = {.conf = conf, .dump_comm = MPI_COMM_NULL};
-    SLM_CALL(slm_mesh_create(comm, conf->parallel.tp, conf->parallel.pp, &tr.mesh));
+    trainer tr = {.conf = conf, .dump_comm = MPI_COMM_NULL, .job = comm, .across = MPI_COMM_NULL, .islands = 1};
+    slm_conf *own = NULL; /* islands: this island's configuration (its own output paths) */
+    MPI_Comm island = comm;
+    if (conf->islands.count > 1) {
+        SLM_CALL(slm_islands_split(comm, conf->islands.count, &island, &tr.across, &tr.island));
+        tr.islands = conf->islands.count;
+        own = malloc(sizeof *own);
+        slm_status s = own ? slm_island_conf(conf, tr.island, own) : SLM_ERROR(SLM_ERR_NOMEM, "out of memory");
+        if (s != SLM_OK) {
+            free(own);
+            MPI_Comm_free(&island);
+            MPI_Comm_free(&tr.across);
+            return s;
+        }
+        tr.conf = own;
+    }
+    slm_status made = slm_mesh_create(island, conf->parallel.tp, conf->parallel.pp, &tr.mesh);
+    if (island != comm) MPI_Comm_free(&island); /* the mesh keeps a duplicate */
+    if (made != SLM_OK) {
+        free(own);
+        if (tr.across != MPI_COMM_NULL) MPI_Comm_free(&tr.across);
+        return made;
+    }
     SLM_CALL(slm_mesh_set_ep(tr.mesh, conf->parallel.ep));
     tr.rank = slm_mesh_rank(tr.mesh);
     tr.world = slm_mesh_size(tr.mesh);
@@ -684,12 +737,21 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     slm_status placed = place_rank(conf, tr.mesh, &placement, &threads);
     if (placed != SLM_OK) {
         slm_mesh_destroy(&tr.mesh);
+        free(own);
+        if (tr.across != MPI_COMM_NULL) MPI_Comm_free(&tr.across);
         return placed;
+    }
+    FILE *real_stdout = stdout, *island_out = tr.islands > 1 ? slm_island_stream(stdout, tr.island) : NULL;
+    if (island_out) {
+        fflush(stdout);
+        stdout = island_out;
     }
     slm_signals_install(tr.rank, conf->ckpt.grace_s);
     /* a rank that cannot open its data must not leave the others waiting */
-    slm_status s = slm_agree(slm_mesh_world(tr.mesh), setup_local(&tr));
+    slm_status s = slm_agree(tr.job, setup_local(&tr));
     if (s == SLM_OK) s = slm_trainer_restore(&tr); /* first: a resumed run prefers the backend it used */
+    if (tr.islands > 1) s = slm_agree(tr.job, s); /* an island that cannot resume stops them all */
+    if (s == SLM_OK) s = agree_islands_start(&tr);
     if (s == SLM_OK) s = setup_shared(&tr);
     if (s == SLM_OK) s = setup_dump(&tr);
     slm_watchdog_t watchdog = NULL;
@@ -706,5 +768,12 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     if (tr.async) slm_trainer_finish_saves(&tr); /* after an error too: join the writer */
     teardown(&tr);
     slm_mesh_destroy(&tr.mesh);
+    free(own);
+    if (tr.across != MPI_COMM_NULL) MPI_Comm_free(&tr.across);
+    if (island_out) {
+        fflush(island_out);
+        stdout = real_stdout;
+        fclose(island_out);
+    }
     return s == SLM_OK ? SLM_OK : slm_error_push(s, __FILE__, __LINE__, __func__);
 }

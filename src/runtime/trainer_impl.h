@@ -53,6 +53,11 @@ typedef struct {
     float *moe_bias;           /* (MoE blocks, experts) the whole model's selection biases */
     slm_tensor_info moe_table; /* the checkpoint's table of moe_bias */
     float *moe_bias_hist;      /* (steps, ...) with log.dump and moe_balance = bias: those of each step */
+    int island, islands;       /* islands (docs/islands.md): this rank's island, and how many */
+    MPI_Comm job;              /* ... every island's ranks (the world when islands.count is 1) */
+    MPI_Comm across;           /* ... the ranks holding the same chunks in every island */
+    slm_outer_t outer;         /* ... the outer optimizer, or NULL without islands */
+    double *outer_sumsq;       /* ... (tensors) scratch for the norm of its step */
     slm_status deferred;       /* the first failure of this step that could not stop it, see */
     char deferred_msg[1024];   /* slm_trainer_defer */
 } trainer;
@@ -89,6 +94,20 @@ void slm_trainer_moe_log(const trainer *tr, long step);
  * tr->moe_bias to the model (after a load). Collective over the pipeline group / local. */
 void slm_trainer_moe_gather_bias(trainer *tr);
 void slm_trainer_moe_scatter_bias(trainer *tr);
+
+/* islands.c: an island's copy of the configuration with its own output paths (ckpt.dir
+ * gets "/island<i>", log.metrics and log.dump ".island<i>" before the extension); the
+ * outer optimizer over the owned chunks (nothing without islands); whether `step` ends
+ * with an outer step (every islands.sync_every steps, and the last step), and that step
+ * with its log line and its part of m. Collective over the job. */
+slm_status slm_island_conf(const slm_conf *conf, int island, slm_conf *out);
+/* A stream that writes to `to` with "[island i] " at the start of every line (NULL: out
+ * of memory). */
+FILE *slm_island_stream(FILE *to, int island);
+slm_status slm_trainer_islands_init(trainer *tr);
+void slm_trainer_islands_free(trainer *tr);
+int slm_trainer_outer_due(const trainer *tr, long step);
+slm_status slm_trainer_outer_step(trainer *tr, long step, double loss, slm_step_metrics *m);
 
 /* checkpoint.c: resume from ckpt.resume or the newest good checkpoint in ckpt.dir (if
  * any); save after `step` when ckpt.every says so, the run ends, or (force) a preemption
