@@ -134,6 +134,8 @@ void slm_conf_to_ini(const slm_conf *conf, char *buf, size_t len);
 slm_model_config slm_conf_model(const slm_conf *conf);
 /* The optimizer configuration conf describes. */
 slm_optim_config slm_conf_optim(const slm_conf *conf);
+/* The islands' outer optimizer conf describes (error feedback with islands.compress = int8). */
+slm_outer_config slm_conf_outer(const slm_conf *conf);
 /* Gradient accumulation steps implied by conf for dp data-parallel ranks. */
 int slm_conf_grad_accum(const slm_conf *conf, int dp);
 

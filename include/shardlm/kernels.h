@@ -251,6 +251,17 @@ void slm_bf16_from_f32(uint16_t *dst, const float *src, size_t n);
 void slm_f32_from_bf16(float *dst, const uint16_t *src, size_t n);
 /* x = float(bf16(x)): what a value looks like after a trip through bf16. */
 void slm_bf16_round(float *x, size_t n);
+/* acc += the bf16 values h (n of them). */
+void slm_bf16_add(const uint16_t *h, size_t n, float *acc);
+
+/* 8-bit blockwise quantization (islands.compress = int8): block b of SLM_Q8_BLOCK values
+ * gets scale[b] = max |x| / 127 over it, and q = x / scale[b] rounded to the nearest
+ * integer (ties to even). slm_q8_blocks: the scales n values need. */
+#define SLM_Q8_BLOCK 256
+size_t slm_q8_blocks(size_t n);
+void slm_q8_quantize(const float *x, size_t n, int8_t *q, float *scale);
+/* acc += q * scale, block by block. */
+void slm_q8_dequantize_add(const int8_t *q, const float *scale, size_t n, float *acc);
 
 /* Sum of squares of x in double precision (for global grad norms). */
 double slm_sumsq(const float *x, size_t n);

@@ -187,6 +187,8 @@ double slm_optim_bytes_for(const slm_optim_config *cfg, const slm_tensor_info *t
 typedef struct slm_outer_config {
     double lr, momentum;
     int nesterov;
+    int error_feedback; /* keep what a lossy wire format left out of Δ and add it to the next
+                         * round's (slm_outer_error) */
 } slm_outer_config;
 typedef struct slm_outer *slm_outer_t;
 
@@ -204,6 +206,9 @@ const slm_optim_segment *slm_outer_chunk(slm_outer_t outer, int c);
 /* Compute chunk c's Δ = anchor − θ into a buffer of its own and return it (count floats);
  * the caller replaces it by the sum over the islands before slm_outer_apply. */
 float *slm_outer_delta(slm_outer_t outer, int c);
+/* Chunk c's error-feedback buffer (count floats; NULL without error feedback): the caller
+ * sends Δ + e in a lossy format and keeps in e what the format lost. */
+float *slm_outer_error(slm_outer_t outer, int c);
 /* Count the outer step; delta_scale multiplies the summed Δ as it is read (1 / islands). */
 void slm_outer_begin(slm_outer_t outer, float delta_scale);
 /* The step on chunk c's anchor, then θ = anchor. sumsq (ntensors, or NULL): each
@@ -213,12 +218,14 @@ void slm_outer_apply(slm_outer_t outer, int c, double *sumsq);
 long slm_outer_steps(slm_outer_t outer);
 void slm_outer_set_steps(slm_outer_t outer, long t);
 /* The state groups checkpoints store, elementwise over every tensor like the parameters:
- * "outer_anchor", and "outer_momentum" when the momentum is not 0 (slm_outer_group_names).
+ * "outer_anchor", "outer_momentum" when the momentum is not 0, "outer_error" with error
+ * feedback (slm_outer_group_names).
  * slm_outer_state_at: group g at parameter element offset, the elements after it up to the
  * end of its tensor's part of the chunk following; NULL outside the chunks. */
 int slm_outer_num_groups(slm_outer_t outer);
 float *slm_outer_state_at(slm_outer_t outer, int g, size_t offset);
-/* The names of the groups an outer optimizer with this momentum keeps; returns how many. */
-int slm_outer_group_names(double momentum, const char **names);
+/* The names of the groups an outer optimizer of cfg keeps (names: room for 3); returns how
+ * many. */
+int slm_outer_group_names(const slm_outer_config *cfg, const char **names);
 
 #endif

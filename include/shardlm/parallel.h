@@ -237,10 +237,17 @@ typedef struct slm_islands_stats {
     double comm_ms;  /* summing the pseudo-gradients and applying the step */
     double bytes;    /* sent by this rank (ring volume) */
 } slm_islands_stats;
-/* The outer step: every chunk's pseudo-gradient summed over the islands (each chunk's sum
- * started at once, each applied as it completes), the outer optimizer's step, θ = anchor.
- * sumsq as slm_outer_apply. Collective over across. */
-void slm_islands_outer_step(MPI_Comm across, slm_outer_t outer, double *sumsq, slm_islands_stats *stats);
+/* How pseudo-gradients cross between islands (islands.compress): fp32 sums (none), or
+ * every island's Δ gathered as bf16, or as int8 with a scale per block and error feedback,
+ * and added up in island order. */
+typedef enum { SLM_ISLANDS_FP32, SLM_ISLANDS_BF16, SLM_ISLANDS_INT8 } slm_islands_wire;
+slm_islands_wire slm_islands_wire_named(const char *compress);
+/* The outer step: every chunk's pseudo-gradient exchanged over the islands (each chunk's
+ * exchange started at once, each applied as it completes), the outer optimizer's step,
+ * θ = anchor. sumsq as slm_outer_apply. Every island gets the same bits. Collective over
+ * across; an allocation failure is every island's. */
+slm_status slm_islands_outer_step(MPI_Comm across, slm_outer_t outer, slm_islands_wire wire, double *sumsq,
+                                  slm_islands_stats *stats);
 
 /* The ranges of model's parameter index space rank `rank` of dp updates under zero_stage
  * with buckets of bucket_mb (as slm_fsdp_create cuts them, experts over dp / ep ranks):

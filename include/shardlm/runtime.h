@@ -133,9 +133,10 @@ void slm_metrics_write(FILE *f, const slm_step_metrics *m);
  * parameters. See docs/testing.md. */
 typedef struct slm_dump *slm_dump_t;
 /* init: the whole initial parameter vector. With dp > 1 ranks, the per-rank batches and
- * logits are not recorded (tokens and step0/logits are absent). */
+ * logits are not recorded (tokens and step0/logits are absent). island: this run's island
+ * (0 without islands), recorded with the islands' settings. */
 slm_status slm_dump_create(const char *path, const slm_conf *conf, slm_model_t model,
-                           const float *init, int accum, int dp, slm_dump_t *dump);
+                           const float *init, int accum, int dp, int island, slm_dump_t *dump);
 slm_status slm_dump_tokens(slm_dump_t d, long step, int micro, const int32_t *windows);
 /* Logits (B,T,V) of the first micro-batch of step 0, before backward. */
 slm_status slm_dump_logits(slm_dump_t d, const float *logits);

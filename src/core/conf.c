@@ -500,6 +500,12 @@ slm_status slm_conf_resolve_model(slm_conf *c)
     return SLM_OK;
 }
 
+slm_outer_config slm_conf_outer(const slm_conf *c)
+{
+    return (slm_outer_config){c->islands.outer_lr, c->islands.outer_momentum, c->islands.nesterov,
+                              !strcmp(c->islands.compress, "int8")};
+}
+
 int slm_conf_grad_accum(const slm_conf *c, int dp)
 {
     return c->train.global_batch / (c->train.micro_batch * dp);

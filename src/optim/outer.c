@@ -12,7 +12,7 @@ struct slm_outer {
     slm_optim_segment *chunks; /* the live parameters (copied from the caller) */
     int nchunks;
     size_t *pos;               /* chunk c's anchor and Δ start at pos[c] (nchunks + 1 entries) */
-    float *anchor, *delta;
+    float *anchor, *delta, *error; /* error: with error feedback, else NULL */
     slm_optimizer_t sgd;       /* over {chunk offset, count, anchor, delta} */
     const slm_tensor_info *tensors;
     int ntensors;
@@ -46,7 +46,8 @@ slm_status slm_outer_create(const slm_outer_config *cfg, const slm_tensor_info *
     if (o->pos) o->pos[nchunks] = n;
     o->anchor = malloc((n ? n : 1) * sizeof(float));
     o->delta = malloc((n ? n : 1) * sizeof(float));
-    slm_status st = o->chunks && o->pos && segs && o->anchor && o->delta
+    if (cfg->error_feedback) o->error = calloc(n ? n : 1, sizeof(float));
+    slm_status st = o->chunks && o->pos && segs && o->anchor && o->delta && (o->error || !cfg->error_feedback)
                         ? SLM_OK
                         : SLM_ERROR(SLM_ERR_NOMEM, "cannot allocate the outer optimizer's state (%.1f MB)",
                                     8.0 * (double)n / 1e6);
@@ -82,6 +83,7 @@ void slm_outer_destroy(slm_outer_t *op)
     free(o->pos);
     free(o->anchor);
     free(o->delta);
+    free(o->error);
     free(o);
     *op = NULL;
 }
@@ -91,6 +93,7 @@ void slm_outer_reset(slm_outer_t o)
     for (int c = 0; c < o->nchunks; c++)
         memcpy(o->anchor + o->pos[c], o->chunks[c].params, o->chunks[c].count * sizeof(float));
     /* the momentum needs no zeroing: SGD's first step sets it to the gradient */
+    if (o->error) memset(o->error, 0, o->pos[o->nchunks] * sizeof(float));
     slm_optimizer_set_steps(o->sgd, 0);
 }
 
@@ -104,6 +107,8 @@ float *slm_outer_delta(slm_outer_t o, int c)
     for (size_t k = 0; k < o->chunks[c].count; k++) d[k] = a[k] - p[k];
     return d;
 }
+
+float *slm_outer_error(slm_outer_t o, int c) { return o->error ? o->error + o->pos[c] : NULL; }
 
 void slm_outer_begin(slm_outer_t o, float delta_scale)
 {
@@ -129,18 +134,22 @@ void slm_outer_apply(slm_outer_t o, int c, double *sumsq)
 long slm_outer_steps(slm_outer_t o) { return slm_optimizer_steps(o->sgd); }
 void slm_outer_set_steps(slm_outer_t o, long t) { slm_optimizer_set_steps(o->sgd, t); }
 
-int slm_outer_group_names(double momentum, const char **names)
+int slm_outer_group_names(const slm_outer_config *cfg, const char **names)
 {
-    names[0] = "outer_anchor";
-    names[1] = "outer_momentum";
-    return momentum != 0.0 ? 2 : 1;
+    int n = 0;
+    names[n++] = "outer_anchor";
+    if (cfg->momentum != 0.0) names[n++] = "outer_momentum";
+    if (cfg->error_feedback) names[n++] = "outer_error";
+    return n;
 }
 
-int slm_outer_num_groups(slm_outer_t o) { return 1 + slm_optimizer_num_groups(o->sgd); }
+int slm_outer_num_groups(slm_outer_t o) { return 1 + slm_optimizer_num_groups(o->sgd) + (o->error != NULL); }
 
 float *slm_outer_state_at(slm_outer_t o, int g, size_t offset)
 {
-    if (g > 0) return slm_optimizer_state_at(o->sgd, g - 1, offset);
+    const int nm = slm_optimizer_num_groups(o->sgd);
+    if (g > 0 && g <= nm) return slm_optimizer_state_at(o->sgd, g - 1, offset);
     const int c = chunk_of(o, offset);
-    return c < 0 ? NULL : o->anchor + o->pos[c] + (offset - o->chunks[c].offset);
+    float *base = g == 0 ? o->anchor : o->error;
+    return c < 0 || !base ? NULL : base + o->pos[c] + (offset - o->chunks[c].offset);
 }

@@ -110,8 +110,9 @@ static void outer_pieces(trainer *tr, int for_read, int g, ckpt_state *s)
 int slm_train_outer_ckpt_groups(const slm_conf *c, const slm_tensor_info *tensors, int ntensors, slm_ckpt_group *out)
 {
     if (c->islands.count <= 1) return 0;
-    const char *names[2];
-    const int n = slm_outer_group_names(c->islands.outer_momentum, names);
+    const char *names[3];
+    const slm_outer_config oc = slm_conf_outer(c);
+    const int n = slm_outer_group_names(&oc, names);
     for (int g = 0; g < n; g++) {
         out[g] = (slm_ckpt_group){.tensors = tensors, .ntensors = ntensors};
         snprintf(out[g].name, sizeof out[g].name, "%s", names[g]);

@@ -76,7 +76,7 @@ static void attr_double(hid_t loc, const char *name, double v)
 }
 
 slm_status slm_dump_create(const char *path, const slm_conf *c, slm_model_t model, const float *init,
-                           int accum, int dp, slm_dump_t *out)
+                           int accum, int dp, int island, slm_dump_t *out)
 {
     *out = NULL;
     slm_dump_t d = calloc(1, sizeof *d);
@@ -146,6 +146,13 @@ slm_status slm_dump_create(const char *path, const slm_conf *c, slm_model_t mode
     attr_double(d->file, "moe_z_loss", mc->moe.z_loss);
     attr_double(d->file, "moe_bias_rate", mc->moe.bias_rate);
     attr_string(d->file, "moe_balance", mc->moe.balance == SLM_MOE_BALANCE_BIAS ? "bias" : "loss");
+    attr_long(d->file, "islands", c->islands.count); /* islands (docs/islands.md); 1: none */
+    attr_long(d->file, "island", island);
+    attr_long(d->file, "sync_every", c->islands.sync_every);
+    attr_double(d->file, "outer_lr", c->islands.outer_lr);
+    attr_double(d->file, "outer_momentum", c->islands.outer_momentum);
+    attr_long(d->file, "outer_nesterov", c->islands.nesterov);
+    attr_string(d->file, "compress", c->islands.compress);
     *out = d;
     attr_long(d->file, "dp", dp);
     SLM_CALL(write_params(d, "init", init));

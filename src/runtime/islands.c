@@ -90,7 +90,7 @@ slm_status slm_trainer_islands_init(trainer *tr)
     tr->outer_sumsq = calloc((size_t)slm_model_num_tensors(tr->model), sizeof *tr->outer_sumsq);
     SLM_CHECK(chunks && tr->outer_sumsq, SLM_ERR_NOMEM, "cannot allocate the outer optimizer's tables");
     const int nc = slm_fsdp_owned_chunks(tr->fsdp, chunks);
-    const slm_outer_config oc = {c->islands.outer_lr, c->islands.outer_momentum, c->islands.nesterov};
+    const slm_outer_config oc = slm_conf_outer(c);
     slm_status s = slm_outer_create(&oc, slm_model_tensor(tr->model, 0), slm_model_num_tensors(tr->model), chunks, nc,
                                     &tr->outer);
     free(chunks);
@@ -117,7 +117,8 @@ slm_status slm_trainer_outer_step(trainer *tr, long step, double loss, slm_step_
     memset(tr->outer_sumsq, 0, (size_t)nt * sizeof *tr->outer_sumsq);
     slm_islands_stats st;
     slm_fsdp_settle(tr->fsdp);
-    slm_islands_outer_step(tr->across, tr->outer, tr->outer_sumsq, &st);
+    SLM_CALL(slm_islands_outer_step(tr->across, tr->outer, slm_islands_wire_named(tr->conf->islands.compress), tr->outer_sumsq,
+                                    &st));
     slm_fsdp_chunks_changed(tr->fsdp);
     /* the norm of the anchor's step: each element counted once (whole tensors on tensor-
      * parallel rank 0, the tied embedding on the first stage), summed over the island */

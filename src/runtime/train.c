@@ -207,7 +207,7 @@ static slm_status setup_dump(trainer *tr)
     float *v;
     SLM_CALL(gather_whole(tr, 0, &v));
     SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), tr->rank == 0 ? slm_dump_create(c->log.dump, c, tr->model, v,
-                                                                                  tr->accum, tr->dp, &tr->dump)
+                                                                                  tr->accum, tr->dp, tr->island, &tr->dump)
                                                                 : SLM_OK));
     return SLM_OK;
 }
