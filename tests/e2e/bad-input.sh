@@ -27,6 +27,10 @@ expect_error 2 "parallel.ep = 3 does not divide the 2 data-parallel ranks" -- \
 expect_error 2 "parallel.ep = 4 does not divide model.n_experts = 6" -- \
     "$MPIEXEC" -n 4 "$S" train model.n_experts=6 parallel.ep=4 train.global_batch=32
 expect_error 2 "parallel.ep = 2 needs experts to split: set model.n_experts" -- "$MPIEXEC" -n 2 "$S" train parallel.ep=2
+# islands: a world they cannot split evenly, an unknown wire format
+expect_error 2 "2 ranks cannot be split into islands.count = 3 islands of equal size" -- \
+    "$MPIEXEC" -n 2 "$S" train islands.count=3
+expect_error 2 "islands.compress = 'zstd': expected none, bf16 or int8" -- "$S" train islands.compress=zstd
 # an MoE checkpoint has no Hugging Face form here: refused before the directory is made
 "$S" train model.n_experts=4 train.steps=1 sample.tokens=0 "ckpt.dir=$WORK/moe-ck" >/dev/null || fail "MoE run"
 expect_error 1 "holds a mixture-of-experts model (model.n_experts = 4)" "--format safetensors" -- \

@@ -1496,6 +1496,39 @@ static void test_bf16(void)
     CU_ASSERT_EQUAL(x[2], -7.0f);
 }
 
+/* int8 blockwise quantization: values worked out by hand. A block of 256 whose largest
+ * magnitude is 12.7 has the scale 0.1; x = 0.26 is 2.6 steps, so q = 3; -12.7 is -127; the
+ * second block (4 values, all zero) has scale 0 and q 0. Dequantizing adds q x scale. */
+static void test_q8(void)
+{
+    float x[260] = {0}, back[260] = {0};
+    int8_t q[260];
+    float scale[2];
+    x[0] = 0.26f;
+    x[1] = -12.7f;
+    x[3] = 0.15f; /* about 1.5 steps: 2 */
+    CU_ASSERT_EQUAL(slm_q8_blocks(260), 2);
+    CU_ASSERT_EQUAL(slm_q8_blocks(256), 1);
+    slm_q8_quantize(x, 260, q, scale);
+    CU_ASSERT_DOUBLE_EQUAL(scale[0], 12.7 / 127, 1e-7);
+    CU_ASSERT_EQUAL(scale[1], 0.0f);
+    CU_ASSERT_EQUAL(q[0], 3);
+    CU_ASSERT_EQUAL(q[1], -127);
+    CU_ASSERT_EQUAL(q[3], 2);
+    CU_ASSERT_EQUAL(q[4], 0);
+    CU_ASSERT_EQUAL(q[259], 0);
+    back[0] = 1.0f;
+    slm_q8_dequantize_add(q, scale, 260, back);
+    CU_ASSERT_DOUBLE_EQUAL(back[0], 1.0 + 3 * 0.1, 1e-6);
+    CU_ASSERT_DOUBLE_EQUAL(back[1], -12.7, 1e-5);
+    for (int i = 0; i < 260; i++) CU_ASSERT(fabsf(back[i] - (i == 0 ? 1.0f + x[0] : x[i])) <= 0.05f + 1e-6f);
+    uint16_t h[2] = {0x3F80, 0xC000}; /* 1 and -2 */
+    float acc[2] = {0.5f, 0.5f};
+    slm_bf16_add(h, 2, acc);
+    CU_ASSERT_EQUAL(acc[0], 1.5f);
+    CU_ASSERT_EQUAL(acc[1], -1.5f);
+}
+
 /* ==================================================================================== */
 /* oneDNN backend                                                                       */
 
@@ -1747,6 +1780,7 @@ int main(void) {
         {"scale", test_scale},
         {"large shapes (OpenMP branches)", test_large_shapes},
         {"bf16 conversion", test_bf16},
+        {"int8 blockwise quantization", test_q8},
         {"GEMM backend check: correct passes, a wrong product fails", test_gemm_check},
         {"GEMM timing of a model's shapes", test_gemm_time_shapes},
         {"OpenBLAS core advice for described CPUs", test_blas_core_rule},
