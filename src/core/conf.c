@@ -564,6 +564,10 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
               SLM_ERR_CONFIG, "islands.compress = '%s': expected none, bf16 or int8", c->islands.compress);
     SLM_CHECK(world % c->islands.count == 0, SLM_ERR_CONFIG,
               "%d ranks cannot be split into islands.count = %d islands of equal size", world, c->islands.count);
+    SLM_CHECK(c->islands.count == 1 || c->eval.patience == 0, SLM_ERR_UNSUPPORTED,
+              "eval.patience = %d with islands.count = %d: each island evaluates its own parameters, so the "
+              "islands would stop at different steps; stop by train.steps instead", c->eval.patience,
+              c->islands.count);
     world /= c->islands.count; /* from here on: one island's ranks */
     SLM_CHECK(world % (c->parallel.tp * c->parallel.pp) == 0, SLM_ERR_CONFIG,
               "%d ranks cannot be split into parallel.tp = %d x parallel.pp = %d", world,

@@ -348,7 +348,7 @@ static slm_status step_outcome(trainer *tr)
     slm_status s = slm_kernels_status();
     if (s == SLM_OK && tr->deferred != SLM_OK) s = SLM_ERROR(tr->deferred, "%s", tr->deferred_msg);
     slm_activity_set("MPI_Allreduce: agreeing on the step's outcome", -1);
-    return slm_agree(tr->job, s); /* islands too: none may wait at an outer step for one that stopped */
+    return slm_agree(slm_mesh_world(tr->mesh), s);
 }
 
 void slm_trainer_keep_logits(trainer *tr, long step, int micro)
@@ -431,7 +431,22 @@ static slm_status check_preemption(trainer *tr, long step)
 {
     int sig = slm_signal_pending(), any = 0;
     slm_activity_set("MPI_Allreduce: preemption flag", -1);
-    MPI_Allreduce(&sig, &any, 1, MPI_INT, MPI_MAX, tr->job); /* every island stops at the same step */
+    MPI_Allreduce(&sig, &any, 1, MPI_INT, MPI_MAX, slm_mesh_world(tr->mesh));
+    if (tr->islands > 1) {
+        /* Islands agree one step late: this step's flags travel between them while the next
+         * step computes, so the slow link adds no wait to a step, and all of them stop after
+         * the same step (the one after the signal). */
+        int decided = 0;
+        if (tr->preempt_req != MPI_REQUEST_NULL) {
+            MPI_Wait(&tr->preempt_req, MPI_STATUS_IGNORE);
+            decided = tr->preempt_any;
+        }
+        tr->preempt_sent = any;
+        MPI_Iallreduce(&tr->preempt_sent, &tr->preempt_any, 1, MPI_INT, MPI_MAX, tr->job, &tr->preempt_req);
+        any = decided;
+        /* stopping: every island posted this step's flags too, so all can complete them */
+        if (any) MPI_Wait(&tr->preempt_req, MPI_STATUS_IGNORE);
+    }
     if (!any) return SLM_OK;
     const slm_conf *c = tr->conf;
     SLM_CHECK(c->ckpt.dir[0], SLM_ERR_IO, "signal %d after step %ld, but ckpt.dir is not set: nothing was saved",
@@ -601,6 +616,7 @@ static slm_status train_steps(trainer *tr)
         }
     }
     SLM_CALL(slm_trainer_finish_saves(tr)); /* a background checkpoint completes first */
+    if (tr->preempt_req != MPI_REQUEST_NULL) MPI_Wait(&tr->preempt_req, MPI_STATUS_IGNORE); /* the last flags */
     if (tr->rank == 0 && steps > tr->start_step) {
         double floor = slm_dataset_entropy_floor(tr->data);
         double tps = timed_steps ? tokens_per_step * timed_steps / timed : 0;
@@ -702,11 +718,17 @@ static slm_status agree_islands_start(trainer *tr)
 
 slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
 {
-    trainer tr = {.conf = conf, .dump_comm = MPI_COMM_NULL, .job = comm, .across = MPI_COMM_NULL, .islands = 1};
+    trainer tr = {.conf = conf, .dump_comm = MPI_COMM_NULL, .across = MPI_COMM_NULL, .islands = 1,
+                  .preempt_req = MPI_REQUEST_NULL};
+    MPI_Comm_dup(comm, &tr.job); /* the job's own: every island's ranks */
     slm_conf *own = NULL; /* islands: this island's configuration (its own output paths) */
     MPI_Comm island = comm;
     if (conf->islands.count > 1) {
-        SLM_CALL(slm_islands_split(comm, conf->islands.count, &island, &tr.across, &tr.island));
+        slm_status split = slm_islands_split(tr.job, conf->islands.count, &island, &tr.across, &tr.island);
+        if (split != SLM_OK) {
+            MPI_Comm_free(&tr.job);
+            return split;
+        }
         tr.islands = conf->islands.count;
         own = malloc(sizeof *own);
         slm_status s = own ? slm_island_conf(conf, tr.island, own) : SLM_ERROR(SLM_ERR_NOMEM, "out of memory");
@@ -714,6 +736,7 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
             free(own);
             MPI_Comm_free(&island);
             MPI_Comm_free(&tr.across);
+            MPI_Comm_free(&tr.job);
             return s;
         }
         tr.conf = own;
@@ -723,6 +746,7 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     if (made != SLM_OK) {
         free(own);
         if (tr.across != MPI_COMM_NULL) MPI_Comm_free(&tr.across);
+        MPI_Comm_free(&tr.job);
         return made;
     }
     SLM_CALL(slm_mesh_set_ep(tr.mesh, conf->parallel.ep));
@@ -739,6 +763,7 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
         slm_mesh_destroy(&tr.mesh);
         free(own);
         if (tr.across != MPI_COMM_NULL) MPI_Comm_free(&tr.across);
+        MPI_Comm_free(&tr.job);
         return placed;
     }
     FILE *real_stdout = stdout, *island_out = tr.islands > 1 ? slm_island_stream(stdout, tr.island) : NULL;
@@ -770,6 +795,7 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     slm_mesh_destroy(&tr.mesh);
     free(own);
     if (tr.across != MPI_COMM_NULL) MPI_Comm_free(&tr.across);
+    MPI_Comm_free(&tr.job);
     if (island_out) {
         fflush(island_out);
         stdout = real_stdout;

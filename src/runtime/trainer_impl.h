@@ -58,6 +58,8 @@ typedef struct {
     MPI_Comm across;           /* ... the ranks holding the same chunks in every island */
     slm_outer_t outer;         /* ... the outer optimizer, or NULL without islands */
     double *outer_sumsq;       /* ... (tensors) scratch for the norm of its step */
+    MPI_Request preempt_req;   /* ... the islands' preemption flags of the last step, in flight */
+    int preempt_sent, preempt_any;
     slm_status deferred;       /* the first failure of this step that could not stop it, see */
     char deferred_msg[1024];   /* slm_trainer_defer */
 } trainer;

@@ -31,6 +31,8 @@ expect_error 2 "parallel.ep = 2 needs experts to split: set model.n_experts" -- 
 expect_error 2 "2 ranks cannot be split into islands.count = 3 islands of equal size" -- \
     "$MPIEXEC" -n 2 "$S" train islands.count=3
 expect_error 2 "islands.compress = 'zstd': expected none, bf16 or int8" -- "$S" train islands.compress=zstd
+expect_error 2 "eval.patience = 2 with islands.count = 2" -- \
+    "$MPIEXEC" -n 2 "$S" train islands.count=2 eval.patience=2 eval.every=5 data.val=synthetic
 # an MoE checkpoint has no Hugging Face form here: refused before the directory is made
 "$S" train model.n_experts=4 train.steps=1 sample.tokens=0 "ckpt.dir=$WORK/moe-ck" >/dev/null || fail "MoE run"
 expect_error 1 "holds a mixture-of-experts model (model.n_experts = 4)" "--format safetensors" -- \

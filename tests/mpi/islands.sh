@@ -8,7 +8,8 @@
 # the middle of a round (int8 pseudo-gradients with error feedback, AdamW inside) resumes
 # bitwise; a checkpoint of 1-rank islands resumes on islands of 2 ranks at ZeRO 3. The
 # outer steps fall every sync_every steps and at the last step, bf16 and int8 send 1/2
-# and about 1/4 of the bytes, and islands that would resume different steps are refused.
+# and about 1/4 of the bytes, islands that would resume different steps are refused, and
+# a signal to one island stops every island after the same step.
 . "$(dirname "$0")/../e2e/common.sh"
 "$PYTHON3" -c 'import h5py, numpy' 2>/dev/null || skip "h5py missing (apt-get install python3-h5py)"
 M=(model.n_layer=2 model.n_head=2 model.d_model=24 model.vocab_size=37 model.seq_len=9 train.micro_batch=2
@@ -99,4 +100,22 @@ newest=$(ls "$WORK/ck2/island1"/step_*.h5 | tail -1)
 rm "$newest"
 expect_error 1 "the islands resumed different steps" -- \
     "$MPIEXEC" -n 2 "$SHARDLM" train "${M[@]}" "${H3[@]}" "${MOM[@]}" "ckpt.dir=$WORK/ck2" train.steps=12
+# a signal that reaches one island only stops both after the same step, with checkpoints
+"$MPIEXEC" -n 2 "$SHARDLM" train "${M[@]}" islands.count=2 islands.sync_every=50 train.global_batch=12 \
+    train.steps=100000 log.every=1 "ckpt.dir=$WORK/pre" "log.metrics=$WORK/pre.jsonl" >"$WORK/pre.out" 2>&1 &
+launcher=$!
+for _ in $(seq 300); do [ -s "$WORK/pre.island1.jsonl" ] && break; sleep 0.1; done
+target=
+for p in $(pgrep -P $launcher); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && target=$p
+done
+[ -n "$target" ] || { kill $launcher; fail "no rank 1 process (island 1) under the launcher"; }
+kill -USR1 "$target"
+rc=0
+timeout 120 tail --pid=$launcher -f /dev/null || { kill $launcher; fail "the islands did not stop after a signal"; }
+wait $launcher || rc=$?
+[ "$rc" = 75 ] || { cat "$WORK/pre.out"; fail "preempted islands exited $rc, expected 75"; }
+s0=$(cat "$WORK/pre/island0/latest") s1=$(cat "$WORK/pre/island1/latest")
+[ "$s0" = "$s1" ] || fail "the islands stopped at different checkpoints: $s0 and $s1"
+echo "a signal to island 1 only: both islands committed $s0 and exited 75"
 echo "islands: ok"
