@@ -306,7 +306,14 @@ slm_status slm_trainer_restore(trainer *tr)
     slm_fsdp_after_load(tr->fsdp, reset ? 0 : meta.optimizer_step);
     if (!reset) slm_trainer_moe_scatter_bias(tr);
     if (tr->outer && reset) slm_outer_reset(tr->outer); /* a new first round from the loaded parameters */
-    else if (tr->outer) slm_outer_set_steps(tr->outer, meta.step / c->islands.sync_every);
+    /* The outer steps taken are not in the file: step / H undercounts when a run's last
+     * step (not a multiple of H) ended with one. What matters is whether the next step is
+     * the first, where SGD sets its momentum instead of decaying it; with a momentum still
+     * zero both give the same bits, so after any step the count is at least 1. */
+    else if (tr->outer) {
+        const long done = meta.step / c->islands.sync_every;
+        slm_outer_set_steps(tr->outer, meta.step > 0 && done < 1 ? 1 : done);
+    }
     tr->start_step = meta.step;
     tr->samples = meta.samples;
     snprintf(tr->resumed_matmul, sizeof tr->resumed_matmul, "%s", meta.matmul);
