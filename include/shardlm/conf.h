@@ -87,6 +87,10 @@ typedef struct slm_conf {
         double outer_lr, outer_momentum;
         int nesterov;
         char compress[8];     /* none | bf16 | int8: the pseudo-gradient as it crosses between islands */
+        char transport[8];    /* mpi: one job cut into islands | files: one job per island */
+        char dir[SLM_PATH_MAX]; /* files: the exchange directory every island shares */
+        int index;            /* files: this job's island */
+        double deadline_s;    /* files: how long to wait for the others after committing */
     } islands;
     struct {
         int tokens;

@@ -145,6 +145,13 @@ static const key_spec keys[] = {
     NUM("islands", "nesterov", K_BOOL, islands.nesterov, 0, 1, "Nesterov momentum in the outer SGD"),
     STR("islands", "compress", islands.compress,
         "none | bf16 | int8: how pseudo-gradients cross between islands (int8 with error feedback)"),
+    STR("islands", "transport", islands.transport,
+        "mpi: this job is cut into the islands | files: this job is one island (islands.index), meeting the others "
+        "through islands.dir"),
+    STR("islands", "dir", islands.dir, "files: the exchange directory all islands share"),
+    NUM("islands", "index", K_INT, islands.index, 0, 4095, "files: this job's island, 0 to islands.count - 1"),
+    NUM("islands", "deadline_s", K_DOUBLE, islands.deadline_s, 0, 1e9,
+        "files: after committing, wait this long for the other islands; the late ones are left out of the step"),
     NUM("sample", "tokens", K_INT, sample.tokens, 0, 1 << 20, "tokens sampled after training"),
     NUM("sample", "temperature", K_DOUBLE, sample.temperature, 0, 100, "sampling temperature"),
     NUM("sample", "top_k", K_INT, sample.top_k, 0, 1 << 30, "sample among the k most likely tokens (0 = all)"),
@@ -212,6 +219,8 @@ void slm_conf_defaults(slm_conf *c)
     c->islands.outer_momentum = 0.9;
     c->islands.nesterov = 1;
     strcpy(c->islands.compress, "none");
+    strcpy(c->islands.transport, "mpi");
+    c->islands.deadline_s = 600;
     c->sample.temperature = 0.8;
 }
 
@@ -562,13 +571,28 @@ slm_status slm_conf_validate(const slm_conf *c, int world)
     SLM_CHECK(!strcmp(c->islands.compress, "none") || !strcmp(c->islands.compress, "bf16") ||
                   !strcmp(c->islands.compress, "int8"),
               SLM_ERR_CONFIG, "islands.compress = '%s': expected none, bf16 or int8", c->islands.compress);
-    SLM_CHECK(world % c->islands.count == 0, SLM_ERR_CONFIG,
+    const int files = !strcmp(c->islands.transport, "files");
+    SLM_CHECK(files || !strcmp(c->islands.transport, "mpi"), SLM_ERR_CONFIG,
+              "islands.transport = '%s': expected mpi or files", c->islands.transport);
+    if (files && c->islands.count > 1) {
+        SLM_CHECK(c->islands.dir[0], SLM_ERR_CONFIG,
+                  "islands.transport = files needs islands.dir, the exchange directory all islands share");
+        SLM_CHECK(c->islands.index < c->islands.count, SLM_ERR_CONFIG,
+                  "islands.index = %d: this job's island must be 0 to islands.count - 1 = %d", c->islands.index,
+                  c->islands.count - 1);
+        SLM_CHECK(!strcmp(c->islands.compress, "none"), SLM_ERR_UNSUPPORTED,
+                  "islands.compress = %s with islands.transport = files: this version exchanges fp32 files; set "
+                  "islands.compress = none", c->islands.compress);
+        SLM_CHECK(c->ckpt.dir[0], SLM_ERR_CONFIG,
+                  "islands.transport = files needs ckpt.dir: an island rejoins from its checkpoints");
+    }
+    SLM_CHECK(files || world % c->islands.count == 0, SLM_ERR_CONFIG,
               "%d ranks cannot be split into islands.count = %d islands of equal size", world, c->islands.count);
     SLM_CHECK(c->islands.count == 1 || c->eval.patience == 0, SLM_ERR_UNSUPPORTED,
               "eval.patience = %d with islands.count = %d: each island evaluates its own parameters, so the "
               "islands would stop at different steps; stop by train.steps instead", c->eval.patience,
               c->islands.count);
-    world /= c->islands.count; /* from here on: one island's ranks */
+    if (!files) world /= c->islands.count; /* from here on: one island's ranks */
     SLM_CHECK(world % (c->parallel.tp * c->parallel.pp) == 0, SLM_ERR_CONFIG,
               "%d ranks cannot be split into parallel.tp = %d x parallel.pp = %d", world,
               c->parallel.tp, c->parallel.pp);

@@ -447,6 +447,45 @@ static slm_status save_async(trainer *tr, ckpt_state *state, const slm_ckpt_meta
     return SLM_OK;
 }
 
+slm_status slm_trainer_write_params(trainer *tr, const char *dir, long step, int keep, double *bytes)
+{
+    ckpt_state state;
+    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh), state_of(tr, 0, &state)));
+    slm_ckpt_meta meta;
+    meta_of(tr, step, &meta);
+    slm_ckpt_stats st = {0, 0};
+    slm_status s = slm_ckpt_save(slm_mesh_world(tr->mesh), dir, &meta, state.groups, 1, keep, 0, &st);
+    state_free(&state);
+    *bytes = st.bytes;
+    return s;
+}
+
+slm_status slm_trainer_read_params(trainer *tr, const char *path, float *into, double *bytes)
+{
+    const int nt = slm_model_num_tensors(tr->model), nc = slm_outer_num_chunks(tr->outer);
+    slm_ckpt_piece *pieces = malloc(((size_t)nc + (size_t)nt + 1) * sizeof *pieces);
+    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh),
+                       pieces ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "islands: out of memory for the list of pieces")));
+    int n = 0;
+    size_t pos = 0;
+    for (int c = 0; c < nc; c++) {
+        const slm_optim_segment *ch = slm_outer_chunk(tr->outer, c);
+        for (int k = 0; k < nt; k++) {
+            size_t lo, hi;
+            if (slm_tensor_overlap(slm_model_tensor(tr->model, k), ch->offset, ch->count, &lo, &hi))
+                pieces[n++] = (slm_ckpt_piece){lo, hi - lo, into + pos + (lo - ch->offset)};
+        }
+        pos += ch->count;
+    }
+    const slm_ckpt_group params = {"params", slm_model_tensor(tr->model, 0), nt, pieces, n};
+    slm_ckpt_meta meta;
+    slm_ckpt_stats st = {0, 0};
+    slm_status s = slm_ckpt_load(slm_mesh_world(tr->mesh), path, &params, 1, &meta, &st);
+    free(pieces);
+    *bytes = st.bytes;
+    return s;
+}
+
 slm_status slm_trainer_save(trainer *tr, long step, int force)
 {
     const slm_conf *c = tr->conf;

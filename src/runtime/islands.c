@@ -116,10 +116,14 @@ slm_status slm_trainer_outer_step(trainer *tr, long step, double loss, slm_step_
     const int nt = slm_model_num_tensors(tr->model);
     memset(tr->outer_sumsq, 0, (size_t)nt * sizeof *tr->outer_sumsq);
     slm_islands_stats st;
-    slm_fsdp_settle(tr->fsdp);
-    SLM_CALL(slm_islands_outer_step(tr->across, tr->outer, slm_islands_wire_named(tr->conf->islands.compress), tr->outer_sumsq,
-                                    &st));
-    slm_fsdp_chunks_changed(tr->fsdp);
+    if (tr->across != MPI_COMM_NULL) { /* one job: the exchange over MPI */
+        slm_fsdp_settle(tr->fsdp);
+        SLM_CALL(slm_islands_outer_step(tr->across, tr->outer, slm_islands_wire_named(tr->conf->islands.compress),
+                                        tr->outer_sumsq, &st));
+        slm_fsdp_chunks_changed(tr->fsdp);
+    } else { /* one job per island: through islands.dir */
+        SLM_CALL(slm_trainer_files_outer_step(tr, step, &st));
+    }
     /* the norm of the anchor's step: each element counted once (whole tensors on tensor-
      * parallel rank 0, the tied embedding on the first stage), summed over the island */
     double sumsq = 0.0;
@@ -134,18 +138,21 @@ slm_status slm_trainer_outer_step(trainer *tr, long step, double loss, slm_step_
     m->outer_norm = sqrt(sumsq);
     m->outer_wait_ms = st.wait_ms;
     m->outer_ms = st.comm_ms;
-    /* every island's loss of this step, for the one line job rank 0 prints */
+    /* every island's loss of this step, for the one line job rank 0 prints (one job per
+     * island: each prints its own) */
     double all[4096]; /* islands.count's upper bound */
-    MPI_Gather(&loss, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, 0, tr->across);
-    if (tr->rank == 0 && tr->island == 0) {
-        const int shown = tr->islands < 16 ? tr->islands : 16;
+    all[0] = loss;
+    if (tr->across != MPI_COMM_NULL) MPI_Gather(&loss, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, 0, tr->across);
+    if (tr->rank == 0 && (tr->island == 0 || tr->across == MPI_COMM_NULL)) {
+        const int shown = tr->across == MPI_COMM_NULL ? 1 : tr->islands < 16 ? tr->islands : 16;
         char list[16 * 16] = "";
         for (int i = 0; i < shown; i++)
             snprintf(list + strlen(list), sizeof list - strlen(list), "%s%.4f", i ? " " : "", all[i]);
-        printf("outer     step %ld (outer step %ld) | islands %d/%d | losses %s%s | update norm %.4g | %.2f MB sent | "
-               "wait %.1f ms | sums %.1f ms\n",
-               step + 1, round, st.islands, tr->islands, list, tr->islands > shown ? " ..." : "", m->outer_norm,
-               st.bytes / 1e6, st.wait_ms, st.comm_ms);
+        printf("outer     step %ld (outer step %ld) | islands %d/%d | loss%s %s%s | update norm %.4g | %.2f MB %s | "
+               "wait %.1f ms | exchange %.1f ms\n",
+               step + 1, round, st.islands, tr->islands, shown > 1 ? "es" : "", list, shown > 1 && tr->islands > shown ? " ..." : "",
+               m->outer_norm,
+               st.bytes / 1e6, tr->across != MPI_COMM_NULL ? "sent" : "written and read", st.wait_ms, st.comm_ms);
         fflush(stdout);
     }
     return SLM_OK;

@@ -43,6 +43,11 @@ static slm_status check_outputs(const trainer *tr)
 {
     const slm_conf *c = tr->conf;
     if (c->ckpt.dir[0]) SLM_CALL(slm_check_writable_dir("ckpt.dir", c->ckpt.dir, tr->rank));
+    if (c->islands.count > 1 && !strcmp(c->islands.transport, "files")) { /* this island's exchange directory */
+        char dir[SLM_PATH_MAX + 32];
+        snprintf(dir, sizeof dir, "%s/island%d", c->islands.dir, tr->island);
+        SLM_CALL(slm_check_writable_dir("islands.dir", dir, tr->rank));
+    }
     if (tr->rank == 0 && c->log.dump[0]) SLM_CALL(slm_check_writable_file("log.dump", c->log.dump));
     return SLM_OK;
 }
@@ -432,7 +437,7 @@ static slm_status check_preemption(trainer *tr, long step)
     int sig = slm_signal_pending(), any = 0;
     slm_activity_set("MPI_Allreduce: preemption flag", -1);
     MPI_Allreduce(&sig, &any, 1, MPI_INT, MPI_MAX, slm_mesh_world(tr->mesh));
-    if (tr->islands > 1) {
+    if (tr->across != MPI_COMM_NULL) {
         /* Islands agree one step late: this step's flags travel between them while the next
          * step computes, so the slow link adds no wait to a step, and all of them stop after
          * the same step (the one after the signal). */
@@ -705,7 +710,7 @@ slm_status slm_train_dry_run(const slm_conf *conf, MPI_Comm comm)
 /* All islands resumed the same step (each from its own directory), or none goes on. */
 static slm_status agree_islands_start(trainer *tr)
 {
-    if (tr->islands <= 1) return SLM_OK;
+    if (tr->across == MPI_COMM_NULL) return SLM_OK;
     long lo = tr->start_step, hi = tr->start_step;
     MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_LONG, MPI_MIN, tr->job);
     MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_LONG, MPI_MAX, tr->job);
@@ -724,18 +729,20 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     slm_conf *own = NULL; /* islands: this island's configuration (its own output paths) */
     MPI_Comm island = comm;
     if (conf->islands.count > 1) {
-        slm_status split = slm_islands_split(tr.job, conf->islands.count, &island, &tr.across, &tr.island);
+        const int files = !strcmp(conf->islands.transport, "files"); /* this job is one island */
+        slm_status split = files ? SLM_OK : slm_islands_split(tr.job, conf->islands.count, &island, &tr.across, &tr.island);
         if (split != SLM_OK) {
             MPI_Comm_free(&tr.job);
             return split;
         }
+        if (files) tr.island = conf->islands.index;
         tr.islands = conf->islands.count;
         own = malloc(sizeof *own);
         slm_status s = own ? slm_island_conf(conf, tr.island, own) : SLM_ERROR(SLM_ERR_NOMEM, "out of memory");
         if (s != SLM_OK) {
             free(own);
-            MPI_Comm_free(&island);
-            MPI_Comm_free(&tr.across);
+            if (island != comm) MPI_Comm_free(&island);
+            if (tr.across != MPI_COMM_NULL) MPI_Comm_free(&tr.across);
             MPI_Comm_free(&tr.job);
             return s;
         }
@@ -777,6 +784,7 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     if (s == SLM_OK) s = slm_trainer_restore(&tr); /* first: a resumed run prefers the backend it used */
     if (tr.islands > 1) s = slm_agree(tr.job, s); /* an island that cannot resume stops them all */
     if (s == SLM_OK) s = agree_islands_start(&tr);
+    if (s == SLM_OK && tr.outer && tr.across == MPI_COMM_NULL) s = slm_trainer_files_catch_up(&tr);
     if (s == SLM_OK) s = setup_shared(&tr);
     if (s == SLM_OK) s = setup_dump(&tr);
     slm_watchdog_t watchdog = NULL;

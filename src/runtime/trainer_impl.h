@@ -111,6 +111,18 @@ void slm_trainer_islands_free(trainer *tr);
 int slm_trainer_outer_due(const trainer *tr, long step);
 slm_status slm_trainer_outer_step(trainer *tr, long step, double loss, slm_step_metrics *m);
 
+/* islands_files.c: the outer step of islands that meet through files
+ * (islands.transport = files), and catching up, at start-up, with the outer steps the
+ * others took while this island was away. Collective over the island. */
+slm_status slm_trainer_files_outer_step(trainer *tr, long step, slm_islands_stats *stats);
+slm_status slm_trainer_files_catch_up(trainer *tr);
+
+/* checkpoint.c: this rank's parameters as a checkpoint of /params alone (step `step`, in
+ * dir, keeping the newest `keep`); and reading a file's /params into `into`, laid out as
+ * the outer optimizer's chunks one after the other. Collective over the island. */
+slm_status slm_trainer_write_params(trainer *tr, const char *dir, long step, int keep, double *bytes);
+slm_status slm_trainer_read_params(trainer *tr, const char *path, float *into, double *bytes);
+
 /* checkpoint.c: resume from ckpt.resume or the newest good checkpoint in ckpt.dir (if
  * any); save after `step` when ckpt.every says so, the run ends, or (force) a preemption
  * asks for it, unless that step is saved already. Collective. */
