@@ -31,6 +31,12 @@ expect_error 2 "parallel.ep = 2 needs experts to split: set model.n_experts" -- 
 expect_error 2 "2 ranks cannot be split into islands.count = 3 islands of equal size" -- \
     "$MPIEXEC" -n 2 "$S" train islands.count=3
 expect_error 2 "islands.compress = 'zstd': expected none, bf16 or int8" -- "$S" train islands.compress=zstd
+expect_error 2 "islands.transport = files needs islands.dir" -- "$S" train islands.count=2 islands.transport=files
+expect_error 2 "islands.index = 2: this job's island must be 0 to islands.count - 1 = 1" -- \
+    "$S" train islands.count=2 islands.transport=files "islands.dir=$WORK/x" islands.index=2
+expect_error 2 "islands.compress = int8 with islands.transport = files" -- \
+    "$S" train islands.count=2 islands.transport=files "islands.dir=$WORK/x" islands.compress=int8 "ckpt.dir=$WORK/ck"
+expect_error 2 "islands.transport = 'nfs': expected mpi or files" -- "$S" train islands.transport=nfs
 expect_error 2 "eval.patience = 2 with islands.count = 2" -- \
     "$MPIEXEC" -n 2 "$S" train islands.count=2 eval.patience=2 eval.every=5 data.val=synthetic
 # an MoE checkpoint has no Hugging Face form here: refused before the directory is made
