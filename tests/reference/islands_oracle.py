@@ -34,11 +34,18 @@ each island's /tokens to be its slice of the stream's; an island with dp > 1 dum
 tokens, and is replayed from its slice (its dump's grad_accum is a rank's, grad_accum / dp,
 and is checked as such).
 
-Running shardlm: `MPIEXEC -n k*R shardlm train ... islands.count=k ... log.dump=DIR/dump.h5
-log.metrics=DIR/metrics.jsonl`, R = --ranks-per-island (default 1; give the inner layout
-with --set parallel.tp=2 etc.). shardlm writes DIR/dump.island<i>.h5 and
-DIR/metrics.island<i>.jsonl. The dumps do not record the islands' settings; the oracle
-replays the ones it asked for.
+Running shardlm, --transport mpi (the default): `MPIEXEC -n k*R shardlm train ...
+islands.count=k ... log.dump=DIR/dump.h5 log.metrics=DIR/metrics.jsonl`, one job cut into k
+islands of one layout, R = --ranks-per-island (default 1; give the inner layout with --set
+parallel.tp=2 etc.). --transport files: k jobs started together, one per island, each
+`MPIEXEC -n R_i shardlm train <the same settings> islands.transport=files
+islands.dir=DIR/exchange islands.index=i ckpt.dir=DIR/ckpt islands.deadline_s=DEADLINE_S
+<island i's own settings>`, where --island-layout I:R_I[:KEY=VALUE...] gives an island its
+own rank count and inner layout (e.g. 1:2:parallel.tp=2; the files hold global tensors, so
+the islands' layouts may differ); both directories are emptied first, the deadline is so
+long that every island takes part in every outer step, and when a job fails the others
+are stopped and its output printed. Either way shardlm writes DIR/dump.island<i>.h5 and
+DIR/metrics.island<i>.jsonl, and the checks are the same.
 
 Checks (one row each, the worst over the islands; normwise relative errors as in
 gpt2_oracle.py; rtol default 1e-4, and the trajectory checks accept up to FLOOR_K = 10
@@ -46,6 +53,9 @@ times the error of a float32 replay of the same island run):
 
   files      the k dumps (and metrics files) exist, and no dump without the island suffix
   config     each dump's root attributes echo the request (dump_oracle.read_config)
+  settings   each dump's islands attributes echo the replayed islands settings: islands = k,
+             island = i on island i's dump, sync_every, outer_lr, outer_momentum,
+             outer_nesterov, compress = none (the oracle replays an fp32 exchange)
   tokens     every island's /tokens is its slice of the stream run's (exactly)
   init       the islands' /init are bitwise equal, and equal to the stream run's
   lr         /lr of each island against the warmup + cosine schedule
@@ -69,6 +79,7 @@ Modes:
   /usr/bin/python3 tests/reference/islands_oracle.py --shardlm build/shardlm \\
       --arch gpt2 --n-layer 2 --n-head 2 --d-model 12 --vocab 11 --seq-len 4 --batch 3 \\
       --steps 7 --islands 2 --sync-every 3
+      [--transport files --island-layout 1:2:parallel.tp=2]
   --dump FILE [--stream FILE] [--metrics FILE]
                               check existing dumps (FILE as given to log.dump; the islands'
                               are FILE.island<i>.h5; likewise the metrics) against the replay
@@ -78,8 +89,10 @@ Modes:
                               dumps of a second implementation (numpy float32 Llama,
                               optim_oracle.RefOptimizer, the outer SGD from its formulas)
                               that must pass, the same runs made with each of BUGS'
-                              mistakes, which must fail, and the oracle's own replay with
-                              each mistake, which must miss the correct dumps
+                              mistakes, which must fail, correct runs whose islands
+                              attributes differ from the replayed settings, which must fail
+                              `settings`, and the oracle's own replay with each mistake,
+                              which must miss the correct dumps
 
 The last line printed is `N passed, M failed`; the exit status is 1 when anything failed.
 """
@@ -89,9 +102,11 @@ import math
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.dont_write_bytecode = True   # no __pycache__ in the source tree
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -107,6 +122,11 @@ import optim_oracle  # noqa: E402
 from dump_oracle import DT, FLOOR_K, TINY, ZERO_GRAD_TOL, rel_err  # noqa: E402
 
 ARCHS = {"gpt2": gpt2_oracle.GPT2, "llama": llama_oracle.Llama}
+
+# --transport files: islands.deadline_s. Large: every island must take part in every outer
+# step (the checks require outer_islands = k), however slowly an oversubscribed machine
+# runs one of them; the jobs' own timeout (--timeout) bounds the wait.
+DEADLINE_S = 86400
 
 # Mistakes an islands implementation could make. The self-test builds synthetic runs
 # that make each (they must fail the checks), and replays the oracle with each (it must
@@ -160,6 +180,12 @@ class Islands:
         return ["islands.count=%d" % self.k, "islands.sync_every=%d" % self.H,
                 "islands.outer_lr=%r" % self.lr, "islands.outer_momentum=%r" % self.momentum,
                 "islands.nesterov=%s" % ("true" if self.nesterov else "false")]
+
+    def attrs(self, island):
+        """The root attributes island `island`'s dump must carry (docs/islands.md); the
+        oracle replays an fp32 exchange, so compress is none."""
+        return {"islands": self.k, "island": int(island), "sync_every": self.H, "outer_lr": self.lr,
+                "outer_momentum": self.momentum, "outer_nesterov": int(self.nesterov), "compress": "none"}
 
 
 def outer_due(s, steps, H, bug=None):
@@ -361,8 +387,8 @@ def _check(F, stream, model_cls, want, isl, rtol, verbose, metrics, bug, diagnos
     rep.add("config", 0.0 if not bad and not differ else float("inf"), "",
             "islands %s do not echo the request" % bad if bad else
             "islands %s differ from island 0" % differ if differ else
-            "attributes echo the request; the islands' settings are not in the dumps (replayed as asked)",
-            ok=not bad and not differ)
+            "attributes echo the request", ok=not bad and not differ)
+    check_settings(rep, F, isl)
     if cfg is None:
         return rep.print(), rep
     model = model_cls(cfg)
@@ -558,6 +584,34 @@ def _check(F, stream, model_cls, want, isl, rtol, verbose, metrics, bug, diagnos
     return rep.print(), rep
 
 
+def check_settings(rep, F, isl):
+    """Each dump's root attributes of the islands' settings (islands, island, sync_every,
+    outer_lr, outer_momentum, outer_nesterov, compress) against the ones replayed, island
+    i's `island` being i."""
+    problems = []
+    for i, f in enumerate(F):
+        for key, v in isl.attrs(i).items():
+            if key not in f.attrs:
+                problems.append("island %d: no %s" % (i, key))
+                continue
+            if isinstance(v, str):
+                got = dump_oracle.attr(f, key, str).strip("\0 ")
+                same = got == v
+            elif isinstance(v, float):
+                got = dump_oracle.attr(f, key, float)
+                same = abs(got - v) <= 1e-12 * max(abs(v), 1.0)
+            else:
+                got = dump_oracle.attr(f, key, int)
+                same = got == v
+            if not same:
+                problems.append("island %d: %s=%s (replayed %s)" % (i, key, got, v))
+    rep.add("settings", float("inf") if problems else 0.0, "",
+            "; ".join(problems[:4]) + (" ..." if len(problems) > 4 else "") if problems else
+            "islands %d, island i on dump i, sync_every %d, outer_lr %g, outer_momentum %g, outer_nesterov %d, "
+            "compress none" % (isl.k, isl.H, isl.lr, isl.momentum, int(isl.nesterov)),
+            ok=not problems, soft=False)
+
+
 def check_outer_metrics(rep, metrics, isl, S, ref, r32, rtol, verbose):
     """The outer steps the islands' metrics record: the steps, their numbers, the number of
     islands, and outer_norm against the oracle's norm of the anchor's change."""
@@ -660,6 +714,100 @@ def run_cmd(cmd, cwd, timeout, env=None):
     return True
 
 
+def island_layouts(a, k):
+    """--transport files: [(ranks, own settings)] of islands 0 .. k-1 from --island-layout
+    I:RANKS[:KEY=VALUE...] (the others: --ranks-per-island ranks, no settings of their own)."""
+    out = [(a.ranks_per_island, []) for _ in range(k)]
+    if a.island_layout and a.transport != "files":
+        raise ValueError("--island-layout needs --transport files (the MPI transport cuts one job into "
+                         "islands of one layout: give it with --ranks-per-island and --set)")
+    seen = set()
+    for spec in a.island_layout:
+        parts = spec.split(":")
+        try:
+            i, n = int(parts[0]), int(parts[1])
+        except (IndexError, ValueError):
+            raise ValueError("--island-layout %s: expected I:RANKS[:KEY=VALUE...]" % spec)
+        if not 0 <= i < k or n < 1 or i in seen:
+            raise ValueError("--island-layout %s: island 0 to %d, once each, on at least 1 rank" % (spec, k - 1))
+        own = parts[2:]
+        if any("=" not in x for x in own):
+            raise ValueError("--island-layout %s: settings are KEY=VALUE" % spec)
+        seen.add(i)
+        out[i] = (n, own)
+    return out
+
+
+def run_islands(jobs, cwd, timeout, env):
+    """--transport files: the islands' jobs (argv lists, island order) started together,
+    each in its own process group with its output in cwd/island<i>.out and .err; waits for
+    all. When one fails (or time runs out) the others are stopped, since they would wait
+    for its files, and the failing island's output is printed. Returns True when all exit 0."""
+    procs, outs = [], []
+    for i, cmd in enumerate(jobs):
+        print("running island %d: %s" % (i, " ".join(cmd)))
+        sys.stdout.flush()
+        out = [os.path.join(cwd, "island%d.%s" % (i, x)) for x in ("out", "err")]
+        outs.append(out)
+        with open(out[0], "wb") as fo, open(out[1], "wb") as fe:
+            try:
+                procs.append(subprocess.Popen(cmd, stdout=fo, stderr=fe, cwd=cwd, env=env, start_new_session=True))
+            except OSError as e:
+                print("error: cannot run %s: %s" % (cmd[0], e))
+                stop_jobs(procs)
+                return False
+    t0, failed, late = time.time(), None, False
+    while True:
+        codes = [p.poll() for p in procs]   # poll each job: its status is known only once polled
+        bad = [i for i, c in enumerate(codes) if c not in (None, 0)]
+        if bad:
+            failed = bad[0]
+            break
+        if all(c == 0 for c in codes):
+            return True
+        if time.time() - t0 > timeout:
+            late = True
+            break
+        time.sleep(0.05)
+    running = [i for i, p in enumerate(procs) if p.poll() is None]
+    stop_jobs(procs)
+    if late:
+        print("error: the islands' jobs timed out after %gs (islands %s still running)" % (timeout, running))
+    else:
+        print("error: island %d exited with status %d%s" % (
+            failed, procs[failed].returncode, "; stopped islands %s, which would wait for its files" % running
+            if running else ""))
+    for i in ([failed] if failed is not None else range(len(procs))):
+        with open(outs[i][0], "rb") as fo, open(outs[i][1], "rb") as fe:
+            so, se = fo.read().decode(errors="replace"), fe.read().decode(errors="replace")
+        print("---- island %d stderr ----" % i)
+        print(se.rstrip())
+        print("---- island %d stdout (last 4000 chars) ----" % i)
+        print(so[-4000:].rstrip())
+        print("----")
+    return False
+
+
+def stop_jobs(procs):
+    """Stop the islands' jobs still running (each its own process group, started here)."""
+    for p in procs:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except OSError:
+                pass
+    t0 = time.time()
+    for p in procs:
+        try:
+            p.wait(timeout=max(0.1, 10 - (time.time() - t0)))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            p.wait()
+
+
 def want_from_args(a, model_cls, relative):
     want = {"n_layer": a.n_layer, "n_head": a.n_head, "d_model": a.d_model, "vocab_size": a.vocab,
             "seq_len": a.seq_len, "micro_batch": a.batch, "grad_accum": a.accum, "steps": a.steps,
@@ -695,6 +843,13 @@ def main():
     g.add_argument("--average", action="store_true",
                    help="parameter averaging: outer_lr 1, momentum 0, replayed as averaging")
     g.add_argument("--ranks-per-island", type=int, default=1, help="ranks of one island (default 1)")
+    g.add_argument("--transport", choices=("mpi", "files"), default="mpi",
+                   help="islands.transport: mpi (one job cut into the islands, the default) or files "
+                        "(one job per island, started together, meeting through islands.dir)")
+    g.add_argument("--island-layout", action="append", default=[], metavar="I:RANKS[:KEY=VALUE...]",
+                   help="--transport files: island I runs on RANKS ranks with these settings of its own "
+                        "after --set's, e.g. 1:2:parallel.tp=2 (repeatable; the others: "
+                        "--ranks-per-island ranks, --set's settings)")
     g.add_argument("--mpiexec", help="the MPI launcher, split like a shell (default $MPIEXEC or mpirun)")
     g.add_argument("--stream", help="with --dump: the stream run's dump (tokens compared with its)")
     g.add_argument("--metrics", help="with --dump: FILE as given to log.metrics (the islands' are "
@@ -730,6 +885,10 @@ def main():
         ap.error("--islands must be at least 2")
     if a.defaults and (a.average or a.outer_lr != 0.7 or a.outer_momentum != 0.9 or not a.nesterov):
         ap.error("--defaults replays outer_lr 0.7, momentum 0.9, Nesterov")
+    try:
+        layouts = island_layouts(a, isl.k)
+    except ValueError as e:
+        ap.error(str(e))
     model_cls.check_args(ap, a)
     o = optim_oracle.want_from_settings(a.set)
     relative = o.get("optimizer") == "adafactor" and o.get("adafactor_relative_step", 1)
@@ -765,9 +924,23 @@ def main():
         outer = ["islands.count=%d" % isl.k, "islands.sync_every=%d" % isl.H] if a.defaults else isl.settings()
         env = dict(os.environ)
         env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
-        ok = ok and run_cmd(mpiexec_argv(a) + ["-n", str(isl.k * a.ranks_per_island)] + base +
-                            shardlm_settings(a, model_cls, B, relative) + outer +
-                            ["log.dump=" + dump, "log.metrics=" + metrics] + a.set, workdir, a.timeout, env)
+        common = base + shardlm_settings(a, model_cls, B, relative) + outer + \
+            ["log.dump=" + dump, "log.metrics=" + metrics] + a.set
+        if a.transport == "mpi":
+            ok = ok and run_cmd(mpiexec_argv(a) + ["-n", str(isl.k * a.ranks_per_island)] + common,
+                                workdir, a.timeout, env)
+        elif ok:
+            # a fresh exchange directory and checkpoint directory: an island would take a
+            # stale decision there for one of this run, and resume from a stale checkpoint
+            xdir, ckdir = os.path.join(workdir, "exchange"), os.path.join(workdir, "ckpt")
+            for d in (xdir, ckdir):
+                shutil.rmtree(d, ignore_errors=True)
+            jobs = []
+            for i, (np_i, own) in enumerate(layouts):
+                jobs.append(mpiexec_argv(a) + ["-n", str(np_i)] + common + [
+                    "islands.transport=files", "islands.dir=" + xdir, "islands.index=%d" % i,
+                    "ckpt.dir=" + ckdir, "islands.deadline_s=%d" % DEADLINE_S] + own)
+            ok = run_islands(jobs, workdir, a.timeout, env)
         if not ok:
             print("0 passed, 1 failed")
             sys.exit(1)

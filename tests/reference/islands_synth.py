@@ -26,7 +26,10 @@ the one-rank run without islands would write it.
   (b) the correct synthetic runs (RUNS) pass, read as `--dump` does and against the
       request;
   (c) runs made with one of islands_oracle.BUGS' mistakes (BROKEN), dumped as if they
-      were correct, fail, in one of the checks listed for them;
+      were correct, fail, in one of the checks listed for them; and correct runs whose
+      dumps' islands attributes (islands, island, sync_every, outer_lr, outer_momentum,
+      outer_nesterov) differ from the replayed settings (ATTRS_BROKEN) fail `settings`
+      and nothing else;
   (d) the oracle's replay made with each mistake misses the correct runs (some check
       fails).
 """
@@ -88,6 +91,39 @@ BROKEN = [
     ("parameters not set to the anchor after the outer step", 2, "no_broadcast", None,
      {"losses", "final", "synced"}),
     ("averaging with the sum", 2, "sum", None, {"losses", "final"}),
+]
+
+
+
+def _set_attr(f, key, value):
+    del f.attrs[key]
+    f.attrs.create(key, value, dtype=np.int64 if isinstance(value, int) else np.float64)
+
+
+def _swap_island(fs):
+    _set_attr(fs[0], "island", 1)
+    _set_attr(fs[1], "island", 0)
+
+
+def _drop_settings(fs):
+    for f in fs:
+        for key in Islands(2, 1).attrs(0):
+            del f.attrs[key]
+
+
+# (label, index into RUNS, how the correct run's dumps are altered): the islands' settings
+# in the dumps' attributes that do not echo the replayed ones; each must fail `settings`
+# and nothing else.
+ATTRS_BROKEN = [
+    ("island 0's dump says island 1 and island 1's island 0", 0, _swap_island),
+    ("outer_nesterov 0 on island 1 although Nesterov is replayed", 0,
+     lambda fs: _set_attr(fs[1], "outer_nesterov", 0)),
+    ("sync_every 3 on every island, H = 2 replayed", 1, lambda fs: [_set_attr(f, "sync_every", 3) for f in fs]),
+    ("outer_lr 0.7 on island 2, 0.5 replayed", 1, lambda fs: _set_attr(fs[2], "outer_lr", 0.7)),
+    ("outer_momentum 0.9 in the averaging run (momentum 0 replayed)", 2,
+     lambda fs: [_set_attr(f, "outer_momentum", 0.9) for f in fs]),
+    ("islands 3 in a run of 2", 0, lambda fs: [_set_attr(f, "islands", 3) for f in fs]),
+    ("no islands' settings at all (a dump of a shardlm before they were recorded)", 0, _drop_settings),
 ]
 
 DETECT_TOL = 1e-4     # the oracle's default rtol: a mistake must be visible at it
@@ -179,8 +215,9 @@ def train_islands(model, P0, tokens, cfg, isl, bug=None, noise=0.0, seed=0):
 
 # --------------------------------------------------------------------------- files
 
-def write_attrs(f, cfg):
-    """The root attributes of a Llama dump with AdamW (as optim_synth's)."""
+def write_attrs(f, cfg, isl=None, island=0):
+    """The root attributes of a Llama dump with AdamW (as optim_synth's), and the islands'
+    settings as shardlm records them (isl None: a run without islands, on the defaults)."""
     full = {"optimizer": "adamw"}
     optim_oracle.fill_defaults(full)
     dp = cfg.get("dp", 1)
@@ -198,6 +235,14 @@ def write_attrs(f, cfg):
     for k in optim_oracle.FLOAT_ATTRS:
         f.attrs.create(k, float(full[k]), dtype=np.float64)
     f.attrs["optimizer"] = np.bytes_("adamw")
+    isl = isl or Islands(1, 1)
+    for k, v in isl.attrs(island).items():
+        if isinstance(v, str):
+            f.attrs[k] = np.bytes_(v)
+        elif isinstance(v, float):
+            f.attrs.create(k, v, dtype=np.float64)
+        else:
+            f.attrs.create(k, v, dtype=np.int64)
 
 
 def write_run(work, cfg, isl, bug=None, record=None, noise=0.0):
@@ -219,7 +264,7 @@ def write_run(work, cfg, isl, bug=None, record=None, noise=0.0):
         r = outs[i]
         read = i if bug != "swap_data" or record != "read" else [1, 0][i] if i < 2 else i
         with h5py.File(dumps[i], "w") as f:
-            write_attrs(f, cfg)
+            write_attrs(f, cfg, isl, i)
             if cfg.get("dp", 1) == 1:   # with dp > 1 shardlm dumps no tokens
                 f["tokens"] = tokens[read]
             for n in model.names():
@@ -369,6 +414,28 @@ def self_test(a):
                                 "" if failed & must else " (must fail one of %s)" % ",".join(sorted(must))))
         left = set(BUGS) - covered
         row("every mistake of BUGS has a broken run", not left, ", ".join(sorted(left)))
+
+        print("== (c') correct runs whose dumps' islands attributes do not echo the replayed settings")
+        for n, (label, k, alter) in enumerate(ATTRS_BROKEN):
+            cfg, isl, _ = run_cfg(k)
+            src = os.path.join(work, "run%d" % k)
+            dst = os.path.join(work, "attrs%d" % n)
+            shutil.copytree(src, dst)
+            dumps, metrics, stream = [[p.replace(src, dst) for p in x] if isinstance(x, list) else x.replace(src, dst)
+                                      for x in made[k]]
+            fs = [h5py.File(p, "r+") for p in dumps]
+            try:
+                alter(fs)
+            finally:
+                for f in fs:
+                    f.close()
+            nf, rep = quiet(lambda: islands_oracle.check_islands(dumps, stream, Llama, None, isl, rtol,
+                                                                 a.verbose, metrics, diagnose=False),
+                            a.verbose)
+            failed = set(rep.failed())
+            note = [r[4] for r in rep.rows if r[0] == "settings"]
+            row("attributes: " + label, failed == {"settings"},
+                "fails %s%s" % (",".join(sorted(failed)) or "nothing", ": " + note[0] if note and failed else ""))
 
         print("== (d) the oracle replaying each mistake must miss the correct runs")
         for bug, what in BUGS.items():
