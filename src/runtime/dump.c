@@ -153,6 +153,7 @@ slm_status slm_dump_create(const char *path, const slm_conf *c, slm_model_t mode
     attr_double(d->file, "outer_momentum", c->islands.outer_momentum);
     attr_long(d->file, "outer_nesterov", c->islands.nesterov);
     attr_string(d->file, "compress", c->islands.compress);
+    attr_string(d->file, "transport", c->islands.transport);
     *out = d;
     attr_long(d->file, "dp", dp);
     SLM_CALL(write_params(d, "init", init));

@@ -97,7 +97,9 @@ static slm_status wait_and_decide(const trainer *tr, long step, int *in)
             in[j] = j == tr->island || access(path, R_OK) == 0;
             present += in[j];
         }
-        if (present == tr->islands || slm_now() - t0 >= deadline) return decide(tr, step, in);
+        /* a preemption signal ends this island's wait: it decides with the files there
+         * now, takes the step, and its checkpoint after it is consistent with the others */
+        if (present == tr->islands || slm_now() - t0 >= deadline || slm_signal_pending()) return decide(tr, step, in);
         usleep(20000);
     }
 }
@@ -113,12 +115,16 @@ static slm_status apply_decision(trainer *tr, long step, const int *in, int own,
     float *theta = malloc((total ? total : 1) * sizeof(float));
     SLM_CALL(slm_agree(slm_mesh_world(tr->mesh),
                        theta ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "islands: out of memory for another island's parameters")));
-    float **sum = malloc((size_t)nc * sizeof *sum);
-    for (int c = 0; sum && c < nc; c++) { /* the buffers the outer step reads; own Δ computed, then replaced */
+    float **sum = malloc((size_t)(nc ? nc : 1) * sizeof *sum);
+    slm_status s = slm_agree(slm_mesh_world(tr->mesh), sum ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "islands: out of memory"));
+    if (s != SLM_OK) {
+        free(theta);
+        return s;
+    }
+    for (int c = 0; c < nc; c++) { /* the buffers the outer step reads; own Δ computed, then replaced */
         sum[c] = slm_outer_delta(o, c);
         memset(sum[c], 0, slm_outer_chunk(o, c)->count * sizeof(float));
     }
-    slm_status s = sum ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "islands: out of memory");
     int n = 0;
     for (int j = 0; j < tr->islands && s == SLM_OK; j++) {
         if (!in[j]) continue;
@@ -153,6 +159,50 @@ static slm_status apply_decision(trainer *tr, long step, const int *in, int own,
     free(sum);
     free(theta);
     return s;
+}
+
+/* What makes islands one run: their shared settings. A directory of another run's files
+ * and decisions would be taken for this run's, so the first island to start records
+ * this in islands.dir/run and every island checks it. */
+static void run_tag(const trainer *tr, char *out, size_t len)
+{
+    const slm_conf *c = tr->conf;
+    const slm_model_config *mc = slm_model_config_of(tr->model);
+    snprintf(out, len,
+             "islands %d sync_every %ld outer_lr %.9g outer_momentum %.9g nesterov %d seed %llu global_batch %d "
+             "model %s n_layer %d d_model %d n_head %d vocab_size %d seq_len %d params %zu\n",
+             c->islands.count, c->islands.sync_every, c->islands.outer_lr, c->islands.outer_momentum,
+             c->islands.nesterov, (unsigned long long)c->train.seed, c->train.global_batch, mc->arch, mc->n_layer,
+             mc->d_model, mc->n_head, mc->vocab_size, mc->seq_len, slm_model_num_global_params(tr->model));
+}
+
+slm_status slm_trainer_files_check_run(trainer *tr)
+{
+    slm_status s = SLM_OK;
+    if (tr->rank == 0) {
+        char want[1024], have[1024] = "", path[SLM_PATH_MAX + 32], tmp[SLM_PATH_MAX + 64];
+        run_tag(tr, want, sizeof want);
+        snprintf(path, sizeof path, "%s/run", tr->conf->islands.dir);
+        snprintf(tmp, sizeof tmp, "%s/.run.island%d.%ld", tr->conf->islands.dir, tr->island, (long)getpid());
+        FILE *f = fopen(tmp, "w");
+        const int written = f && fputs(want, f) >= 0 && fflush(f) == 0 && fsync(fileno(f)) == 0;
+        if (f) fclose(f);
+        if (!written) s = SLM_ERROR(SLM_ERR_IO, "islands.dir: cannot write %s: %s", tmp, strerror(errno));
+        if (s == SLM_OK && link(tmp, path) != 0 && errno != EEXIST)
+            s = SLM_ERROR(SLM_ERR_IO, "islands.dir: cannot create %s: %s", path, strerror(errno));
+        unlink(tmp);
+        f = s == SLM_OK ? fopen(path, "r") : NULL;
+        if (f) {
+            if (!fgets(have, sizeof have, f)) have[0] = 0;
+            fclose(f);
+        }
+        if (s == SLM_OK && strcmp(have, want))
+            s = SLM_ERROR(SLM_ERR_CONFIG,
+                          "islands.dir = %s belongs to another run: its run file says '%.*s', this island's settings "
+                          "say '%.*s' - give each run a directory of its own",
+                          tr->conf->islands.dir, (int)strcspn(have, "\n"), have, (int)strcspn(want, "\n"), want);
+    }
+    return slm_agree(slm_mesh_world(tr->mesh), s);
 }
 
 slm_status slm_trainer_files_outer_step(trainer *tr, long step, slm_islands_stats *st)
@@ -193,33 +243,48 @@ static int cmp_long(const void *a, const void *b)
 slm_status slm_trainer_files_catch_up(trainer *tr)
 {
     /* the decisions after this island's checkpoint, oldest first (rank 0 lists them) */
-    long steps[1024];
-    int n = 0;
+    long *steps = NULL;
+    int n = 0, cap = 0, ok = 1;
     if (tr->rank == 0) {
         char dir[SLM_PATH_MAX + 32];
         snprintf(dir, sizeof dir, "%s/decisions", tr->conf->islands.dir);
         DIR *d = opendir(dir);
         struct dirent *e;
-        while (d && (e = readdir(d)) != NULL && n < 1024) {
+        while (ok && d && (e = readdir(d)) != NULL) {
             long s;
             char rest;
-            if (sscanf(e->d_name, "step_%ld%c", &s, &rest) == 1 && s > tr->start_step && s <= tr->conf->train.steps)
-                steps[n++] = s;
+            if (sscanf(e->d_name, "step_%ld%c", &s, &rest) != 1 || s <= tr->start_step || s > tr->conf->train.steps)
+                continue;
+            if (n == cap) {
+                long *more = realloc(steps, (size_t)(cap = cap ? 2 * cap : 64) * sizeof *steps);
+                if (!more) ok = 0;
+                else steps = more;
+            }
+            if (ok) steps[n++] = s;
         }
         if (d) closedir(d);
-        qsort(steps, (size_t)n, sizeof *steps, cmp_long);
+        if (n) qsort(steps, (size_t)n, sizeof *steps, cmp_long);
     }
+    MPI_Bcast(&ok, 1, MPI_INT, 0, slm_mesh_world(tr->mesh));
     MPI_Bcast(&n, 1, MPI_INT, 0, slm_mesh_world(tr->mesh));
+    if (ok && tr->rank != 0 && n > 0) ok = (steps = malloc((size_t)n * sizeof *steps)) != NULL;
+    SLM_CALL(slm_agree(slm_mesh_world(tr->mesh),
+                       ok ? SLM_OK : SLM_ERROR(SLM_ERR_NOMEM, "islands: out of memory for the list of decisions")));
     MPI_Bcast(steps, n, MPI_LONG, 0, slm_mesh_world(tr->mesh));
     for (int i = 0; i < n; i++) {
         int in[MAX_ISLANDS];
         int ok = tr->rank == 0 ? read_decision(tr, steps[i], in) : 1;
         MPI_Bcast(&ok, 1, MPI_INT, 0, slm_mesh_world(tr->mesh));
         MPI_Bcast(in, tr->islands, MPI_INT, 0, slm_mesh_world(tr->mesh));
-        SLM_CHECK(ok, SLM_ERR_FORMAT, "islands.dir: the decision of step %ld cannot be read", steps[i]);
+        if (!ok) {
+            const long bad = steps[i];
+            free(steps);
+            return SLM_ERROR(SLM_ERR_FORMAT, "islands.dir: the decision of step %ld cannot be read", bad);
+        }
         slm_islands_stats st = {0};
         slm_status s = apply_decision(tr, steps[i], in, 0, &st);
         if (s != SLM_OK) {
+            free(steps);
             char why[1024];
             snprintf(why, sizeof why, "%s", slm_error_message());
             slm_error_clear();
@@ -238,6 +303,7 @@ slm_status slm_trainer_files_catch_up(trainer *tr)
             fflush(stdout);
         }
     }
+    free(steps);
     if (n > 0) SLM_CALL(slm_trainer_save(tr, tr->start_step - 1, 1)); /* where it rejoined, durable */
     return SLM_OK;
 }

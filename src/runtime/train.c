@@ -296,9 +296,10 @@ static void print_summary(const trainer *tr)
     }
     if (tr->islands > 1) {
         const slm_conf *c0 = c;
-        printf("islands   %d islands of %d rank%s; outer step every %ld steps and at the last: SGD lr %g, momentum %g%s, "
-               "pseudo-gradients as %s; this is island %d, reading global batch %d of every %d\n",
-               tr->islands, tr->world, tr->world > 1 ? "s" : "", c0->islands.sync_every, c0->islands.outer_lr,
+        printf("islands   %d islands (%s), this one of %d rank%s; outer step every %ld steps and at the last: SGD lr %g, "
+               "momentum %g%s, pseudo-gradients as %s; this is island %d, reading global batch %d of every %d\n",
+               tr->islands, tr->across != MPI_COMM_NULL ? "one MPI job" : "jobs of their own, through islands.dir",
+               tr->world, tr->world > 1 ? "s" : "", c0->islands.sync_every, c0->islands.outer_lr,
                c0->islands.outer_momentum, c0->islands.nesterov && c0->islands.outer_momentum > 0 ? " (Nesterov)" : "",
                c0->islands.compress, tr->island, tr->island, tr->islands);
     }
@@ -784,6 +785,7 @@ slm_status slm_train_run(const slm_conf *conf, MPI_Comm comm)
     if (s == SLM_OK) s = slm_trainer_restore(&tr); /* first: a resumed run prefers the backend it used */
     if (tr.islands > 1) s = slm_agree(tr.job, s); /* an island that cannot resume stops them all */
     if (s == SLM_OK) s = agree_islands_start(&tr);
+    if (s == SLM_OK && tr.outer && tr.across == MPI_COMM_NULL) s = slm_trainer_files_check_run(&tr);
     if (s == SLM_OK && tr.outer && tr.across == MPI_COMM_NULL) s = slm_trainer_files_catch_up(&tr);
     if (s == SLM_OK) s = setup_shared(&tr);
     if (s == SLM_OK) s = setup_dump(&tr);

@@ -115,6 +115,9 @@ slm_status slm_trainer_outer_step(trainer *tr, long step, double loss, slm_step_
  * (islands.transport = files), and catching up, at start-up, with the outer steps the
  * others took while this island was away. Collective over the island. */
 slm_status slm_trainer_files_outer_step(trainer *tr, long step, slm_islands_stats *stats);
+/* islands.dir belongs to this run: its `run` file (written by the first island to start)
+ * names the islands' shared settings, and they must be this island's. */
+slm_status slm_trainer_files_check_run(trainer *tr);
 slm_status slm_trainer_files_catch_up(trainer *tr);
 
 /* checkpoint.c: this rank's parameters as a checkpoint of /params alone (step `step`, in

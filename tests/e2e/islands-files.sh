@@ -57,6 +57,29 @@ same_losses mpimom zero3 1e-5 || fail "an island of 2 ranks at ZeRO 3 beside one
 extra0=(parallel.tp=2) extra1=()
 files_run 2 1 tp2 "${MOM[@]}"
 same_losses mpimom tp2 1e-5 || fail "an island of tp 2 beside one of 1 rank"
+# an exchange directory of another run (another seed) is refused before any step
+expect_error 1 "belongs to another run" "seed 1337" "seed 7" -- "$SHARDLM" train "${M[@]}" islands.transport=files \
+    "islands.dir=$WORK/files.x" "ckpt.dir=$WORK/other.ck" islands.index=1 train.seed=7
+# a preemption signal ends an island's wait for the others: it takes the step with the
+# files there, commits its checkpoint and exits 75, long before the 600 s deadline
+"$MPIEXEC" -n 1 "$SHARDLM" train "${M[@]}" train.steps=30 islands.transport=files "islands.dir=$WORK/alone.x" \
+    "ckpt.dir=$WORK/alone.ck" islands.index=0 >"$WORK/alone.out" 2>&1 &
+launcher=$!
+for _ in $(seq 300); do [ -e "$WORK/alone.x/island0/step_000000003.h5" ] && break; sleep 0.1; done
+target=
+for p in $(pgrep -P $launcher); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=0" && target=$p
+done
+[ -n "$target" ] || { kill $launcher; fail "no rank under the launcher of the waiting island"; }
+sleep 0.5
+kill -USR1 "$target"
+rc=0
+timeout 60 tail --pid=$launcher -f /dev/null || { kill $launcher; fail "a signal did not end the wait"; }
+wait $launcher || rc=$?
+[ "$rc" = 75 ] || { cat "$WORK/alone.out"; fail "the waiting island exited $rc after a signal, expected 75"; }
+[ "$(cat "$WORK/alone.x/decisions/step_000000003")" = "islands 0" ] || fail "the decision of step 3 is not island 0 alone"
+grep -q "step_000000003.h5" "$WORK/alone.ck/island0/latest" || fail "no checkpoint of step 3 after the signal"
+echo "a signal during the wait: island 0 took step 3 alone, committed it and exited 75"
 # one island killed while it writes, requeued; the drill reports and checks
 seed=${DRILL_SEED:-$(( $(date +%s) % 32768 ))}
 SHARDLM=$SHARDLM MPIEXEC=$MPIEXEC PYTHON3=$PYTHON3 timeout 300 \
