@@ -10,7 +10,8 @@
 #include "shardlm/log.h"
 #include "trainer_impl.h"
 
-/* path with ".island<i>" before its extension (a file) or "/island<i>" after it (a
+/* ckpt.resume names one file every island may start from (a synchronous run's checkpoint,
+ * say), so it is left as it is. path with ".island<i>" before its extension (a file) or "/island<i>" after it (a
  * directory): one job's islands must not write over each other. */
 static slm_status island_path(char *path, size_t len, int island, int directory, const char *key)
 {
@@ -35,7 +36,6 @@ slm_status slm_island_conf(const slm_conf *c, int island, slm_conf *out)
     *out = *c;
     if (c->islands.count <= 1) return SLM_OK;
     SLM_CALL(island_path(out->ckpt.dir, sizeof out->ckpt.dir, island, 1, "ckpt.dir"));
-    SLM_CALL(island_path(out->ckpt.resume, sizeof out->ckpt.resume, island, 1, "ckpt.resume"));
     SLM_CALL(island_path(out->log.metrics, sizeof out->log.metrics, island, 0, "log.metrics"));
     SLM_CALL(island_path(out->log.dump, sizeof out->log.dump, island, 0, "log.dump"));
     return SLM_OK;
