@@ -4,6 +4,19 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/slm-test.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 fail() { echo "FAIL: $*" >&2; exit 1; }
 skip() { echo "SKIP: $*" >&2; exit 77; }
+# world_rank_pid PID RANK: the process below PID (a launcher, or what started it) that is
+# MPI world rank RANK, told by the OMPI_COMM_WORLD_RANK of its environment; fails if none.
+world_rank_pid() {
+    local p found
+    for p in $(pgrep -P "$1"); do
+        if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=$2"; then
+            echo "$p"
+            return 0
+        fi
+        found=$(world_rank_pid "$p" "$2") && { echo "$found"; return 0; }
+    done
+    return 1
+}
 # expect_error STATUS NEEDLE... -- CMD...: CMD must exit STATUS and print every NEEDLE on stderr.
 expect_error() {
     local want=$1; shift

@@ -66,11 +66,7 @@ expect_error 1 "belongs to another run" "seed 1337" "seed 7" -- "$SHARDLM" train
     "ckpt.dir=$WORK/alone.ck" islands.index=0 >"$WORK/alone.out" 2>&1 &
 launcher=$!
 for _ in $(seq 300); do [ -e "$WORK/alone.x/island0/step_000000003.h5" ] && break; sleep 0.1; done
-target=
-for p in $(pgrep -P $launcher); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=0" && target=$p
-done
-[ -n "$target" ] || { kill $launcher; fail "no rank under the launcher of the waiting island"; }
+target=$(world_rank_pid $launcher 0) || { kill $launcher; fail "no rank under the launcher of the waiting island"; }
 sleep 0.5
 kill -USR1 "$target"
 rc=0

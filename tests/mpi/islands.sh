@@ -105,11 +105,7 @@ expect_error 1 "the islands resumed different steps" -- \
     train.steps=100000 log.every=1 "ckpt.dir=$WORK/pre" "log.metrics=$WORK/pre.jsonl" >"$WORK/pre.out" 2>&1 &
 launcher=$!
 for _ in $(seq 300); do [ -s "$WORK/pre.island1.jsonl" ] && break; sleep 0.1; done
-target=
-for p in $(pgrep -P $launcher); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1" && target=$p
-done
-[ -n "$target" ] || { kill $launcher; fail "no rank 1 process (island 1) under the launcher"; }
+target=$(world_rank_pid $launcher 1) || { kill $launcher; fail "no rank 1 process (island 1) under the launcher"; }
 kill -USR1 "$target"
 rc=0
 timeout 120 tail --pid=$launcher -f /dev/null || { kill $launcher; fail "the islands did not stop after a signal"; }

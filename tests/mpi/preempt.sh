@@ -15,7 +15,7 @@ args=(model.n_layer=2 model.n_head=4 model.d_model=64 model.vocab_size=64 model.
 start_job() { local log=$1; shift; timeout 300 "$MPIEXEC" -n 2 "$S" train "${args[@]}" "$@" >"$log" 2>&1 & JOB=$!; }
 # wait_steps FILE N: until the metrics file has N records
 wait_steps() { for _ in $(seq 600); do [ "$( { wc -l <"$1"; } 2>/dev/null || echo 0)" -ge "$2" ] && return 0; sleep 0.1; done; fail "no progress"; }
-rank_pid() { pgrep -P "$(pgrep -P "$JOB" | head -1)" -f 'shardlm train' | sed -n "$(( $1 + 1 ))p"; }
+rank_pid() { world_rank_pid "$JOB" "$1"; }
 
 "$MPIEXEC" -n 2 "$S" train "${args[@]}" "log.dump=$WORK/ref.h5" >/dev/null || fail "uninterrupted run"
 

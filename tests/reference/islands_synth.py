@@ -220,21 +220,8 @@ def write_attrs(f, cfg, isl=None, island=0):
     settings as shardlm records them (isl None: a run without islands, on the defaults)."""
     full = {"optimizer": "adamw"}
     optim_oracle.fill_defaults(full)
-    dp = cfg.get("dp", 1)
-    for k in ("n_layer", "n_head", "d_model", "vocab_size", "seq_len", "micro_batch", "grad_accum", "steps",
-              "warmup_steps", "seed", "n_kv_head", "ffn_hidden", "tie_embeddings", "rope_original_max_pos"):
-        f.attrs.create(k, int(cfg[k]) // (dp if k == "grad_accum" else 1), dtype=np.int64)
-    f.attrs.create("dp", dp, dtype=np.int64)
-    for k in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2", "eps", "norm_eps", "rope_theta",
-              "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor"):
-        f.attrs.create(k, float(cfg[k]), dtype=np.float64)
-    f.attrs["arch"] = np.bytes_("llama")
-    f.attrs["rope_scaling"] = str(cfg["rope_scaling"])
-    for k in optim_oracle.INT_ATTRS:
-        f.attrs.create(k, int(full[k]), dtype=np.int64)
-    for k in optim_oracle.FLOAT_ATTRS:
-        f.attrs.create(k, float(full[k]), dtype=np.float64)
-    f.attrs["optimizer"] = np.bytes_("adamw")
+    llama_synth.write_model_attrs(f, cfg, dp=cfg.get("dp", 1))
+    optim_synth.write_optim_attrs(f, full)
     isl = isl or Islands(1, 1)
     for k, v in isl.attrs(island).items():
         if isinstance(v, str):

@@ -456,6 +456,26 @@ def write_step_records(f, r):
     f["grad_norm"] = np.array(r["grad_norm"], dtype=np.float64)
 
 
+MODEL_INT_ATTRS = ("n_layer", "n_head", "d_model", "vocab_size", "seq_len", "micro_batch", "grad_accum", "steps",
+                   "warmup_steps", "seed", "n_kv_head", "ffn_hidden", "tie_embeddings", "rope_original_max_pos")
+MODEL_FLOAT_ATTRS = ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2", "eps", "norm_eps", "rope_theta",
+                     "rope_factor", "rope_low_freq_factor", "rope_high_freq_factor")
+
+
+def write_model_attrs(f, cfg, dp=1, arch="llama", ints=(), floats=()):
+    """The root attributes of a synthetic dump that shardlm writes for every run: the model
+    and training settings of cfg (and the keys ints and floats after them), dp (grad_accum
+    is then per rank), arch and rope_scaling - one fixed-length and one variable-length
+    string: the oracle reads either."""
+    for k in MODEL_INT_ATTRS + tuple(ints):
+        f.attrs.create(k, int(cfg[k]) // (dp if k == "grad_accum" else 1), dtype=np.int64)
+    f.attrs.create("dp", dp, dtype=np.int64)
+    for k in MODEL_FLOAT_ATTRS + tuple(floats):
+        f.attrs.create(k, float(cfg[k]), dtype=np.float64)
+    f.attrs["arch"] = np.bytes_(arch)
+    f.attrs["rope_scaling"] = str(cfg["rope_scaling"])
+
+
 def write_dump(path, cfg, bugs=(), poke=None, noise=0.0):
     """A synthetic dump of cfg (model and training attributes) made with `bugs`.
     poke (name, flat index, fraction): that gradient element of step 0 moved by the
@@ -468,19 +488,7 @@ def write_dump(path, cfg, bugs=(), poke=None, noise=0.0):
     tokens = rng.integers(0, cfg["vocab_size"], size=(S, A, B, T + 1)).astype(np.int32)
     r = train(model, P0, tokens, cfg)
     with h5py.File(path, "w") as f:
-        ints = ("n_layer", "n_head", "d_model", "vocab_size", "seq_len", "micro_batch",
-                "grad_accum", "steps", "warmup_steps", "seed", "n_kv_head", "ffn_hidden",
-                "tie_embeddings", "rope_original_max_pos")
-        for k in ints:
-            f.attrs.create(k, int(cfg[k]), dtype=np.int64)
-        f.attrs.create("dp", 1, dtype=np.int64)
-        for k in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2", "eps",
-                  "norm_eps", "rope_theta", "rope_factor", "rope_low_freq_factor",
-                  "rope_high_freq_factor"):
-            f.attrs.create(k, float(cfg[k]), dtype=np.float64)
-        # one fixed-length and one variable-length string: the oracle reads either
-        f.attrs["arch"] = np.bytes_("gpt2" if "wrong_arch" in bugs else "llama")
-        f.attrs["rope_scaling"] = str(cfg["rope_scaling"])
+        write_model_attrs(f, cfg, arch="gpt2" if "wrong_arch" in bugs else "llama")
         f["tokens"] = tokens
         for n in model.names():
             f["init/" + n] = P0[n]

@@ -689,17 +689,7 @@ def write_dump(path, cfg, bugs=(), init=None, attrs=None, drop=()):
     r = llama_synth.train(model, P0, tokens, cfg)
     at = dict(cfg, **(attrs or {}))
     with h5py.File(path, "w") as f:
-        for k in ("n_layer", "n_head", "d_model", "vocab_size", "seq_len", "micro_batch",
-                  "grad_accum", "steps", "warmup_steps", "seed", "n_kv_head", "ffn_hidden",
-                  "tie_embeddings", "rope_original_max_pos") + tuple(moe_ref.INT_ATTRS):
-            f.attrs.create(k, int(at[k]), dtype=np.int64)
-        f.attrs.create("dp", 1, dtype=np.int64)
-        for k in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2", "eps",
-                  "norm_eps", "rope_theta", "rope_factor", "rope_low_freq_factor",
-                  "rope_high_freq_factor") + tuple(moe_ref.FLOAT_ATTRS):
-            f.attrs.create(k, float(at[k]), dtype=np.float64)
-        f.attrs["arch"] = np.bytes_("llama")
-        f.attrs["rope_scaling"] = str(at["rope_scaling"])
+        llama_synth.write_model_attrs(f, at, ints=moe_ref.INT_ATTRS, floats=moe_ref.FLOAT_ATTRS)
         f.attrs["moe_balance"] = np.bytes_(at["moe_balance"])
         f["tokens"] = tokens
         for n in model.names():

@@ -124,6 +124,17 @@ def train(model, P0, tokens, cfg, run, decay_all=False, noise=0.0, seed=0):
     return out
 
 
+def write_optim_attrs(f, full, name=True):
+    """The optimizer's root attributes as shardlm records them, from full (every setting
+    filled in, optim_oracle.fill_defaults); name: also the attribute naming it."""
+    for k in optim_oracle.INT_ATTRS:
+        f.attrs.create(k, int(full[k]), dtype=np.int64)
+    for k in optim_oracle.FLOAT_ATTRS:
+        f.attrs.create(k, float(full[k]), dtype=np.float64)
+    if name:
+        f.attrs["optimizer"] = np.bytes_(full["optimizer"])
+
+
 def write_dump(path, cfg, attrs, run=None, decay_all=False, omit=False, noise=0.0):
     """A dump of cfg (model and training attributes) whose optimizer attributes are
     `attrs`; the run itself uses `run` (default: attrs)."""
@@ -136,23 +147,8 @@ def write_dump(path, cfg, attrs, run=None, decay_all=False, omit=False, noise=0.
     full = dict(attrs)
     optim_oracle.fill_defaults(full)
     with h5py.File(path, "w") as f:
-        for k in ("n_layer", "n_head", "d_model", "vocab_size", "seq_len", "micro_batch",
-                  "grad_accum", "steps", "warmup_steps", "seed", "n_kv_head", "ffn_hidden",
-                  "tie_embeddings", "rope_original_max_pos"):
-            f.attrs.create(k, int(cfg[k]), dtype=np.int64)
-        f.attrs.create("dp", 1, dtype=np.int64)
-        for k in ("lr", "min_lr", "weight_decay", "grad_clip", "beta1", "beta2", "eps",
-                  "norm_eps", "rope_theta", "rope_factor", "rope_low_freq_factor",
-                  "rope_high_freq_factor"):
-            f.attrs.create(k, float(cfg[k]), dtype=np.float64)
-        f.attrs["arch"] = np.bytes_("llama")
-        f.attrs["rope_scaling"] = str(cfg["rope_scaling"])
-        for k in optim_oracle.INT_ATTRS:
-            f.attrs.create(k, int(full[k]), dtype=np.int64)
-        for k in optim_oracle.FLOAT_ATTRS:
-            f.attrs.create(k, float(full[k]), dtype=np.float64)
-        if not omit:
-            f.attrs["optimizer"] = np.bytes_(full["optimizer"])
+        llama_synth.write_model_attrs(f, cfg)
+        write_optim_attrs(f, full, name=not omit)
         f["tokens"] = tokens
         for n in model.names():
             f["init/" + n] = P0[n]
