@@ -104,7 +104,8 @@ void slm_trainer_islands_free(trainer *tr)
     tr->outer_sumsq = NULL;
 }
 
-int slm_trainer_outer_due(const trainer *tr, long step)
+/* Whether `step` ends with an outer step: every islands.sync_every steps, and the last. */
+static int outer_due(const trainer *tr, long step)
 {
     const slm_conf *c = tr->conf;
     return tr->outer && ((step + 1) % c->islands.sync_every == 0 || step + 1 == c->train.steps);
@@ -112,7 +113,7 @@ int slm_trainer_outer_due(const trainer *tr, long step)
 
 slm_status slm_trainer_outer_step(trainer *tr, long step, double loss, slm_step_metrics *m)
 {
-    if (!slm_trainer_outer_due(tr, step)) return SLM_OK;
+    if (!outer_due(tr, step)) return SLM_OK;
     const int nt = slm_model_num_tensors(tr->model);
     memset(tr->outer_sumsq, 0, (size_t)nt * sizeof *tr->outer_sumsq);
     slm_islands_stats st;

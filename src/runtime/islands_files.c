@@ -28,9 +28,9 @@
 #define KEEP_ROUNDS 8
 #define MAX_ISLANDS 4096
 
-static void island_dir(const trainer *tr, int island, char *out, size_t len)
+void slm_trainer_exchange_dir(const trainer *tr, char *out, size_t len)
 {
-    snprintf(out, len, "%s/island%d", tr->conf->islands.dir, island);
+    snprintf(out, len, "%s/island%d", tr->conf->islands.dir, tr->island);
 }
 
 static void exchange_file(const trainer *tr, int island, long step, char *out, size_t len)
@@ -211,7 +211,7 @@ slm_status slm_trainer_files_outer_step(trainer *tr, long step, slm_islands_stat
     memset(st, 0, sizeof *st);
     slm_fsdp_settle(tr->fsdp);
     char dir[SLM_PATH_MAX + 32];
-    island_dir(tr, tr->island, dir, sizeof dir);
+    slm_trainer_exchange_dir(tr, dir, sizeof dir);
     double t0 = slm_now();
     slm_activity_set_text("islands: writing this island's parameters of step %ld to %s", done, dir);
     SLM_CALL(slm_trainer_write_params(tr, dir, done, KEEP_ROUNDS, &st->bytes));

@@ -45,7 +45,7 @@ static slm_status check_outputs(const trainer *tr)
     if (c->ckpt.dir[0]) SLM_CALL(slm_check_writable_dir("ckpt.dir", c->ckpt.dir, tr->rank));
     if (c->islands.count > 1 && !strcmp(c->islands.transport, "files")) { /* this island's exchange directory */
         char dir[SLM_PATH_MAX + 32];
-        snprintf(dir, sizeof dir, "%s/island%d", c->islands.dir, tr->island);
+        slm_trainer_exchange_dir(tr, dir, sizeof dir);
         SLM_CALL(slm_check_writable_dir("islands.dir", dir, tr->rank));
     }
     if (tr->rank == 0 && c->log.dump[0]) SLM_CALL(slm_check_writable_file("log.dump", c->log.dump));
@@ -295,13 +295,12 @@ static void print_summary(const trainer *tr)
                100.0 * (P - 1) / (tr->accum + P - 1));
     }
     if (tr->islands > 1) {
-        const slm_conf *c0 = c;
         printf("islands   %d islands (%s), this one of %d rank%s; outer step every %ld steps and at the last: SGD lr %g, "
                "momentum %g%s, pseudo-gradients as %s; this is island %d, reading global batch %d of every %d\n",
                tr->islands, tr->across != MPI_COMM_NULL ? "one MPI job" : "jobs of their own, through islands.dir",
-               tr->world, tr->world > 1 ? "s" : "", c0->islands.sync_every, c0->islands.outer_lr,
-               c0->islands.outer_momentum, c0->islands.nesterov && c0->islands.outer_momentum > 0 ? " (Nesterov)" : "",
-               c0->islands.compress, tr->island, tr->island, tr->islands);
+               tr->world, tr->world > 1 ? "s" : "", c->islands.sync_every, c->islands.outer_lr,
+               c->islands.outer_momentum, c->islands.nesterov && c->islands.outer_momentum > 0 ? " (Nesterov)" : "",
+               c->islands.compress, tr->island, tr->island, tr->islands);
     }
     printf("data      %s\n", slm_dataset_describe(tr->data));
     printf("compute   %.3g GFLOP per token (6 x the matrix weights a token passes through + 12*L*C*T), linear "

@@ -99,16 +99,15 @@ void slm_trainer_moe_scatter_bias(trainer *tr);
 
 /* islands.c: an island's copy of the configuration with its own output paths (ckpt.dir
  * gets "/island<i>", log.metrics and log.dump ".island<i>" before the extension); the
- * outer optimizer over the owned chunks (nothing without islands); whether `step` ends
- * with an outer step (every islands.sync_every steps, and the last step), and that step
- * with its log line and its part of m. Collective over the job. */
+ * outer optimizer over the owned chunks (nothing without islands); and, when `step` ends
+ * with one (every islands.sync_every steps, and the last step), the outer step with its
+ * log line and its part of m. Collective over the job. */
 slm_status slm_island_conf(const slm_conf *conf, int island, slm_conf *out);
 /* A stream that writes to `to` with "[island i] " at the start of every line (NULL: out
  * of memory). */
 FILE *slm_island_stream(FILE *to, int island);
 slm_status slm_trainer_islands_init(trainer *tr);
 void slm_trainer_islands_free(trainer *tr);
-int slm_trainer_outer_due(const trainer *tr, long step);
 slm_status slm_trainer_outer_step(trainer *tr, long step, double loss, slm_step_metrics *m);
 
 /* islands_files.c: the outer step of islands that meet through files
@@ -119,6 +118,8 @@ slm_status slm_trainer_files_outer_step(trainer *tr, long step, slm_islands_stat
  * names the islands' shared settings, and they must be this island's. */
 slm_status slm_trainer_files_check_run(trainer *tr);
 slm_status slm_trainer_files_catch_up(trainer *tr);
+/* This island's directory of exchange files, islands.dir/island<i>. */
+void slm_trainer_exchange_dir(const trainer *tr, char *out, size_t len);
 
 /* checkpoint.c: this rank's parameters as a checkpoint of /params alone (step `step`, in
  * dir, keeping the newest `keep`); and reading a file's /params into `into`, laid out as
